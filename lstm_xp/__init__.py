@@ -1,0 +1,46 @@
+"""lstm-xp: an LSTM written once against the Python Array API standard.
+
+The same gate code runs on NumPy (the default), CuPy (NVIDIA GPUs), PyTorch, JAX and
+array-api-strict; the backend is picked when the model is built::
+
+    from lstm_xp import LSTM
+    model = LSTM(3, 5, backend="auto")   # CuPy if a GPU answers, else NumPy (and says so)
+
+Importing this package imports NumPy and array-api-compat only.
+"""
+
+from ._backend import BACKENDS, BackendStatus, available_backends
+from .errors import (
+    BackendMismatchError,
+    BackendNotInstalledError,
+    ConfigError,
+    DeviceUnavailableError,
+    DTypeError,
+    InvalidDeviceError,
+    LSTMXPError,
+    ShapeError,
+    StateDictError,
+    UnknownBackendError,
+)
+from .lstm import LSTM, LSTMCell
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS",
+    "LSTM",
+    "BackendMismatchError",
+    "BackendNotInstalledError",
+    "BackendStatus",
+    "ConfigError",
+    "DTypeError",
+    "DeviceUnavailableError",
+    "InvalidDeviceError",
+    "LSTMCell",
+    "LSTMXPError",
+    "ShapeError",
+    "StateDictError",
+    "UnknownBackendError",
+    "__version__",
+    "available_backends",
+]

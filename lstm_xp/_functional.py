@@ -1,0 +1,193 @@
+"""Pure Array-API math of the LSTM: written once, for every standard namespace.
+
+Every function takes the namespace ``xp`` as its first argument and uses nothing outside the
+Array API standard, so it runs unchanged on NumPy, CuPy, PyTorch, JAX and array-api-strict.
+Arrays are created only from other arrays, so they stay on their inputs' device.
+
+Shapes: ``T`` time steps, ``B`` batch, ``I`` input features, ``H`` hidden units, gates fused
+along a ``4H`` axis in PyTorch's order i, f, g, o:
+
+    i = sigmoid(x W_ii^T + h W_hi^T + b_i)        input gate
+    f = sigmoid(x W_if^T + h W_hf^T + b_f)        forget gate
+    g = tanh   (x W_ig^T + h W_hg^T + b_g)        candidate cell (the seed's C~)
+    o = sigmoid(x W_io^T + h W_ho^T + b_o)        output gate
+    c' = f * c + i * g
+    h' = o * tanh(c')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+Array = Any
+Namespace = Any
+LayerWeights = tuple[Array, Array, Array | None]  # weight_ih (4H, I), weight_hh (4H, H), bias (4H,)
+
+
+def sigmoid(xp: Namespace, z: Array) -> Array:
+    """Logistic sigmoid as ``0.5 * tanh(z / 2) + 0.5``.
+
+    The standard has no sigmoid; ``1 / (1 + exp(-z))`` overflows ``exp`` for large negative
+    ``z`` (a warning in NumPy, ``inf`` in float16 from ``|z| > 11``). ``tanh`` saturates
+    instead, so any finite ``z`` gives a value in [0, 1] with no warning and no NaN.
+    """
+    return 0.5 * xp.tanh(0.5 * z) + 0.5
+
+
+def cell_update(xp: Namespace, gates: Array, c: Array) -> tuple[Array, Array]:
+    """Gate nonlinearities and state update for one step.
+
+    Parameters
+    ----------
+    gates : array, shape (B, 4H)
+        Pre-activations in gate order i, f, g, o.
+    c : array, shape (B, H)
+        Cell state before the step.
+
+    Returns
+    -------
+    h, c : arrays, shape (B, H)
+        Hidden and cell state after the step.
+    """
+    hidden = c.shape[-1]
+    i = sigmoid(xp, gates[..., :hidden])
+    f = sigmoid(xp, gates[..., hidden : 2 * hidden])
+    g = xp.tanh(gates[..., 2 * hidden : 3 * hidden])
+    o = sigmoid(xp, gates[..., 3 * hidden :])
+    c_new = f * c + i * g
+    return o * xp.tanh(c_new), c_new
+
+
+def cell_step(
+    xp: Namespace,
+    x: Array,
+    h: Array,
+    c: Array,
+    weight_ih: Array,
+    weight_hh: Array,
+    bias: Array | None,
+) -> tuple[Array, Array]:
+    """One LSTM step from an input ``x`` of shape (B, I) and state ``h``, ``c`` of shape (B, H).
+
+    ``weight_ih`` is (4H, I), ``weight_hh`` (4H, H), ``bias`` (4H,) or None (the sum of
+    PyTorch's ``bias_ih`` and ``bias_hh``). Returns the new ``(h, c)``, each (B, H).
+    """
+    gates = x @ xp.matrix_transpose(weight_ih) + h @ xp.matrix_transpose(weight_hh)
+    if bias is not None:
+        gates = gates + bias
+    return cell_update(xp, gates, c)
+
+
+def input_projection(xp: Namespace, x: Array, weight_ih: Array, bias: Array | None) -> Array:
+    """Input contribution to the gates of every step in one matmul.
+
+    ``x`` (T, B, I) and ``weight_ih`` (4H, I) give (T, B, 4H), bias included.
+    """
+    steps, batch, features = x.shape
+    proj = xp.reshape(x, (steps * batch, features)) @ xp.matrix_transpose(weight_ih)
+    if bias is not None:
+        proj = proj + bias
+    return xp.reshape(proj, (steps, batch, proj.shape[-1]))
+
+
+class LayerScan(Protocol):
+    """Signature shared by :func:`layer_scan` and the fused kernels in ``lstm_xp.kernels``."""
+
+    def __call__(
+        self,
+        xp: Namespace,
+        x: Array,
+        weight_ih: Array,
+        weight_hh: Array,
+        bias: Array | None,
+        h0: Array,
+        c0: Array,
+        *,
+        reverse: bool = False,
+    ) -> tuple[Array, Array, Array]: ...
+
+
+def layer_scan(
+    xp: Namespace,
+    x: Array,
+    weight_ih: Array,
+    weight_hh: Array,
+    bias: Array | None,
+    h0: Array,
+    c0: Array,
+    *,
+    reverse: bool = False,
+) -> tuple[Array, Array, Array]:
+    """Run one layer in one direction over a whole sequence (the reference implementation).
+
+    Parameters
+    ----------
+    x : array, shape (T, B, I)
+    weight_ih : array, shape (4H, I)
+    weight_hh : array, shape (4H, H)
+    bias : array, shape (4H,), or None
+    h0, c0 : arrays, shape (B, H)
+    reverse : bool
+        Walk the sequence from its last step to its first (the backward direction); outputs
+        stay aligned with the input's time axis.
+
+    Returns
+    -------
+    y : array, shape (T, B, H)
+        Hidden state after every step.
+    h_n, c_n : arrays, shape (B, H)
+        State after the last step walked.
+    """
+    proj = input_projection(xp, x, weight_ih, bias)
+    w_hh_t = xp.matrix_transpose(weight_hh)
+    steps = x.shape[0]
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    outputs: list[Array] = [None] * steps
+    h, c = h0, c0
+    for t in order:
+        h, c = cell_update(xp, proj[t, ...] + h @ w_hh_t, c)
+        outputs[t] = h
+    return xp.stack(outputs, axis=0), h, c
+
+
+def lstm_forward(
+    xp: Namespace,
+    x: Array,
+    layers: Sequence[Sequence[LayerWeights]],
+    h0: Array,
+    c0: Array,
+    scan: LayerScan = layer_scan,
+) -> tuple[Array, Array, Array]:
+    """Stacked, optionally bidirectional LSTM over a sequence.
+
+    Parameters
+    ----------
+    x : array, shape (T, B, I)
+    layers : sequence over layers of sequences over directions (1 or 2) of
+        ``(weight_ih, weight_hh, bias)``. Layer 0 takes I features, later layers D*H.
+    h0, c0 : arrays, shape (L*D, B, H)
+        Initial state, indexed ``layer * D + direction`` as in ``torch.nn.LSTM``.
+    scan : callable
+        :func:`layer_scan` or a fused kernel with the same signature.
+
+    Returns
+    -------
+    y : array, shape (T, B, D*H)
+        Last layer's hidden states, forward direction first along the feature axis.
+    h_n, c_n : arrays, shape (L*D, B, H)
+    """
+    h_n: list[Array] = []
+    c_n: list[Array] = []
+    layer_input = x
+    for index, directions in enumerate(layers):
+        outs: list[Array] = []
+        for direction, (w_ih, w_hh, b) in enumerate(directions):
+            k = index * len(directions) + direction
+            y, h, c = scan(xp, layer_input, w_ih, w_hh, b, h0[k, ...], c0[k, ...],
+                           reverse=direction == 1)
+            outs.append(y)
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = outs[0] if len(outs) == 1 else xp.concat(outs, axis=-1)
+    return layer_input, xp.stack(h_n, axis=0), xp.stack(c_n, axis=0)

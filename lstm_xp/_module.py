@@ -1,0 +1,232 @@
+"""What :class:`~lstm_xp.LSTM` and :class:`~lstm_xp.LSTMCell` share: a backend chosen once at
+construction, named parameters in PyTorch's layout, ``state_dict`` / ``load_state_dict`` /
+``to``, and the conversion of user arrays at the edge.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from . import _backend
+from ._init import INITS, init_layer
+from .errors import BackendMismatchError, ConfigError, DTypeError, StateDictError
+
+
+def check_size(name: str, value: Any) -> int:
+    """A positive int (not a bool), or a :class:`ConfigError` saying what was given."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
+    return int(value)
+
+
+class Module:
+    """Base of the recurrent modules: backend, dtype, parameters and their (de)serialisation.
+
+    Subclasses fill ``self._params`` (name -> array of ``self.xp`` on ``self.device``) through
+    :meth:`_init_params` and define :meth:`_param_shapes`.
+    """
+
+    _params: dict[str, Any]
+
+    def __init__(self, backend: Any, device: Any, dtype: Any, init: str, seed: int | None):
+        if init not in INITS:
+            raise ConfigError(f"unknown init {init!r}; expected one of {', '.join(INITS)}.")
+        self._backend = _backend.resolve_backend(backend, device)
+        self._dtype = self._backend.resolve_dtype(dtype)
+        self.init = init
+        self.seed = seed
+        self._params = {}
+
+    # -- what the model runs on --------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        """Name of the backend in use: ``"numpy"``, ``"cupy"``, ``"torch"``, ``"jax"``, ..."""
+        return self._backend.name
+
+    @property
+    def backend_reason(self) -> str:
+        """Why this backend was chosen (with ``backend="auto"``: what the GPU probe found)."""
+        return self._backend.reason
+
+    @property
+    def xp(self) -> Any:
+        """The Array API namespace the model computes with."""
+        return self._backend.xp
+
+    @property
+    def device(self) -> Any:
+        """The device parameters and results live on, in the backend's own terms."""
+        return self._backend.device
+
+    @property
+    def dtype(self) -> Any:
+        """The floating dtype of parameters and results (a dtype of :attr:`xp`)."""
+        return self._dtype
+
+    # -- parameters --------------------------------------------------------------------------
+    def _param_shapes(self) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def _init_params(self, layers: list[tuple[str, int]], hidden_size: int, bias: bool) -> None:
+        """Draw parameters for each ``(suffix, input_size)`` on the host and move them here."""
+        rng = np.random.default_rng(self.seed)
+        for suffix, input_size in layers:
+            drawn = init_layer(self.init, rng, input_size, hidden_size, bias)
+            for name, value in drawn.items():
+                self._params[name + suffix] = self._backend.from_numpy(value, self._dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters by name, in ``torch.nn.LSTM``'s names, layout and gate order (i, f, g, o).
+
+        Returns
+        -------
+        dict
+            Arrays of :attr:`xp` on :attr:`device` (the model's own arrays: copy them before
+            writing into them). For :class:`LSTM` the keys are ``weight_ih_l{k}`` (4H, I or D*H),
+            ``weight_hh_l{k}`` (4H, H), ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (4H,), and the same
+            with ``_reverse`` for the backward direction.
+        """
+        return dict(self._params)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Replace every parameter from ``state_dict``.
+
+        Values may be NumPy arrays or arrays of the model's namespace (on any of its devices);
+        floating values of another precision are cast to the model's dtype, as
+        ``torch.nn.Module.load_state_dict`` does. Everything is checked before anything is
+        assigned: on error the model is unchanged.
+
+        Raises
+        ------
+        StateDictError
+            Missing or unexpected names, wrong shapes, non-floating dtypes, or arrays of another
+            library.
+        """
+        expected = self._param_shapes()
+        missing = sorted(set(expected) - set(state_dict))
+        extra = sorted(set(state_dict) - set(expected))
+        if missing or extra:
+            raise StateDictError(
+                f"state_dict does not match this {type(self).__name__}: missing {missing}, "
+                f"unexpected {extra}. Expected exactly {sorted(expected)}."
+            )
+        staged: dict[str, Any] = {}
+        for name, shape in expected.items():
+            value = state_dict[name]
+            if self._backend.owns(value):
+                host = _backend.to_numpy(value)
+            elif _backend.is_numpy_array(value):
+                host = np.asarray(value)
+            else:
+                raise StateDictError(
+                    f"state_dict[{name!r}] is a {type(value).__module__}.{type(value).__name__}; "
+                    f"expected a NumPy array or an array of the model's backend "
+                    f"({self.backend!r}). Convert it to NumPy first."
+                )
+            if tuple(host.shape) != shape:
+                raise StateDictError(
+                    f"state_dict[{name!r}] has shape {tuple(host.shape)}; expected {shape}."
+                )
+            if host.dtype.kind != "f":
+                raise StateDictError(
+                    f"state_dict[{name!r}] has dtype {host.dtype}; expected a floating dtype "
+                    f"(the model's is {_backend.dtype_name(self._dtype)})."
+                )
+            staged[name] = host
+        self._params = {n: self._backend.from_numpy(v, self._dtype) for n, v in staged.items()}
+
+    def to(self, backend: Any = None, device: Any = None, dtype: Any = None) -> Module:
+        """A copy of this model on another backend, device or dtype; ``self`` is unchanged.
+
+        Parameters
+        ----------
+        backend : str or namespace, optional
+            Default: this model's backend.
+        device : optional
+            Default: this model's device when the backend is unchanged, else the new backend's
+            default device.
+        dtype : optional
+            Default: this model's dtype.
+        """
+        same_backend = backend is None
+        target = _backend.resolve_backend(
+            self._backend.xp if same_backend else backend,
+            self.device if same_backend and device is None else device,
+        )
+        new_dtype = target.resolve_dtype(
+            _backend.dtype_name(self._dtype) if dtype is None else dtype)
+        clone = copy.copy(self)
+        clone._backend = target
+        clone._dtype = new_dtype
+        clone._params = {n: target.from_numpy(_backend.to_numpy(v), new_dtype)
+                         for n, v in self._params.items()}
+        return clone
+
+    # -- arrays at the edge ------------------------------------------------------------------
+    def _as_array(self, value: Any, what: str) -> Any:
+        """Convert a user array to the model's namespace, device and dtype.
+
+        NumPy arrays and (nested) Python sequences are copied to the model's device. Arrays of
+        the model's namespace must already be on its device. Floating arrays of another
+        precision are cast to the model's dtype.
+
+        Raises
+        ------
+        BackendMismatchError
+            An array of another library, or on another device.
+        DTypeError
+            Integer, boolean, complex or object data.
+        """
+        b = self._backend
+        if b.owns(value):
+            if not _same_device(b.device_of(value), b.device):
+                raise BackendMismatchError(
+                    f"{what} is on device {b.device_of(value)!r}, but the model is on "
+                    f"{b.device!r}. Move it there first, or build the model on that device "
+                    f"(model.to(device=...))."
+                )
+            if not b.xp.isdtype(value.dtype, "real floating"):
+                raise self._refuse_dtype(what, value.dtype)
+            if value.dtype != self._dtype:
+                with b.context():
+                    value = b.xp.astype(value, self._dtype)
+            return value
+        if _backend.is_numpy_array(value) or isinstance(value, (list, tuple, numbers.Real)):
+            host = np.asarray(value)
+            if host.dtype.kind != "f":
+                raise self._refuse_dtype(what, host.dtype)
+            return b.from_numpy(host, self._dtype)
+        lib = _backend.library_of(value)
+        if lib is not None:
+            raise BackendMismatchError(
+                f"{what} is a {lib} array, but the model runs on backend {self.backend!r}. "
+                f"Pass a NumPy array or a {self.backend} array, or build the model with "
+                f"backend={lib!r} (or model.to(backend={lib!r}))."
+            )
+        raise BackendMismatchError(
+            f"{what} must be an array (NumPy, a Python sequence, or the model's backend); "
+            f"got {type(value).__name__}."
+        )
+
+    def _refuse_dtype(self, what: str, dtype: Any) -> DTypeError:
+        return DTypeError(
+            f"{what} has dtype {dtype}; expected real floating data (the model computes in "
+            f"{_backend.dtype_name(self._dtype)}). Integer, boolean and complex inputs are "
+            "refused rather than guessed at: cast them to a float dtype first."
+        )
+
+    def _placement(self) -> str:
+        return (f"backend={self.backend!r}, device={self.device!r}, "
+                f"dtype={_backend.dtype_name(self._dtype)!r}")
+
+
+def _same_device(a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    # cupy.cuda.Device objects compare by identity on some versions; compare their ids.
+    return getattr(a, "id", object()) == getattr(b, "id", object())

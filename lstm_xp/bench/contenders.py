@@ -1,0 +1,226 @@
+"""What ``lstm-xp bench`` times: lstm-xp on each backend and device, its peers, and the GEMM floor.
+
+A contender's ``prepare(shape, dtype, x_host)`` builds everything outside the timed region and
+returns a function that runs one float forward pass over the whole sequence and waits for the
+device. A contender that cannot run here raises :class:`Unavailable` with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._backend import Backend, resolve_backend
+from ..errors import LSTMXPError
+from ..lstm import LSTM
+from .seed_baseline import SeedLSTM
+
+Shape = tuple[int, int, int, int]  # (B, T, I, H)
+Runner = Callable[[], Any]
+
+
+class Unavailable(Exception):
+    """This contender cannot run on this machine; the message says why."""
+
+
+@dataclass
+class Contender:
+    """Something to time.
+
+    Attributes
+    ----------
+    name : str
+        Label in tables and plots, e.g. ``"lstm-xp numpy cpu"``, ``"torch.nn.LSTM cpu"``.
+    kind : {"lstm-xp", "peer", "floor"}
+    device : str
+        ``"cpu"`` or a GPU's name, to compare like with like.
+    prepare : callable
+        ``prepare(shape, dtype, x_host) -> run``.
+    memory : callable or None
+        ``memory(shape, dtype, x_host) -> peak bytes beyond inputs and outputs``.
+    """
+
+    name: str
+    kind: str
+    device: str
+    prepare: Callable[[Shape, str, np.ndarray], Runner]
+    memory: Callable[[Shape, str, np.ndarray], int | None] | None = None
+
+
+def _optional(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise Unavailable(f"{module} is not installed") from exc
+
+
+# -- lstm-xp ---------------------------------------------------------------------------------
+def lstm_xp(backend: str, device: Any = None, kernel: str = "auto") -> Contender:
+    """lstm-xp's forward on ``backend``/``device``; ``kernel="pure"`` forces the reference path."""
+    try:
+        b = resolve_backend(backend, device)
+    except LSTMXPError as exc:
+        raise Unavailable(str(exc)) from exc
+    where = _device_label(b)
+    label = f"lstm-xp {b.name} {where}" + (" (pure)" if kernel == "pure" else "")
+
+    def build(shape: Shape, dtype: str, x_host: np.ndarray) -> tuple[LSTM, Any]:
+        _, _, size_in, hidden = shape
+        model = LSTM(size_in, hidden, backend=b.xp, device=b.device, dtype=dtype, seed=0)
+        if kernel == "pure":
+            from .._functional import layer_scan
+
+            model._scan = layer_scan
+        return model, b.from_numpy(x_host, model.dtype)
+
+    def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
+        model, x = build(shape, dtype, x_host)
+
+        def run() -> Any:
+            y, _ = model(x)
+            b.synchronize(y)
+            return y
+
+        return run
+
+    memory = None
+    if b.name == "numpy":
+        def memory(shape: Shape, dtype: str, x_host: np.ndarray) -> int:
+            model, x = build(shape, dtype, x_host)
+            return _traced_peak(lambda: model(x)[0], x_host)
+    return Contender(label, "lstm-xp", where, prepare, memory)
+
+
+def _device_label(b: Backend) -> str:
+    if b.name == "cupy":
+        cupy = importlib.import_module("cupy")
+        name = cupy.cuda.runtime.getDeviceProperties(b.device.id)["name"]
+        return f"cuda:{b.device.id} ({name.decode() if isinstance(name, bytes) else name})"
+    return str(b.device)
+
+
+def _traced_peak(fn: Callable[[], Any], x_host: np.ndarray) -> int:
+    """Peak bytes NumPy allocated while ``fn`` ran, less what its output keeps."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        out = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return int(peak - np.asarray(out).nbytes)
+
+
+# -- peers -----------------------------------------------------------------------------------
+def torch_lstm(device: str = "cpu") -> Contender:
+    """``torch.nn.LSTM`` (oneDNN on the CPU, cuDNN on CUDA), in inference mode."""
+    torch = _optional("torch")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise Unavailable("torch sees no CUDA device")
+    label = device if device == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
+
+    def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
+        _, _, size_in, hidden = shape
+        tdtype = getattr(torch, dtype)
+        module = torch.nn.LSTM(size_in, hidden, dtype=tdtype, device=device).eval()
+        x = torch.from_numpy(x_host.astype(dtype)).to(device)
+
+        def run() -> Any:
+            with torch.inference_mode():
+                y, _ = module(x)
+            if device != "cpu":
+                torch.cuda.synchronize(device)
+            return y
+
+        return run
+
+    memory = None
+    if device != "cpu":
+        def memory(shape: Shape, dtype: str, x_host: np.ndarray) -> int:
+            run = prepare(shape, dtype, x_host)
+            torch.cuda.synchronize(device)
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            y = run()
+            return int(torch.cuda.max_memory_allocated(device) - base - y.element_size() * y.numel())
+    return Contender(f"torch.nn.LSTM {label}", "peer", label, prepare, memory)
+
+
+def onnxruntime_lstm() -> Contender:
+    """ONNX Runtime's ``LSTM`` operator on the CPU (its own MLAS GEMM)."""
+    onnx = _optional("onnx")
+    ort = _optional("onnxruntime")
+
+    def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
+        if dtype != "float32":
+            raise Unavailable("ONNX Runtime's CPU LSTM kernel is float32 only")
+        _, _, size_in, hidden = shape
+        rng = np.random.default_rng(0)
+        k = 1 / np.sqrt(hidden)
+        w = rng.uniform(-k, k, (1, 4 * hidden, size_in)).astype(np.float32)
+        r = rng.uniform(-k, k, (1, 4 * hidden, hidden)).astype(np.float32)
+        bias = np.zeros((1, 8 * hidden), np.float32)
+        h = onnx.helper
+        graph = h.make_graph(
+            [h.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], hidden_size=hidden)],
+            "lstm",
+            [h.make_tensor_value_info("X", onnx.TensorProto.FLOAT, list(x_host.shape))],
+            [h.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None)],
+            [onnx.numpy_helper.from_array(a, n) for a, n in ((w, "W"), (r, "R"), (bias, "B"))],
+        )
+        model = h.make_model(graph, opset_imports=[h.make_opsetid("", 14)])
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        x = np.ascontiguousarray(x_host, dtype=np.float32)
+        return lambda: session.run(None, {"X": x})[0]
+
+    return Contender("onnxruntime LSTM op cpu", "peer", "cpu", prepare)
+
+
+def seed() -> Contender:
+    """The seed's algorithm (per-gate matrices, column vectors, loops over steps and batch)."""
+
+    def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
+        _, _, size_in, hidden = shape
+        model = SeedLSTM(size_in, hidden, dtype=np.dtype(dtype), seed=0)
+        x = x_host.astype(dtype)
+        return lambda: model.forward_batch(x)
+
+    return Contender("seed (NumPy, per-gate, column vectors)", "peer", "cpu", prepare)
+
+
+# -- the floor -------------------------------------------------------------------------------
+def gemm_floor(backend: str = "numpy", device: Any = None) -> Contender:
+    """The matrix products an LSTM cannot avoid, timed alone on ``backend``: the input
+    projection ``(T*B, I) @ (I, 4H)`` and ``T - 1`` recurrent ``(B, H) @ (H, 4H)``."""
+    try:
+        b = resolve_backend(backend, device)
+    except LSTMXPError as exc:
+        raise Unavailable(str(exc)) from exc
+    where = _device_label(b)
+
+    def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
+        batch, steps, size_in, hidden = shape
+        rng = np.random.default_rng(0)
+        dt = b.resolve_dtype(dtype)
+        x = b.from_numpy(x_host.reshape(steps * batch, size_in), dt)
+        w_ih = b.from_numpy(rng.standard_normal((size_in, 4 * hidden)), dt)
+        w_hh = b.from_numpy(rng.standard_normal((hidden, 4 * hidden)), dt)
+        h = b.from_numpy(rng.standard_normal((batch, hidden)), dt)
+        xp = b.xp
+
+        def run() -> Any:
+            with b.context():
+                out = xp.matmul(x, w_ih)
+                for _ in range(steps - 1):
+                    out = xp.matmul(h, w_hh)
+            b.synchronize(out)
+            return out
+
+        return run
+
+    return Contender(f"GEMM floor {b.name} {where}", "floor", where, prepare)

@@ -1,0 +1,137 @@
+"""Turn benchmark results into a table, Markdown, JSON and a PNG plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+PEERS = (("torch.nn.LSTM cpu", "x torch"), ("onnxruntime LSTM op cpu", "x ORT"),
+         ("seed (NumPy, per-gate, column vectors)", "x seed"))
+
+
+def _rows(results: list[dict[str, Any]]) -> list[tuple[tuple[int, ...], list[list[str]]]]:
+    """Per shape, a row per contender: time, throughput, ratios against peers and the floor."""
+    shapes: list[tuple[int, ...]] = []
+    for r in results:
+        if tuple(r["shape"]) not in shapes:
+            shapes.append(tuple(r["shape"]))
+    out = []
+    for shape in shapes:
+        here = [r for r in results if tuple(r["shape"]) == shape]
+        by_name = {r["contender"]: r for r in here if r["median_s"]}
+        floors = {r["device"]: r["median_s"] for r in here if r["kind"] == "floor" and r["median_s"]}
+        rows = []
+        for r in here:
+            t = r["median_s"]
+            if not t:
+                rows.append([r["contender"], "skipped: " + (r["skipped"] or "?")] + [""] * 7)
+                continue
+            ratios = []
+            for peer, _ in PEERS:
+                p = by_name.get(peer)
+                ratios.append(f"{p['median_s'] / t:.2f}" if p and peer != r["contender"] else "")
+            floor = floors.get(r["device"])
+            rows.append([
+                r["contender"], f"{t * 1e3:.3f}", f"{r['sequences_per_s']:.0f}",
+                f"{r['gflops']:.1f}",
+                "" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.2f}",
+                *ratios,
+                f"{t / floor:.2f}" if floor and r["kind"] != "floor" else "",
+            ])
+        out.append((shape, rows))
+    return out
+
+
+HEADER = ["contender", "median ms", "seq/s", "GFLOP/s", "peak MiB", *(h for _, h in PEERS),
+          "/ floor"]
+
+
+def text_table(report: dict[str, Any]) -> str:
+    """A plain-text table per shape."""
+    lines = []
+    for shape, rows in _rows(report["results"]):
+        lines.append(f"\n(B, T, I, H) = {shape}")
+        widths = [max(len(str(x)) for x in col) for col in zip(HEADER, *rows, strict=False)]
+        for row in (HEADER, *rows):
+            lines.append("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=False)))
+    lines.append("\n'x peer' = the peer's median time / this row's (above 1: faster than the "
+                 "peer); '/ floor' = this row's time / the GEMM floor's on its device.")
+    return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Markdown tables, one per shape, with the machine they were measured on."""
+    m = report["machine"]
+    lines = [f"Machine: {m.get('processor')} ({m.get('cpu_count')} cores), "
+             f"Python {m.get('python')}, NumPy {m.get('numpy')}"
+             + "".join(f", {k} {m[k]}" for k in ("torch", "onnxruntime", "jax", "cupy") if k in m),
+             "", f"dtype {report['config']['dtype']}, median of up to "
+             f"{report['config']['repeats']} runs after 2 warm-ups.", ""]
+    for shape, rows in _rows(report["results"]):
+        lines += [f"**(B, T, I, H) = {shape}**", "",
+                  "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+    lines.append("`x peer` = the peer's median time divided by this row's (above 1: faster than "
+                 "the peer). `/ floor` = this row's time divided by the GEMM floor on its device "
+                 "(input-projection GEMM plus T-1 recurrent GEMMs, timed alone).")
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> str | None:
+    """Throughput (sequences/s) against batch size, one line per contender. Returns None, or
+    the reason no plot was drawn."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install lstm-xp[plot])"
+    fig, ax = plt.subplots(figsize=(8, 5))
+    names = sorted({r["contender"] for r in report["results"] if r["median_s"]})
+    for name in names:
+        pts = sorted((r["shape"][0], r["sequences_per_s"]) for r in report["results"]
+                     if r["contender"] == name and r["median_s"])
+        style = ":" if "floor" in name else "-"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size B (shapes of the grid, in order)")
+    ax.set_ylabel("sequences / s (forward, whole sequence)")
+    ax.set_title(f"lstm-xp bench, {report['config']['dtype']}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), binary=True)
+    plt.close(fig)
+    return None
+
+
+def write_all(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write ``bench.json``, ``bench.md`` and ``bench.png`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "bench.json", "markdown": out_dir / "bench.md",
+             "png": out_dir / "bench.png"}
+    _atomic_write(paths["json"], lambda f: f.write(json.dumps(report, indent=2)))
+    _atomic_write(paths["markdown"], lambda f: f.write(markdown(report) + "\n"))
+    why = plot(report, paths["png"])
+    if why is not None:
+        report.setdefault("notes", []).append(f"no plot: {why}")
+        del paths["png"]
+    return paths
+
+
+def _atomic_write(path: Path, write, binary: bool = False) -> None:
+    """Write through a temporary file in the same folder, then rename: never half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

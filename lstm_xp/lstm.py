@@ -1,0 +1,416 @@
+"""The user-facing models: :class:`LSTM` (stacked, optionally bidirectional, whole sequences)
+and :class:`LSTMCell` (one layer, one step).
+
+Both validate and convert arrays at the edge, then hand pure Array-API math
+(:mod:`lstm_xp._functional`, or a fused kernel chosen once at construction) arrays of one
+namespace on one device. Results come back in the model's namespace, on its device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._functional import LayerWeights, cell_step, lstm_forward
+from ._module import Module, check_size
+from .errors import ConfigError, ShapeError
+from .kernels import select_scan
+
+Array = Any
+
+
+class LSTM(Module):
+    """A multi-layer, optionally bidirectional LSTM over whole sequences.
+
+    Written once against the Python Array API standard: the same code runs on NumPy (the
+    default), CuPy, PyTorch, JAX and array-api-strict; the backend is chosen here, once.
+    Shapes, parameter names and gate order follow ``torch.nn.LSTM``.
+
+    Parameters
+    ----------
+    input_size : int
+        Features per time step, ``I``.
+    hidden_size : int
+        Hidden units per layer and direction, ``H``.
+    num_layers : int, default 1
+        Stacked layers, ``L``. Layer ``k > 0`` takes the ``D*H`` outputs of layer ``k - 1``.
+    bias : bool, default True
+        Whether each layer has the biases ``bias_ih`` and ``bias_hh`` (4H,).
+    batch_first : bool, default False
+        Inputs and outputs are ``(B, T, features)`` instead of ``(T, B, features)``. States are
+        ``(D*L, B, H)`` either way, as in PyTorch.
+    bidirectional : bool, default False
+        Add a backward direction per layer (``D = 2``); outputs concatenate both directions.
+    backend : str or namespace, default "numpy"
+        ``"numpy"``, ``"cupy"``, ``"torch"``, ``"jax"``, ``"array_api_strict"``, ``"auto"``
+        (CuPy when a CUDA device runs a test kernel, otherwise NumPy, logged at INFO level), or
+        an Array API namespace module.
+    device : optional
+        In the backend's terms: CuPy an int or ``"cuda:N"``; torch ``"cpu"``/``"cuda:N"``;
+        array-api-strict a ``Device``. Default: the backend's default device.
+    dtype : {"float32", "float64", "float16"}, default "float32"
+        float16 only where the backend has it (not array-api-strict).
+    init : {"xavier", "pytorch", "keras"}, default "xavier"
+        Weight initialiser, see :func:`lstm_xp._init.init_layer`.
+    seed : int, optional
+        Seed of the host NumPy Generator the weights are drawn from: the same seed gives
+        bit-identical weights on every backend and device.
+
+    Notes
+    -----
+    Inputs may be arrays of the model's namespace on its device, NumPy arrays, or nested Python
+    sequences; the latter two are copied to the model's device. Floating inputs of another
+    precision are cast to ``dtype``; integer, boolean and complex inputs are refused.
+
+    Examples
+    --------
+    >>> from lstm_xp import LSTM
+    >>> model = LSTM(3, 5, num_layers=2, seed=0)
+    >>> outputs, (h_n, c_n) = model([[0.1, 0.2, 0.3]] * 4)   # unbatched (T=4, I=3)
+    >>> outputs.shape, h_n.shape
+    ((4, 5), (2, 5))
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = False,
+        bidirectional: bool = False,
+        backend: Any = "numpy",
+        device: Any = None,
+        dtype: Any = "float32",
+        init: str = "xavier",
+        seed: int | None = None,
+    ) -> None:
+        self.input_size = check_size("input_size", input_size)
+        self.hidden_size = check_size("hidden_size", hidden_size)
+        self.num_layers = check_size("num_layers", num_layers)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        super().__init__(backend, device, dtype, init, seed)
+        self._init_params(self._layer_specs(), self.hidden_size, self.bias)
+        self._scan = select_scan(self._backend)
+
+    @property
+    def num_directions(self) -> int:
+        """``D``: 2 for a bidirectional model, else 1."""
+        return 2 if self.bidirectional else 1
+
+    def __repr__(self) -> str:
+        return (f"LSTM({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bias={self.bias}, batch_first={self.batch_first}, "
+                f"bidirectional={self.bidirectional}, {self._placement()})")
+
+    # -- parameters --------------------------------------------------------------------------
+    def _layer_specs(self) -> list[tuple[str, int]]:
+        """``(name suffix, input size)`` per layer and direction, in torch's order."""
+        specs = []
+        for k in range(self.num_layers):
+            size = self.input_size if k == 0 else self.num_directions * self.hidden_size
+            specs.append((f"_l{k}", size))
+            if self.bidirectional:
+                specs.append((f"_l{k}_reverse", size))
+        return specs
+
+    def _param_shapes(self) -> dict[str, tuple[int, ...]]:
+        gates = 4 * self.hidden_size
+        shapes: dict[str, tuple[int, ...]] = {}
+        for suffix, size in self._layer_specs():
+            shapes["weight_ih" + suffix] = (gates, size)
+            shapes["weight_hh" + suffix] = (gates, self.hidden_size)
+            if self.bias:
+                shapes["bias_ih" + suffix] = (gates,)
+                shapes["bias_hh" + suffix] = (gates,)
+        return shapes
+
+    def _layers(self) -> list[list[LayerWeights]]:
+        """Weights grouped per layer and direction, biases summed (PyTorch keeps two)."""
+        p = self._params
+        grouped: list[list[LayerWeights]] = [[] for _ in range(self.num_layers)]
+        for k, (suffix, _) in enumerate(self._layer_specs()):
+            b = p["bias_ih" + suffix] + p["bias_hh" + suffix] if self.bias else None
+            grouped[k // self.num_directions].append(
+                (p["weight_ih" + suffix], p["weight_hh" + suffix], b))
+        return grouped
+
+    # -- whole sequences ---------------------------------------------------------------------
+    def __call__(
+        self, X: Any, state: tuple[Any, Any] | None = None
+    ) -> tuple[Array, tuple[Array, Array]]:
+        """Run the model over a sequence.
+
+        Parameters
+        ----------
+        X : array
+            ``(T, B, I)``, or ``(B, T, I)`` with ``batch_first``, or unbatched ``(T, I)``.
+        state : (h0, c0), optional
+            Each ``(D*L, B, H)``, or ``(D*L, H)`` for unbatched input. Default: zeros.
+
+        Returns
+        -------
+        outputs : array
+            ``(T, B, D*H)`` (``(B, T, D*H)`` with ``batch_first``; ``(T, D*H)`` unbatched):
+            the last layer's hidden state at every step, forward direction first.
+        (h_n, c_n) : arrays
+            ``(D*L, B, H)`` (``(D*L, H)`` unbatched): the state after the last step of every
+            layer and direction, indexed ``layer * D + direction``.
+        """
+        xp = self.xp
+        with self._backend.context():
+            x, batched = self._sequence_input(X)
+            h0, c0 = self._initial_state(state, x.shape[1], batched)
+            y, h_n, c_n = lstm_forward(xp, x, self._layers(), h0, c0, self._scan)
+            if not batched:
+                y, h_n, c_n = y[:, 0, :], h_n[:, 0, :], c_n[:, 0, :]
+            elif self.batch_first:
+                y = xp.permute_dims(y, (1, 0, 2))
+        return y, (h_n, c_n)
+
+    def forward_sequence(self, X: Any, state: tuple[Any, Any] | None = None) -> Array:
+        """The seed's sequence API: outputs only.
+
+        ``X`` of shape ``(T, I)`` (as in the seed) gives ``(T, D*H)``; batched inputs give what
+        :meth:`__call__` gives.
+        """
+        return self(X, state)[0]
+
+    def _sequence_input(self, X: Any) -> tuple[Array, bool]:
+        """Validate ``X`` and return it as ``(T, B, I)`` with whether it was batched."""
+        x = self._as_array(X, "X")
+        xp = self.xp
+        if x.ndim == 2:
+            batched = False
+            x = xp.expand_dims(x, axis=1)
+        elif x.ndim == 3:
+            batched = True
+            if self.batch_first:
+                x = xp.permute_dims(x, (1, 0, 2))
+        else:
+            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+            raise ShapeError(
+                f"X must be {layout} or unbatched (T, I) with I={self.input_size}; got an "
+                f"array of shape {tuple(x.shape)}."
+            )
+        steps, batch, features = x.shape
+        if features != self.input_size:
+            raise ShapeError(
+                f"X has {features} features on its last axis; this model expects "
+                f"input_size={self.input_size} (X shape {tuple(x.shape)} as (T, B, I))."
+            )
+        if steps == 0 or batch == 0:
+            raise ShapeError(f"X must hold at least one step and one sequence; got (T, B) = "
+                             f"({steps}, {batch}).")
+        return x, batched
+
+    def _initial_state(self, state: Any, batch: int, batched: bool) -> tuple[Array, Array]:
+        xp = self.xp
+        shape = (self.num_directions * self.num_layers, batch, self.hidden_size)
+        if state is None:
+            zeros = xp.zeros(shape, dtype=self.dtype, device=self.device)
+            return zeros, zeros
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise ShapeError(f"state must be a pair (h0, c0); got {type(state).__name__}.")
+        expected = shape if batched else (shape[0], shape[2])
+        out = []
+        for name, value in zip(("h0", "c0"), state, strict=True):
+            a = self._as_array(value, name)
+            if tuple(a.shape) != expected:
+                raise ShapeError(
+                    f"{name} has shape {tuple(a.shape)}; expected {expected} "
+                    f"(num_directions*num_layers, {'batch, ' if batched else ''}hidden_size)."
+                )
+            out.append(a if batched else xp.expand_dims(a, axis=1))
+        return out[0], out[1]
+
+    # -- one step (the seed's API) -----------------------------------------------------------
+    def forward(self, x: Any, h_prev: Any = None, c_prev: Any = None) -> tuple[Array, Array]:
+        """Advance every layer by one time step (the seed's ``forward``).
+
+        Parameters
+        ----------
+        x : array
+            ``(I, 1)`` column vector (the seed's layout), ``(I,)``, or a batch ``(B, I)``.
+            For ``input_size == 1`` a ``(1, 1)`` input counts as a column when ``h_prev`` is
+            a column ``(H, 1)``, otherwise as a batch of one.
+        h_prev, c_prev : array, optional
+            The state in the same layout as ``x``: ``(H, 1)``, ``(H,)`` or ``(B, H)``; with
+            ``num_layers > 1`` a leading layer axis: ``(L, H, 1)``, ``(L, H)``, ``(L, B, H)``.
+            Default: zeros.
+
+        Returns
+        -------
+        h, c : arrays
+            The new state, in the layout of ``h_prev``.
+
+        Raises
+        ------
+        ConfigError
+            On a bidirectional model: its backward direction needs the whole sequence.
+        """
+        if self.bidirectional:
+            raise ConfigError(
+                "forward() advances one time step, but a bidirectional LSTM's backward "
+                "direction needs the whole sequence. Call model(X) or model.forward_sequence(X)."
+            )
+        xp = self.xp
+        with self._backend.context():
+            xa = self._as_array(x, "x")
+            layout = self._step_layout(xa, h_prev)
+            if layout == "vector":
+                xa = xp.expand_dims(xa, axis=0)
+            elif layout == "column":
+                xa = xp.matrix_transpose(xa)
+            batch = xa.shape[0]
+            h = self._step_state_in(h_prev, "h_prev", layout, batch)
+            c = self._step_state_in(c_prev, "c_prev", layout, batch)
+            hs, cs = [], []
+            layer_input = xa
+            for k, directions in enumerate(self._layers()):
+                w_ih, w_hh, b = directions[0]
+                h_k, c_k = cell_step(xp, layer_input, h[k, ...], c[k, ...], w_ih, w_hh, b)
+                hs.append(h_k)
+                cs.append(c_k)
+                layer_input = h_k
+            h_out = self._step_state_out(xp.stack(hs, axis=0), layout)
+            c_out = self._step_state_out(xp.stack(cs, axis=0), layout)
+        return h_out, c_out
+
+    def _step_layout(self, x: Array, h_prev: Any) -> str:
+        size = self.input_size
+        if x.ndim == 1 and x.shape[0] == size:
+            return "vector"
+        if x.ndim == 2 and tuple(x.shape) == (size, 1):
+            h_shape = tuple(getattr(h_prev, "shape", ()))
+            h_is_column = len(h_shape) >= 2 and h_shape[-2:] == (self.hidden_size, 1)
+            if size != 1 or h_is_column:
+                return "column"
+        if x.ndim == 2 and x.shape[1] == size:
+            return "batch"
+        raise ShapeError(
+            f"x must be a column ({size}, 1), a vector ({size},) or a batch (B, {size}); got "
+            f"shape {tuple(x.shape)}."
+        )
+
+    def _step_state_in(self, value: Any, name: str, layout: str, batch: int) -> Array:
+        """User step state -> ``(L, B, H)``."""
+        xp = self.xp
+        layers, hidden = self.num_layers, self.hidden_size
+        if value is None:
+            return xp.zeros((layers, batch, hidden), dtype=self.dtype, device=self.device)
+        base = {"column": (hidden, 1), "vector": (hidden,), "batch": (batch, hidden)}[layout]
+        expected = (layers, *base) if layers > 1 else base
+        a = self._as_array(value, name)
+        if tuple(a.shape) != expected:
+            stacked = " with a leading layer axis" if layers > 1 else ""
+            raise ShapeError(f"{name} has shape {tuple(a.shape)}; for x in {layout} layout "
+                             f"expected {expected}{stacked}.")
+        if layers == 1:
+            a = xp.expand_dims(a, axis=0)
+        if layout == "column":
+            return xp.permute_dims(a, (0, 2, 1))
+        if layout == "vector":
+            return xp.expand_dims(a, axis=1)
+        return a
+
+    def _step_state_out(self, a: Array, layout: str) -> Array:
+        """``(L, B, H)`` -> the user's layout (inverse of :meth:`_step_state_in`)."""
+        if layout == "column":
+            a = self.xp.permute_dims(a, (0, 2, 1))
+        elif layout == "vector":
+            a = a[:, 0, :]
+        return a[0, ...] if self.num_layers == 1 else a
+
+
+class LSTMCell(Module):
+    """One LSTM layer advanced one step at a time, like ``torch.nn.LSTMCell``.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    bias : bool, default True
+    backend, device, dtype, init, seed
+        As for :class:`LSTM`.
+
+    Notes
+    -----
+    Parameters are ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih`` and ``bias_hh``
+    (4H,), gate order i, f, g, o.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        backend: Any = "numpy",
+        device: Any = None,
+        dtype: Any = "float32",
+        init: str = "xavier",
+        seed: int | None = None,
+    ) -> None:
+        self.input_size = check_size("input_size", input_size)
+        self.hidden_size = check_size("hidden_size", hidden_size)
+        self.bias = bool(bias)
+        super().__init__(backend, device, dtype, init, seed)
+        self._init_params([("", self.input_size)], self.hidden_size, self.bias)
+
+    def __repr__(self) -> str:
+        return (f"LSTMCell({self.input_size}, {self.hidden_size}, bias={self.bias}, "
+                f"{self._placement()})")
+
+    def _param_shapes(self) -> dict[str, tuple[int, ...]]:
+        gates, hidden = 4 * self.hidden_size, self.hidden_size
+        shapes: dict[str, tuple[int, ...]] = {"weight_ih": (gates, self.input_size),
+                                              "weight_hh": (gates, hidden)}
+        if self.bias:
+            shapes.update(bias_ih=(gates,), bias_hh=(gates,))
+        return shapes
+
+    def __call__(self, x: Any, state: tuple[Any, Any] | None = None) -> tuple[Array, Array]:
+        """Advance one step.
+
+        Parameters
+        ----------
+        x : array, shape (B, I) or (I,)
+        state : (h, c), optional
+            Each ``(B, H)``, or ``(H,)`` for unbatched ``x``. Default: zeros.
+
+        Returns
+        -------
+        h, c : arrays, shape (B, H) or (H,)
+        """
+        xp = self.xp
+        with self._backend.context():
+            xa = self._as_array(x, "x")
+            if xa.ndim not in (1, 2) or xa.shape[-1] != self.input_size:
+                raise ShapeError(f"x must be (B, {self.input_size}) or ({self.input_size},); "
+                                 f"got shape {tuple(xa.shape)}.")
+            batched = xa.ndim == 2
+            if not batched:
+                xa = xp.expand_dims(xa, axis=0)
+            shape = (xa.shape[0], self.hidden_size)
+            if state is None:
+                h = c = xp.zeros(shape, dtype=self.dtype, device=self.device)
+            else:
+                if not isinstance(state, (tuple, list)) or len(state) != 2:
+                    raise ShapeError(f"state must be a pair (h, c); got {type(state).__name__}.")
+                h, c = (self._cell_state(v, name, shape, batched)
+                        for v, name in zip(state, "hc", strict=True))
+            p = self._params
+            bias = p["bias_ih"] + p["bias_hh"] if self.bias else None
+            h, c = cell_step(xp, xa, h, c, p["weight_ih"], p["weight_hh"], bias)
+            if not batched:
+                h, c = h[0, ...], c[0, ...]
+        return h, c
+
+    def _cell_state(self, value: Any, name: str, shape: tuple[int, int], batched: bool) -> Array:
+        a = self._as_array(value, name)
+        expected = shape if batched else shape[1:]
+        if tuple(a.shape) != expected:
+            raise ShapeError(f"state {name} has shape {tuple(a.shape)}; expected {expected}.")
+        return a if batched else self.xp.expand_dims(a, axis=0)

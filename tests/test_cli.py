@@ -1,0 +1,69 @@
+"""The README's main job: ``lstm-xp bench --quick --out DIR`` on a machine with no GPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lstm_xp.bench.contenders import gemm_floor, lstm_xp, seed
+from lstm_xp.bench.runner import BenchConfig, lstm_flops, run_bench, time_runner
+from lstm_xp.cli import main
+
+
+def test_bench_quick_writes_table_json_markdown_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "bench"
+    code = main(["bench", "--shapes", "1,4,3,5", "2,4,3,5", "--backends", "numpy",
+                 "--peers", "seed", "--repeats", "3", "--max-seconds", "0.5", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "lstm-xp numpy cpu" in printed and "x seed" in printed
+    report = json.loads((out / "bench.json").read_text())
+    names = {r["contender"] for r in report["results"]}
+    assert {"lstm-xp numpy cpu", "GEMM floor numpy cpu",
+            "seed (NumPy, per-gate, column vectors)"} <= names
+    for r in report["results"]:
+        assert len(r["times_s"]) >= 3 and all(t > 0 for t in r["times_s"])
+        assert r["sequences_per_s"] == pytest.approx(r["shape"][0] / r["median_s"])
+    assert "| lstm-xp numpy cpu |" in (out / "bench.md").read_text()
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob(".*"))  # no temporary files left behind
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "lstm_xp", "backends"], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.splitlines()[0].startswith("numpy") and "usable" in out.stdout
+
+
+def test_bad_shape_argument(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--shapes", "1,2,3"])
+    assert "four positive integers" in capsys.readouterr().err
+
+
+def test_unusable_backend_is_skipped_with_reason():
+    report = run_bench(BenchConfig(shapes=[(1, 2, 2, 2)], backends=("numpy", "nonsense"),
+                                   peers=(), repeats=3), progress=None)
+    assert {r["contender"] for r in report["results"]} == {"lstm-xp numpy cpu",
+                                                           "GEMM floor numpy cpu"}
+
+
+def test_contenders_compute_what_they_claim(rng):
+    """The seed baseline and lstm-xp produce hidden states of the right shape; the floor runs."""
+    shape = (2, 3, 4, 5)
+    x = rng.standard_normal((3, 2, 4)).astype("float32")
+    assert lstm_xp("numpy").prepare(shape, "float32", x)().shape == (3, 2, 5)
+    y = seed().prepare(shape, "float32", x)()
+    assert y.shape == (3, 2, 5) and abs(y).max() <= 1
+    assert gemm_floor().prepare(shape, "float32", x)().shape == (2, 20)
+    assert lstm_flops((1, 1, 1, 1)) == 16
+
+
+def test_time_runner_counts_calls():
+    calls = []
+    times = time_runner(lambda: calls.append(1), repeats=5, max_seconds=10)
+    assert len(times) == 5 and len(calls) == 7  # two warm-ups

@@ -1,0 +1,39 @@
+"""Numerical robustness: the stable sigmoid and saturated inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lstm_xp import LSTM
+from lstm_xp._functional import sigmoid
+
+
+@pytest.mark.parametrize("precision", ["float16", "float32", "float64"])
+def test_sigmoid_is_stable(xp, to_np, precision):
+    if precision == "float16" and xp.backend == "array_api_strict":
+        pytest.skip("the standard has no float16")
+    xp.dtype(precision)
+    ns = xp.xp
+    z_host = np.concatenate([np.linspace(-1e4, 1e4, 101), [-1e4, -50.0, -11.5, 0.0, 11.5, 1e4]])
+    z = ns.asarray(z_host.astype(precision), device=xp.device)
+    s = to_np(sigmoid(ns, z))  # pytest turns any overflow warning into an error
+    assert np.all(np.isfinite(s)) and np.all((s >= 0) & (s <= 1))
+    ref = 1 / (1 + np.exp(-np.clip(z_host, -700, 700)))
+    tol = {"float16": 1e-3, "float32": 1e-6, "float64": 1e-15}[precision]
+    np.testing.assert_allclose(s, ref, atol=tol)
+
+
+@pytest.mark.parametrize("precision", ["float16", "float32"])
+def test_saturated_model_has_no_nan(xp, to_np, precision):
+    if precision == "float16" and xp.backend == "array_api_strict":
+        pytest.skip("the standard has no float16")
+    model = LSTM(2, 3, dtype=precision, seed=0, **xp.model_kwargs)
+    sd = {k: np.full(tuple(v.shape), 1.0) for k, v in model.state_dict().items()}
+    model.load_state_dict(sd)
+    # Pre-activations of +-1e4 (2 inputs of 5e3 each times unit weights), then of -1e4.
+    x = np.array([[5e3, 5e3], [-5e3, -5e3], [5e3, -5e3]])
+    y, (h, c) = model(x)
+    for a in (y, h, c):
+        assert np.all(np.isfinite(to_np(a)))
+    np.testing.assert_allclose(to_np(y)[0], np.tanh(1.0), rtol=1e-3)
