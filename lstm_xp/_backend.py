@@ -428,6 +428,12 @@ def resolve_backend(backend: Any = "numpy", device: Any = None) -> Backend:
                 f"unknown backend {backend!r}; expected one of "
                 f"{', '.join(repr(b) for b in (*BACKENDS, 'auto'))}, or an Array API namespace."
             )
+        if key == "cupy":
+            # Check the device argument, the library and the GPU before touching
+            # array-api-compat's CuPy wrapper, so each failure gets its own clear error.
+            _cupy_index(device)
+            _import("cupy")
+            _canonical_device("cupy", None, device)
         xp = _namespace(key)
         reason = f"backend={backend!r} was asked for"
     elif _looks_like_namespace(backend):
