@@ -110,8 +110,16 @@ class Backend:
             return False
 
     def device_of(self, x: Any) -> Any:
-        """The device ``x`` lives on, comparable with :attr:`device`."""
+        """The device ``x`` lives on."""
         return array_api_compat.device(x)
+
+    def is_on_device(self, x: Any) -> bool:
+        """True when array ``x`` lives on this backend's device."""
+        where = array_api_compat.device(x)
+        if where == self.device:
+            return True
+        # cupy.cuda.Device objects may compare by identity; compare their ids.
+        return getattr(where, "id", object()) == getattr(self.device, "id", object())
 
     # -- dtypes ------------------------------------------------------------------------------
     def float_dtypes(self) -> dict[str, Any]:

@@ -165,7 +165,12 @@ class Module:
         clone._dtype = new_dtype
         clone._params = {n: target.from_numpy(_backend.to_numpy(v), new_dtype)
                          for n, v in self._params.items()}
+        clone._placed()
         return clone
+
+    def _placed(self) -> None:
+        """Called once the backend is set, at construction and by :meth:`to`: choose what
+        depends on it (a fused kernel, say)."""
 
     # -- arrays at the edge ------------------------------------------------------------------
     def _as_array(self, value: Any, what: str) -> Any:
@@ -184,7 +189,7 @@ class Module:
         """
         b = self._backend
         if b.owns(value):
-            if not _same_device(b.device_of(value), b.device):
+            if not b.is_on_device(value):
                 raise BackendMismatchError(
                     f"{what} is on device {b.device_of(value)!r}, but the model is on "
                     f"{b.device!r}. Move it there first, or build the model on that device "
@@ -224,9 +229,3 @@ class Module:
         return (f"backend={self.backend!r}, device={self.device!r}, "
                 f"dtype={_backend.dtype_name(self._dtype)!r}")
 
-
-def _same_device(a: Any, b: Any) -> bool:
-    if a == b:
-        return True
-    # cupy.cuda.Device objects compare by identity on some versions; compare their ids.
-    return getattr(a, "id", object()) == getattr(b, "id", object())

@@ -54,6 +54,10 @@ class LSTM(Module):
     seed : int, optional
         Seed of the host NumPy Generator the weights are drawn from: the same seed gives
         bit-identical weights on every backend and device.
+    kernel : {"auto", "pure"}, default "auto"
+        ``"auto"`` runs the backend's fused kernel where one exists (NumPy, CuPy), chosen once
+        here; ``"pure"`` always runs the pure Array-API reference. Both give the same results
+        to floating-point rounding.
 
     Notes
     -----
@@ -84,6 +88,7 @@ class LSTM(Module):
         dtype: Any = "float32",
         init: str = "xavier",
         seed: int | None = None,
+        kernel: str = "auto",
     ) -> None:
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
@@ -93,7 +98,11 @@ class LSTM(Module):
         self.bidirectional = bool(bidirectional)
         super().__init__(backend, device, dtype, init, seed)
         self._init_params(self._layer_specs(), self.hidden_size, self.bias)
-        self._scan = select_scan(self._backend)
+        self.kernel = kernel
+        self._placed()
+
+    def _placed(self) -> None:
+        self._scan = select_scan(self._backend, self.kernel)
 
     @property
     def num_directions(self) -> int:

@@ -70,11 +70,8 @@ def lstm_xp(backend: str, device: Any = None, kernel: str = "auto") -> Contender
 
     def build(shape: Shape, dtype: str, x_host: np.ndarray) -> tuple[LSTM, Any]:
         _, _, size_in, hidden = shape
-        model = LSTM(size_in, hidden, backend=b.xp, device=b.device, dtype=dtype, seed=0)
-        if kernel == "pure":
-            from .._functional import layer_scan
-
-            model._scan = layer_scan
+        model = LSTM(size_in, hidden, backend=b.xp, device=b.device, dtype=dtype, seed=0,
+                     kernel=kernel)
         return model, b.from_numpy(x_host, model.dtype)
 
     def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
@@ -87,11 +84,14 @@ def lstm_xp(backend: str, device: Any = None, kernel: str = "auto") -> Contender
 
         return run
 
-    memory = None
-    if b.name == "numpy":
-        def memory(shape: Shape, dtype: str, x_host: np.ndarray) -> int:
-            model, x = build(shape, dtype, x_host)
-            return _traced_peak(lambda: model(x)[0], x_host)
+    def memory(shape: Shape, dtype: str, x_host: np.ndarray) -> int | None:
+        model, x = build(shape, dtype, x_host)
+        if b.name == "numpy":
+            return _traced_peak(lambda: model(x)[0])
+        if b.name == "cupy":
+            return _cupy_peak(lambda: model(x)[0], b)
+        return None
+
     return Contender(label, "lstm-xp", where, prepare, memory)
 
 
@@ -103,7 +103,32 @@ def _device_label(b: Backend) -> str:
     return str(b.device)
 
 
-def _traced_peak(fn: Callable[[], Any], x_host: np.ndarray) -> int:
+def _cupy_peak(fn: Callable[[], Any], b: Backend) -> int:
+    """Peak device bytes CuPy allocated while ``fn`` ran, less what its output keeps, counted
+    by a memory hook on every allocation and free."""
+    cupy = importlib.import_module("cupy")
+
+    class PeakHook(cupy.cuda.MemoryHook):
+        name = "lstm_xp_peak"
+
+        def __init__(self) -> None:
+            self.live = self.peak = 0
+
+        def malloc_postprocess(self, device_id, size, mem_size, mem_ptr, pmem_id):
+            self.live += mem_size
+            self.peak = max(self.peak, self.live)
+
+        def free_postprocess(self, device_id, mem_size, mem_ptr, pmem_id):
+            self.live -= mem_size
+
+    hook = PeakHook()
+    with b.context(), hook:
+        out = fn()
+        b.synchronize(out)
+    return int(hook.peak - out.nbytes)
+
+
+def _traced_peak(fn: Callable[[], Any]) -> int:
     """Peak bytes NumPy allocated while ``fn`` ran, less what its output keeps."""
     import tracemalloc
 
@@ -147,7 +172,8 @@ def torch_lstm(device: str = "cpu") -> Contender:
             base = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
             y = run()
-            return int(torch.cuda.max_memory_allocated(device) - base - y.element_size() * y.numel())
+            peak = torch.cuda.max_memory_allocated(device)
+            return int(peak - base - y.element_size() * y.numel())
     return Contender(f"torch.nn.LSTM {label}", "peer", label, prepare, memory)
 
 
@@ -174,7 +200,8 @@ def onnxruntime_lstm() -> Contender:
             [onnx.numpy_helper.from_array(a, n) for a, n in ((w, "W"), (r, "R"), (bias, "B"))],
         )
         model = h.make_model(graph, opset_imports=[h.make_opsetid("", 14)])
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
         x = np.ascontiguousarray(x_host, dtype=np.float32)
         return lambda: session.run(None, {"X": x})[0]
 
@@ -224,3 +251,19 @@ def gemm_floor(backend: str = "numpy", device: Any = None) -> Contender:
         return run
 
     return Contender(f"GEMM floor {b.name} {where}", "floor", where, prepare)
+
+
+#: Contender factories by the name a spec ``[name, *args]`` uses.
+FACTORIES: dict[str, Callable[..., Contender]] = {
+    "lstm_xp": lstm_xp,
+    "torch": torch_lstm,
+    "onnxruntime": onnxruntime_lstm,
+    "seed": seed,
+    "floor": gemm_floor,
+}
+
+
+def make(spec: list[Any] | tuple[Any, ...]) -> Contender:
+    """Build the contender a spec names, e.g. ``["lstm_xp", "numpy", None, "pure"]``."""
+    name, *args = spec
+    return FACTORIES[name](*args)

@@ -22,7 +22,8 @@ def _rows(results: list[dict[str, Any]]) -> list[tuple[tuple[int, ...], list[lis
     for shape in shapes:
         here = [r for r in results if tuple(r["shape"]) == shape]
         by_name = {r["contender"]: r for r in here if r["median_s"]}
-        floors = {r["device"]: r["median_s"] for r in here if r["kind"] == "floor" and r["median_s"]}
+        floors = {r["device"]: r["median_s"] for r in here
+                  if r["kind"] == "floor" and r["median_s"]}
         rows = []
         for r in here:
             t = r["median_s"]
@@ -67,7 +68,11 @@ def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [f"Machine: {m.get('processor')} ({m.get('cpu_count')} cores), "
              f"Python {m.get('python')}, NumPy {m.get('numpy')}"
-             + "".join(f", {k} {m[k]}" for k in ("torch", "onnxruntime", "jax", "cupy") if k in m),
+             + "".join(f", {k} {m[k]}" for k in ("torch", "onnxruntime", "jax", "cupy-cuda12x",
+                                               "cupy-cuda13x") if k in m)
+             + "".join(f", BLAS {b.get('internal_api')} {b.get('version')} "
+                       f"{b.get('architecture')} x{b.get('num_threads')}"
+                       for b in m.get("blas", [])),
              "", f"dtype {report['config']['dtype']}, median of up to "
              f"{report['config']['repeats']} runs after 2 warm-ups.", ""]
     for shape, rows in _rows(report["results"]):
@@ -129,7 +134,8 @@ def _atomic_write(path: Path, write, binary: bool = False) -> None:
     """Write through a temporary file in the same folder, then rename: never half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+        mode = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8"}
+        with os.fdopen(fd, **mode) as f:
             write(f)
         os.replace(tmp, path)
     except BaseException:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gc
+import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TextIO
 
 import numpy as np
@@ -69,53 +71,39 @@ class BenchConfig:
     max_seconds: float = 6.0  # per contender and shape: stop repeating once past this
     pure: bool = False  # also time the pure Array-API path beside the chosen kernel
     memory: bool = True
+    isolate: bool = True  # each contender in its own process
 
 
-def build_contenders(config: BenchConfig, log: Callable[[str], None]) -> list[c.Contender]:
-    """Every contender that can run here; the others are logged with the reason."""
-    makers: list[tuple[str, Callable[[], c.Contender]]] = []
+def contender_specs(config: BenchConfig) -> list[list[Any]]:
+    """What to time, as JSON-ready specs ``[factory, *args]`` (see ``contenders.FACTORIES``)."""
+    specs: list[list[Any]] = []
     for name in config.backends:
-        if name == "cupy":
-            makers.extend(_cupy_makers())
-        else:
-            makers.append((f"lstm-xp {name}", lambda n=name: c.lstm_xp(n)))
-            if config.pure and name == "numpy":
-                makers.append(("lstm-xp numpy (pure)", lambda: c.lstm_xp("numpy", kernel="pure")))
-    makers.append(("GEMM floor numpy", lambda: c.gemm_floor("numpy")))
+        devices = _cuda_devices() if name == "cupy" else [None]
+        for device in devices:
+            specs.append(["lstm_xp", name, device])
+            if config.pure and name in ("numpy", "cupy"):
+                specs.append(["lstm_xp", name, device, "pure"])
+            if name == "cupy":
+                specs.append(["floor", name, device])
+    specs.append(["floor", "numpy"])
     if "torch" in config.peers:
-        makers.append(("torch.nn.LSTM cpu", lambda: c.torch_lstm("cpu")))
-        makers.append(("torch.nn.LSTM cuda", lambda: c.torch_lstm("cuda:0")))
+        specs += [["torch", "cpu"], ["torch", "cuda:0"]]
     if "onnxruntime" in config.peers:
-        makers.append(("onnxruntime", c.onnxruntime_lstm))
+        specs.append(["onnxruntime"])
     if "seed" in config.peers:
-        makers.append(("seed", c.seed))
-    found = []
-    for label, make in makers:
-        try:
-            found.append(make())
-        except c.Unavailable as exc:
-            log(f"skipping {label}: {exc}")
-    return found
+        specs.append(["seed"])
+    return specs
 
 
-def _cupy_makers() -> list[tuple[str, Callable[[], c.Contender]]]:
-    """lstm-xp and the GEMM floor on every CUDA device that answers (none without cupy)."""
-    from .._backend import _probe_cupy
-
+def _cuda_devices() -> list[int]:
+    """CUDA device indices to try (0 alone when CuPy or a driver is missing: it then reports
+    why it is skipped)."""
     try:
         import cupy
 
-        count = cupy.cuda.runtime.getDeviceCount()
+        return list(range(cupy.cuda.runtime.getDeviceCount())) or [0]
     except Exception:
-        count = 0
-    makers: list[tuple[str, Callable[[], c.Contender]]] = []
-    for i in range(max(count, 1)):
-        if count and not _probe_cupy(i)[0]:
-            continue
-        makers.append((f"lstm-xp cupy:{i}", lambda i=i: c.lstm_xp("cupy", i)))
-        makers.append((f"lstm-xp cupy:{i} (pure)", lambda i=i: c.lstm_xp("cupy", i, "pure")))
-        makers.append((f"GEMM floor cupy:{i}", lambda i=i: c.gemm_floor("cupy", i)))
-    return makers
+        return [0]
 
 
 def time_runner(run: Callable[[], Any], repeats: int, max_seconds: float) -> list[float]:
@@ -139,6 +127,61 @@ def time_runner(run: Callable[[], Any], repeats: int, max_seconds: float) -> lis
     return times
 
 
+def input_for(shape: Sequence[int], dtype: str) -> np.ndarray:
+    """The input of a shape, ``(T, B, I)``: the same for every contender."""
+    batch, steps, size_in, _ = shape
+    rng = np.random.default_rng(list(shape))
+    return rng.standard_normal((steps, batch, size_in)).astype(dtype)
+
+
+def measure(spec: Sequence[Any], config: BenchConfig, log: Callable[[str], None],
+            counter: list[int], total: int) -> list[Measurement] | str:
+    """Time one contender on every shape; the reason instead if it cannot run here."""
+    try:
+        contender = c.make(spec)
+    except c.Unavailable as exc:
+        return str(exc)
+    out = []
+    for shape in config.shapes:
+        counter[0] += 1
+        m = Measurement(contender.name, contender.kind, contender.device, tuple(shape))
+        log(f"[{counter[0]}/{total}] {contender.name} (B, T, I, H)={tuple(shape)} ...")
+        x_host = input_for(shape, config.dtype)
+        try:
+            run = contender.prepare(tuple(shape), config.dtype, x_host)
+            m.times_s = time_runner(run, config.repeats, config.max_seconds)
+            if config.memory and contender.memory is not None:
+                m.peak_bytes = contender.memory(tuple(shape), config.dtype, x_host)
+            log(f"    median {m.median_s * 1e3:.3f} ms over {len(m.times_s)} runs")
+        except c.Unavailable as exc:
+            m.skipped = str(exc)
+        out.append(m)
+    return out
+
+
+def _measure_isolated(spec: Sequence[Any], config: BenchConfig, start: int,
+                      total: int) -> list[Measurement] | str:
+    """:func:`measure` in a fresh Python process, so that one library's thread pool (torch's
+    OpenMP workers spin after each call, say) cannot slow the next library down."""
+    request = {"spec": list(spec), "config": _config_dict(config), "start": start,
+               "total": total}
+    proc = subprocess.run([sys.executable, "-m", "lstm_xp.bench.worker"],
+                          input=json.dumps(request), capture_output=False,
+                          stdout=subprocess.PIPE, text=True, check=False)
+    if proc.returncode != 0:
+        return f"worker for {spec} failed with exit code {proc.returncode}"
+    answer = json.loads(proc.stdout)
+    if isinstance(answer, str):
+        return answer
+    names = [f.name for f in fields(Measurement)]
+    return [Measurement(**{**{k: a[k] for k in names}, "shape": tuple(a["shape"])})
+            for a in answer]
+
+
+def _config_dict(config: BenchConfig) -> dict[str, Any]:
+    return {**asdict(config), "shapes": [list(s) for s in config.shapes]}
+
+
 def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict[str, Any]:
     """Run the grid and return a JSON-ready dict: machine, versions, config and measurements."""
 
@@ -146,33 +189,28 @@ def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict
         if progress is not None:
             print(msg, file=progress, flush=True)
 
-    contenders = build_contenders(config, log)
-    total = len(contenders) * len(config.shapes)
+    specs = contender_specs(config)
+    total = len(specs) * len(config.shapes)
     results: list[Measurement] = []
-    done = 0
-    rng = np.random.default_rng(0)
-    for shape in config.shapes:
-        batch, steps, size_in, _ = shape
-        x_host = rng.standard_normal((steps, batch, size_in)).astype(config.dtype)
-        for contender in contenders:
-            done += 1
-            m = Measurement(contender.name, contender.kind, contender.device, tuple(shape))
-            log(f"[{done}/{total}] {contender.name} (B, T, I, H)={shape} ...")
-            try:
-                run = contender.prepare(shape, config.dtype, x_host)
-                m.times_s = time_runner(run, config.repeats, config.max_seconds)
-                if config.memory and contender.memory is not None:
-                    m.peak_bytes = contender.memory(shape, config.dtype, x_host)
-            except c.Unavailable as exc:
-                m.skipped = str(exc)
-            results.append(m)
-            if m.median_s is not None:
-                log(f"    median {m.median_s * 1e3:.3f} ms over {len(m.times_s)} runs")
+    skipped: dict[str, str] = {}
+    counter = [0]
+    for spec in specs:
+        if config.isolate:
+            got = _measure_isolated(spec, config, counter[0], total)
+            counter[0] += len(config.shapes)
+        else:
+            got = measure(spec, config, log, counter, total)
+        if isinstance(got, str):
+            skipped[" ".join(str(a) for a in spec)] = got
+            log(f"skipping {' '.join(str(a) for a in spec)}: {got}")
+        else:
+            results.extend(got)
     return {
         "lstm_xp_version": __version__,
         "machine": machine_info(),
-        "config": {**asdict(config), "shapes": [list(s) for s in config.shapes]},
+        "config": _config_dict(config),
         "results": [m.as_dict() for m in results],
+        "skipped": skipped,
     }
 
 
@@ -187,10 +225,16 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
-    for name in ("torch", "onnxruntime", "jax", "cupy", "array_api_strict"):
-        module = sys.modules.get(name)
-        if module is not None:
-            info[name] = getattr(module, "__version__", "?")
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("torch", "onnxruntime", "jax", "cupy-cuda12x", "cupy-cuda13x",
+                 "array-api-strict", "array-api-compat"):
+        try:
+            info[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    info["env"] = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                              "OMP_NUM_THREADS") if k in os.environ}
     try:
         from threadpoolctl import threadpool_info
 

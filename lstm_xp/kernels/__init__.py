@@ -1,15 +1,44 @@
 """Alternative implementations of :func:`lstm_xp._functional.layer_scan` for one backend.
 
-A kernel has exactly the reference's signature and results (tests hold them equal); the model
+A kernel has exactly the reference's signature and results (tests hold them equal); a model
 picks one once, at construction, through :func:`select_scan`.
+
+| backend | kernel |
+|---|---|
+| numpy | :func:`.numpy_fused.layer_scan_numpy`: in-place buffers, 9 NumPy calls a step |
+| cupy | :func:`.cupy_fused.layer_scan_cupy`: one GEMM and one fused elementwise kernel a step |
+| others | the pure Array-API reference |
 """
 
 from __future__ import annotations
 
 from .._backend import Backend
 from .._functional import LayerScan, layer_scan
+from ..errors import ConfigError
+
+#: Values accepted by ``kernel=``.
+KERNELS = ("auto", "pure")
 
 
-def select_scan(backend: Backend) -> LayerScan:
-    """The fastest layer scan available for ``backend`` (the pure reference by default)."""
+def select_scan(backend: Backend, kernel: str = "auto") -> LayerScan:
+    """The layer scan a model on ``backend`` runs.
+
+    Parameters
+    ----------
+    kernel : {"auto", "pure"}
+        ``"auto"``: the backend's fused kernel where there is one, else the reference.
+        ``"pure"``: always the pure Array-API reference.
+    """
+    if kernel not in KERNELS:
+        raise ConfigError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}.")
+    if kernel == "pure":
+        return layer_scan
+    if backend.name == "numpy":
+        from .numpy_fused import layer_scan_numpy
+
+        return layer_scan_numpy
+    if backend.name == "cupy":
+        from .cupy_fused import layer_scan_cupy
+
+        return layer_scan_cupy
     return layer_scan

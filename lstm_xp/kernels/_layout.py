@@ -1,0 +1,29 @@
+"""Gate layout shared by the fused kernels.
+
+The fused kernels reorder the four gate blocks from PyTorch's (i, f, g, o) to (o, i, f, g) and
+halve the rows of the three sigmoid gates. Then one ``tanh`` over all four blocks gives
+``tanh(z/2)`` for the sigmoid gates (``sigmoid(z) = 0.5 * tanh(z/2) + 0.5``) and ``tanh(z)``
+for the candidate, and the sigmoid gates (o, i, f) sit side by side. Halving is exact in binary
+floating point, so the pre-activations equal the reference's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: Position, in PyTorch's order (i, f, g, o), of each block of the fused order (o, i, f, g).
+FUSED_ORDER = (3, 0, 1, 2)
+
+
+def fused_permutation(hidden: int) -> np.ndarray:
+    """Row indices that take a (4H, ...) PyTorch-ordered matrix to the fused order."""
+    return np.concatenate([np.arange(k * hidden, (k + 1) * hidden) for k in FUSED_ORDER])
+
+
+def fused_scale(hidden: int, dtype: Any) -> np.ndarray:
+    """Per-row factor in the fused order: 0.5 for o, i, f; 1 for g."""
+    scale = np.full(4 * hidden, 0.5, dtype=dtype)
+    scale[3 * hidden :] = 1.0
+    return scale

@@ -1,0 +1,77 @@
+"""Every fused kernel equals the pure Array-API reference it replaces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lstm_xp import LSTM, ConfigError
+from lstm_xp._functional import layer_scan
+from lstm_xp.kernels import select_scan
+
+
+def test_kernel_choice(xp):
+    model = LSTM(2, 3, **xp.model_kwargs)
+    expected = {"numpy": "layer_scan_numpy", "cupy": "layer_scan_cupy"}.get(xp.backend,
+                                                                            "layer_scan")
+    assert model._scan.__name__ == expected
+    assert LSTM(2, 3, kernel="pure", **xp.model_kwargs)._scan is layer_scan
+    with pytest.raises(ConfigError, match="kernel must be one of auto, pure; got 'numba'"):
+        LSTM(2, 3, kernel="numba")
+
+
+def test_to_reselects_the_kernel(xp):
+    model = LSTM(2, 3).to(backend=xp.backend, device=xp.device)
+    assert model._scan is select_scan(model._backend)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (7, 1, 3, 5), (5, 4, 6, 8), (3, 33, 2, 17)])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_fused_equals_pure(xp, to_np, rng, precision, shape, bidirectional, with_state):
+    dtype = xp.dtype(precision)
+    T, B, I, H = shape
+    kwargs = dict(bidirectional=bidirectional, init="pytorch", seed=9, dtype=dtype,
+                  **xp.model_kwargs)
+    fused = LSTM(I, H, 2, **kwargs)
+    pure = LSTM(I, H, 2, kernel="pure", **kwargs)
+    D = 2 if bidirectional else 1
+    x = rng.standard_normal((T, B, I)).astype(precision)
+    state = tuple(rng.standard_normal((2 * D, B, H)).astype(precision) for _ in range(2)) \
+        if with_state else None
+    tol = dict(rtol=1e-6, atol=1e-6) if precision == "float32" else dict(rtol=1e-13, atol=1e-14)
+    for a, b in zip(*(_flat(m(x, state)) for m in (fused, pure)), strict=True):
+        np.testing.assert_allclose(to_np(a), to_np(b), **tol)
+
+
+def _flat(result):
+    y, (h, c) = result
+    return y, h, c
+
+
+def test_numpy_chunked_projection_equals_one_chunk(monkeypatch, rng):
+    """Long sequences are projected in chunks; the chunk size must not change results."""
+    from lstm_xp.kernels import numpy_fused
+
+    model = LSTM(3, 4, bidirectional=True, dtype="float64", seed=1)
+    x = rng.standard_normal((23, 2, 3))
+    whole = model(x)
+    monkeypatch.setattr(numpy_fused, "_CHUNK_BYTES", 2 * 4 * 4 * 8 * 3)  # 3 steps a chunk
+    chunked = model(x)
+    for a, b in zip(_flat(whole), _flat(chunked), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
+
+
+def test_numpy_kernel_does_not_modify_inputs(rng):
+    model = LSTM(3, 4, 2, seed=2)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    h0 = rng.standard_normal((2, 2, 4)).astype(np.float32)
+    c0 = rng.standard_normal((2, 2, 4)).astype(np.float32)
+    copies = [a.copy() for a in (x, h0, c0)]
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    model(x, (h0, c0))
+    for a, b in zip((x, h0, c0), copies, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
