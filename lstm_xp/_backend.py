@@ -196,6 +196,16 @@ def is_numpy_array(x: Any) -> bool:
     return isinstance(x, (np.ndarray, np.generic))
 
 
+def as_host(value: Any) -> np.ndarray:
+    """A NumPy array, nested Python sequence or scalar as a NumPy array (no copy if possible)."""
+    return np.asarray(value)
+
+
+def is_host_input(value: Any) -> bool:
+    """True for what is converted on the host: NumPy arrays, Python sequences and numbers."""
+    return is_numpy_array(value) or isinstance(value, (list, tuple, int, float, bool))
+
+
 def library_of(x: Any) -> str | None:
     """Name of the array library ``x`` belongs to, or None when ``x`` is no array."""
     checks = (

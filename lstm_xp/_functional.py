@@ -105,6 +105,7 @@ class LayerScan(Protocol):
         c0: Array,
         *,
         reverse: bool = False,
+        lengths: Array | None = None,
     ) -> tuple[Array, Array, Array]: ...
 
 
@@ -118,6 +119,7 @@ def layer_scan(
     c0: Array,
     *,
     reverse: bool = False,
+    lengths: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """Run one layer in one direction over a whole sequence (the reference implementation).
 
@@ -131,23 +133,36 @@ def layer_scan(
     reverse : bool
         Walk the sequence from its last step to its first (the backward direction); outputs
         stay aligned with the input's time axis.
+    lengths : integer array, shape (B,), optional
+        Valid steps per sequence (0..T), in any order. Steps at ``t >= lengths[b]`` leave
+        sequence ``b``'s state unchanged and output zeros, so the forward direction stops at
+        each sequence's own last step and the backward direction starts there, as for
+        PyTorch's packed sequences.
 
     Returns
     -------
     y : array, shape (T, B, H)
-        Hidden state after every step.
+        Hidden state after every step (zero past each sequence's length).
     h_n, c_n : arrays, shape (B, H)
-        State after the last step walked.
+        State after the last valid step walked.
     """
     proj = input_projection(xp, x, weight_ih, bias)
     w_hh_t = xp.matrix_transpose(weight_hh)
     steps = x.shape[0]
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     outputs: list[Array] = [None] * steps
+    zeros = None if lengths is None else xp.zeros_like(h0)
     h, c = h0, c0
     for t in order:
-        h, c = cell_update(xp, proj[t, ...] + h @ w_hh_t, c)
-        outputs[t] = h
+        h_new, c_new = cell_update(xp, proj[t, ...] + h @ w_hh_t, c)
+        if lengths is None:
+            h, c = h_new, c_new
+            outputs[t] = h
+        else:
+            valid = xp.expand_dims(lengths > t, axis=1)  # (B, 1)
+            h = xp.where(valid, h_new, h)
+            c = xp.where(valid, c_new, c)
+            outputs[t] = xp.where(valid, h_new, zeros)
     return xp.stack(outputs, axis=0), h, c
 
 
@@ -158,6 +173,7 @@ def lstm_forward(
     h0: Array,
     c0: Array,
     scan: LayerScan = layer_scan,
+    lengths: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """Stacked, optionally bidirectional LSTM over a sequence.
 
@@ -170,6 +186,8 @@ def lstm_forward(
         Initial state, indexed ``layer * D + direction`` as in ``torch.nn.LSTM``.
     scan : callable
         :func:`layer_scan` or a fused kernel with the same signature.
+    lengths : integer array, shape (B,), optional
+        Valid steps per sequence, see :func:`layer_scan`.
 
     Returns
     -------
@@ -185,7 +203,7 @@ def lstm_forward(
         for direction, (w_ih, w_hh, b) in enumerate(directions):
             k = index * len(directions) + direction
             y, h, c = scan(xp, layer_input, w_ih, w_hh, b, h0[k, ...], c0[k, ...],
-                           reverse=direction == 1)
+                           reverse=direction == 1, lengths=lengths)
             outs.append(y)
             h_n.append(h)
             c_n.append(c)

@@ -41,6 +41,22 @@ def _orthogonal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     return q if tall else q.T
 
 
+def init_params(
+    scheme: str, seed: int | None, layers: list[tuple[str, int]], hidden_size: int, bias: bool
+) -> dict[str, np.ndarray]:
+    """Draw every layer's parameters from one Generator seeded with ``seed``.
+
+    ``layers`` lists ``(name suffix, input size)`` in drawing order; names are
+    ``weight_ih{suffix}`` and so on, see :func:`init_layer`.
+    """
+    rng = np.random.default_rng(seed)
+    params: dict[str, np.ndarray] = {}
+    for suffix, input_size in layers:
+        for name, value in init_layer(scheme, rng, input_size, hidden_size, bias).items():
+            params[name + suffix] = value
+    return params
+
+
 def init_layer(
     scheme: str,
     rng: np.random.Generator,

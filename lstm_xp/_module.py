@@ -10,11 +10,13 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from . import _backend
-from ._init import INITS, init_layer
+from ._init import INITS, init_params
 from .errors import BackendMismatchError, ConfigError, DTypeError, StateDictError
+
+# NumPy's dtype.kind letter for each Array-API dtype kind the models accept.
+_HOST_KIND = {"real floating": "f", "integral": "iu", "bool": "b"}
+_KIND_WORD = {"integral": "integers", "bool": "boolean"}
 
 
 def check_size(name: str, value: Any) -> int:
@@ -74,11 +76,8 @@ class Module:
 
     def _init_params(self, layers: list[tuple[str, int]], hidden_size: int, bias: bool) -> None:
         """Draw parameters for each ``(suffix, input_size)`` on the host and move them here."""
-        rng = np.random.default_rng(self.seed)
-        for suffix, input_size in layers:
-            drawn = init_layer(self.init, rng, input_size, hidden_size, bias)
-            for name, value in drawn.items():
-                self._params[name + suffix] = self._backend.from_numpy(value, self._dtype)
+        drawn = init_params(self.init, self.seed, layers, hidden_size, bias)
+        self._params = {n: self._backend.from_numpy(v, self._dtype) for n, v in drawn.items()}
 
     def state_dict(self) -> dict[str, Any]:
         """Parameters by name, in ``torch.nn.LSTM``'s names, layout and gate order (i, f, g, o).
@@ -121,7 +120,7 @@ class Module:
             if self._backend.owns(value):
                 host = _backend.to_numpy(value)
             elif _backend.is_numpy_array(value):
-                host = np.asarray(value)
+                host = _backend.as_host(value)
             else:
                 raise StateDictError(
                     f"state_dict[{name!r}] is a {type(value).__module__}.{type(value).__name__}; "
@@ -173,21 +172,23 @@ class Module:
         depends on it (a fused kernel, say)."""
 
     # -- arrays at the edge ------------------------------------------------------------------
-    def _as_array(self, value: Any, what: str) -> Any:
-        """Convert a user array to the model's namespace, device and dtype.
+    def _as_array(self, value: Any, what: str, kind: str = "real floating") -> Any:
+        """Convert a user array to the model's namespace and device.
 
         NumPy arrays and (nested) Python sequences are copied to the model's device. Arrays of
-        the model's namespace must already be on its device. Floating arrays of another
-        precision are cast to the model's dtype.
+        the model's namespace must already be on its device. ``kind`` is the dtype kind the
+        array must have: ``"real floating"`` (cast to the model's dtype), ``"integral"``
+        (converted to int32 when copied from the host) or ``"bool"``.
 
         Raises
         ------
         BackendMismatchError
             An array of another library, or on another device.
         DTypeError
-            Integer, boolean, complex or object data.
+            Data of another kind (integer or boolean where floats are expected, say).
         """
         b = self._backend
+        xp = b.xp
         if b.owns(value):
             if not b.is_on_device(value):
                 raise BackendMismatchError(
@@ -195,17 +196,18 @@ class Module:
                     f"{b.device!r}. Move it there first, or build the model on that device "
                     f"(model.to(device=...))."
                 )
-            if not b.xp.isdtype(value.dtype, "real floating"):
-                raise self._refuse_dtype(what, value.dtype)
-            if value.dtype != self._dtype:
+            if not xp.isdtype(value.dtype, kind):
+                raise self._refuse_dtype(what, value.dtype, kind)
+            if kind == "real floating" and value.dtype != self._dtype:
                 with b.context():
-                    value = b.xp.astype(value, self._dtype)
+                    value = xp.astype(value, self._dtype)
             return value
-        if _backend.is_numpy_array(value) or isinstance(value, (list, tuple, numbers.Real)):
-            host = np.asarray(value)
-            if host.dtype.kind != "f":
-                raise self._refuse_dtype(what, host.dtype)
-            return b.from_numpy(host, self._dtype)
+        if _backend.is_host_input(value):
+            host = _backend.as_host(value)
+            if host.dtype.kind not in _HOST_KIND[kind]:
+                raise self._refuse_dtype(what, host.dtype, kind)
+            target = {"real floating": self._dtype, "integral": xp.int32, "bool": xp.bool}[kind]
+            return b.from_numpy(host, target)
         lib = _backend.library_of(value)
         if lib is not None:
             raise BackendMismatchError(
@@ -218,7 +220,9 @@ class Module:
             f"got {type(value).__name__}."
         )
 
-    def _refuse_dtype(self, what: str, dtype: Any) -> DTypeError:
+    def _refuse_dtype(self, what: str, dtype: Any, kind: str) -> DTypeError:
+        if kind != "real floating":
+            return DTypeError(f"{what} must be {_KIND_WORD[kind]}; got dtype {dtype}.")
         return DTypeError(
             f"{what} has dtype {dtype}; expected real floating data (the model computes in "
             f"{_backend.dtype_name(self._dtype)}). Integer, boolean and complex inputs are "

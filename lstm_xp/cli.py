@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop repeating a cell after this many seconds (at least 3 runs)")
     bench.add_argument("--pure", action="store_true",
                        help="also time the pure Array-API path beside each fast kernel")
+    bench.add_argument("--lengths", type=_csv, default=(),
+                       help="also time lstm-xp with per-sequence lengths: one-short (all full "
+                            "but one, the worst case for overhead), random (T/2..T)")
     bench.add_argument("--out", type=Path, default=None,
                        help="folder for bench.json, bench.md and bench.png")
     sub.add_parser("backends", help="list the backends and whether they work here")
@@ -70,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = BenchConfig(
         shapes=tuple(shapes), backends=args.backends, peers=args.peers, dtype=args.dtype,
         repeats=args.repeats or (3 if args.quick else 7),
-        max_seconds=args.max_seconds or (1.0 if args.quick else 6.0), pure=args.pure)
+        max_seconds=args.max_seconds or (1.0 if args.quick else 6.0), pure=args.pure,
+        lengths=args.lengths)
     report = run_bench(config)
     print(text_table(report))
     if args.out is not None:

@@ -46,5 +46,9 @@ class ConfigError(LSTMXPError, ValueError):
     """A constructor argument is out of range: a non-positive size, an unknown initialiser."""
 
 
+class LengthsError(LSTMXPError, ValueError):
+    """Sequence lengths out of range, a mask that is not right-padded, or both given."""
+
+
 class StateDictError(LSTMXPError, ValueError):
     """A state dict has missing, unexpected, mis-shaped or mis-typed entries."""

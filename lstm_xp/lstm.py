@@ -12,7 +12,7 @@ from typing import Any
 
 from ._functional import LayerWeights, cell_step, lstm_forward
 from ._module import Module, check_size
-from .errors import ConfigError, ShapeError
+from .errors import ConfigError, LengthsError, ShapeError
 from .kernels import select_scan
 
 Array = Any
@@ -148,7 +148,13 @@ class LSTM(Module):
 
     # -- whole sequences ---------------------------------------------------------------------
     def __call__(
-        self, X: Any, state: tuple[Any, Any] | None = None
+        self,
+        X: Any,
+        state: tuple[Any, Any] | None = None,
+        lengths: Any = None,
+        *,
+        mask: Any = None,
+        reset: Any = None,
     ) -> tuple[Array, tuple[Array, Array]]:
         """Run the model over a sequence.
 
@@ -158,6 +164,19 @@ class LSTM(Module):
             ``(T, B, I)``, or ``(B, T, I)`` with ``batch_first``, or unbatched ``(T, I)``.
         state : (h0, c0), optional
             Each ``(D*L, B, H)``, or ``(D*L, H)`` for unbatched input. Default: zeros.
+        lengths : integer array, shape (B,), optional
+            Valid steps of each sequence, 0..T, in any order (no sorting needed); a Python int
+            for unbatched input. Steps past a sequence's length are ignored: their outputs are
+            zero, ``h_n``/``c_n`` hold the state at the sequence's own last valid step, and the
+            backward direction starts there, exactly as for PyTorch's packed sequences. A
+            length of 0 leaves that sequence's state as it came in.
+        mask : boolean array, shape (B, T), optional
+            Keras-style right-padded mask (``True`` for valid steps, then only ``False``), an
+            alternative to ``lengths``: ``(T,)`` for unbatched input, ``(B, T)`` whatever
+            ``batch_first`` says. Giving both ``lengths`` and ``mask`` is an error.
+        reset : boolean array, shape (B,), optional
+            For serving many streams in one batch: zero the incoming state of the sequences
+            marked ``True`` (those that start anew in this call) before running.
 
         Returns
         -------
@@ -167,12 +186,23 @@ class LSTM(Module):
         (h_n, c_n) : arrays
             ``(D*L, B, H)`` (``(D*L, H)`` unbatched): the state after the last step of every
             layer and direction, indexed ``layer * D + direction``.
+
+        Notes
+        -----
+        Streaming: for a unidirectional model, feeding a sequence in chunks and passing each
+        call's ``(h_n, c_n)`` as the next call's ``state`` gives the same outputs as one call
+        over the whole sequence, for any split.
         """
         xp = self.xp
         with self._backend.context():
             x, batched = self._sequence_input(X)
-            h0, c0 = self._initial_state(state, x.shape[1], batched)
-            y, h_n, c_n = lstm_forward(xp, x, self._layers(), h0, c0, self._scan)
+            steps, batch = x.shape[0], x.shape[1]
+            h0, c0 = self._initial_state(state, batch, batched)
+            if reset is not None:
+                keep = self._reset_input(reset, batch, batched)
+                h0, c0 = h0 * keep, c0 * keep
+            valid = self._lengths_input(lengths, mask, steps, batch, batched)
+            y, h_n, c_n = lstm_forward(xp, x, self._layers(), h0, c0, self._scan, valid)
             if not batched:
                 y, h_n, c_n = y[:, 0, :], h_n[:, 0, :], c_n[:, 0, :]
             elif self.batch_first:
@@ -214,6 +244,60 @@ class LSTM(Module):
             raise ShapeError(f"X must hold at least one step and one sequence; got (T, B) = "
                              f"({steps}, {batch}).")
         return x, batched
+
+    def _lengths_input(self, lengths: Any, mask: Any, steps: int, batch: int,
+                       batched: bool) -> Array | None:
+        """Validate ``lengths`` or ``mask``; return lengths as an integer array of the model's
+        namespace, or None when every sequence runs all T steps.
+
+        The checks read a few scalars back (a device synchronisation on a GPU), once per call
+        and before the time loop.
+        """
+        if lengths is None and mask is None:
+            return None
+        if lengths is not None and mask is not None:
+            raise LengthsError("pass lengths or mask, not both: they say the same thing, and "
+                               "neither is taken over the other.")
+        xp = self.xp
+        if mask is not None:
+            m = self._as_array(mask, "mask", kind="bool")
+            expected = (batch, steps) if batched else (steps,)
+            if tuple(m.shape) != expected:
+                raise ShapeError(f"mask has shape {tuple(m.shape)}; expected {expected} "
+                                 f"({'(B, T)' if batched else '(T,)'}).")
+            m = xp.reshape(m, (batch, steps))
+            valid = xp.sum(xp.astype(m, xp.int32), axis=1)
+            padded = xp.arange(steps, device=self.device)[None, :] < valid[:, None]
+            wrong = xp.any(m != padded, axis=1)
+            if bool(xp.any(wrong)):
+                row = int(xp.argmax(xp.astype(wrong, xp.int32)))
+                raise LengthsError(
+                    f"mask is not right-padded: row {row} has a True after a False; each row "
+                    "must be True for its valid steps, then False to the end. Pass lengths "
+                    "instead.")
+        else:
+            valid = self._as_array(lengths, "lengths", kind="integral")
+            expected = (batch,) if batched else ()
+            if tuple(valid.shape) != expected and not (not batched and valid.shape == (1,)):
+                raise ShapeError(f"lengths has shape {tuple(valid.shape)}; expected {expected} "
+                                 "(one length per sequence).")
+            valid = xp.reshape(valid, (batch,))
+            outside = (valid < 0) | (valid > steps)
+            if bool(xp.any(outside)):
+                row = int(xp.argmax(xp.astype(outside, xp.int32)))
+                raise LengthsError(f"lengths must lie in 0..T = 0..{steps}; sequence {row} has "
+                                   f"length {int(valid[row])}.")
+        if bool(xp.all(valid == steps)):
+            return None  # nothing is padded: the plain path is exact and fastest
+        return valid
+
+    def _reset_input(self, reset: Any, batch: int, batched: bool) -> Array:
+        """``reset`` as a (1, B, 1) array of the model's dtype: 0 where the state is reset."""
+        r = self._as_array(reset, "reset", kind="bool")
+        expected = (batch,) if batched else ()
+        if tuple(r.shape) != expected:
+            raise ShapeError(f"reset has shape {tuple(r.shape)}; expected {expected}.")
+        return self.xp.astype(~self.xp.reshape(r, (1, batch, 1)), self.dtype)
 
     def _initial_state(self, state: Any, batch: int, batched: bool) -> tuple[Array, Array]:
         xp = self.xp

@@ -29,7 +29,9 @@ def test_to_reselects_the_kernel(xp):
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (7, 1, 3, 5), (5, 4, 6, 8), (3, 33, 2, 17)])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_fused_equals_pure(xp, to_np, rng, precision, shape, bidirectional, with_state):
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_fused_equals_pure(xp, to_np, rng, precision, shape, bidirectional, with_state,
+                           with_lengths):
     dtype = xp.dtype(precision)
     T, B, I, H = shape
     kwargs = dict(bidirectional=bidirectional, init="pytorch", seed=9, dtype=dtype,
@@ -40,8 +42,9 @@ def test_fused_equals_pure(xp, to_np, rng, precision, shape, bidirectional, with
     x = rng.standard_normal((T, B, I)).astype(precision)
     state = tuple(rng.standard_normal((2 * D, B, H)).astype(precision) for _ in range(2)) \
         if with_state else None
+    lengths = rng.integers(0, T + 1, size=B) if with_lengths else None
     tol = dict(rtol=1e-6, atol=1e-6) if precision == "float32" else dict(rtol=1e-13, atol=1e-14)
-    for a, b in zip(*(_flat(m(x, state)) for m in (fused, pure)), strict=True):
+    for a, b in zip(*(_flat(m(x, state, lengths)) for m in (fused, pure)), strict=True):
         np.testing.assert_allclose(to_np(a), to_np(b), **tol)
 
 

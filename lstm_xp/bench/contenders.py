@@ -59,14 +59,34 @@ def _optional(module: str) -> Any:
 
 
 # -- lstm-xp ---------------------------------------------------------------------------------
-def lstm_xp(backend: str, device: Any = None, kernel: str = "auto") -> Contender:
-    """lstm-xp's forward on ``backend``/``device``; ``kernel="pure"`` forces the reference path."""
+def padded_lengths(shape: Shape, kind: str) -> np.ndarray | None:
+    """Per-sequence lengths for the variable-length timings.
+
+    ``"none"``: no lengths. ``"one-short"``: every sequence full but the last, one step shorter,
+    the worst case for overhead (all the work, plus the bookkeeping). ``"random"``: uniform
+    in [T/2, T], a typical padded batch.
+    """
+    batch, steps, _, _ = shape
+    if kind == "none":
+        return None
+    if kind == "one-short":
+        lengths = np.full(batch, steps)
+        lengths[-1] = steps - 1
+        return lengths
+    return np.random.default_rng(batch).integers(steps // 2, steps + 1, size=batch)
+
+
+def lstm_xp(backend: str, device: Any = None, kernel: str = "auto",
+            lengths: str = "none") -> Contender:
+    """lstm-xp's forward on ``backend``/``device``; ``kernel="pure"`` forces the reference path;
+    ``lengths`` passes per-sequence lengths (see :func:`padded_lengths`)."""
     try:
         b = resolve_backend(backend, device)
     except LSTMXPError as exc:
         raise Unavailable(str(exc)) from exc
     where = _device_label(b)
-    label = f"lstm-xp {b.name} {where}" + (" (pure)" if kernel == "pure" else "")
+    label = (f"lstm-xp {b.name} {where}" + (" (pure)" if kernel == "pure" else "")
+             + ("" if lengths == "none" else f" lengths={lengths}"))
 
     def build(shape: Shape, dtype: str, x_host: np.ndarray) -> tuple[LSTM, Any]:
         _, _, size_in, hidden = shape
@@ -76,9 +96,10 @@ def lstm_xp(backend: str, device: Any = None, kernel: str = "auto") -> Contender
 
     def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
         model, x = build(shape, dtype, x_host)
+        valid = padded_lengths(shape, lengths)
 
         def run() -> Any:
-            y, _ = model(x)
+            y, _ = model(x, lengths=valid)
             b.synchronize(y)
             return y
 

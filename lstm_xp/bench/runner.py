@@ -72,6 +72,7 @@ class BenchConfig:
     pure: bool = False  # also time the pure Array-API path beside the chosen kernel
     memory: bool = True
     isolate: bool = True  # each contender in its own process
+    lengths: Sequence[str] = ()  # also time with lengths: "one-short", "random"
 
 
 def contender_specs(config: BenchConfig) -> list[list[Any]]:
@@ -83,6 +84,8 @@ def contender_specs(config: BenchConfig) -> list[list[Any]]:
             specs.append(["lstm_xp", name, device])
             if config.pure and name in ("numpy", "cupy"):
                 specs.append(["lstm_xp", name, device, "pure"])
+            for kind in config.lengths:
+                specs.append(["lstm_xp", name, device, "auto", kind])
             if name == "cupy":
                 specs.append(["floor", name, device])
     specs.append(["floor", "numpy"])

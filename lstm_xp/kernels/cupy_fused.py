@@ -45,6 +45,19 @@ h = (T)(og * tanh(cn));
 """
 
 
+_MASKED_TAIL = r"""
+if (t < (long long)lengths[b]) {
+    c_next = (T)cn;
+    h_next = (T)(og * tanh(cn));
+    y = h_next;
+} else {  // past this sequence's length: keep the state, output zero
+    c_next = c_prev;
+    h_next = h_prev;
+    y = (T)0;
+}
+"""
+
+
 @functools.cache
 def _cell_kernel() -> Any:
     return cupy.ElementwiseKernel(
@@ -52,6 +65,18 @@ def _cell_kernel() -> Any:
         "T h, T c_next",
         _OPERATION,
         "lstm_xp_fused_cell",
+        preamble=_PREAMBLE,
+    )
+
+
+@functools.cache
+def _masked_cell_kernel() -> Any:
+    body = _OPERATION.rsplit("c_next = (T)cn;", 1)[0] + _MASKED_TAIL
+    return cupy.ElementwiseKernel(
+        "raw T gates, raw T proj, T c_prev, T h_prev, raw L lengths, int32 t, int32 H",
+        "T y, T h_next, T c_next",
+        body,
+        "lstm_xp_fused_cell_masked",
         preamble=_PREAMBLE,
     )
 
@@ -66,12 +91,12 @@ def layer_scan_cupy(
     c0: Any,
     *,
     reverse: bool = False,
+    lengths: Any | None = None,
 ) -> tuple[Any, Any, Any]:
     """Fused CuPy version of :func:`lstm_xp._functional.layer_scan` (same shapes)."""
     steps, batch, features = x.shape
     hidden = weight_hh.shape[1]
     dtype = x.dtype
-    kernel = _cell_kernel()
     w_ih_t = cupy.ascontiguousarray(weight_ih.T)  # (I, 4H), gate order i, f, g, o
     w_hh_t = cupy.ascontiguousarray(weight_hh.T)  # (H, 4H)
 
@@ -80,6 +105,13 @@ def layer_scan_cupy(
     c_a = cupy.ascontiguousarray(c0).copy()
     c_b = cupy.empty_like(c_a)
     h = cupy.ascontiguousarray(h0)
+    if lengths is not None:
+        masked = _masked_cell_kernel()
+        lengths = cupy.ascontiguousarray(lengths)
+        h = h.copy()
+        h_b = cupy.empty_like(h)
+    else:
+        kernel = _cell_kernel()
 
     chunk = max(1, min(steps, _CHUNK_BYTES // max(1, batch * 4 * hidden * dtype.itemsize)))
     starts = range(0, steps, chunk)
@@ -91,8 +123,11 @@ def layer_scan_cupy(
         proj = proj.reshape(stop - start, batch, 4 * hidden)
         for t in range(stop - 1, start - 1, -1) if reverse else range(start, stop):
             cupy.matmul(h, w_hh_t, out=gates)
-            h = y[t]
-            kernel(gates, proj[t - start], c_a, hidden, h, c_b)
+            if lengths is None:
+                h = y[t]
+                kernel(gates, proj[t - start], c_a, hidden, h, c_b)
+            else:
+                masked(gates, proj[t - start], c_a, h, lengths, t, hidden, y[t], h_b, c_b)
+                h, h_b = h_b, h
             c_a, c_b = c_b, c_a
     return y, h.copy(), c_a
-
