@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import interop
+from . import io as model_io
+from ._backend import dtype_name, to_numpy
 from ._functional import LayerWeights, cell_step, lstm_forward
 from ._module import Module, check_size
 from .errors import ConfigError, LengthsError, ShapeError
@@ -416,6 +419,143 @@ class LSTM(Module):
         elif layout == "vector":
             a = a[:, 0, :]
         return a[0, ...] if self.num_layers == 1 else a
+
+
+    # -- weights in and out -------------------------------------------------------------------
+    @classmethod
+    def _from_params(cls, config: dict[str, Any], params: dict[str, Any], backend: Any,
+                     device: Any, dtype: Any) -> LSTM:
+        """A model with ``config``'s sizes holding ``params`` (NumPy, PyTorch names)."""
+        if dtype is None:
+            dtype = dtype_name(next(iter(params.values())).dtype)
+        model = cls(config["input_size"], config["hidden_size"], config["num_layers"],
+                    bias=config["bias"], batch_first=config.get("batch_first", False),
+                    bidirectional=config["bidirectional"], backend=backend, device=device,
+                    dtype=dtype, seed=0)
+        model.load_state_dict(params)
+        return model
+
+    def _numpy_params(self) -> dict[str, Any]:
+        return {k: to_numpy(v) for k, v in self._params.items()}
+
+    def _config(self) -> dict[str, Any]:
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                "num_layers": self.num_layers, "bias": self.bias,
+                "batch_first": self.batch_first, "bidirectional": self.bidirectional}
+
+    @classmethod
+    def from_torch(cls, module_or_state_dict: Any, *, backend: Any = "numpy", device: Any = None,
+                   dtype: Any = None) -> LSTM:
+        """A model with the weights of a ``torch.nn.LSTM`` (or its ``state_dict()``).
+
+        Sizes, layers, direction and ``batch_first`` come from the module (from the names and
+        shapes of a state dict); ``dtype`` defaults to the weights' own.
+        """
+        config, params = interop.from_torch_module(module_or_state_dict)
+        return cls._from_params(config, params, backend, device, dtype)
+
+    def to_torch(self) -> Any:
+        """A ``torch.nn.LSTM`` (on the CPU) with this model's configuration and weights."""
+        return interop.to_torch_module(self)
+
+    @classmethod
+    def from_keras(cls, layers: Any, *, batch_first: bool = True, backend: Any = "numpy",
+                   device: Any = None, dtype: Any = None) -> LSTM:
+        """A model from Keras 3 layers (``LSTM`` or ``Bidirectional(LSTM)``, one per stacked
+        layer) or their ``get_weights()`` lists ``[kernel, recurrent_kernel, bias]``.
+
+        Keras' single bias becomes ``bias_ih`` (``bias_hh`` is zero). ``batch_first``
+        defaults to True because Keras layers take ``(B, T, I)``.
+        """
+        config, params = interop.from_keras_weights(layers)
+        config["batch_first"] = batch_first
+        return cls._from_params(config, params, backend, device, dtype)
+
+    def to_keras(self) -> list[list[Any]]:
+        """Per layer, the NumPy arrays ``layer.set_weights()`` takes: ``[kernel,
+        recurrent_kernel, bias]``, or six (forward then backward) for ``Bidirectional``.
+        The bias is ``bias_ih + bias_hh``."""
+        return interop.to_keras_weights(self._numpy_params(), self.num_layers,
+                                        self.bidirectional)
+
+    @classmethod
+    def from_flax(cls, cells: Any, *, bidirectional: bool = False, batch_first: bool = False,
+                  backend: Any = "numpy", device: Any = None, dtype: Any = None) -> LSTM:
+        """A model from ``flax.linen.LSTMCell`` parameters: one dict, or a list of them per
+        layer and direction in PyTorch's order (layer 0 forward, layer 0 backward, ...)."""
+        cells = [cells] if isinstance(cells, dict) else list(cells)
+        params = interop.from_flax_params(cells, bidirectional)
+        config = {**interop.torch_config(params), "batch_first": batch_first}
+        return cls._from_params(config, params, backend, device, dtype)
+
+    def to_flax(self) -> list[dict[str, Any]]:
+        """``flax.linen.LSTMCell`` parameter dicts, one per layer and direction in PyTorch's
+        order. Flax's cells have one bias (on the ``h*`` kernels): ``bias_ih + bias_hh``."""
+        params = self._numpy_params()
+        return [interop.to_flax_params(params, s) for s, _ in self._layer_specs()]
+
+    @classmethod
+    def from_seed(cls, source: Any, *, backend: Any = "numpy", device: Any = None,
+                  dtype: Any = None) -> LSTM:
+        """A one-layer model from the seed's ``Wf, Wi, WC, Wo, bf, bi, bC, bo`` (a mapping or
+        an object with those attributes, such as the seed's own ``LSTM``)."""
+        params = interop.from_seed_params(source)
+        return cls._from_params(interop.torch_config(params), params, backend, device, dtype)
+
+    def to_seed(self) -> dict[str, Any]:
+        """The seed's layout (one layer, one direction only): ``Wf, Wi, WC, Wo`` (H, H+I)
+        and ``bf, bi, bC, bo`` (H, 1), with ``b? = bias_ih + bias_hh``."""
+        if self.num_layers != 1 or self.bidirectional:
+            raise ConfigError("the seed's layout holds one layer and one direction; this model "
+                              f"has num_layers={self.num_layers}, "
+                              f"bidirectional={self.bidirectional}.")
+        return interop.to_seed_params(self._numpy_params())
+
+    def to_onnx(self, path: Any, *, opset: int = 14, initial_state: bool = False) -> Any:
+        """Write an ONNX model built on the standard ``LSTM`` operator to ``path`` (atomically).
+
+        Its first output ``Y`` has the shape and layout of this model's ``outputs``; ``Y_h``
+        and ``Y_c`` are ``(D*L, B, H)``. With ``initial_state`` it takes ``h0`` and ``c0``
+        inputs, else the state starts at zero. Returns the path.
+        """
+        model = interop.to_onnx_model(self._numpy_params(), self._config(), opset,
+                                      initial_state)
+        return model_io.write_atomic(path, model.SerializeToString())
+
+    @classmethod
+    def from_onnx(cls, path: Any, *, backend: Any = "numpy", device: Any = None,
+                  dtype: Any = None) -> LSTM:
+        """A model from the weights of an ONNX file made of standard ``LSTM`` nodes."""
+        onnx = interop._require("onnx", "onnx")
+        try:
+            proto = onnx.load(str(path))
+        except OSError:
+            raise
+        except Exception as exc:  # protobuf's DecodeError and friends
+            raise model_io.ModelFileError(f"{path}: not a readable ONNX file ({exc}).") from exc
+        config, params = interop.from_onnx_model(proto)
+        return cls._from_params(config, params, backend, device, dtype)
+
+    def save(self, path: Any) -> Any:
+        """Save weights and configuration to one ``.npz`` file, atomically; see
+        :mod:`lstm_xp.io`. Returns the path."""
+        return model_io.save(path, self._numpy_params(), self._config(),
+                             dtype_name(self._dtype))
+
+    @classmethod
+    def load(cls, path: Any, *, backend: Any = "numpy", device: Any = None,
+             dtype: Any = None) -> LSTM:
+        """Load a model written by :meth:`save` onto ``backend``/``device``.
+
+        Raises
+        ------
+        lstm_xp.io.ModelFileError
+            Truncated, corrupted, pickled, or written by a newer format version.
+        OSError
+            The file cannot be read.
+        """
+        schema, params = model_io.load(path)
+        return cls._from_params(schema, params, backend, device, dtype or schema["dtype"])
 
 
 class LSTMCell(Module):

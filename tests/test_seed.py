@@ -10,22 +10,8 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
-import re
-from pathlib import Path
 
-import pytest
-
-SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "seed"
-
-
-def _seed_code() -> str:
-    files = sorted(SEED_DIR.glob("*.txt")) if SEED_DIR.is_dir() else []
-    if not files:
-        pytest.skip(f"the seed is not at {SEED_DIR} (it lies beside the checkout in CI)")
-    text = files[0].read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert blocks, f"no Python block in {files[0]}"
-    return blocks[0]
+from seedcode import seed_code
 
 
 def _run(code: str) -> str:
@@ -45,7 +31,7 @@ def _with_library(code: str) -> str:
 
 
 def test_seed_example_runs_unchanged():
-    code = _seed_code()
+    code = seed_code()
     original = _run(code)
     ours = _run(_with_library(code))
     # The example prints shapes only, so the two outputs must match line for line.
@@ -54,7 +40,7 @@ def test_seed_example_runs_unchanged():
 
 
 def test_seed_example_uses_our_class():
-    code = _with_library(_seed_code())
+    code = _with_library(seed_code())
     namespace: dict = {}
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(code, "<seed example>", "exec"), namespace)

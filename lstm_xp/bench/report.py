@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from ..io import write_atomic
 
 PEERS = (("torch.nn.LSTM cpu", "x torch"), ("onnxruntime LSTM op cpu", "x ORT"),
          ("seed (NumPy, per-gate, column vectors)", "x seed"))
@@ -111,7 +111,7 @@ def plot(report: dict[str, Any], path: Path) -> str | None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), binary=True)
+    write_atomic(path, write=lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
     return None
 
@@ -121,23 +121,11 @@ def write_all(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "bench.json", "markdown": out_dir / "bench.md",
              "png": out_dir / "bench.png"}
-    _atomic_write(paths["json"], lambda f: f.write(json.dumps(report, indent=2)))
-    _atomic_write(paths["markdown"], lambda f: f.write(markdown(report) + "\n"))
+    write_atomic(paths["json"], json.dumps(report, indent=2).encode("utf-8"))
+    write_atomic(paths["markdown"], (markdown(report) + "\n").encode("utf-8"))
     why = plot(report, paths["png"])
     if why is not None:
         report.setdefault("notes", []).append(f"no plot: {why}")
         del paths["png"]
     return paths
 
-
-def _atomic_write(path: Path, write, binary: bool = False) -> None:
-    """Write through a temporary file in the same folder, then rename: never half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        mode = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8"}
-        with os.fdopen(fd, **mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
