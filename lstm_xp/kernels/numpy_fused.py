@@ -1,17 +1,20 @@
-"""A fused NumPy layer scan: the reference's results with fewer, larger, in-place calls.
+"""A fused NumPy layer scan: the reference's results with fewer, in-place calls.
 
 Same signature and results as :func:`lstm_xp._functional.layer_scan` (tests hold them equal).
 What it does differently, and why:
 
-- One buffer ``Z`` of shape (B, 5H) holds the gates in the order (o, i, f, g) and, after them,
-  the cell state ``c``. The recurrent GEMM writes straight into ``Z[:, :4H]`` (BLAS takes the
-  row stride), one ``tanh`` covers all four gates (sigmoid rows are pre-halved, see
-  :mod:`._layout`), and because ``[i, f]`` and ``[g, c]`` are adjacent, ``i*g`` and ``f*c``
-  are one multiply. A step is 9 NumPy calls with no temporaries: at B = 1 each call costs about
-  as much as the arithmetic, so the count is what matters.
-- The input projection is computed in chunks of steps whose size is bounded (``_CHUNK_BYTES``),
-  and outputs are written in place: memory beyond inputs and outputs stays O(B*H) however long
-  the sequence.
+- Gates are kept in the order (o, i, f, g) with the sigmoid rows of the weights pre-halved
+  (see :mod:`._layout`): one ``tanh`` over the whole (B, 4H) gate buffer serves all four gates,
+  and one multiply-add pair over the contiguous (o, i, f) block finishes the three sigmoids.
+- Every buffer is allocated once and written in place (``out=``): a step is 10 NumPy calls and
+  no allocation. At B = 1 each call costs about as much as its arithmetic, so the count is
+  what matters; at large B, outputs never alias their inputs, because NumPy copies an input
+  that might overlap its output.
+- The input projection is computed in chunks of at most ``_CHUNK_STEPS`` steps and
+  ``_CHUNK_BYTES``, and outputs are written straight into the result: memory beyond inputs
+  and outputs stays O(B*H) however long the sequence.
+- With ``lengths``, sequences are sorted longest first, so the ones still running at any step
+  are a prefix of the batch: padded steps cost nothing and nothing needs masking.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import numpy as np
 
 from ._layout import fused_permutation, fused_scale
 
-# Largest input-projection block held at once. Big enough that the chunk's GEMM runs at full
-# speed (>= a few hundred rows), small enough to stay in cache-friendly territory.
+# The input projection is computed for at most _CHUNK_STEPS steps and _CHUNK_BYTES at once:
+# memory beyond inputs and outputs stays O(B*H) however long the sequence, and the chunk's
+# GEMM still has hundreds of rows.
+_CHUNK_STEPS = 64
 _CHUNK_BYTES = 32 * 2**20
+
 
 
 def _fused_weights(weight_ih, weight_hh, bias, dtype):
@@ -76,19 +82,21 @@ def _scan(x, weight_ih, weight_hh, bias, h0, c0, reverse, counts):
     dtype = x.dtype
     w_ih_t, w_hh_t, b = _fused_weights(weight_ih, weight_hh, bias, dtype)
 
-    z = np.empty((batch, 5 * hidden), dtype=dtype)
-    tanh_c = np.empty((batch, hidden), dtype=dtype)
-    z[:, 4 * hidden :] = c0
-    views: dict[int, tuple[np.ndarray, ...]] = {}
+    gates_all = np.empty((batch, 4 * hidden), dtype=dtype)
+    c_all = np.array(c0, dtype=dtype, copy=True)
+    tmp_all = np.empty((batch, hidden), dtype=dtype)
+    cache: dict[int, tuple[np.ndarray, ...]] = {}
 
     def rows(n: int) -> tuple[np.ndarray, ...]:
-        """Views of the first n rows of the work buffers (made once per distinct n)."""
-        if n not in views:
-            zn = z[:n]
-            views[n] = (zn[:, : 4 * hidden], zn[:, : 3 * hidden], zn[:, :hidden],
-                        zn[:, hidden : 3 * hidden], zn[:, 3 * hidden :],
-                        zn[:, 3 * hidden : 4 * hidden], zn[:, 4 * hidden :], tanh_c[:n])
-        return views[n]
+        """Views of the first n rows of the work buffers (made once per distinct n). Every
+        output buffer is separate from the inputs it is computed from: NumPy copies an input
+        that might overlap its output, which would cost more than the views save."""
+        if n not in cache:
+            g = gates_all[:n]
+            cache[n] = (g, g[:, : 3 * hidden], g[:, :hidden], g[:, hidden : 2 * hidden],
+                        g[:, 2 * hidden : 3 * hidden], g[:, 3 * hidden :], c_all[:n],
+                        tmp_all[:n])
+        return cache[n]
 
     if counts is None:
         y = np.empty((steps, batch, hidden), dtype=dtype)
@@ -99,7 +107,8 @@ def _scan(x, weight_ih, weight_hh, bias, h0, c0, reverse, counts):
         state = np.array(h0, dtype=dtype, copy=True)  # h of every sequence, running or not
         h = state
 
-    chunk = max(1, min(steps, _CHUNK_BYTES // max(1, batch * 4 * hidden * dtype.itemsize)))
+    chunk = max(1, min(steps, _CHUNK_STEPS,
+                       _CHUNK_BYTES // max(1, batch * 4 * hidden * dtype.itemsize)))
     starts = range(0, steps, chunk)
     for start in reversed(starts) if reverse else starts:
         stop = min(start + chunk, steps)
@@ -111,20 +120,22 @@ def _scan(x, weight_ih, weight_hh, bias, h0, c0, reverse, counts):
             n = batch if counts is None else int(counts[t])
             if n == 0:
                 continue
-            gates, sig, o_gate, i_f, g_c, i_g, c, tc = rows(n)
+            gates, sig, o_gate, i_gate, f_gate, g_gate, c, tmp = rows(n)
             np.matmul(h if n == batch else h[:n], w_hh_t, out=gates)
             gates += proj[t - start] if n == batch else proj[t - start, :n]
-            np.tanh(gates, out=gates)
+            np.tanh(gates, out=gates)  # tanh(z/2) for o, i, f (rows halved); tanh(z) for g
             sig *= 0.5
             sig += 0.5
-            np.multiply(i_f, g_c, out=g_c)  # [i*g, f*c]
-            np.add(i_g, c, out=c)  # c' = f*c + i*g
-            np.tanh(c, out=tc)
+            c *= f_gate
+            np.multiply(i_gate, g_gate, out=tmp)
+            c += tmp  # c' = f*c + i*g
+            np.tanh(c, out=tmp)
             out = y[t] if n == batch else y[t, :n]
-            np.multiply(o_gate, tc, out=out)
+            np.multiply(o_gate, tmp, out=out)
             if state is None:
                 h = out
             else:
                 state[:n] = out
+        proj = None  # free this chunk before the next one is computed
     h_n = (h if state is None else state).copy()
-    return y, h_n, z[:, 4 * hidden :].copy()
+    return y, h_n, c_all
