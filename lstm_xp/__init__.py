@@ -23,13 +23,17 @@ from .errors import (
     StateDictError,
     UnknownBackendError,
 )
+from .io import ModelFileError
 from .lstm import LSTM, LSTMCell
+from .train import SGD, Adam, Linear, clip_grad_norm, mse_loss, softmax_cross_entropy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",
     "LSTM",
+    "SGD",
+    "Adam",
     "BackendMismatchError",
     "BackendNotInstalledError",
     "BackendStatus",
@@ -40,9 +44,14 @@ __all__ = [
     "LSTMCell",
     "LSTMXPError",
     "LengthsError",
+    "Linear",
+    "ModelFileError",
     "ShapeError",
     "StateDictError",
     "UnknownBackendError",
     "__version__",
     "available_backends",
+    "clip_grad_norm",
+    "mse_loss",
+    "softmax_cross_entropy",
 ]

@@ -16,6 +16,8 @@ from .errors import ConfigError
 
 #: Names accepted by ``init=``.
 INITS: tuple[str, ...] = ("xavier", "pytorch", "keras")
+#: Names accepted by ``bias_init=``.
+BIAS_INITS: tuple[str, ...] = ("default", "zeros", "unit_forget", "chrono")
 
 # Gate blocks along the 4H axis, in torch's order.
 GATE_I, GATE_F, GATE_G, GATE_O = range(4)
@@ -42,19 +44,82 @@ def _orthogonal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
 
 
 def init_params(
-    scheme: str, seed: int | None, layers: list[tuple[str, int]], hidden_size: int, bias: bool
+    scheme: str,
+    seed: int | None,
+    layers: list[tuple[str, int]],
+    hidden_size: int,
+    bias: bool,
+    bias_init: str = "default",
+    chrono_max: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Draw every layer's parameters from one Generator seeded with ``seed``.
 
     ``layers`` lists ``(name suffix, input size)`` in drawing order; names are
-    ``weight_ih{suffix}`` and so on, see :func:`init_layer`.
+    ``weight_ih{suffix}`` and so on, see :func:`init_layer`. ``bias_init`` then replaces the
+    biases, see :func:`gate_biases`.
     """
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
     for suffix, input_size in layers:
         for name, value in init_layer(scheme, rng, input_size, hidden_size, bias).items():
             params[name + suffix] = value
+        if bias and bias_init != "default":
+            params["bias_ih" + suffix] = gate_biases(bias_init, rng, hidden_size, chrono_max)
+            params["bias_hh" + suffix] = np.zeros(4 * hidden_size)
     return params
+
+
+def gate_biases(kind: str, rng: np.random.Generator, hidden: int,
+                chrono_max: float | None = None) -> np.ndarray:
+    """A (4H,) bias in gate order i, f, g, o.
+
+    ``"zeros"``; ``"unit_forget"``: 1 on the forget gate (Gers et al.; Keras' default);
+    ``"chrono"``: Tallec & Ollivier (2018), forget bias ``log(U(1, chrono_max - 1))`` and input
+    bias its negative, so that the cell's memory time scales spread over 1..``chrono_max``
+    steps (set it to the longest dependency expected, such as the sequence length).
+    """
+    b = np.zeros(4 * hidden)
+    if kind == "zeros":
+        return b
+    if kind == "unit_forget":
+        b[GATE_F * hidden : (GATE_F + 1) * hidden] = 1.0
+        return b
+    if kind == "chrono":
+        if chrono_max is None or not chrono_max > 2:
+            raise ConfigError(f"bias_init='chrono' needs chrono_max > 2 (the longest time scale "
+                              f"in steps, e.g. the sequence length); got {chrono_max!r}.")
+        forget = np.log(rng.uniform(1.0, chrono_max - 1.0, size=hidden))
+        b[GATE_F * hidden : (GATE_F + 1) * hidden] = forget
+        b[GATE_I * hidden : (GATE_I + 1) * hidden] = -forget
+        return b
+    raise ConfigError(f"unknown bias_init {kind!r}; expected one of {', '.join(BIAS_INITS)}.")
+
+
+def init_linear(scheme: str, seed: int | None, in_features: int, out_features: int,
+                bias: bool) -> dict[str, np.ndarray]:
+    """A dense layer's ``weight`` (out, in) and ``bias`` (out,): Glorot uniform and zero bias
+    for ``"xavier"``/``"keras"``, U(-1/sqrt(in), 1/sqrt(in)) everywhere for ``"pytorch"``."""
+    if scheme not in INITS:
+        raise ConfigError(f"unknown init {scheme!r}; expected one of {', '.join(INITS)}.")
+    rng = np.random.default_rng(seed)
+    if scheme == "pytorch":
+        k = 1.0 / math.sqrt(in_features)
+        params = {"weight": rng.uniform(-k, k, size=(out_features, in_features)),
+                  "bias": rng.uniform(-k, k, size=out_features)}
+    else:
+        params = {"weight": _glorot_uniform(rng, out_features, in_features),
+                  "bias": np.zeros(out_features)}
+    return params if bias else {"weight": params["weight"]}
+
+
+def dropout_generator(seed: int | None) -> np.random.Generator:
+    """The host generator dropout masks are drawn from (separate from the weights' stream)."""
+    return np.random.default_rng(None if seed is None else [seed, 1])
+
+
+def dropout_mask(rng: np.random.Generator, shape: tuple[int, ...], p: float) -> np.ndarray:
+    """Inverted-dropout mask: 0 with probability ``p``, else ``1 / (1 - p)``."""
+    return (rng.random(shape) >= p) / (1.0 - p)
 
 
 def init_layer(

@@ -74,9 +74,11 @@ class Module:
     def _param_shapes(self) -> dict[str, tuple[int, ...]]:
         raise NotImplementedError
 
-    def _init_params(self, layers: list[tuple[str, int]], hidden_size: int, bias: bool) -> None:
+    def _init_params(self, layers: list[tuple[str, int]], hidden_size: int, bias: bool,
+                     bias_init: str = "default", chrono_max: float | None = None) -> None:
         """Draw parameters for each ``(suffix, input_size)`` on the host and move them here."""
-        drawn = init_params(self.init, self.seed, layers, hidden_size, bias)
+        drawn = init_params(self.init, self.seed, layers, hidden_size, bias, bias_init,
+                            chrono_max)
         self._params = {n: self._backend.from_numpy(v, self._dtype) for n, v in drawn.items()}
 
     def state_dict(self) -> dict[str, Any]:
@@ -138,6 +140,29 @@ class Module:
                 )
             staged[name] = host
         self._params = {n: self._backend.from_numpy(v, self._dtype) for n, v in staged.items()}
+
+    def update_parameters(self, values: Mapping[str, Any]) -> None:
+        """Replace some parameters by arrays already in the model's namespace, device, dtype
+        and shape (what optimisers do each step; no host round trip, no copy).
+
+        Raises
+        ------
+        StateDictError
+            For an unknown name or an array of another shape, dtype, library or device.
+        """
+        shapes = self._param_shapes()
+        for name, value in values.items():
+            if name not in shapes:
+                raise StateDictError(f"unknown parameter {name!r}; this model has "
+                                     f"{sorted(shapes)}.")
+            if (not self._backend.owns(value) or not self._backend.is_on_device(value)
+                    or tuple(value.shape) != shapes[name] or value.dtype != self._dtype):
+                raise StateDictError(
+                    f"parameter {name!r} must be a {self.backend} array of shape "
+                    f"{shapes[name]} and dtype {_backend.dtype_name(self._dtype)} on "
+                    f"{self.device!r}; got {type(value).__name__} "
+                    f"{tuple(getattr(value, 'shape', ()))}. Use load_state_dict to convert.")
+        self._params.update(values)
 
     def to(self, backend: Any = None, device: Any = None, dtype: Any = None) -> Module:
         """A copy of this model on another backend, device or dtype; ``self`` is unchanged.

@@ -8,17 +8,47 @@ namespace on one device. Results come back in the model's namespace, on its devi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from . import interop
 from . import io as model_io
 from ._backend import dtype_name, to_numpy
+from ._backprop import LayerTape, lstm_backward, lstm_forward_train
 from ._functional import LayerWeights, cell_step, lstm_forward
+from ._init import dropout_generator, dropout_mask
 from ._module import Module, check_size
 from .errors import ConfigError, LengthsError, ShapeError
 from .kernels import select_scan
 
 Array = Any
+
+
+@dataclass
+class _Run:
+    """A forward pass's validated inputs: x (T, B, I), h0 and c0 (D*L, B, H), lengths (B,) or
+    None, the reset factor (1, B, 1) or None, and whether the input was batched."""
+
+    x: Array
+    h0: Array
+    c0: Array
+    lengths: Array | None
+    keep: Array | None
+    batched: bool
+
+
+@dataclass
+class Tape:
+    """What :meth:`LSTM.backward` needs from :meth:`LSTM.forward_train`.
+
+    ``layers[k][d]`` is the :class:`~lstm_xp._backprop.LayerTape` of layer ``k``, direction
+    ``d``; ``dropout_masks`` the inter-layer masks used; ``run`` the validated inputs.
+    """
+
+    layers: list[list[LayerTape]]
+    dropout_masks: list[Array | None] | None
+    run: _Run
+    outputs_shape: tuple[int, ...]
 
 
 class LSTM(Module):
@@ -61,6 +91,16 @@ class LSTM(Module):
         ``"auto"`` runs the backend's fused kernel where one exists (NumPy, CuPy), chosen once
         here; ``"pure"`` always runs the pure Array-API reference. Both give the same results
         to floating-point rounding.
+    dropout : float, default 0
+        Probability of zeroing each output of every layer but the last, in
+        :meth:`forward_train` only (like ``torch.nn.LSTM``'s ``dropout``); masks come from a
+        host generator seeded from ``seed``. Inference never drops.
+    bias_init : {"default", "zeros", "unit_forget", "chrono"}, default "default"
+        Gate biases: the initialiser's own, zeros, forget gate 1, or chrono initialisation
+        (Tallec & Ollivier, 2018) with time scales up to ``chrono_max`` steps, which lets an
+        LSTM learn dependencies over hundreds of steps; see :func:`lstm_xp._init.gate_biases`.
+    chrono_max : float, optional
+        Longest time scale for ``bias_init="chrono"``, e.g. the sequence length.
 
     Notes
     -----
@@ -92,6 +132,9 @@ class LSTM(Module):
         init: str = "xavier",
         seed: int | None = None,
         kernel: str = "auto",
+        dropout: float = 0.0,
+        bias_init: str = "default",
+        chrono_max: float | None = None,
     ) -> None:
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
@@ -99,8 +142,13 @@ class LSTM(Module):
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1); got {dropout!r}.")
+        self.dropout = float(dropout)
         super().__init__(backend, device, dtype, init, seed)
-        self._init_params(self._layer_specs(), self.hidden_size, self.bias)
+        self._init_params(self._layer_specs(), self.hidden_size, self.bias, bias_init,
+                          chrono_max)
+        self._dropout_rng = dropout_generator(seed)
         self.kernel = kernel
         self._placed()
 
@@ -196,21 +244,157 @@ class LSTM(Module):
         call's ``(h_n, c_n)`` as the next call's ``state`` gives the same outputs as one call
         over the whole sequence, for any split.
         """
+        with self._backend.context():
+            run = self._prepare(X, state, lengths, mask, reset)
+            y, h_n, c_n = lstm_forward(self.xp, run.x, self._layers(), run.h0, run.c0,
+                                       self._scan, run.lengths)
+            return self._user_layout(y, h_n, c_n, run.batched)
+
+    def _prepare(self, X: Any, state: Any, lengths: Any, mask: Any, reset: Any) -> _Run:
+        """Validate and convert everything a forward pass takes (see :meth:`__call__`)."""
+        x, batched = self._sequence_input(X)
+        steps, batch = x.shape[0], x.shape[1]
+        h0, c0 = self._initial_state(state, batch, batched)
+        keep = None
+        if reset is not None:
+            keep = self._reset_input(reset, batch, batched)
+            h0, c0 = h0 * keep, c0 * keep
+        valid = self._lengths_input(lengths, mask, steps, batch, batched)
+        return _Run(x, h0, c0, valid, keep, batched)
+
+    def _user_layout(self, y: Array, h_n: Array, c_n: Array,
+                     batched: bool) -> tuple[Array, tuple[Array, Array]]:
+        """(T, B, D*H) outputs and (D*L, B, H) states -> the layout the caller used."""
+        if not batched:
+            return y[:, 0, :], (h_n[:, 0, :], c_n[:, 0, :])
+        if self.batch_first:
+            y = self.xp.permute_dims(y, (1, 0, 2))
+        return y, (h_n, c_n)
+
+    # -- training ----------------------------------------------------------------------------
+    def forward_train(
+        self,
+        X: Any,
+        state: tuple[Any, Any] | None = None,
+        lengths: Any = None,
+        *,
+        mask: Any = None,
+        reset: Any = None,
+    ) -> tuple[Array, tuple[Array, Array], Tape]:
+        """:meth:`__call__` for training: also returns the tape :meth:`backward` needs.
+
+        Runs the pure Array-API path on every backend and applies inter-layer ``dropout``.
+        The tape holds, per layer and direction, the gate activations (4*T*B*H values), the
+        cell states (T*B*H) and, with ``lengths``, the hidden state each step started from
+        (T*B*H), plus references to the layer inputs and the weights used: O(T*B*H) per layer
+        and direction.
+
+        Returns
+        -------
+        outputs, (h_n, c_n)
+            As :meth:`__call__`.
+        tape : Tape
+        """
         xp = self.xp
         with self._backend.context():
-            x, batched = self._sequence_input(X)
-            steps, batch = x.shape[0], x.shape[1]
-            h0, c0 = self._initial_state(state, batch, batched)
-            if reset is not None:
-                keep = self._reset_input(reset, batch, batched)
-                h0, c0 = h0 * keep, c0 * keep
-            valid = self._lengths_input(lengths, mask, steps, batch, batched)
-            y, h_n, c_n = lstm_forward(xp, x, self._layers(), h0, c0, self._scan, valid)
-            if not batched:
-                y, h_n, c_n = y[:, 0, :], h_n[:, 0, :], c_n[:, 0, :]
+            run = self._prepare(X, state, lengths, mask, reset)
+            masks = self._dropout_masks(run.x.shape[0], run.x.shape[1])
+            y, h_n, c_n, tapes = lstm_forward_train(xp, run.x, self._layers(), run.h0, run.c0,
+                                                    run.lengths, masks)
+            outputs, final = self._user_layout(y, h_n, c_n, run.batched)
+        return outputs, final, Tape(tapes, masks, run, tuple(outputs.shape))
+
+    def _dropout_masks(self, steps: int, batch: int) -> list[Array | None] | None:
+        if self.dropout == 0.0 or self.num_layers == 1:
+            return None
+        shape = (steps, batch, self.num_directions * self.hidden_size)
+        return [self._backend.from_numpy(dropout_mask(self._dropout_rng, shape, self.dropout),
+                                         self.dtype) for _ in range(self.num_layers - 1)]
+
+    def backward(
+        self, tape: Tape, d_outputs: Any, d_state: tuple[Any, Any] | None = None
+    ) -> tuple[Array, tuple[Array, Array], dict[str, Array]]:
+        """Backpropagation through time.
+
+        Parameters
+        ----------
+        tape : Tape
+            From :meth:`forward_train`. The gradients are those of that forward pass, with the
+            weights it used, even if the parameters have changed since.
+        d_outputs : array
+            Gradient of the loss with respect to ``outputs``, in their shape and layout.
+        d_state : (dh_n, dc_n), optional
+            Gradient with respect to ``(h_n, c_n)``; either may be None (zero).
+
+        Returns
+        -------
+        dX : array
+            Gradient with respect to ``X``, in ``X``'s layout.
+        (dh0, dc0) : arrays
+            Gradient with respect to the initial state, in the state's layout (zero where
+            ``reset`` zeroed it).
+        grads : dict
+            Gradient of every parameter, keyed like :meth:`state_dict`.
+
+        Notes
+        -----
+        Truncated BPTT: run a long sequence in chunks, passing each chunk's ``(h_n, c_n)`` as
+        the next chunk's ``state``. Each chunk's ``backward`` stops at its first step, so the
+        gradient is cut at chunk boundaries while the state carries on::
+
+            state = None
+            for chunk in chunks:                      # (T_chunk, B, I) each
+                out, state, tape = model.forward_train(chunk, state)
+                loss, d_out = loss_fn(out)
+                _, _, grads = model.backward(tape, d_out)
+                optimiser.step([grads])
+        """
+        xp = self.xp
+        run = tape.run
+        with self._backend.context():
+            dy = self._as_array(d_outputs, "d_outputs")
+            if tuple(dy.shape) != tape.outputs_shape:
+                raise ShapeError(f"d_outputs has shape {tuple(dy.shape)}; expected the outputs' "
+                                 f"shape {tape.outputs_shape}.")
+            if not run.batched:
+                dy = xp.expand_dims(dy, axis=1)
             elif self.batch_first:
-                y = xp.permute_dims(y, (1, 0, 2))
-        return y, (h_n, c_n)
+                dy = xp.permute_dims(dy, (1, 0, 2))
+            dh_n, dc_n = self._state_gradient(d_state, run)
+            dx, dh0, dc0, layer_grads = lstm_backward(xp, tape.layers, dy, dh_n, dc_n,
+                                                      tape.dropout_masks)
+            if run.keep is not None:
+                dh0, dc0 = dh0 * run.keep, dc0 * run.keep
+            grads: dict[str, Array] = {}
+            for k, (suffix, _) in enumerate(self._layer_specs()):
+                g = layer_grads[k // self.num_directions][k % self.num_directions]
+                grads["weight_ih" + suffix] = g["weight_ih"]
+                grads["weight_hh" + suffix] = g["weight_hh"]
+                if self.bias:
+                    grads["bias_ih" + suffix] = g["bias"]
+                    grads["bias_hh" + suffix] = g["bias"]
+            if not run.batched:
+                return dx[:, 0, :], (dh0[:, 0, :], dc0[:, 0, :]), grads
+            if self.batch_first:
+                dx = xp.permute_dims(dx, (1, 0, 2))
+            return dx, (dh0, dc0), grads
+
+    def _state_gradient(self, d_state: Any, run: _Run) -> tuple[Array | None, Array | None]:
+        if d_state is None:
+            return None, None
+        if not isinstance(d_state, (tuple, list)) or len(d_state) != 2:
+            raise ShapeError(f"d_state must be a pair (dh_n, dc_n); got {type(d_state).__name__}.")
+        expected = tuple(run.h0.shape) if run.batched else (run.h0.shape[0], run.h0.shape[2])
+        out = []
+        for name, value in zip(("dh_n", "dc_n"), d_state, strict=True):
+            if value is None:
+                out.append(None)
+                continue
+            a = self._as_array(value, name)
+            if tuple(a.shape) != expected:
+                raise ShapeError(f"{name} has shape {tuple(a.shape)}; expected {expected}.")
+            out.append(a if run.batched else self.xp.expand_dims(a, axis=1))
+        return out[0], out[1]
 
     def forward_sequence(self, X: Any, state: tuple[Any, Any] | None = None) -> Array:
         """The seed's sequence API: outputs only.

@@ -5,7 +5,7 @@ picks one once, at construction, through :func:`select_scan`.
 
 | backend | kernel |
 |---|---|
-| numpy | :func:`.numpy_fused.layer_scan_numpy`: in-place buffers, 10 NumPy calls a step, no allocation |
+| numpy | :func:`.numpy_fused.layer_scan_numpy`: 10 in-place NumPy calls a step |
 | cupy | :func:`.cupy_fused.layer_scan_cupy`: one GEMM and one fused elementwise kernel a step |
 | others | the pure Array-API reference |
 """

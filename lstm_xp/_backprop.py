@@ -1,0 +1,251 @@
+"""Backpropagation through time, in pure Array-API code like the forward pass.
+
+:func:`layer_scan_train` runs one layer in one direction like
+:func:`lstm_xp._functional.layer_scan` and keeps a :class:`LayerTape`: the four gate
+activations and the cell state of every step, and the hidden state carried into every step.
+That is ``6*T*B*H`` values per layer and direction (with ``lengths``; ``5*T*B*H`` without, when
+the carried hidden states are the outputs themselves), plus references to the layer's input and
+weights. :func:`layer_scan_backward` walks the steps in reverse and returns the gradients.
+
+Per step, with ``dh`` and ``dc`` flowing into the state after the step::
+
+    tc  = tanh(c_t)
+    dc_t = dc + dh * o * (1 - tc^2)
+    dz  = [dc_t * g * i(1-i), dc_t * c_{t-1} * f(1-f), dc_t * i * (1-g^2), dh * tc * o(1-o)]
+    dh_{t-1} = dz @ W_hh,  dc_{t-1} = dc_t * f
+
+and, once for all steps, ``dW_ih = dz^T x``, ``dW_hh = dz^T h_{t-1}``, ``db = sum(dz)``,
+``dx = dz @ W_ih`` as single matrix products over the (T*B) rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._functional import input_projection, sigmoid
+
+Array = Any
+Namespace = Any
+
+
+@dataclass
+class LayerTape:
+    """What the backward pass of one layer and direction needs.
+
+    Attributes
+    ----------
+    x : (T, B, I) layer input
+    weight_ih, weight_hh, bias : the weights the forward pass used
+    gates : (T, B, 4H) activations i, f, g, o after their nonlinearities
+    cells : (T, B, H) cell state after each step (carried unchanged past a sequence's length)
+    hidden_in : (T, B, H) hidden state each step started from
+    h0, c0 : (B, H) initial state
+    reverse : bool
+    lengths : (B,) integers or None
+    """
+
+    x: Array
+    weight_ih: Array
+    weight_hh: Array
+    bias: Array | None
+    gates: Array
+    cells: Array
+    hidden_in: Array
+    h0: Array
+    c0: Array
+    reverse: bool
+    lengths: Array | None
+
+
+def layer_scan_train(
+    xp: Namespace,
+    x: Array,
+    weight_ih: Array,
+    weight_hh: Array,
+    bias: Array | None,
+    h0: Array,
+    c0: Array,
+    *,
+    reverse: bool = False,
+    lengths: Array | None = None,
+) -> tuple[Array, Array, Array, LayerTape]:
+    """:func:`lstm_xp._functional.layer_scan` that also returns a :class:`LayerTape`.
+
+    Returns
+    -------
+    y : (T, B, H), h_n, c_n : (B, H), tape : LayerTape
+    """
+    proj = input_projection(xp, x, weight_ih, bias)
+    w_hh_t = xp.matrix_transpose(weight_hh)
+    steps, hidden = x.shape[0], h0.shape[-1]
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    outputs: list[Array] = [None] * steps
+    gates: list[Array] = [None] * steps
+    cells: list[Array] = [None] * steps
+    hidden_in: list[Array] = [None] * steps
+    zeros = None if lengths is None else xp.zeros_like(h0)
+    h, c = h0, c0
+    for t in order:
+        z = proj[t, ...] + h @ w_hh_t
+        i = sigmoid(xp, z[..., :hidden])
+        f = sigmoid(xp, z[..., hidden : 2 * hidden])
+        g = xp.tanh(z[..., 2 * hidden : 3 * hidden])
+        o = sigmoid(xp, z[..., 3 * hidden :])
+        c_new = f * c + i * g
+        h_new = o * xp.tanh(c_new)
+        hidden_in[t] = h
+        gates[t] = xp.concat([i, f, g, o], axis=-1)
+        if lengths is None:
+            h, c = h_new, c_new
+            outputs[t] = h
+        else:
+            valid = xp.expand_dims(lengths > t, axis=1)
+            h = xp.where(valid, h_new, h)
+            c = xp.where(valid, c_new, c)
+            outputs[t] = xp.where(valid, h_new, zeros)
+        cells[t] = c
+    tape = LayerTape(x, weight_ih, weight_hh, bias, xp.stack(gates, axis=0),
+                     xp.stack(cells, axis=0), xp.stack(hidden_in, axis=0), h0, c0, reverse,
+                     lengths)
+    return xp.stack(outputs, axis=0), h, c, tape
+
+
+def layer_scan_backward(
+    xp: Namespace, tape: LayerTape, dy: Array, dh_n: Array | None, dc_n: Array | None
+) -> tuple[Array, Array, Array, dict[str, Array]]:
+    """Gradients of one layer and direction.
+
+    Parameters
+    ----------
+    tape : LayerTape
+    dy : (T, B, H)
+        Gradient with respect to the layer's outputs.
+    dh_n, dc_n : (B, H) or None
+        Gradient with respect to the final state.
+
+    Returns
+    -------
+    dx : (T, B, I)
+    dh0, dc0 : (B, H)
+    grads : dict with ``weight_ih`` (4H, I), ``weight_hh`` (4H, H) and, with a bias,
+        ``bias`` (4H,), the gradient of both PyTorch biases.
+    """
+    steps, batch, features = tape.x.shape
+    hidden = tape.h0.shape[-1]
+    dh = xp.zeros_like(tape.h0) if dh_n is None else dh_n
+    dc = xp.zeros_like(tape.c0) if dc_n is None else dc_n
+    order = range(steps) if tape.reverse else range(steps - 1, -1, -1)
+    dzs: list[Array] = [None] * steps
+    for t in order:
+        earlier = t + 1 if tape.reverse else t - 1  # the step walked before t
+        c_prev = tape.cells[earlier, ...] if 0 <= earlier < steps else tape.c0
+        act = tape.gates[t, ...]
+        i, f = act[..., :hidden], act[..., hidden : 2 * hidden]
+        g, o = act[..., 2 * hidden : 3 * hidden], act[..., 3 * hidden :]
+        dh_step = dh + dy[t, ...]
+        dc_step = dc
+        if tape.lengths is not None:
+            # Past a sequence's length the step copied its state: the gradient passes
+            # straight through, and the step's output (a constant zero) gets none.
+            valid = xp.expand_dims(tape.lengths > t, axis=1)
+            dh_pass = xp.where(valid, xp.zeros_like(dh), dh)
+            dc_pass = xp.where(valid, xp.zeros_like(dc), dc)
+            dh_step = xp.where(valid, dh_step, xp.zeros_like(dh))
+            dc_step = xp.where(valid, dc_step, xp.zeros_like(dc))
+        tc = xp.tanh(tape.cells[t, ...])
+        dc_t = dc_step + dh_step * o * (1.0 - tc * tc)
+        dz = xp.concat([
+            dc_t * g * i * (1.0 - i),
+            dc_t * c_prev * f * (1.0 - f),
+            dc_t * i * (1.0 - g * g),
+            dh_step * tc * o * (1.0 - o),
+        ], axis=-1)
+        dzs[t] = dz
+        dh = dz @ tape.weight_hh
+        dc = dc_t * f
+        if tape.lengths is not None:
+            dh = dh + dh_pass
+            dc = dc + dc_pass
+    dz_all = xp.reshape(xp.stack(dzs, axis=0), (steps * batch, 4 * hidden))
+    dz_t = xp.matrix_transpose(dz_all)
+    grads = {
+        "weight_ih": dz_t @ xp.reshape(tape.x, (steps * batch, features)),
+        "weight_hh": dz_t @ xp.reshape(tape.hidden_in, (steps * batch, hidden)),
+    }
+    if tape.bias is not None:
+        grads["bias"] = xp.sum(dz_all, axis=0)
+    dx = xp.reshape(dz_all @ tape.weight_ih, (steps, batch, features))
+    return dx, dh, dc, grads
+
+
+def lstm_forward_train(
+    xp: Namespace,
+    x: Array,
+    layers: list[list[tuple[Array, Array, Array | None]]],
+    h0: Array,
+    c0: Array,
+    lengths: Array | None = None,
+    dropout_masks: list[Array | None] | None = None,
+) -> tuple[Array, Array, Array, list[list[LayerTape]]]:
+    """:func:`lstm_xp._functional.lstm_forward` with tapes, and inter-layer dropout.
+
+    ``dropout_masks[k]`` (T, B, D*H), already scaled by 1/(1-p), multiplies layer ``k``'s
+    output before layer ``k + 1`` reads it (None: no dropout there).
+    """
+    tapes: list[list[LayerTape]] = []
+    h_n: list[Array] = []
+    c_n: list[Array] = []
+    layer_input = x
+    for index, directions in enumerate(layers):
+        outs, layer_tapes = [], []
+        for direction, (w_ih, w_hh, b) in enumerate(directions):
+            k = index * len(directions) + direction
+            y, h, c, tape = layer_scan_train(xp, layer_input, w_ih, w_hh, b, h0[k, ...],
+                                             c0[k, ...], reverse=direction == 1,
+                                             lengths=lengths)
+            outs.append(y)
+            layer_tapes.append(tape)
+            h_n.append(h)
+            c_n.append(c)
+        tapes.append(layer_tapes)
+        layer_input = outs[0] if len(outs) == 1 else xp.concat(outs, axis=-1)
+        if dropout_masks is not None and index < len(layers) - 1 \
+                and dropout_masks[index] is not None:
+            layer_input = layer_input * dropout_masks[index]
+    return layer_input, xp.stack(h_n, axis=0), xp.stack(c_n, axis=0), tapes
+
+
+def lstm_backward(
+    xp: Namespace,
+    tapes: list[list[LayerTape]],
+    dy: Array,
+    dh_n: Array | None,
+    dc_n: Array | None,
+    dropout_masks: list[Array | None] | None = None,
+) -> tuple[Array, Array, Array, list[list[dict[str, Array]]]]:
+    """Backward pass of :func:`lstm_forward_train`.
+
+    Returns ``dx`` (T, B, I), ``dh0`` and ``dc0`` (L*D, B, H), and per layer and direction the
+    parameter gradients of :func:`layer_scan_backward`.
+    """
+    num_dirs = len(tapes[0])
+    grads: list[list[dict[str, Array]]] = [[] for _ in tapes]
+    dh0: list[Array] = [None] * (len(tapes) * num_dirs)
+    dc0: list[Array] = [None] * (len(tapes) * num_dirs)
+    d_out = dy
+    for index in range(len(tapes) - 1, -1, -1):
+        d_in = None
+        for direction, tape in enumerate(tapes[index]):
+            k = index * num_dirs + direction
+            hidden = tape.h0.shape[-1]
+            dx, dh, dc, g = layer_scan_backward(
+                xp, tape, d_out[..., direction * hidden : (direction + 1) * hidden],
+                None if dh_n is None else dh_n[k, ...], None if dc_n is None else dc_n[k, ...])
+            d_in = dx if d_in is None else d_in + dx
+            grads[index].append(g)
+            dh0[k], dc0[k] = dh, dc
+        if index > 0 and dropout_masks is not None and dropout_masks[index - 1] is not None:
+            d_in = d_in * dropout_masks[index - 1]
+        d_out = d_in
+    return d_out, xp.stack(dh0, axis=0), xp.stack(dc0, axis=0), grads
