@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--lengths", type=_csv, default=(),
                        help="also time lstm-xp with per-sequence lengths: one-short (all full "
                             "but one, the worst case for overhead), random (T/2..T)")
+    bench.add_argument("--train", action="store_true",
+                       help="time a training step (forward_train + backward, gradient of the "
+                            "sum of outputs) beside torch.nn.LSTM with autograd")
     bench.add_argument("--out", type=Path, default=None,
                        help="folder for bench.json, bench.md and bench.png")
     sub.add_parser("backends", help="list the backends and whether they work here")
@@ -74,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shapes=tuple(shapes), backends=args.backends, peers=args.peers, dtype=args.dtype,
         repeats=args.repeats or (3 if args.quick else 7),
         max_seconds=args.max_seconds or (1.0 if args.quick else 6.0), pure=args.pure,
-        lengths=args.lengths)
+        lengths=args.lengths, mode="train" if args.train else "forward")
     report = run_bench(config)
     print(text_table(report))
     if args.out is not None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from lstm_xp import (
-    SGD,
     LSTM,
+    SGD,
     Adam,
     ConfigError,
     Linear,
@@ -202,6 +202,7 @@ def test_unbatched_backward(rng):
     dxb, (dhb, _), _ = model.backward(tape_b, np.ones((5, 1, 4)))
     assert dx.shape == (5, 3) and dh0.shape == (2, 4)
     np.testing.assert_allclose(dx, dxb[:, 0], rtol=1e-14)
+    np.testing.assert_allclose(dh0, dhb[:, 0], rtol=1e-14)
 
 
 # -- utilities -------------------------------------------------------------------------------
@@ -210,7 +211,7 @@ def test_linear_and_losses_match_finite_differences(rng):
     x = rng.standard_normal((4, 5, 3))
     target = rng.standard_normal((4, 5, 2))
     y, tape = lin.forward_train(x)
-    loss, dy = mse_loss(y, target)
+    _, dy = mse_loss(y, target)
     dx, grads = lin.backward(tape, dy)
     f = lambda: float(mse_loss(lin(x), target)[0])  # noqa: E731
     assert _rel_err(dx, _central_difference(x, f)) <= 1e-6
@@ -218,7 +219,7 @@ def test_linear_and_losses_match_finite_differences(rng):
         assert _rel_err(grads[name], _central_difference(p, f)) <= 1e-6
     logits = rng.standard_normal((6, 4))
     labels = np.array([0, 3, 1, 1, 2, 0])
-    ce, dlogits = softmax_cross_entropy(logits, labels)
+    _, dlogits = softmax_cross_entropy(logits, labels)
     g = lambda: float(softmax_cross_entropy(logits, labels)[0])  # noqa: E731
     assert _rel_err(dlogits, _central_difference(logits, g)) <= 1e-6
 

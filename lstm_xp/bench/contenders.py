@@ -274,6 +274,60 @@ def gemm_floor(backend: str = "numpy", device: Any = None) -> Contender:
     return Contender(f"GEMM floor {b.name} {where}", "floor", where, prepare)
 
 
+# -- training steps --------------------------------------------------------------------------
+def lstm_xp_train(backend: str, device: Any = None) -> Contender:
+    """One training step of lstm-xp: ``forward_train`` and ``backward`` with the gradient of
+    the sum of the outputs (``d_outputs`` all ones)."""
+    try:
+        b = resolve_backend(backend, device)
+    except LSTMXPError as exc:
+        raise Unavailable(str(exc)) from exc
+    where = _device_label(b)
+
+    def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
+        _, _, size_in, hidden = shape
+        model = LSTM(size_in, hidden, backend=b.xp, device=b.device, dtype=dtype, seed=0)
+        x = b.from_numpy(x_host, model.dtype)
+        ones = b.from_numpy(np.ones((*x_host.shape[:2], hidden)), model.dtype)
+
+        def run() -> Any:
+            _, _, tape = model.forward_train(x)
+            _, _, grads = model.backward(tape, ones)
+            b.synchronize(grads["weight_hh_l0"])
+            return grads
+
+        return run
+
+    return Contender(f"lstm-xp train step {b.name} {where}", "lstm-xp", where, prepare)
+
+
+def torch_train(device: str = "cpu") -> Contender:
+    """One training step of ``torch.nn.LSTM`` with autograd: forward, ``outputs.sum()``,
+    backward, gradients of the input and every parameter."""
+    torch = _optional("torch")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise Unavailable("torch sees no CUDA device")
+    label = device if device == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
+
+    def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
+        _, _, size_in, hidden = shape
+        module = torch.nn.LSTM(size_in, hidden, dtype=getattr(torch, dtype), device=device)
+        x = torch.from_numpy(x_host.astype(dtype)).to(device).requires_grad_(True)
+
+        def run() -> Any:
+            module.zero_grad(set_to_none=True)
+            x.grad = None
+            y, _ = module(x)
+            y.sum().backward()
+            if device != "cpu":
+                torch.cuda.synchronize(device)
+            return x.grad
+
+        return run
+
+    return Contender(f"torch.nn.LSTM train step {label}", "peer", label, prepare)
+
+
 #: Contender factories by the name a spec ``[name, *args]`` uses.
 FACTORIES: dict[str, Callable[..., Contender]] = {
     "lstm_xp": lstm_xp,
@@ -281,6 +335,8 @@ FACTORIES: dict[str, Callable[..., Contender]] = {
     "onnxruntime": onnxruntime_lstm,
     "seed": seed,
     "floor": gemm_floor,
+    "lstm_xp_train": lstm_xp_train,
+    "torch_train": torch_train,
 }
 
 

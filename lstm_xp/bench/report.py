@@ -9,7 +9,8 @@ from typing import Any
 from ..io import write_atomic
 
 PEERS = (("torch.nn.LSTM cpu", "x torch"), ("onnxruntime LSTM op cpu", "x ORT"),
-         ("seed (NumPy, per-gate, column vectors)", "x seed"))
+         ("seed (NumPy, per-gate, column vectors)", "x seed"),
+         ("torch.nn.LSTM train step cpu", "x torch train"))
 
 
 def _rows(results: list[dict[str, Any]]) -> list[tuple[tuple[int, ...], list[list[str]]]]:

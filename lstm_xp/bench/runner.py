@@ -73,10 +73,17 @@ class BenchConfig:
     memory: bool = True
     isolate: bool = True  # each contender in its own process
     lengths: Sequence[str] = ()  # also time with lengths: "one-short", "random"
+    mode: str = "forward"  # or "train": forward_train + backward against torch autograd
 
 
 def contender_specs(config: BenchConfig) -> list[list[Any]]:
     """What to time, as JSON-ready specs ``[factory, *args]`` (see ``contenders.FACTORIES``)."""
+    if config.mode == "train":
+        specs = [["lstm_xp_train", name, device] for name in config.backends
+                 for device in (_cuda_devices() if name == "cupy" else [None])]
+        if "torch" in config.peers:
+            specs += [["torch_train", "cpu"], ["torch_train", "cuda:0"]]
+        return specs
     specs: list[list[Any]] = []
     for name in config.backends:
         devices = _cuda_devices() if name == "cupy" else [None]
