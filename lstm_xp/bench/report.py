@@ -97,13 +97,17 @@ def plot(report: dict[str, Any], path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install lstm-xp[plot])"
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    kinds = {r["contender"]: r["kind"] for r in report["results"]}
     names = sorted({r["contender"] for r in report["results"] if r["median_s"]})
-    for name in names:
+    colours = plt.get_cmap("tab20").colors
+    markers = "osD^v<>pPX*h"
+    for k, name in enumerate(names):
         pts = sorted((r["shape"][0], r["sequences_per_s"]) for r in report["results"]
                      if r["contender"] == name and r["median_s"])
-        style = ":" if "floor" in name else "-"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=name)
+        style = {"floor": ":", "peer": "--"}.get(kinds[name], "-")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colours[k % 20],
+                marker=markers[k % len(markers)], label=name)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size B (shapes of the grid, in order)")
