@@ -80,11 +80,7 @@ def lstm_xp(backend: str, device: Any = None, kernel: str = "auto",
             lengths: str = "none") -> Contender:
     """lstm-xp's forward on ``backend``/``device``; ``kernel="pure"`` forces the reference path;
     ``lengths`` passes per-sequence lengths (see :func:`padded_lengths`)."""
-    try:
-        b = resolve_backend(backend, device)
-    except LSTMXPError as exc:
-        raise Unavailable(str(exc)) from exc
-    where = _device_label(b)
+    b, where = _resolve(backend, device)
     label = (f"lstm-xp {b.name} {where}" + (" (pure)" if kernel == "pure" else "")
              + ("" if lengths == "none" else f" lengths={lengths}"))
 
@@ -114,6 +110,15 @@ def lstm_xp(backend: str, device: Any = None, kernel: str = "auto",
         return None
 
     return Contender(label, "lstm-xp", where, prepare, memory)
+
+
+def _resolve(backend: str, device: Any) -> tuple[Backend, str]:
+    """The backend and a label of its device, or :class:`Unavailable` with the reason."""
+    try:
+        b = resolve_backend(backend, device)
+    except LSTMXPError as exc:
+        raise Unavailable(str(exc)) from exc
+    return b, _device_label(b)
 
 
 def _device_label(b: Backend) -> str:
@@ -245,11 +250,7 @@ def seed() -> Contender:
 def gemm_floor(backend: str = "numpy", device: Any = None) -> Contender:
     """The matrix products an LSTM cannot avoid, timed alone on ``backend``: the input
     projection ``(T*B, I) @ (I, 4H)`` and ``T - 1`` recurrent ``(B, H) @ (H, 4H)``."""
-    try:
-        b = resolve_backend(backend, device)
-    except LSTMXPError as exc:
-        raise Unavailable(str(exc)) from exc
-    where = _device_label(b)
+    b, where = _resolve(backend, device)
 
     def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
         batch, steps, size_in, hidden = shape
@@ -278,11 +279,7 @@ def gemm_floor(backend: str = "numpy", device: Any = None) -> Contender:
 def lstm_xp_train(backend: str, device: Any = None) -> Contender:
     """One training step of lstm-xp: ``forward_train`` and ``backward`` with the gradient of
     the sum of the outputs (``d_outputs`` all ones)."""
-    try:
-        b = resolve_backend(backend, device)
-    except LSTMXPError as exc:
-        raise Unavailable(str(exc)) from exc
-    where = _device_label(b)
+    b, where = _resolve(backend, device)
 
     def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
         _, _, size_in, hidden = shape
