@@ -98,14 +98,11 @@ def _scan(x, weight_ih, weight_hh, bias, h0, c0, reverse, counts):
                         tmp_all[:n])
         return cache[n]
 
-    if counts is None:
-        y = np.empty((steps, batch, hidden), dtype=dtype)
-        state = None  # h is the previous output row itself
-        h = h0
-    else:
-        y = np.zeros((steps, batch, hidden), dtype=dtype)  # zero past each length
-        state = np.array(h0, dtype=dtype, copy=True)  # h of every sequence, running or not
-        h = state
+    # Zero past each length; with lengths the running sequences are a prefix of the batch.
+    y = np.empty((steps, batch, hidden), dtype=dtype) if counts is None else \
+        np.zeros((steps, batch, hidden), dtype=dtype)
+    joined = None if counts is None else np.empty((batch, hidden), dtype=dtype)
+    prev_y, prev_n = h0, batch if counts is None else 0
 
     chunk = max(1, min(steps, _CHUNK_STEPS,
                        _CHUNK_BYTES // max(1, batch * 4 * hidden * dtype.itemsize)))
@@ -120,8 +117,14 @@ def _scan(x, weight_ih, weight_hh, bias, h0, c0, reverse, counts):
             n = batch if counts is None else int(counts[t])
             if n == 0:
                 continue
+            if n <= prev_n:  # every running sequence ran the step before: h is its output
+                h = prev_y if n == batch else prev_y[:n]
+            else:  # sequences start (the backward direction, or the first step) from h0
+                joined[:prev_n] = prev_y[:prev_n]
+                joined[prev_n:n] = h0[prev_n:n]
+                h = joined[:n]
             gates, sig, o_gate, i_gate, f_gate, g_gate, c, tmp = rows(n)
-            np.matmul(h if n == batch else h[:n], w_hh_t, out=gates)
+            np.matmul(h, w_hh_t, out=gates)
             gates += proj[t - start] if n == batch else proj[t - start, :n]
             np.tanh(gates, out=gates)  # tanh(z/2) for o, i, f (rows halved); tanh(z) for g
             sig *= 0.5
@@ -130,12 +133,18 @@ def _scan(x, weight_ih, weight_hh, bias, h0, c0, reverse, counts):
             np.multiply(i_gate, g_gate, out=tmp)
             c += tmp  # c' = f*c + i*g
             np.tanh(c, out=tmp)
-            out = y[t] if n == batch else y[t, :n]
-            np.multiply(o_gate, tmp, out=out)
-            if state is None:
-                h = out
-            else:
-                state[:n] = out
+            prev_y, prev_n = y[t], n
+            np.multiply(o_gate, tmp, out=prev_y if n == batch else prev_y[:n])
         proj = None  # free this chunk before the next one is computed
-    h_n = (h if state is None else state).copy()
-    return y, h_n, c_all
+    if counts is None:
+        return y, prev_y.copy(), c_all
+    return y, _final_hidden(y, h0, counts, reverse), c_all
+
+
+def _final_hidden(y, h0, counts, reverse):
+    """Each sequence's hidden state after its last walked step (h0 for a length of 0)."""
+    lengths = np.count_nonzero(np.arange(y.shape[1])[None, :] < counts[:, None], axis=0)
+    h_n = np.array(h0, copy=True)
+    rows = np.flatnonzero(lengths)
+    h_n[rows] = y[0, rows] if reverse else y[lengths[rows] - 1, rows]
+    return h_n
