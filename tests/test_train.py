@@ -339,3 +339,43 @@ def test_adding_problem_really_learns():
     result = adding.train(T=12, steps=300, batch=32, hidden=16, lr=0.02, seed=0,
                           progress=False)
     assert result.test_mse < 0.25 / 24, result
+
+
+def test_linear_and_losses_on_every_backend(xp, to_np, rng):
+    precision = "float64" if xp.float64 else "float32"
+    tol = 1e-12 if precision == "float64" else 1e-5
+    ref = Linear(3, 4, dtype=precision, init="pytorch", seed=2)
+    lin = Linear(3, 4, dtype=precision, init="pytorch", seed=2, **xp.model_kwargs)
+    x = rng.standard_normal((5, 3)).astype(precision)
+    labels = np.array([0, 3, 1, 2, 2])
+    target = rng.standard_normal((5, 4)).astype(precision)
+    results = []
+    for m in (ref, lin):
+        y, tape = m.forward_train(x)
+        ce, d_ce = softmax_cross_entropy(y, labels)
+        mse, d_mse = mse_loss(y, target)
+        dx, grads = m.backward(tape, d_ce + d_mse)
+        results.append((float(ce), float(mse), to_np(dx), {k: to_np(v) for k, v in grads.items()}))
+    (rce, rmse, rdx, rg), (ce, mse, dx, g) = results
+    assert ce == pytest.approx(rce, rel=tol) and mse == pytest.approx(rmse, rel=tol)
+    np.testing.assert_allclose(dx, rdx, rtol=tol, atol=tol)
+    for k in rg:
+        np.testing.assert_allclose(g[k], rg[k], rtol=tol, atol=tol)
+
+
+def test_truncated_bptt_as_documented(rng):
+    """Chunks carry the state on; each chunk's backward stops at its first step. The chunk's
+    gradients equal those of a fresh call whose initial state is the carried one."""
+    model = LSTM(3, 4, 2, dtype="float64", seed=3)
+    x = rng.standard_normal((12, 2, 3))
+    state, grads = None, []
+    for chunk in (x[:5], x[5:9], x[9:]):
+        out, state, tape = model.forward_train(chunk, state)
+        _, _, g = model.backward(tape, np.ones_like(out))
+        grads.append(g)
+    # The last chunk alone, from the state the first two left behind:
+    _, carried = model(x[:9])
+    out, _, tape = model.forward_train(x[9:], carried)
+    _, _, g_last = model.backward(tape, np.ones_like(out))
+    for name in g_last:
+        np.testing.assert_allclose(grads[-1][name], g_last[name], rtol=1e-12, atol=1e-14)
