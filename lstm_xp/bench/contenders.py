@@ -168,12 +168,18 @@ def _traced_peak(fn: Callable[[], Any]) -> int:
 
 
 # -- peers -----------------------------------------------------------------------------------
-def torch_lstm(device: str = "cpu") -> Contender:
-    """``torch.nn.LSTM`` (oneDNN on the CPU, cuDNN on CUDA), in inference mode."""
+def _torch_on(device: str) -> tuple[Any, str]:
+    """torch, and a label for ``device`` (with the GPU's name), or :class:`Unavailable`."""
     torch = _optional("torch")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise Unavailable("torch sees no CUDA device")
     label = device if device == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
+    return torch, label
+
+
+def torch_lstm(device: str = "cpu") -> Contender:
+    """``torch.nn.LSTM`` (oneDNN on the CPU, cuDNN on CUDA), in inference mode."""
+    torch, label = _torch_on(device)
 
     def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
         _, _, size_in, hidden = shape
@@ -301,10 +307,7 @@ def lstm_xp_train(backend: str, device: Any = None) -> Contender:
 def torch_train(device: str = "cpu") -> Contender:
     """One training step of ``torch.nn.LSTM`` with autograd: forward, ``outputs.sum()``,
     backward, gradients of the input and every parameter."""
-    torch = _optional("torch")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise Unavailable("torch sees no CUDA device")
-    label = device if device == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})"
+    torch, label = _torch_on(device)
 
     def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
         _, _, size_in, hidden = shape
