@@ -67,3 +67,14 @@ def test_time_runner_counts_calls():
     calls = []
     times = time_runner(lambda: calls.append(1), repeats=5, max_seconds=10)
     assert len(times) == 5 and len(calls) == 7  # two warm-ups
+
+
+def test_a_contender_that_cannot_run_a_cell_says_why(capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    code = main(["bench", "--shapes", "1,3,2,2", "--backends", "numpy", "--peers", "onnxruntime",
+                 "--dtype", "float64", "--repeats", "3"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "skipped: ONNX Runtime's CPU LSTM kernel is float32 only" in printed
+    assert "x ORT" not in printed  # no column for a peer that never ran

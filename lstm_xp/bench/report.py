@@ -13,8 +13,14 @@ PEERS = (("torch.nn.LSTM cpu", "x torch"), ("onnxruntime LSTM op cpu", "x ORT"),
          ("torch.nn.LSTM train step cpu", "x torch train"))
 
 
-def _rows(results: list[dict[str, Any]]) -> list[tuple[tuple[int, ...], list[list[str]]]]:
-    """Per shape, a row per contender: time, throughput, ratios against peers and the floor."""
+def _table(results: list[dict[str, Any]]) -> tuple[list[str], list[tuple[tuple[int, ...],
+                                                                   list[list[str]]]]]:
+    """The header, and per shape a row per contender: time, throughput, ratios against the
+    peers that ran and against the floor on the contender's device."""
+    measured = {r["contender"] for r in results if r["median_s"]}
+    peers = [(name, label) for name, label in PEERS if name in measured]
+    header = ["contender", "median ms", "seq/s", "GFLOP/s", "peak MiB",
+              *(label for _, label in peers), "/ floor"]
     shapes: list[tuple[int, ...]] = []
     for r in results:
         if tuple(r["shape"]) not in shapes:
@@ -29,10 +35,11 @@ def _rows(results: list[dict[str, Any]]) -> list[tuple[tuple[int, ...], list[lis
         for r in here:
             t = r["median_s"]
             if not t:
-                rows.append([r["contender"], "skipped: " + (r["skipped"] or "?")] + [""] * 7)
+                rows.append([r["contender"], "skipped: " + (r["skipped"] or "?")]
+                            + [""] * (len(header) - 2))
                 continue
             ratios = []
-            for peer, _ in PEERS:
+            for peer, _ in peers:
                 p = by_name.get(peer)
                 ratios.append(f"{p['median_s'] / t:.2f}" if p and peer != r["contender"] else "")
             floor = floors.get(r["device"])
@@ -44,20 +51,17 @@ def _rows(results: list[dict[str, Any]]) -> list[tuple[tuple[int, ...], list[lis
                 f"{t / floor:.2f}" if floor and r["kind"] != "floor" else "",
             ])
         out.append((shape, rows))
-    return out
-
-
-HEADER = ["contender", "median ms", "seq/s", "GFLOP/s", "peak MiB", *(h for _, h in PEERS),
-          "/ floor"]
+    return header, out
 
 
 def text_table(report: dict[str, Any]) -> str:
     """A plain-text table per shape."""
     lines = []
-    for shape, rows in _rows(report["results"]):
+    header, tables = _table(report["results"])
+    for shape, rows in tables:
         lines.append(f"\n(B, T, I, H) = {shape}")
-        widths = [max(len(str(x)) for x in col) for col in zip(HEADER, *rows, strict=False)]
-        for row in (HEADER, *rows):
+        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+        for row in (header, *rows):
             lines.append("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=False)))
     lines.append("\n'x peer' = the peer's median time / this row's (above 1: faster than the "
                  "peer); '/ floor' = this row's time / the GEMM floor's on its device.")
@@ -76,9 +80,10 @@ def markdown(report: dict[str, Any]) -> str:
                        for b in m.get("blas", [])),
              "", f"dtype {report['config']['dtype']}, median of up to "
              f"{report['config']['repeats']} runs after 2 warm-ups.", ""]
-    for shape, rows in _rows(report["results"]):
+    header, tables = _table(report["results"])
+    for shape, rows in tables:
         lines += [f"**(B, T, I, H) = {shape}**", "",
-                  "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     lines.append("`x peer` = the peer's median time divided by this row's (above 1: faster than "
