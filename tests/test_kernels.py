@@ -12,8 +12,8 @@ from lstm_xp.kernels import select_scan
 
 def test_kernel_choice(xp):
     model = LSTM(2, 3, **xp.model_kwargs)
-    expected = {"numpy": "layer_scan_numpy", "cupy": "layer_scan_cupy"}.get(xp.backend,
-                                                                            "layer_scan")
+    expected = {"numpy": "layer_scan_numpy", "cupy": "layer_scan_cupy",
+                "jax": "layer_scan_jax"}.get(xp.backend, "layer_scan")
     assert model._scan.__name__ == expected
     assert LSTM(2, 3, kernel="pure", **xp.model_kwargs)._scan is layer_scan
     with pytest.raises(ConfigError, match="kernel must be one of auto, pure; got 'numba'"):

@@ -7,6 +7,7 @@ picks one once, at construction, through :func:`select_scan`.
 |---|---|
 | numpy | :func:`.numpy_fused.layer_scan_numpy`: 10 in-place NumPy calls a step |
 | cupy | :func:`.cupy_fused.layer_scan_cupy`: one GEMM and one fused elementwise kernel a step |
+| jax | :func:`.jax_scan.layer_scan_jax`: the loop as ``jax.lax.scan`` under ``jax.jit`` |
 | others | the pure Array-API reference |
 """
 
@@ -41,4 +42,8 @@ def select_scan(backend: Backend, kernel: str = "auto") -> LayerScan:
         from .cupy_fused import layer_scan_cupy
 
         return layer_scan_cupy
+    if backend.name == "jax":
+        from .jax_scan import layer_scan_jax
+
+        return layer_scan_jax
     return layer_scan
