@@ -21,7 +21,7 @@ for k, v in lstm_xp.available_backends().items():
 PY
 timeout 180 python3 -m pytest tests -q -p no:cacheprovider --maxfail=25 \
   2>&1 | tee "$OUT/pytest-gpu.log" | tail -40
-timeout 150 python3 -m lstm_xp bench --backends cupy,numpy --peers torch --pure \
+timeout 150 python3 -m lstm_xp bench --backends cupy,numpy,jax --peers torch --pure \
   --out "$OUT/bench" 2>&1 | grep -v '^\[' | grep -v 'median '
 timeout 80 python3 -m lstm_xp bench --backends cupy --peers torch --repeats 3 --max-seconds 4 \
   --shapes 1,10000,32,64 16,10000,128,256 --out "$OUT/long" 2>&1 | grep -v '^\[' \
