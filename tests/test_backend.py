@@ -142,6 +142,11 @@ def test_strict_device_by_name():
     assert model.device == strict.Device("device1")
 
 
+def test_auto_with_cpu_device_is_numpy():
+    model = LSTM(2, 3, backend="auto", device="cpu")
+    assert model.backend == "numpy" and "device='cpu'" in model.backend_reason
+
+
 def test_backend_names_are_normalised():
     assert LSTM(2, 3, backend="NumPy").backend == "numpy"
     pytest.importorskip("array_api_strict")
