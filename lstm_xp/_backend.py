@@ -474,11 +474,8 @@ def _looks_like_namespace(obj: Any) -> bool:
 
 
 def _resolve_auto(device: Any) -> Backend:
-    if device == "cpu":
-        backend = Backend("numpy", _namespace("numpy"), "cpu", "auto: device='cpu' was asked for")
-        logger.info("lstm-xp backend %s: %s", backend.name, backend.reason)
-        return backend
-    usable, why = _probe_cupy(_cupy_index(device))
+    usable, why = (False, "device='cpu' was asked for") if device == "cpu" \
+        else _probe_cupy(_cupy_index(device))
     if usable:
         backend = Backend("cupy", _namespace("cupy"), _canonical_device("cupy", None, device),
                           f"auto: {why}")
