@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._functional import input_projection, sigmoid
+from ._functional import LayerWeights, input_projection, sigmoid, summed_bias
 
 Array = Any
 Namespace = Any
@@ -182,7 +182,7 @@ def layer_scan_backward(
 def lstm_forward_train(
     xp: Namespace,
     x: Array,
-    layers: list[list[tuple[Array, Array, Array | None]]],
+    layers: list[list[LayerWeights]],
     h0: Array,
     c0: Array,
     lengths: Array | None = None,
@@ -199,9 +199,10 @@ def lstm_forward_train(
     layer_input = x
     for index, directions in enumerate(layers):
         outs, layer_tapes = [], []
-        for direction, (w_ih, w_hh, b) in enumerate(directions):
+        for direction, (w_ih, w_hh, b_ih, b_hh) in enumerate(directions):
             k = index * len(directions) + direction
-            y, h, c, tape = layer_scan_train(xp, layer_input, w_ih, w_hh, b, h0[k, ...],
+            y, h, c, tape = layer_scan_train(xp, layer_input, w_ih, w_hh,
+                                             summed_bias(b_ih, b_hh), h0[k, ...],
                                              c0[k, ...], reverse=direction == 1,
                                              lengths=lengths)
             outs.append(y)

@@ -22,7 +22,13 @@ from typing import Any, Protocol
 
 Array = Any
 Namespace = Any
-LayerWeights = tuple[Array, Array, Array | None]  # weight_ih (4H, I), weight_hh (4H, H), bias (4H,)
+# weight_ih (4H, I), weight_hh (4H, H), bias_ih (4H,) or None, bias_hh (4H,) or None
+LayerWeights = tuple[Array, Array, Array | None, Array | None]
+
+
+def summed_bias(bias_ih: Array | None, bias_hh: Array | None) -> Array | None:
+    """The one bias the gates need: PyTorch keeps two (``bias_ih + bias_hh``), or None."""
+    return None if bias_ih is None else bias_ih + bias_hh
 
 
 def sigmoid(xp: Namespace, z: Array) -> Array:
@@ -181,7 +187,8 @@ def lstm_forward(
     ----------
     x : array, shape (T, B, I)
     layers : sequence over layers of sequences over directions (1 or 2) of
-        ``(weight_ih, weight_hh, bias)``. Layer 0 takes I features, later layers D*H.
+        ``(weight_ih, weight_hh, bias_ih, bias_hh)`` (biases None when absent). Layer 0 takes
+        I features, later layers D*H.
     h0, c0 : arrays, shape (L*D, B, H)
         Initial state, indexed ``layer * D + direction`` as in ``torch.nn.LSTM``.
     scan : callable
@@ -200,10 +207,10 @@ def lstm_forward(
     layer_input = x
     for index, directions in enumerate(layers):
         outs: list[Array] = []
-        for direction, (w_ih, w_hh, b) in enumerate(directions):
+        for direction, (w_ih, w_hh, b_ih, b_hh) in enumerate(directions):
             k = index * len(directions) + direction
-            y, h, c = scan(xp, layer_input, w_ih, w_hh, b, h0[k, ...], c0[k, ...],
-                           reverse=direction == 1, lengths=lengths)
+            y, h, c = scan(xp, layer_input, w_ih, w_hh, summed_bias(b_ih, b_hh), h0[k, ...],
+                           c0[k, ...], reverse=direction == 1, lengths=lengths)
             outs.append(y)
             h_n.append(h)
             c_n.append(c)

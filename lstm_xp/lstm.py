@@ -15,11 +15,11 @@ from . import interop
 from . import io as model_io
 from ._backend import dtype_name, to_numpy
 from ._backprop import LayerTape, lstm_backward, lstm_forward_train
-from ._functional import LayerWeights, cell_step, lstm_forward
+from ._functional import LayerWeights, cell_step, summed_bias
 from ._init import dropout_generator, dropout_mask
 from ._module import Module, check_size
 from .errors import ConfigError, LengthsError, ShapeError
-from .kernels import select_scan
+from .kernels import select_forward, select_scan
 
 Array = Any
 
@@ -154,6 +154,7 @@ class LSTM(Module):
 
     def _placed(self) -> None:
         self._scan = select_scan(self._backend, self.kernel)
+        self._forward = select_forward(self._backend, self.kernel)
 
     @property
     def num_directions(self) -> int:
@@ -188,13 +189,14 @@ class LSTM(Module):
         return shapes
 
     def _layers(self) -> list[list[LayerWeights]]:
-        """Weights grouped per layer and direction, biases summed (PyTorch keeps two)."""
+        """Weights grouped per layer and direction: ``(weight_ih, weight_hh, bias_ih,
+        bias_hh)``, the biases None without ``bias``."""
         p = self._params
         grouped: list[list[LayerWeights]] = [[] for _ in range(self.num_layers)]
         for k, (suffix, _) in enumerate(self._layer_specs()):
-            b = p["bias_ih" + suffix] + p["bias_hh" + suffix] if self.bias else None
             grouped[k // self.num_directions].append(
-                (p["weight_ih" + suffix], p["weight_hh" + suffix], b))
+                (p["weight_ih" + suffix], p["weight_hh" + suffix],
+                 p.get("bias_ih" + suffix), p.get("bias_hh" + suffix)))
         return grouped
 
     # -- whole sequences ---------------------------------------------------------------------
@@ -246,8 +248,8 @@ class LSTM(Module):
         """
         with self._backend.context():
             run = self._prepare(X, state, lengths, mask, reset)
-            y, h_n, c_n = lstm_forward(self.xp, run.x, self._layers(), run.h0, run.c0,
-                                       self._scan, run.lengths)
+            y, h_n, c_n = self._forward(self.xp, run.x, self._layers(), run.h0, run.c0,
+                                        self._scan, run.lengths)
             return self._user_layout(y, h_n, c_n, run.batched)
 
     def _prepare(self, X: Any, state: Any, lengths: Any, mask: Any, reset: Any) -> _Run:
@@ -550,8 +552,9 @@ class LSTM(Module):
             hs, cs = [], []
             layer_input = xa
             for k, directions in enumerate(self._layers()):
-                w_ih, w_hh, b = directions[0]
-                h_k, c_k = cell_step(xp, layer_input, h[k, ...], c[k, ...], w_ih, w_hh, b)
+                w_ih, w_hh, b_ih, b_hh = directions[0]
+                h_k, c_k = cell_step(xp, layer_input, h[k, ...], c[k, ...], w_ih, w_hh,
+                                     summed_bias(b_ih, b_hh))
                 hs.append(h_k)
                 cs.append(c_k)
                 layer_input = h_k

@@ -13,8 +13,11 @@ picks one once, at construction, through :func:`select_scan`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from .._backend import Backend
-from .._functional import LayerScan, layer_scan
+from .._functional import LayerScan, layer_scan, lstm_forward
 from ..errors import ConfigError
 
 #: Values accepted by ``kernel=``.
@@ -47,3 +50,14 @@ def select_scan(backend: Backend, kernel: str = "auto") -> LayerScan:
 
         return layer_scan_jax
     return layer_scan
+
+
+def select_forward(backend: Backend, kernel: str = "auto") -> Callable[..., Any]:
+    """The stacked forward pass (``lstm_forward``'s signature) a model on ``backend`` runs:
+    for JAX with ``kernel="auto"``, the whole pass compiled by ``jax.jit``; else
+    :func:`lstm_xp._functional.lstm_forward`."""
+    if kernel == "auto" and backend.name == "jax":
+        from .jax_scan import lstm_forward_jax
+
+        return lstm_forward_jax
+    return lstm_forward

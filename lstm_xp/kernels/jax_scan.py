@@ -14,6 +14,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .._functional import lstm_forward
+
 
 @functools.partial(jax.jit, static_argnames=("reverse", "masked"))
 def _scan(x, weight_ih, weight_hh, bias, h0, c0, lengths, *, reverse, masked):
@@ -66,3 +68,15 @@ def layer_scan_jax(
         lengths = (x[0, 0, 0] * 0).astype(jnp.int32)  # unused when not masked
     return _scan(x, weight_ih, weight_hh, bias, h0, c0, lengths, reverse=reverse,
                  masked=masked)
+
+
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("scan",))
+def _forward(xp: Any, x: Any, layers: Any, h0: Any, c0: Any, lengths: Any, *, scan: Any):
+    return lstm_forward(xp, x, layers, h0, c0, scan, lengths)
+
+
+def lstm_forward_jax(xp: Any, x: Any, layers: Any, h0: Any, c0: Any, scan: Any = None,
+                     lengths: Any = None) -> tuple[Any, Any, Any]:
+    """:func:`lstm_xp._functional.lstm_forward` compiled whole by ``jax.jit`` (bias sums, state
+    slicing, layer stacking and every layer's scan in one XLA program, one per shape)."""
+    return _forward(xp, x, layers, h0, c0, lengths, scan=scan or layer_scan_jax)
