@@ -3,8 +3,7 @@
 :func:`layer_scan_train` runs one layer in one direction like
 :func:`lstm_xp._functional.layer_scan` and keeps a :class:`LayerTape`: the four gate
 activations and the cell state of every step, and the hidden state carried into every step.
-That is ``6*T*B*H`` values per layer and direction (with ``lengths``; ``5*T*B*H`` without, when
-the carried hidden states are the outputs themselves), plus references to the layer's input and
+That is ``6*T*B*H`` values per layer and direction, plus references to the layer's input and
 weights. :func:`layer_scan_backward` walks the steps in reverse and returns the gradients.
 
 Per step, with ``dh`` and ``dc`` flowing into the state after the step::

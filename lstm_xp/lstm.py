@@ -287,8 +287,8 @@ class LSTM(Module):
 
         Runs the pure Array-API path on every backend and applies inter-layer ``dropout``.
         The tape holds, per layer and direction, the gate activations (4*T*B*H values), the
-        cell states (T*B*H) and, with ``lengths``, the hidden state each step started from
-        (T*B*H), plus references to the layer inputs and the weights used: O(T*B*H) per layer
+        cell states (T*B*H) and the hidden state each step started from (T*B*H), plus
+        references to the layer inputs and the weights used: 6*T*B*H values per layer
         and direction.
 
         Returns

@@ -182,6 +182,7 @@ def test_tape_holds_gates_and_cells(rng):
     for layer in tape.layers:
         for t in layer:
             assert t.gates.shape == (6, 2, 16) and t.cells.shape == (6, 2, 4)
+            assert t.hidden_in.shape == (6, 2, 4)
 
 
 def test_backward_errors(rng):
