@@ -8,6 +8,7 @@ namespace on one device. Results come back in the model's namespace, on its devi
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +154,8 @@ class LSTM(Module):
         self._placed()
 
     def _placed(self) -> None:
+        if hasattr(self, "_dropout_rng"):  # a copy made by to() gets its own dropout stream
+            self._dropout_rng = copy.deepcopy(self._dropout_rng)
         self._scan = select_scan(self._backend, self.kernel)
         self._forward = select_forward(self._backend, self.kernel)
 

@@ -111,6 +111,8 @@ def test_dropout_is_off_at_inference_and_seeded(rng):
     np.testing.assert_array_equal(a(x)[0], LSTM(3, 4, 2, dtype="float64", seed=3)(x)[0])
     np.testing.assert_array_equal(a.forward_train(x)[0], b.forward_train(x)[0])
     assert not np.array_equal(a.forward_train(x)[0], a(x)[0])
+    twin = a.to(backend="numpy")  # its own dropout stream, continuing from the same point
+    np.testing.assert_array_equal(twin.forward_train(x)[0], a.forward_train(x)[0])
     with pytest.raises(ConfigError, match=r"dropout must be in \[0, 1\)"):
         LSTM(3, 4, dropout=1.0)
 
