@@ -14,29 +14,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._functional import lstm_forward
+from .._functional import cell_update, input_projection, lstm_forward
 
 
 @functools.partial(jax.jit, static_argnames=("reverse", "masked"))
 def _scan(x, weight_ih, weight_hh, bias, h0, c0, lengths, *, reverse, masked):
     steps = x.shape[0]
-    hidden = h0.shape[-1]
-    proj = jnp.einsum("tbi,gi->tbg", x, weight_ih) + bias
+    proj = input_projection(jnp, x, weight_ih, bias)
     w_hh_t = weight_hh.T
-
-    def sigmoid(z):
-        return 0.5 * jnp.tanh(0.5 * z) + 0.5
 
     def step(carry, inputs):
         h, c = carry
         p_t, t = inputs
-        z = p_t + h @ w_hh_t
-        i = sigmoid(z[:, :hidden])
-        f = sigmoid(z[:, hidden : 2 * hidden])
-        g = jnp.tanh(z[:, 2 * hidden : 3 * hidden])
-        o = sigmoid(z[:, 3 * hidden :])
-        c_new = f * c + i * g
-        h_new = o * jnp.tanh(c_new)
+        h_new, c_new = cell_update(jnp, p_t + h @ w_hh_t, c)  # the reference's gate math
         if not masked:
             return (h_new, c_new), h_new
         valid = (lengths > t)[:, None]
