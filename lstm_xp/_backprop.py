@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._functional import LayerWeights, input_projection, sigmoid, summed_bias
+from ._functional import LayerWeights, input_projection, sigmoid, step_state, summed_bias
 
 Array = Any
 Namespace = Any
@@ -95,14 +95,7 @@ def layer_scan_train(
         h_new = o * xp.tanh(c_new)
         hidden_in[t] = h
         gates[t] = xp.concat([i, f, g, o], axis=-1)
-        if lengths is None:
-            h, c = h_new, c_new
-            outputs[t] = h
-        else:
-            valid = xp.expand_dims(lengths > t, axis=1)
-            h = xp.where(valid, h_new, h)
-            c = xp.where(valid, c_new, c)
-            outputs[t] = xp.where(valid, h_new, zeros)
+        h, c, outputs[t] = step_state(xp, lengths, t, h_new, c_new, h, c, zeros)
         cells[t] = c
     tape = LayerTape(x, weight_ih, weight_hh, bias, xp.stack(gates, axis=0),
                      xp.stack(cells, axis=0), xp.stack(hidden_in, axis=0), h0, c0, reverse,

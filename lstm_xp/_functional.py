@@ -65,6 +65,22 @@ def cell_update(xp: Namespace, gates: Array, c: Array) -> tuple[Array, Array]:
     return o * xp.tanh(c_new), c_new
 
 
+def step_state(
+    xp: Namespace, lengths: Array | None, t: Any, h_new: Array, c_new: Array, h: Array,
+    c: Array, zeros: Array | None,
+) -> tuple[Array, Array, Array]:
+    """The state after step ``t`` and the step's output, honouring ``lengths``.
+
+    Without lengths: ``(h_new, c_new, h_new)``. With lengths (B,), sequences with
+    ``t >= lengths[b]`` keep their state ``(h, c)`` and output ``zeros`` (B, H).
+    """
+    if lengths is None:
+        return h_new, c_new, h_new
+    valid = xp.expand_dims(lengths > t, axis=1)  # (B, 1)
+    return (xp.where(valid, h_new, h), xp.where(valid, c_new, c),
+            xp.where(valid, h_new, zeros))
+
+
 def cell_step(
     xp: Namespace,
     x: Array,
@@ -161,14 +177,7 @@ def layer_scan(
     h, c = h0, c0
     for t in order:
         h_new, c_new = cell_update(xp, proj[t, ...] + h @ w_hh_t, c)
-        if lengths is None:
-            h, c = h_new, c_new
-            outputs[t] = h
-        else:
-            valid = xp.expand_dims(lengths > t, axis=1)  # (B, 1)
-            h = xp.where(valid, h_new, h)
-            c = xp.where(valid, c_new, c)
-            outputs[t] = xp.where(valid, h_new, zeros)
+        h, c, outputs[t] = step_state(xp, lengths, t, h_new, c_new, h, c, zeros)
     return xp.stack(outputs, axis=0), h, c
 
 

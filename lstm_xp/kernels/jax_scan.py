@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._functional import cell_update, input_projection, lstm_forward
+from .._functional import cell_update, input_projection, lstm_forward, step_state
 
 
 @functools.partial(jax.jit, static_argnames=("reverse", "masked"))
@@ -27,11 +27,9 @@ def _scan(x, weight_ih, weight_hh, bias, h0, c0, lengths, *, reverse, masked):
         h, c = carry
         p_t, t = inputs
         h_new, c_new = cell_update(jnp, p_t + h @ w_hh_t, c)  # the reference's gate math
-        if not masked:
-            return (h_new, c_new), h_new
-        valid = (lengths > t)[:, None]
-        return ((jnp.where(valid, h_new, h), jnp.where(valid, c_new, c)),
-                jnp.where(valid, h_new, jnp.zeros_like(h_new)))
+        h, c, y = step_state(jnp, lengths if masked else None, t, h_new, c_new, h, c,
+                             jnp.zeros_like(h_new) if masked else None)
+        return (h, c), y
 
     (h, c), ys = jax.lax.scan(step, (h0, c0), (proj, jnp.arange(steps)), reverse=reverse)
     return ys, h, c
