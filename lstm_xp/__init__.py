@@ -21,6 +21,7 @@ from .errors import (
     LSTMXPError,
     ShapeError,
     StateDictError,
+    TapeError,
     UnknownBackendError,
 )
 from .io import ModelFileError
@@ -48,6 +49,7 @@ __all__ = [
     "ModelFileError",
     "ShapeError",
     "StateDictError",
+    "TapeError",
     "UnknownBackendError",
     "__version__",
     "available_backends",

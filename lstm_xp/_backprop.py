@@ -19,6 +19,7 @@ and, once for all steps, ``dW_ih = dz^T x``, ``dW_hh = dz^T h_{t-1}``, ``db = su
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,13 +180,16 @@ def lstm_forward_train(
     c0: Array,
     lengths: Array | None = None,
     dropout_masks: list[Array | None] | None = None,
-) -> tuple[Array, Array, Array, list[list[LayerTape]]]:
+    scan_train: Callable[..., Any] = layer_scan_train,
+) -> tuple[Array, Array, Array, list[list[Any]]]:
     """:func:`lstm_xp._functional.lstm_forward` with tapes, and inter-layer dropout.
 
     ``dropout_masks[k]`` (T, B, D*H), already scaled by 1/(1-p), multiplies layer ``k``'s
-    output before layer ``k + 1`` reads it (None: no dropout there).
+    output before layer ``k + 1`` reads it (None: no dropout there). ``scan_train`` runs one
+    layer and direction: :func:`layer_scan_train` or a backend's fused version of it
+    (``lstm_xp.kernels.select_train``); its tapes go to the matching backward.
     """
-    tapes: list[list[LayerTape]] = []
+    tapes: list[list[Any]] = []
     h_n: list[Array] = []
     c_n: list[Array] = []
     layer_input = x
@@ -193,10 +197,9 @@ def lstm_forward_train(
         outs, layer_tapes = [], []
         for direction, (w_ih, w_hh, b_ih, b_hh) in enumerate(directions):
             k = index * len(directions) + direction
-            y, h, c, tape = layer_scan_train(xp, layer_input, w_ih, w_hh,
-                                             summed_bias(b_ih, b_hh), h0[k, ...],
-                                             c0[k, ...], reverse=direction == 1,
-                                             lengths=lengths)
+            y, h, c, tape = scan_train(xp, layer_input, w_ih, w_hh,
+                                       summed_bias(b_ih, b_hh), h0[k, ...], c0[k, ...],
+                                       reverse=direction == 1, lengths=lengths)
             outs.append(y)
             layer_tapes.append(tape)
             h_n.append(h)
@@ -211,13 +214,15 @@ def lstm_forward_train(
 
 def lstm_backward(
     xp: Namespace,
-    tapes: list[list[LayerTape]],
+    tapes: list[list[Any]],
     dy: Array,
     dh_n: Array | None,
     dc_n: Array | None,
     dropout_masks: list[Array | None] | None = None,
+    scan_backward: Callable[..., Any] = layer_scan_backward,
 ) -> tuple[Array, Array, Array, list[list[dict[str, Array]]]]:
-    """Backward pass of :func:`lstm_forward_train`.
+    """Backward pass of :func:`lstm_forward_train`; ``scan_backward`` is the backward of the
+    ``scan_train`` that made the tapes.
 
     Returns ``dx`` (T, B, I), ``dh0`` and ``dc0`` (L*D, B, H), and per layer and direction the
     parameter gradients of :func:`layer_scan_backward`.
@@ -231,8 +236,8 @@ def lstm_backward(
         d_in = None
         for direction, tape in enumerate(tapes[index]):
             k = index * num_dirs + direction
-            hidden = tape.h0.shape[-1]
-            dx, dh, dc, g = layer_scan_backward(
+            hidden = d_out.shape[-1] // num_dirs
+            dx, dh, dc, g = scan_backward(
                 xp, tape, d_out[..., direction * hidden : (direction + 1) * hidden],
                 None if dh_n is None else dh_n[k, ...], None if dc_n is None else dc_n[k, ...])
             d_in = dx if d_in is None else d_in + dx

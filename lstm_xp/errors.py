@@ -52,3 +52,8 @@ class LengthsError(LSTMXPError, ValueError):
 
 class StateDictError(LSTMXPError, ValueError):
     """A state dict has missing, unexpected, mis-shaped or mis-typed entries."""
+
+
+class TapeError(LSTMXPError, RuntimeError):
+    """A training tape was handed to ``backward`` a second time: a tape serves one backward
+    pass (like a PyTorch graph without ``retain_graph``)."""

@@ -9,18 +9,19 @@ namespace on one device. Results come back in the model's namespace, on its devi
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from . import interop
 from . import io as model_io
 from ._backend import dtype_name, to_numpy
-from ._backprop import LayerTape, lstm_backward, lstm_forward_train
+from ._backprop import lstm_backward, lstm_forward_train
 from ._functional import LayerWeights, cell_step, summed_bias
 from ._init import dropout_generator, dropout_mask
 from ._module import Module, check_size
-from .errors import ConfigError, LengthsError, ShapeError
-from .kernels import select_forward, select_scan
+from .errors import ConfigError, LengthsError, ShapeError, TapeError
+from .kernels import select_forward, select_scan, select_train
 
 Array = Any
 
@@ -43,13 +44,17 @@ class Tape:
     """What :meth:`LSTM.backward` needs from :meth:`LSTM.forward_train`.
 
     ``layers[k][d]`` is the :class:`~lstm_xp._backprop.LayerTape` of layer ``k``, direction
-    ``d``; ``dropout_masks`` the inter-layer masks used; ``run`` the validated inputs.
+    ``d`` (a :class:`~lstm_xp.kernels.numpy_train.FusedTape` on the fused NumPy path);
+    ``dropout_masks`` the inter-layer masks used; ``run`` the validated inputs;
+    ``scan_backward`` the backward of the layer scan that wrote the tapes.
     """
 
-    layers: list[list[LayerTape]]
+    layers: list[list[Any]]
     dropout_masks: list[Array | None] | None
     run: _Run
     outputs_shape: tuple[int, ...]
+    scan_backward: Callable[..., Any]
+    used: bool = False
 
 
 class LSTM(Module):
@@ -158,6 +163,7 @@ class LSTM(Module):
             self._dropout_rng = copy.deepcopy(self._dropout_rng)
         self._scan = select_scan(self._backend, self.kernel)
         self._forward = select_forward(self._backend, self.kernel)
+        self._scan_train, self._scan_backward = select_train(self._backend, self.kernel)
 
     @property
     def num_directions(self) -> int:
@@ -288,11 +294,17 @@ class LSTM(Module):
     ) -> tuple[Array, tuple[Array, Array], Tape]:
         """:meth:`__call__` for training: also returns the tape :meth:`backward` needs.
 
-        Runs the pure Array-API path on every backend and applies inter-layer ``dropout``.
-        The tape holds, per layer and direction, the gate activations (4*T*B*H values), the
-        cell states (T*B*H) and the hidden state each step started from (T*B*H), plus
-        references to the layer inputs and the weights used: 6*T*B*H values per layer
-        and direction.
+        Applies inter-layer ``dropout``. On NumPy (``kernel="auto"``) it runs the fused
+        training pass of :mod:`lstm_xp.kernels.numpy_train`; elsewhere, and with
+        ``kernel="pure"``, the pure Array-API path. Both give the same gradients.
+
+        Memory: the pure tape holds, per layer and direction, the gate activations
+        (4*T*B*H values), the cell states (T*B*H) and the hidden state each step started from
+        (T*B*H), plus references to the layer inputs and the weights used: 6*T*B*H values.
+        The fused NumPy tape holds the activations (4*T*B*H), the cell states and their tanh
+        (2*T*B*H) and a copy of each step's input and hidden state (T*B*(I + H), rows padded to
+        a multiple of 8): about 7*T*B*H + T*B*I values. Its arrays are kept by the model after
+        ``backward`` and reused by the next training step (no more than one step's peak).
 
         Returns
         -------
@@ -305,9 +317,10 @@ class LSTM(Module):
             run = self._prepare(X, state, lengths, mask, reset)
             masks = self._dropout_masks(run.x.shape[0], run.x.shape[1])
             y, h_n, c_n, tapes = lstm_forward_train(xp, run.x, self._layers(), run.h0, run.c0,
-                                                    run.lengths, masks)
+                                                    run.lengths, masks, self._scan_train)
             outputs, final = self._user_layout(y, h_n, c_n, run.batched)
-        return outputs, final, Tape(tapes, masks, run, tuple(outputs.shape))
+        return outputs, final, Tape(tapes, masks, run, tuple(outputs.shape),
+                                    self._scan_backward)
 
     def _dropout_masks(self, steps: int, batch: int) -> list[Array | None] | None:
         if self.dropout == 0.0 or self.num_layers == 1:
@@ -325,7 +338,9 @@ class LSTM(Module):
         ----------
         tape : Tape
             From :meth:`forward_train`. The gradients are those of that forward pass, with the
-            weights it used, even if the parameters have changed since.
+            weights it used, even if the parameters have changed since. A tape serves one
+            backward pass (a second raises :class:`~lstm_xp.errors.TapeError`): on NumPy its
+            arrays are reused by the next training step.
         d_outputs : array
             Gradient of the loss with respect to ``outputs``, in their shape and layout.
         d_state : (dh_n, dc_n), optional
@@ -356,6 +371,10 @@ class LSTM(Module):
         """
         xp = self.xp
         run = tape.run
+        if tape.used:
+            raise TapeError("this tape has already been through backward(); a tape serves one "
+                            "backward pass: run forward_train again, or sum the output "
+                            "gradients and call backward once.")
         with self._backend.context():
             dy = self._as_array(d_outputs, "d_outputs")
             if tuple(dy.shape) != tape.outputs_shape:
@@ -366,8 +385,9 @@ class LSTM(Module):
             elif self.batch_first:
                 dy = xp.permute_dims(dy, (1, 0, 2))
             dh_n, dc_n = self._state_gradient(d_state, run)
+            tape.used = True  # the fused NumPy backward recycles the tape's arrays
             dx, dh0, dc0, layer_grads = lstm_backward(xp, tape.layers, dy, dh_n, dc_n,
-                                                      tape.dropout_masks)
+                                                      tape.dropout_masks, tape.scan_backward)
             if run.keep is not None:
                 dh0, dc0 = dh0 * run.keep, dc0 * run.keep
             grads: dict[str, Array] = {}

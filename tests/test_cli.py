@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from lstm_xp.bench.contenders import gemm_floor, lstm_xp, seed
+from lstm_xp.bench.contenders import gemm_floor, lstm_xp, lstm_xp_train, seed, train_gemm_floor
 from lstm_xp.bench.runner import BenchConfig, lstm_flops, run_bench, time_runner
 from lstm_xp.cli import main
 
@@ -78,3 +78,26 @@ def test_a_contender_that_cannot_run_a_cell_says_why(capsys):
     printed = capsys.readouterr().out
     assert "skipped: ONNX Runtime's CPU LSTM kernel is float32 only" in printed
     assert "x ORT" not in printed  # no column for a peer that never ran
+
+
+def test_train_mode_times_the_fused_step_the_pure_step_and_their_floor():
+    report = run_bench(BenchConfig(shapes=[(2, 3, 4, 5)], backends=("numpy",), peers=(),
+                                   repeats=3, mode="train", pure=True, isolate=False),
+                       progress=None)
+    rows = {r["contender"]: r for r in report["results"]}
+    assert set(rows) == {"lstm-xp train step numpy cpu", "lstm-xp train step numpy cpu (pure)",
+                         "GEMM floor of a train step numpy cpu"}
+    for r in rows.values():
+        assert r["median_s"] > 0
+        # A training step does three forward passes' worth of matrix products.
+        assert r["gflops"] == pytest.approx(3 * lstm_flops((2, 3, 4, 5)) / r["median_s"] / 1e9)
+
+
+def test_train_contenders_compute_what_they_claim(rng):
+    shape = (2, 3, 4, 5)
+    x = rng.standard_normal((3, 2, 4)).astype("float32")
+    for kernel in ("auto", "pure"):
+        grads = lstm_xp_train("numpy", kernel=kernel).prepare(shape, "float32", x)()
+        assert grads["weight_hh_l0"].shape == (20, 5)
+    d_cat, dx = train_gemm_floor().prepare(shape, "float32", x)()
+    assert d_cat.shape == (20, 16) and dx.shape == (6, 4)  # K = 4 + 5 + 1 rounded up to 16

@@ -179,12 +179,19 @@ def test_backward_on_every_backend(xp, to_np, rng):
 
 
 def test_tape_holds_gates_and_cells(rng):
-    model = LSTM(3, 4, 2, bidirectional=True, seed=0)
-    _, _, tape = model.forward_train(rng.standard_normal((6, 2, 3)))
+    x = rng.standard_normal((6, 2, 3))
+    _, _, tape = LSTM(3, 4, 2, bidirectional=True, seed=0, kernel="pure").forward_train(x)
     for layer in tape.layers:
         for t in layer:
             assert t.gates.shape == (6, 2, 16) and t.cells.shape == (6, 2, 4)
             assert t.hidden_in.shape == (6, 2, 4)
+    # The fused NumPy tape: gates and cells as columns, plus one slot for the initial state;
+    # input columns [x; h; 1] padded to 8 rows (layer 0: 3 + 4 + 1; layer 1: 8 + 4 + 1 -> 16).
+    _, _, tape = LSTM(3, 4, 2, bidirectional=True, seed=0).forward_train(x)
+    for width, layer in zip((8, 16), tape.layers, strict=True):
+        for t in layer:
+            assert t.gates.shape == (6, 16, 2) and t.cells.shape == (7, 4, 2)
+            assert t.tanh_cells.shape == (6, 4, 2) and t.inputs.shape == (width, 7, 2)
 
 
 def test_backward_errors(rng):

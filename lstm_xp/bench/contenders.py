@@ -282,14 +282,15 @@ def gemm_floor(backend: str = "numpy", device: Any = None) -> Contender:
 
 
 # -- training steps --------------------------------------------------------------------------
-def lstm_xp_train(backend: str, device: Any = None) -> Contender:
+def lstm_xp_train(backend: str, device: Any = None, kernel: str = "auto") -> Contender:
     """One training step of lstm-xp: ``forward_train`` and ``backward`` with the gradient of
-    the sum of the outputs (``d_outputs`` all ones)."""
+    the sum of the outputs (``d_outputs`` all ones); ``kernel="pure"`` for the pure path."""
     b, where = _resolve(backend, device)
 
     def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
         _, _, size_in, hidden = shape
-        model = LSTM(size_in, hidden, backend=b.xp, device=b.device, dtype=dtype, seed=0)
+        model = LSTM(size_in, hidden, backend=b.xp, device=b.device, dtype=dtype, seed=0,
+                     kernel=kernel)
         x = b.from_numpy(x_host, model.dtype)
         ones = b.from_numpy(np.ones((*x_host.shape[:2], hidden)), model.dtype)
 
@@ -301,7 +302,39 @@ def lstm_xp_train(backend: str, device: Any = None) -> Contender:
 
         return run
 
-    return Contender(f"lstm-xp train step {b.name} {where}", "lstm-xp", where, prepare)
+    label = f"lstm-xp train step {b.name} {where}" + (" (pure)" if kernel == "pure" else "")
+    return Contender(label, "lstm-xp", where, prepare)
+
+
+def train_gemm_floor() -> Contender:
+    """The matrix products of one training step, timed alone with NumPy in the layout the
+    fused NumPy training pass uses (gates as columns, ``K = I + H + 1`` rounded up to 8):
+    T forward ``(4H, K) @ (K, B)``, T backward ``(H, 4H) @ (4H, B)``, the weight gradients
+    ``(4H, T*B) @ (T*B, K)`` and the input gradient ``(T*B, 4H) @ (4H, I)``."""
+
+    def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
+        batch, steps, size_in, hidden = shape
+        rng = np.random.default_rng(0)
+        width = -(-(size_in + hidden + 1) // 8) * 8
+
+        def normal(*dims: int) -> np.ndarray:
+            return rng.standard_normal(dims).astype(dtype)
+
+        w_cat, w_hh_t, w_ih = normal(4 * hidden, width), normal(hidden, 4 * hidden), \
+            normal(4 * hidden, size_in)
+        inputs, dz = normal(width, steps * batch), normal(4 * hidden, steps * batch)
+        act, dh = normal(4 * hidden, batch), normal(hidden, batch)
+
+        def run() -> Any:
+            for t in range(steps):
+                np.matmul(w_cat, inputs[:, t * batch : (t + 1) * batch], out=act)
+            for t in range(steps):
+                np.matmul(w_hh_t, dz[:, t * batch : (t + 1) * batch], out=dh)
+            return dz @ inputs.T, dz.T @ w_ih
+
+        return run
+
+    return Contender("GEMM floor of a train step numpy cpu", "floor", "cpu", prepare)
 
 
 def torch_train(device: str = "cpu") -> Contender:
@@ -337,6 +370,7 @@ FACTORIES: dict[str, Callable[..., Contender]] = {
     "floor": gemm_floor,
     "lstm_xp_train": lstm_xp_train,
     "torch_train": torch_train,
+    "train_floor": train_gemm_floor,
 }
 
 

@@ -27,10 +27,12 @@ DEFAULT_GRID: tuple[Shape, ...] = ((1, 100, 32, 64), (16, 100, 128, 256), (64, 5
 QUICK_GRID: tuple[Shape, ...] = ((1, 20, 16, 32), (8, 20, 32, 64), (32, 20, 64, 128))
 
 
-def lstm_flops(shape: Shape) -> int:
-    """Matrix-product FLOPs of one single-layer forward pass: 2 * T * B * 4H * (I + H)."""
+def lstm_flops(shape: Shape, mode: str = "forward") -> int:
+    """Matrix-product FLOPs of one single-layer forward pass, 2 * T * B * 4H * (I + H); a
+    training step (``mode="train"``) does three times that (the forward pass, the gradient
+    of the inputs and hidden states, the gradient of the weights)."""
     batch, steps, size_in, hidden = shape
-    return 2 * steps * batch * 4 * hidden * (size_in + hidden)
+    return (3 if mode == "train" else 1) * 2 * steps * batch * 4 * hidden * (size_in + hidden)
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Measurement:
     times_s: list[float] = field(default_factory=list)
     peak_bytes: int | None = None
     skipped: str | None = None
+    mode: str = "forward"
 
     @property
     def median_s(self) -> float | None:
@@ -54,7 +57,7 @@ class Measurement:
         t = self.median_s
         out["median_s"] = t
         out["sequences_per_s"] = self.shape[0] / t if t else None
-        out["gflops"] = lstm_flops(self.shape) / t / 1e9 if t else None
+        out["gflops"] = lstm_flops(self.shape, self.mode) / t / 1e9 if t else None
         return out
 
 
@@ -79,8 +82,13 @@ class BenchConfig:
 def contender_specs(config: BenchConfig) -> list[list[Any]]:
     """What to time, as JSON-ready specs ``[factory, *args]`` (see ``contenders.FACTORIES``)."""
     if config.mode == "train":
-        specs = [["lstm_xp_train", name, device] for name in config.backends
-                 for device in (_cuda_devices() if name == "cupy" else [None])]
+        specs = []
+        for name in config.backends:
+            for device in _cuda_devices() if name == "cupy" else [None]:
+                specs.append(["lstm_xp_train", name, device])
+                if config.pure and name == "numpy":
+                    specs.append(["lstm_xp_train", name, device, "pure"])
+        specs.append(["train_floor"])
         if "torch" in config.peers:
             specs += [["torch_train", "cpu"], ["torch_train", "cuda:0"]]
         return specs
@@ -154,7 +162,8 @@ def measure(spec: Sequence[Any], config: BenchConfig, log: Callable[[str], None]
     out = []
     for shape in config.shapes:
         counter[0] += 1
-        m = Measurement(contender.name, contender.kind, contender.device, tuple(shape))
+        m = Measurement(contender.name, contender.kind, contender.device, tuple(shape),
+                        mode=config.mode)
         log(f"[{counter[0]}/{total}] {contender.name} (B, T, I, H)={tuple(shape)} ...")
         x_host = input_for(shape, config.dtype)
         try:

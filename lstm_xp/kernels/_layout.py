@@ -1,4 +1,4 @@
-"""Gate layout shared by the fused kernels.
+"""Gate layout, and the sorted batch order for lengths, shared by the fused NumPy kernels.
 
 The fused kernels reorder the four gate blocks from PyTorch's (i, f, g, o) to (o, i, f, g) and
 halve the rows of the three sigmoid gates. Then one ``tanh`` over all four blocks gives
@@ -27,3 +27,14 @@ def fused_scale(hidden: int, dtype: Any) -> np.ndarray:
     scale = np.full(4 * hidden, 0.5, dtype=dtype)
     scale[3 * hidden :] = 1.0
     return scale
+
+
+def sorted_prefix(lengths: Any, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(order, counts, sorted_lengths)``: the batch order that sorts sequences longest first
+    (stable), how many of them still run at each of the ``steps`` steps (T,), and their
+    lengths in that order. The running sequences are then a prefix of the sorted batch."""
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
+    sorted_lengths = lengths[order]
+    counts = np.count_nonzero(sorted_lengths[None, :] > np.arange(steps)[:, None], axis=1)
+    return order, counts, sorted_lengths

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._layout import fused_permutation, fused_scale
+from ._layout import fused_permutation, fused_scale, sorted_prefix
 
 # The input projection is computed for at most _CHUNK_STEPS steps and _CHUNK_BYTES at once:
 # memory beyond inputs and outputs stays O(B*H) however long the sequence, and the chunk's
@@ -60,9 +60,7 @@ def layer_scan_numpy(
         return _scan(x, weight_ih, weight_hh, bias, h0, c0, reverse, None)
     # Sort sequences longest first (stable), so that the sequences still running at any step
     # are a prefix of the batch: padded steps cost nothing, and nothing needs masking.
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    sorted_lengths = np.asarray(lengths)[order]
-    counts = np.count_nonzero(sorted_lengths[None, :] > np.arange(x.shape[0])[:, None], axis=1)
+    order, counts, _ = sorted_prefix(lengths, x.shape[0])
     y_s, h_s, c_s = _scan(x[:, order], weight_ih, weight_hh, bias, h0[order], c0[order],
                           reverse, counts)
     y = np.empty_like(y_s)
