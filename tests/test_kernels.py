@@ -53,17 +53,19 @@ def _flat(result):
     return y, h, c
 
 
-def test_numpy_chunked_projection_equals_one_chunk(monkeypatch, rng):
-    """Long sequences are projected in chunks; the chunk size must not change results."""
-    from lstm_xp.kernels import numpy_fused
-
-    model = LSTM(3, 4, bidirectional=True, dtype="float64", seed=1)
-    x = rng.standard_normal((23, 2, 3))
-    whole = model(x)
-    monkeypatch.setattr(numpy_fused, "_CHUNK_BYTES", 2 * 4 * 4 * 8 * 3)  # 3 steps a chunk
-    chunked = model(x)
-    for a, b in zip(_flat(whole), _flat(chunked), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
+def test_numpy_kernel_on_odd_sizes_and_prefixes(rng):
+    """Sizes that leave zero rows in the stacked weights, B = 1, and lengths whose running
+    prefixes shrink and grow: the column views of every prefix size equal the reference."""
+    for (T, B, I, H), lengths in [((7, 1, 1, 1), None), ((11, 5, 9, 3), [11, 0, 4, 4, 10]),
+                                  ((6, 3, 16, 8), [1, 6, 2])]:
+        model = LSTM(I, H, bidirectional=True, dtype="float64", seed=1)
+        pure = LSTM(I, H, bidirectional=True, dtype="float64", seed=1, kernel="pure")
+        x = rng.standard_normal((T, B, I))
+        state = tuple(rng.standard_normal((2, B, H)) for _ in range(2))
+        lengths = None if lengths is None else np.array(lengths)
+        for a, b in zip(_flat(model(x, state, lengths)), _flat(pure(x, state, lengths)),
+                        strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14)
 
 
 def test_numpy_kernel_does_not_modify_inputs(rng):

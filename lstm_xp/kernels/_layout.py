@@ -38,3 +38,23 @@ def sorted_prefix(lengths: Any, steps: int) -> tuple[np.ndarray, np.ndarray, np.
     sorted_lengths = lengths[order]
     counts = np.count_nonzero(sorted_lengths[None, :] > np.arange(steps)[:, None], axis=1)
     return order, counts, sorted_lengths
+
+
+def stacked_weights(
+    weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.ndarray | None, dtype: Any
+) -> np.ndarray:
+    """``[W_ih W_hh b 0...]`` (4H, K) in the fused gate order with the sigmoid rows halved,
+    ``K = I + H (+ 1 with a bias)`` rounded up to a multiple of 8 with zero columns (the
+    product is as fast, and the bias needs no separate addition)."""
+    hidden, features = weight_hh.shape[1], weight_ih.shape[1]
+    used = features + hidden + (bias is not None)
+    out = np.zeros((4 * hidden, -(-used // 8) * 8), dtype=dtype)
+    scale = fused_scale(hidden, dtype)
+    for k, source in enumerate(FUSED_ORDER):
+        rows, src = slice(k * hidden, (k + 1) * hidden), slice(source * hidden,
+                                                               (source + 1) * hidden)
+        np.multiply(weight_ih[src], scale[k * hidden], out=out[rows, :features])
+        np.multiply(weight_hh[src], scale[k * hidden], out=out[rows, features:features + hidden])
+        if bias is not None:
+            np.multiply(bias[src], scale[k * hidden], out=out[rows, features + hidden])
+    return out

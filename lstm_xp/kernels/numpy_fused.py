@@ -3,18 +3,22 @@
 Same signature and results as :func:`lstm_xp._functional.layer_scan` (tests hold them equal).
 What it does differently, and why:
 
-- Gates are kept in the order (o, i, f, g) with the sigmoid rows of the weights pre-halved
-  (see :mod:`._layout`): one ``tanh`` over the whole (B, 4H) gate buffer serves all four gates,
-  and one multiply-add pair over the contiguous (o, i, f) block finishes the three sigmoids.
-- Every buffer is allocated once and written in place (``out=``): a step is 10 NumPy calls and
-  no allocation. At B = 1 each call costs about as much as its arithmetic, so the count is
-  what matters; at large B, outputs never alias their inputs, because NumPy copies an input
-  that might overlap its output.
-- The input projection is computed in chunks of at most ``_CHUNK_STEPS`` steps and
-  ``_CHUNK_BYTES``, and outputs are written straight into the result: memory beyond inputs
-  and outputs stays O(B*H) however long the sequence.
+- **Gates as columns**, as in the training pass (:mod:`.numpy_train`): a step is one matrix
+  product ``W @ [x_t; h; 1; 0...]``, (4H, K) @ (K, B), with the step's input copied into the
+  top rows of one (K, B) buffer, the hidden state kept in the rows below, and the bias carried
+  by a row of ones (``K = I + H + 1`` rounded up to 8 with zero rows, see
+  :func:`._layout.stacked_weights`). With OpenBLAS that orientation of the small per-step
+  product is 1.5x to 2.7x faster at B = 16 to 64 than ``(B, H) @ (H, 4H)``.
+- Gates in the order (o, i, f, g) with the sigmoid rows of the weights pre-halved
+  (:mod:`._layout`): one ``tanh`` over the whole (4H, B) gate block serves all four gates, and
+  one multiply-add pair over the contiguous (o, i, f) rows finishes the three sigmoids.
+- Every buffer is allocated once and written in place (``out=``): a step is 11 NumPy calls
+  and no allocation, and memory beyond inputs and outputs is O(B*(I + H)) however long the
+  sequence (no projection of all steps is kept).
 - With ``lengths``, sequences are sorted longest first, so the ones still running at any step
-  are a prefix of the batch: padded steps cost nothing and nothing needs masking.
+  are the first columns: padded steps cost nothing. Whenever that number changes (at most B
+  times) the work buffers are remade with exactly that many columns, so every call stays on
+  contiguous memory (column slices of wider buffers made the steps slower than full ones).
 """
 
 from __future__ import annotations
@@ -23,24 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ._layout import fused_permutation, fused_scale, sorted_prefix
-
-# The input projection is computed for at most _CHUNK_STEPS steps and _CHUNK_BYTES at once:
-# memory beyond inputs and outputs stays O(B*H) however long the sequence, and the chunk's
-# GEMM still has hundreds of rows.
-_CHUNK_STEPS = 64
-_CHUNK_BYTES = 32 * 2**20
-
-
-
-def _fused_weights(weight_ih, weight_hh, bias, dtype):
-    hidden = weight_hh.shape[1]
-    perm = fused_permutation(hidden)
-    scale = fused_scale(hidden, dtype)[:, None]
-    w_ih_t = np.ascontiguousarray((weight_ih[perm] * scale).T)  # (I, 4H)
-    w_hh_t = np.ascontiguousarray((weight_hh[perm] * scale).T)  # (H, 4H)
-    b = None if bias is None else bias[perm] * scale[:, 0]
-    return w_ih_t, w_hh_t, b
+from ._layout import sorted_prefix, stacked_weights
 
 
 def layer_scan_numpy(
@@ -63,12 +50,8 @@ def layer_scan_numpy(
     order, counts, _ = sorted_prefix(lengths, x.shape[0])
     y_s, h_s, c_s = _scan(x[:, order], weight_ih, weight_hh, bias, h0[order], c0[order],
                           reverse, counts)
-    y = np.empty_like(y_s)
-    y[:, order] = y_s
-    h = np.empty_like(h_s)
-    h[order] = h_s
-    c = np.empty_like(c_s)
-    c[order] = c_s
+    y, h, c = np.empty_like(y_s), np.empty_like(h_s), np.empty_like(c_s)
+    y[:, order], h[order], c[order] = y_s, h_s, c_s
     return y, h, c
 
 
@@ -78,71 +61,57 @@ def _scan(x, weight_ih, weight_hh, bias, h0, c0, reverse, counts):
     steps, batch, features = x.shape
     hidden = weight_hh.shape[1]
     dtype = x.dtype
-    w_ih_t, w_hh_t, b = _fused_weights(weight_ih, weight_hh, bias, dtype)
+    w_cat = stacked_weights(weight_ih, weight_hh, bias, dtype)  # (4H, K), halved
+    h_rows = slice(features, features + hidden)
 
-    gates_all = np.empty((batch, 4 * hidden), dtype=dtype)
-    c_all = np.array(c0, dtype=dtype, copy=True)
-    tmp_all = np.empty((batch, hidden), dtype=dtype)
-    cache: dict[int, tuple[np.ndarray, ...]] = {}
-
-    def rows(n: int) -> tuple[np.ndarray, ...]:
-        """Views of the first n rows of the work buffers (made once per distinct n). Every
-        output buffer is separate from the inputs it is computed from: NumPy copies an input
-        that might overlap its output, which would cost more than the views save."""
-        if n not in cache:
-            g = gates_all[:n]
-            cache[n] = (g, g[:, : 3 * hidden], g[:, :hidden], g[:, hidden : 2 * hidden],
-                        g[:, 2 * hidden : 3 * hidden], g[:, 3 * hidden :], c_all[:n],
-                        tmp_all[:n])
-        return cache[n]
-
-    # Zero past each length; with lengths the running sequences are a prefix of the batch.
+    width_k = w_cat.shape[1]
+    # Final states as columns: each sequence's are filled in when it stops running (its
+    # initial ones stay for a sequence of length 0).
+    h_n, c_n = np.array(h0.T, dtype=dtype, order="C"), np.array(c0.T, dtype=dtype, order="C")
     y = np.empty((steps, batch, hidden), dtype=dtype) if counts is None else \
-        np.zeros((steps, batch, hidden), dtype=dtype)
-    joined = None if counts is None else np.empty((batch, hidden), dtype=dtype)
-    prev_y, prev_n = h0, batch if counts is None else 0
-
-    chunk = max(1, min(steps, _CHUNK_STEPS,
-                       _CHUNK_BYTES // max(1, batch * 4 * hidden * dtype.itemsize)))
-    starts = range(0, steps, chunk)
-    for start in reversed(starts) if reverse else starts:
-        stop = min(start + chunk, steps)
-        proj = x[start:stop].reshape(-1, features) @ w_ih_t
-        if b is not None:
-            proj += b
-        proj = proj.reshape(stop - start, batch, 4 * hidden)
-        for t in range(stop - 1, start - 1, -1) if reverse else range(start, stop):
-            n = batch if counts is None else int(counts[t])
-            if n == 0:
-                continue
-            if n <= prev_n:  # every running sequence ran the step before: h is its output
-                h = prev_y if n == batch else prev_y[:n]
-            else:  # sequences start (the backward direction, or the first step) from h0
-                joined[:prev_n] = prev_y[:prev_n]
-                joined[prev_n:n] = h0[prev_n:n]
-                h = joined[:n]
-            gates, sig, o_gate, i_gate, f_gate, g_gate, c, tmp = rows(n)
-            np.matmul(h, w_hh_t, out=gates)
-            gates += proj[t - start] if n == batch else proj[t - start, :n]
-            np.tanh(gates, out=gates)  # tanh(z/2) for o, i, f (rows halved); tanh(z) for g
-            sig *= 0.5
-            sig += 0.5
-            c *= f_gate
-            np.multiply(i_gate, g_gate, out=tmp)
-            c += tmp  # c' = f*c + i*g
-            np.tanh(c, out=tmp)
-            prev_y, prev_n = y[t], n
-            np.multiply(o_gate, tmp, out=prev_y if n == batch else prev_y[:n])
-        proj = None  # free this chunk before the next one is computed
-    if counts is None:
-        return y, prev_y.copy(), c_all
-    return y, _final_hidden(y, h0, counts, reverse), c_all
-
-
-def _final_hidden(y, h0, counts, reverse):
-    """Each sequence's hidden state after its last walked step (h0 for a length of 0)."""
-    lengths = np.count_nonzero(np.arange(y.shape[1])[None, :] < counts[:, None], axis=0)
-    h_n = np.array(h0, copy=True)
-    rows = np.flatnonzero(lengths)
-    h_n[rows] = y[0, rows] if reverse else y[lengths[rows] - 1, rows]
-    return h_n
+        np.zeros((steps, batch, hidden), dtype=dtype)  # zero past each length
+    x_cols, y_cols = x.transpose(0, 2, 1), y.transpose(0, 2, 1)  # (T, I, B), (T, H, B) views
+    width = 0  # columns in the work buffers: the sequences running now
+    cols, c = np.zeros((width_k, 0), dtype=dtype), np.zeros((hidden, 0), dtype=dtype)
+    for t in range(steps - 1, -1, -1) if reverse else range(steps):
+        n = batch if counts is None else int(counts[t])
+        if n != width:
+            # The running set changed (a prefix of the sorted batch: it shrinks going forward,
+            # grows in reverse). Work buffers of exactly n columns keep every call on
+            # contiguous memory; their states carry over, and the sequences that stopped
+            # leave theirs in (h_n, c_n).
+            kept = min(n, width)
+            if width:
+                h_n[:, kept:width] = cols[h_rows, kept:]
+                c_n[:, kept:width] = c[:, kept:]
+            new_cols = np.zeros((width_k, n), dtype=dtype)  # [x_t; h; 1; 0...]
+            if bias is not None:
+                new_cols[features + hidden] = 1.0
+            new_cols[h_rows] = h_n[:, :n]  # a sequence starting now starts from h0
+            new_c = np.array(c_n[:, :n], order="C")
+            if kept:
+                new_cols[h_rows, :kept] = cols[h_rows, :kept]
+                new_c[:, :kept] = c[:, :kept]
+            cols, c, width = new_cols, new_c, n
+            x_rows, h = cols[:features], cols[h_rows]
+            gates = np.empty((4 * hidden, n), dtype=dtype)
+            tmp = np.empty((hidden, n), dtype=dtype)
+            sig = gates[: 3 * hidden]
+            o, i, f, g = (gates[k * hidden : (k + 1) * hidden] for k in range(4))
+        if n == 0:
+            continue
+        np.copyto(x_rows, x_cols[t] if n == batch else x_cols[t, :, :n])
+        np.matmul(w_cat, cols, out=gates)
+        np.tanh(gates, out=gates)  # tanh(z/2) for o, i, f (rows halved); tanh(z) for g
+        sig *= 0.5
+        sig += 0.5
+        c *= f
+        np.multiply(i, g, out=tmp)
+        c += tmp  # c' = f*c + i*g
+        np.tanh(c, out=tmp)
+        np.multiply(o, tmp, out=h)
+        np.copyto(y_cols[t] if n == batch else y_cols[t, :, :n], h)
+    if width:
+        h_n[:, :width] = h
+        c_n[:, :width] = c
+    return y, np.ascontiguousarray(h_n.T), np.ascontiguousarray(c_n.T)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import TapeError
-from ._layout import FUSED_ORDER, fused_permutation, fused_scale, sorted_prefix
+from ._layout import FUSED_ORDER, fused_permutation, sorted_prefix, stacked_weights
 
 # Steps whose gate gradients are copied into the (4H, T, B) layout at once (see scan_backward).
 _COPY_STEPS = 8
@@ -190,7 +190,7 @@ class NumpyTrainer:
         steps, batch, features = x.shape
         hidden = weight_hh.shape[1]
         dtype = x.dtype
-        w_cat = _stacked_weights(weight_ih, weight_hh, bias, dtype)  # (4H, K), halved
+        w_cat = stacked_weights(weight_ih, weight_hh, bias, dtype)  # (4H, K), halved
         width = w_cat.shape[1]
         h_rows = slice(features, features + hidden)
 
@@ -375,26 +375,6 @@ class NumpyTrainer:
                             k_factor, dy_cols, dz_cols)
         tape.gates = tape.cells = tape.tanh_cells = tape.inputs = None
         return dx, np.ascontiguousarray(dh_rec.T), np.ascontiguousarray(dc.T), grads
-
-
-def _stacked_weights(
-    weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.ndarray | None, dtype: Any
-) -> np.ndarray:
-    """``[W_ih W_hh b 0...]`` (4H, K) in the fused gate order with the sigmoid rows halved,
-    ``K = I + H (+ 1 with a bias)`` rounded up to a multiple of 8 with zero columns (the
-    product is as fast, and the bias needs no separate addition)."""
-    hidden, features = weight_hh.shape[1], weight_ih.shape[1]
-    used = features + hidden + (bias is not None)
-    out = np.zeros((4 * hidden, -(-used // 8) * 8), dtype=dtype)
-    scale = fused_scale(hidden, dtype)
-    for k, source in enumerate(FUSED_ORDER):
-        rows, src = slice(k * hidden, (k + 1) * hidden), slice(source * hidden,
-                                                               (source + 1) * hidden)
-        np.multiply(weight_ih[src], scale[k * hidden], out=out[rows, :features])
-        np.multiply(weight_hh[src], scale[k * hidden], out=out[rows, features:features + hidden])
-        if bias is not None:
-            np.multiply(bias[src], scale[k * hidden], out=out[rows, features + hidden])
-    return out
 
 
 def _transposed_blocks(weight_hh: np.ndarray, block: int = 128) -> np.ndarray:
