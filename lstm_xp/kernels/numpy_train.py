@@ -176,16 +176,20 @@ class NumpyTrainer:
         """
         if lengths is None:
             return self._train(x, weight_ih, weight_hh, bias, h0, c0, reverse, None)
+        # Walk the batch in the order that sorts it longest first. Each step gathers its
+        # input columns through that order and the outputs are scattered back once: sorted
+        # (T, B, ...) copies would be fresh arrays, and their page faults cost more.
         order, counts, sorted_lengths = sorted_prefix(lengths, x.shape[0])
-        y_s, h_s, c_s, tape = self._train(x[:, order], weight_ih, weight_hh, bias, h0[order],
-                                          c0[order], reverse, (counts, sorted_lengths))
-        tape.order = order
-        y, h, c = np.empty_like(y_s), np.empty_like(h_s), np.empty_like(c_s)
-        y[:, order], h[order], c[order] = y_s, h_s, c_s
+        y, h_s, c_s, tape = self._train(x, weight_ih, weight_hh, bias, h0[order], c0[order],
+                                        reverse, (counts, sorted_lengths, order))
+        h, c = np.empty_like(h_s), np.empty_like(c_s)
+        h[order], c[order] = h_s, c_s
         return y, h, c, tape
 
     def _train(self, x, weight_ih, weight_hh, bias, h0, c0, reverse, running):
-        """The time loop; ``running = (counts, lengths)`` of the sorted batch, or None."""
+        """The time loop. ``running = (counts, lengths, order)`` of the walking order (the
+        batch sorted longest first), or None; ``h0``, ``c0`` and the returned final states
+        are in walking order, ``x`` and the returned outputs in the caller's."""
         take = self.workspace.take
         steps, batch, features = x.shape
         hidden = weight_hh.shape[1]
@@ -199,8 +203,10 @@ class NumpyTrainer:
         tanh_cells = take((steps, hidden, batch), dtype)
         inputs = take((width, steps + 1, batch), dtype)
         start = steps if reverse else 0
+        order = None if running is None else running[2]
         for t in range(steps):  # step by step: 4x faster than one copy of x.transpose(2, 0, 1)
-            np.copyto(inputs[:features, t + 1 if reverse else t], x[t].T)
+            np.copyto(inputs[:features, t + 1 if reverse else t],
+                      x[t].T if order is None else x[t, order].T)
         inputs[h_rows, start] = h0.T
         inputs[features + hidden :] = 0.0
         if bias is not None:
@@ -243,19 +249,21 @@ class NumpyTrainer:
         perm = fused_permutation(hidden)
         tape = FusedTape(features, weight_ih[perm], _transposed_blocks(weight_hh),
                          bias is not None, gates, cells, tanh_cells, inputs, reverse,
-                         None if running is None else running[0])
+                         None if running is None else running[0], order)
         _, after = tape.slots()
         # The caller's arrays are its own: the tape's go back to the workspace.
-        y = np.ascontiguousarray(inputs[h_rows, after].transpose(1, 2, 0))
         if running is None:
             final = 0 if reverse else steps
-            return (y, np.ascontiguousarray(inputs[h_rows, final].T),
+            return (np.ascontiguousarray(inputs[h_rows, after].transpose(1, 2, 0)),
+                    np.ascontiguousarray(inputs[h_rows, final].T),
                     np.ascontiguousarray(cells[final].T), tape)
         lengths = running[1]
+        y = np.empty((steps, batch, hidden), dtype=dtype)
+        y[:, order] = inputs[h_rows, after].transpose(1, 2, 0)  # back to the caller's order
         if reverse:
             # Slot len_b of column b holds its (h0, c0), which no output may show.
             short = np.flatnonzero(lengths < steps)
-            y[lengths[short], short] = 0.0
+            y[lengths[short], order[short]] = 0.0
             h_n, c_n = inputs[h_rows, 0].T.copy(), cells[0].T.copy()
             empty = lengths == 0
             h_n[empty], c_n[empty] = h0[empty], c0[empty]
@@ -282,11 +290,11 @@ class NumpyTrainer:
         order = tape.order
         if order is None:
             return self._backward(tape, dy, dh_n, dc_n)
-        dx_s, dh0_s, dc0_s, grads = self._backward(
-            tape, dy[:, order], None if dh_n is None else dh_n[order],
+        dx, dh0_s, dc0_s, grads = self._backward(
+            tape, dy, None if dh_n is None else dh_n[order],
             None if dc_n is None else dc_n[order])
-        dx, dh0, dc0 = np.empty_like(dx_s), np.empty_like(dh0_s), np.empty_like(dc0_s)
-        dx[:, order], dh0[order], dc0[order] = dx_s, dh0_s, dc0_s
+        dh0, dc0 = np.empty_like(dh0_s), np.empty_like(dc0_s)
+        dh0[order], dc0[order] = dh0_s, dc0_s
         return dx, dh0, dc0, grads
 
     def _backward(self, tape, dy, dh_n, dc_n):
@@ -323,8 +331,13 @@ class NumpyTrainer:
         f *= forget
         f *= tape.cells[before]
 
+        # dy comes in the caller's batch order; dh_n, dc_n and the tape are in walking order.
         dy_cols = take((steps, hidden, batch), dtype)
-        np.copyto(dy_cols, dy.transpose(0, 2, 1))
+        if tape.order is None:
+            np.copyto(dy_cols, dy.transpose(0, 2, 1))
+        else:
+            for t in range(steps):
+                np.copyto(dy_cols[t], dy[t, tape.order].T)
         w_hh_t = tape.weight_hh_t
         dh = np.empty((hidden, batch), dtype=dtype)
         # Both are written in place: always copies, never views of the caller's arrays.
@@ -370,7 +383,14 @@ class NumpyTrainer:
                  "weight_hh": np.ascontiguousarray(d_cat[:, features : features + hidden])}
         if tape.has_bias:
             grads["bias"] = d_cat[:, features + hidden].copy()
-        dx = (dz_flat.T @ tape.weight_ih).reshape(steps, batch, features)
+        if tape.order is None:
+            dx = (dz_flat.T @ tape.weight_ih).reshape(steps, batch, features)
+        else:  # rows in walking order, into a pooled array, then scattered to the caller's
+            dx_walked = take((steps, batch, features), dtype)
+            np.matmul(dz_flat.T, tape.weight_ih, out=dx_walked.reshape(steps * batch, -1))
+            dx = np.empty_like(dx_walked)
+            dx[:, tape.order] = dx_walked
+            self.workspace.give(dx_walked)
         self.workspace.give(tape.gates, tape.cells, tape.tanh_cells, tape.inputs, forget,
                             k_factor, dy_cols, dz_cols)
         tape.gates = tape.cells = tape.tanh_cells = tape.inputs = None
