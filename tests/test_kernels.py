@@ -57,7 +57,8 @@ def test_numpy_kernel_on_odd_sizes_and_prefixes(rng):
     """Sizes that leave zero rows in the stacked weights, B = 1, and lengths whose running
     prefixes shrink and grow: the column views of every prefix size equal the reference."""
     for (T, B, I, H), lengths in [((7, 1, 1, 1), None), ((11, 5, 9, 3), [11, 0, 4, 4, 10]),
-                                  ((6, 3, 16, 8), [1, 6, 2])]:
+                                  ((6, 3, 16, 8), [1, 6, 2]), ((1, 2, 3, 4), [0, 0]),
+                                  ((2, 1, 1, 1), [1]), ((3, 2, 2, 2), [0, 3])]:
         model = LSTM(I, H, bidirectional=True, dtype="float64", seed=1)
         pure = LSTM(I, H, bidirectional=True, dtype="float64", seed=1, kernel="pure")
         x = rng.standard_normal((T, B, I))
@@ -80,3 +81,17 @@ def test_numpy_kernel_does_not_modify_inputs(rng):
         np.testing.assert_array_equal(a, b)
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
+
+
+def test_numpy_kernel_zeroes_outputs_of_a_chunk_where_nothing_runs(rng):
+    """Streaming can hand the kernel a chunk in which every sequence has already ended. Its
+    outputs must be zeros, not whatever the reused memory held: run a full chunk first so
+    that the allocator has non-zero memory of the same size to give back."""
+    model = LSTM(3, 4, dtype="float64", seed=0)
+    for _ in range(5):
+        model(rng.standard_normal((1, 2, 3)))  # outputs of shape (1, 2, 4), then freed
+        x, h0 = rng.standard_normal((1, 2, 3)), rng.standard_normal((1, 2, 4))
+        y, (h, c) = model(x, (h0, 2 * h0), lengths=np.array([0, 0]))
+        assert np.all(y == 0.0)
+        np.testing.assert_array_equal(h, h0)
+        np.testing.assert_array_equal(c, 2 * h0)

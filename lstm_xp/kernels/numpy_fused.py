@@ -51,10 +51,13 @@ def layer_scan_numpy(
     (T, B, ...) copies cost more in page faults than the gathers (measured at B = 16).
     """
     steps, batch, features = x.shape
-    order, counts = np.arange(0), None
+    order, counts = None, None
     if lengths is not None:
         order, counts, _ = sorted_prefix(lengths, steps)
-        h0, c0 = h0[order], c0[order]
+        if np.array_equal(order, np.arange(batch)):
+            order = None  # already sorted: slices instead of gathers (B = 1, equal lengths)
+        else:
+            h0, c0 = h0[order], c0[order]
     hidden = weight_hh.shape[1]
     dtype = x.dtype
     w_cat = stacked_weights(weight_ih, weight_hh, bias, dtype)  # (4H, K), halved
@@ -67,7 +70,8 @@ def layer_scan_numpy(
     x_cols, y_cols = x.transpose(0, 2, 1), y.transpose(0, 2, 1)  # (T, I, B), (T, H, B) views
     width = 0  # columns in the work buffers: the sequences running now
     cols, c = np.zeros((width_k, 0), dtype=dtype), np.zeros((hidden, 0), dtype=dtype)
-    running, stopped = order[:0], order  # the caller's batch indices, in walking order
+    # The caller's batch indices of the running and the stopped sequences (none runs yet).
+    running, stopped = (slice(0, 0), slice(0, batch)) if order is None else (order[:0], order)
     for t in range(steps - 1, -1, -1) if reverse else range(steps):
         n = batch if counts is None else int(counts[t])
         if n != width:
@@ -93,12 +97,13 @@ def layer_scan_numpy(
             tmp = np.empty((hidden, n), dtype=dtype)
             sig = gates[: 3 * hidden]
             o, i, f, g = (gates[k * hidden : (k + 1) * hidden] for k in range(4))
-            running, stopped = order[:n], order[n:]
+            running, stopped = (slice(0, n), slice(n, batch)) if order is None else \
+                (order[:n], order[n:])
         if n < batch:  # zero past each length
             y[t, stopped] = 0.0
         if n == 0:
             continue
-        np.copyto(x_rows, x_cols[t] if counts is None else x[t, running].T)
+        np.copyto(x_rows, x_cols[t] if n == batch and order is None else x[t, running].T)
         np.matmul(w_cat, cols, out=gates)
         np.tanh(gates, out=gates)  # tanh(z/2) for o, i, f (rows halved); tanh(z) for g
         sig *= 0.5
@@ -108,14 +113,14 @@ def layer_scan_numpy(
         c += tmp  # c' = f*c + i*g
         np.tanh(c, out=tmp)
         np.multiply(o, tmp, out=h)
-        if counts is None:
-            np.copyto(y_cols[t], h)
+        if order is None:
+            np.copyto(y_cols[t] if n == batch else y_cols[t, :, :n], h)
         else:
             y[t, running] = h.T
     if width:
         h_n[:, :width] = h
         c_n[:, :width] = c
-    if counts is None:
+    if order is None:
         return y, np.ascontiguousarray(h_n.T), np.ascontiguousarray(c_n.T)
     h_out, c_out = np.empty((batch, hidden), dtype=dtype), np.empty((batch, hidden), dtype=dtype)
     h_out[order], c_out[order] = h_n.T, c_n.T

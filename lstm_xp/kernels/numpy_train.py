@@ -180,6 +180,9 @@ class NumpyTrainer:
         # input columns through that order and the outputs are scattered back once: sorted
         # (T, B, ...) copies would be fresh arrays, and their page faults cost more.
         order, counts, sorted_lengths = sorted_prefix(lengths, x.shape[0])
+        if np.array_equal(order, np.arange(x.shape[1])):  # already sorted: no gathers
+            return self._train(x, weight_ih, weight_hh, bias, h0, c0, reverse,
+                               (counts, sorted_lengths, None))
         y, h_s, c_s, tape = self._train(x, weight_ih, weight_hh, bias, h0[order], c0[order],
                                         reverse, (counts, sorted_lengths, order))
         h, c = np.empty_like(h_s), np.empty_like(c_s)
@@ -258,12 +261,15 @@ class NumpyTrainer:
                     np.ascontiguousarray(inputs[h_rows, final].T),
                     np.ascontiguousarray(cells[final].T), tape)
         lengths = running[1]
-        y = np.empty((steps, batch, hidden), dtype=dtype)
-        y[:, order] = inputs[h_rows, after].transpose(1, 2, 0)  # back to the caller's order
+        if order is None:
+            y = np.ascontiguousarray(inputs[h_rows, after].transpose(1, 2, 0))
+        else:
+            y = np.empty((steps, batch, hidden), dtype=dtype)
+            y[:, order] = inputs[h_rows, after].transpose(1, 2, 0)  # to the caller's order
         if reverse:
             # Slot len_b of column b holds its (h0, c0), which no output may show.
             short = np.flatnonzero(lengths < steps)
-            y[lengths[short], order[short]] = 0.0
+            y[lengths[short], short if order is None else order[short]] = 0.0
             h_n, c_n = inputs[h_rows, 0].T.copy(), cells[0].T.copy()
             empty = lengths == 0
             h_n[empty], c_n[empty] = h0[empty], c0[empty]
