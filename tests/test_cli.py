@@ -59,7 +59,7 @@ def test_contenders_compute_what_they_claim(rng):
     assert lstm_xp("numpy").prepare(shape, "float32", x)().shape == (3, 2, 5)
     y = seed().prepare(shape, "float32", x)()
     assert y.shape == (3, 2, 5) and abs(y).max() <= 1
-    assert gemm_floor().prepare(shape, "float32", x)().shape == (2, 20)
+    assert gemm_floor().prepare(shape, "float32", x)().shape == (20, 2)  # (4H, B)
     assert lstm_flops((1, 1, 1, 1)) == 16
 
 
