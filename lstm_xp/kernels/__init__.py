@@ -5,7 +5,7 @@ picks one once, at construction, through :func:`select_scan`.
 
 | backend | kernel |
 |---|---|
-| numpy | :func:`.numpy_fused.layer_scan_numpy`: 10 in-place NumPy calls a step |
+| numpy | :func:`.numpy_fused.layer_scan_numpy`: gates as columns, one product, 10 calls a step |
 | cupy | :func:`.cupy_fused.layer_scan_cupy`: one GEMM and one fused elementwise kernel a step |
 | jax | :func:`.jax_scan.layer_scan_jax`: the loop as ``jax.lax.scan`` under ``jax.jit`` |
 | others | the pure Array-API reference |

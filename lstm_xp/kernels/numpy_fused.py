@@ -12,10 +12,10 @@ What it does differently, and why:
 - Gates in the order (o, i, f, g) with the sigmoid rows of the weights pre-halved
   (:mod:`._layout`): one ``tanh`` over the whole (4H, B) gate block serves all four gates, and
   one multiply-add pair over the contiguous (o, i, f) rows finishes the three sigmoids.
-- Every buffer is allocated once and written in place (``out=``): a step is 11 NumPy calls
+- Buffers are written in place (``out=``): a step is 11 NumPy calls (the product among them)
   and no allocation, and memory beyond inputs and outputs is O(B*(I + H)) however long the
   sequence (no projection of all steps is kept).
-- With ``lengths``, sequences are sorted longest first, so the ones still running at any step
+- With ``lengths``, sequences are walked longest first, so the ones still running at any step
   are the first columns: padded steps cost nothing. Whenever that number changes (at most B
   times) the work buffers are remade with exactly that many columns, so every call stays on
   contiguous memory (column slices of wider buffers made the steps slower than full ones).
