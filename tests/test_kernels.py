@@ -58,7 +58,8 @@ def test_numpy_kernel_on_odd_sizes_and_prefixes(rng):
     prefixes shrink and grow: the column views of every prefix size equal the reference."""
     for (T, B, I, H), lengths in [((7, 1, 1, 1), None), ((11, 5, 9, 3), [11, 0, 4, 4, 10]),
                                   ((6, 3, 16, 8), [1, 6, 2]), ((1, 2, 3, 4), [0, 0]),
-                                  ((2, 1, 1, 1), [1]), ((3, 2, 2, 2), [0, 3])]:
+                                  ((2, 1, 1, 1), [1]), ((3, 2, 2, 2), [0, 3]),
+                                  ((70, 1, 3, 8), None), ((70, 1, 3, 8), [69])]:
         model = LSTM(I, H, bidirectional=True, dtype="float64", seed=1)
         pure = LSTM(I, H, bidirectional=True, dtype="float64", seed=1, kernel="pure")
         x = rng.standard_normal((T, B, I))

@@ -14,7 +14,8 @@ What it does differently, and why:
   one multiply-add pair over the contiguous (o, i, f) rows finishes the three sigmoids.
 - Buffers are written in place (``out=``): a step is 11 NumPy calls (the product among them)
   and no allocation, and memory beyond inputs and outputs is O(B*(I + H)) however long the
-  sequence (no projection of all steps is kept).
+  sequence (no projection of all steps is kept). One sequence (B = 1) has a loop of its own
+  with the input projected ahead in blocks (see :func:`_scan_one`).
 - With ``lengths``, sequences are walked longest first, so the ones still running at any step
   are the first columns: padded steps cost nothing. Whenever that number changes (at most B
   times) the work buffers are remade with exactly that many columns, so every call stays on
@@ -27,7 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from ._layout import sorted_prefix, stacked_weights
+from ._layout import fused_permutation, fused_scale, sorted_prefix, stacked_weights
+
+# Steps of input projected at once at B = 1 (see layer_scan_numpy).
+_AHEAD_STEPS = 64
 
 
 def layer_scan_numpy(
@@ -60,6 +64,8 @@ def layer_scan_numpy(
             h0, c0 = h0[order], c0[order]
     hidden = weight_hh.shape[1]
     dtype = x.dtype
+    if batch == 1:
+        return _scan_one(x, weight_ih, weight_hh, bias, h0, c0, reverse, counts)
     w_cat = stacked_weights(weight_ih, weight_hh, bias, dtype)  # (4H, K), halved
     h_rows = slice(features, features + hidden)
     width_k = w_cat.shape[1]
@@ -125,3 +131,48 @@ def layer_scan_numpy(
     h_out, c_out = np.empty((batch, hidden), dtype=dtype), np.empty((batch, hidden), dtype=dtype)
     h_out[order], c_out[order] = h_n.T, c_n.T
     return y, h_out, c_out
+
+
+def _scan_one(x, weight_ih, weight_hh, bias, h0, c0, reverse, counts):
+    """The time loop for one sequence (B = 1), where a step costs a few microseconds and
+    every call counts: the input is projected ahead, _AHEAD_STEPS steps at a time (a row of
+    that projection is a column here), each step multiplies the recurrent weights by the
+    previous step's output in place, and writes its own output straight into ``y``: 10 calls
+    a step and no copies (the general loop's 11 cost 15 % more at H = 64)."""
+    steps, _, _ = x.shape
+    hidden = weight_hh.shape[1]
+    dtype = x.dtype
+    perm, scale = fused_permutation(hidden), fused_scale(hidden, dtype)
+    w_in_t = (weight_ih[perm] * scale[:, None]).T  # (I, 4H)
+    w_hh = weight_hh[perm] * scale[:, None]  # (4H, H)
+    b_in = None if bias is None else bias[perm] * scale
+    y = np.empty((steps, 1, hidden), dtype=dtype)
+    y_cols = y.transpose(0, 2, 1)  # (T, H, 1): a step's output column, the next step's input
+    h = np.array(h0.T, dtype=dtype, order="C")
+    c = np.array(c0.T, dtype=dtype, order="C")
+    gates = np.empty((4 * hidden, 1), dtype=dtype)
+    tmp = np.empty((hidden, 1), dtype=dtype)
+    sig = gates[: 3 * hidden]
+    o, i, f, g = (gates[k * hidden : (k + 1) * hidden] for k in range(4))
+    proj, proj_start = x[:0, 0] @ w_in_t, 0
+    for t in range(steps - 1, -1, -1) if reverse else range(steps):
+        if counts is not None and counts[t] == 0:  # past the sequence's length
+            y[t] = 0.0
+            continue
+        if not proj_start <= t < proj_start + len(proj):
+            proj_start = max(0, t - _AHEAD_STEPS + 1) if reverse else t
+            proj = x[proj_start : proj_start + _AHEAD_STEPS, 0] @ w_in_t
+            if b_in is not None:
+                proj += b_in
+        np.matmul(w_hh, h, out=gates)
+        gates += proj[t - proj_start, :, None]
+        np.tanh(gates, out=gates)  # tanh(z/2) for o, i, f (rows halved); tanh(z) for g
+        sig *= 0.5
+        sig += 0.5
+        c *= f
+        np.multiply(i, g, out=tmp)
+        c += tmp  # c' = f*c + i*g
+        np.tanh(c, out=tmp)
+        h = y_cols[t]
+        np.multiply(o, tmp, out=h)
+    return y, np.array(h.T, order="C"), np.array(c.T, order="C")
