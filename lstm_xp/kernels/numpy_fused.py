@@ -111,13 +111,7 @@ def layer_scan_numpy(
             continue
         np.copyto(x_rows, x_cols[t] if n == batch and order is None else x[t, running].T)
         np.matmul(w_cat, cols, out=gates)
-        np.tanh(gates, out=gates)  # tanh(z/2) for o, i, f (rows halved); tanh(z) for g
-        sig *= 0.5
-        sig += 0.5
-        c *= f
-        np.multiply(i, g, out=tmp)
-        c += tmp  # c' = f*c + i*g
-        np.tanh(c, out=tmp)
+        _activate(gates, sig, i, f, g, c, tmp)
         np.multiply(o, tmp, out=h)
         if order is None:
             np.copyto(y_cols[t] if n == batch else y_cols[t, :, :n], h)
@@ -166,13 +160,19 @@ def _scan_one(x, weight_ih, weight_hh, bias, h0, c0, reverse, counts):
                 proj += b_in
         np.matmul(w_hh, h, out=gates)
         gates += proj[t - proj_start, :, None]
-        np.tanh(gates, out=gates)  # tanh(z/2) for o, i, f (rows halved); tanh(z) for g
-        sig *= 0.5
-        sig += 0.5
-        c *= f
-        np.multiply(i, g, out=tmp)
-        c += tmp  # c' = f*c + i*g
-        np.tanh(c, out=tmp)
+        _activate(gates, sig, i, f, g, c, tmp)
         h = y_cols[t]
         np.multiply(o, tmp, out=h)
     return y, np.array(h.T, order="C"), np.array(c.T, order="C")
+
+
+def _activate(gates, sig, i, f, g, c, tmp):
+    """One step's nonlinearities and cell update, in place (views of the fused gate block):
+    gates become activations, ``c <- f*c + i*g`` and ``tmp <- tanh(c)``."""
+    np.tanh(gates, out=gates)  # tanh(z/2) for o, i, f (rows halved); tanh(z) for g
+    sig *= 0.5
+    sig += 0.5
+    c *= f
+    np.multiply(i, g, out=tmp)
+    c += tmp
+    np.tanh(c, out=tmp)
