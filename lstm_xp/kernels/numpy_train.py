@@ -25,8 +25,9 @@ differently, and why (each choice measured on the benchmark shapes; ``benchmarks
 Tape per layer and direction: ``4*T*B*H`` activations, ``2*T*B*H`` cell states and their
 tanh, and the (K, T + 1, B) input columns, ``K = I + H + 1`` rounded up to a multiple of 8:
 about ``7*T*B*H + T*B*I`` values (the pure tape holds ``6*T*B*H`` and references the input).
-With ``lengths``, sequences are sorted longest first so that the running ones are a prefix
-of the batch (as in :mod:`.numpy_fused`): padded steps cost nothing.
+With ``lengths``, the batch is walked in the order that sorts it longest first, so that the
+running sequences are a prefix of the columns (as in :mod:`.numpy_fused`): padded steps cost
+nothing.
 """
 
 from __future__ import annotations
@@ -147,9 +148,10 @@ class NumpyTrainer:
     :func:`lstm_xp._backprop.layer_scan_train` and ``layer_scan_backward``. A tape serves one
     backward pass, which hands its arrays back to the workspace.
 
-    With ``lengths``, sequences are sorted longest first (as in :mod:`.numpy_fused`), so the
-    sequences still running at any step are the first ``counts[t]`` columns: padded steps
-    cost nothing, and past its length a sequence's columns hold zeros.
+    With ``lengths``, the batch is walked in the order that sorts it longest first (as in
+    :mod:`.numpy_fused`), so the sequences still running at any step are the first
+    ``counts[t]`` columns: padded steps cost nothing, and past its length a sequence's
+    columns hold zeros.
     """
 
     def __init__(self) -> None:
