@@ -29,14 +29,20 @@ def fused_scale(hidden: int, dtype: Any) -> np.ndarray:
     return scale
 
 
-def sorted_prefix(lengths: Any, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sorted_prefix(
+    lengths: Any, steps: int
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """``(order, counts, sorted_lengths)``: the batch order that sorts sequences longest first
     (stable), how many of them still run at each of the ``steps`` steps (T,), and their
-    lengths in that order. The running sequences are then a prefix of the sorted batch."""
+    lengths in that order. The running sequences are then a prefix of the sorted batch.
+    ``order`` is None when the batch is already in that order (B = 1, equal lengths): the
+    kernels then take slices instead of gathers."""
     lengths = np.asarray(lengths)
     order = np.argsort(-lengths, kind="stable")
     sorted_lengths = lengths[order]
     counts = np.count_nonzero(sorted_lengths[None, :] > np.arange(steps)[:, None], axis=1)
+    if np.array_equal(order, np.arange(len(order))):
+        order = None
     return order, counts, sorted_lengths
 
 

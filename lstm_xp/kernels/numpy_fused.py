@@ -58,9 +58,7 @@ def layer_scan_numpy(
     order, counts = None, None
     if lengths is not None:
         order, counts, _ = sorted_prefix(lengths, steps)
-        if np.array_equal(order, np.arange(batch)):
-            order = None  # already sorted: slices instead of gathers (B = 1, equal lengths)
-        else:
+        if order is not None:
             h0, c0 = h0[order], c0[order]
     hidden = weight_hh.shape[1]
     dtype = x.dtype
