@@ -64,3 +64,20 @@ def stacked_weights(
         if bias is not None:
             np.multiply(bias[src], scale[k * hidden], out=out[rows, features + hidden])
     return out
+
+
+def fused_step(
+    gates: np.ndarray, sig: np.ndarray, i: np.ndarray, f: np.ndarray, g: np.ndarray,
+    c_prev: np.ndarray, c: np.ndarray, ig: np.ndarray, tanh_c: np.ndarray,
+) -> None:
+    """One step's nonlinearities and cell update on views of a fused (o, i, f, g) gate block
+    of pre-activations (sigmoid rows halved), in place: ``gates`` become activations (``sig``
+    is their (o, i, f) rows), ``c <- f*c_prev + i*g`` (``c`` may be ``c_prev``), ``ig`` is
+    scratch and ``tanh_c <- tanh(c)`` (may be ``ig``)."""
+    np.tanh(gates, out=gates)  # tanh(z/2) for o, i, f (rows halved); tanh(z) for g
+    sig *= 0.5
+    sig += 0.5
+    np.multiply(f, c_prev, out=c)
+    np.multiply(i, g, out=ig)
+    c += ig
+    np.tanh(c, out=tanh_c)

@@ -28,7 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from ._layout import fused_permutation, fused_scale, sorted_prefix, stacked_weights
+from ._layout import (
+    fused_permutation,
+    fused_scale,
+    fused_step,
+    sorted_prefix,
+    stacked_weights,
+)
 
 # Steps of input projected at once at B = 1 (see layer_scan_numpy).
 _AHEAD_STEPS = 64
@@ -109,7 +115,7 @@ def layer_scan_numpy(
             continue
         np.copyto(x_rows, x_cols[t] if n == batch and order is None else x[t, running].T)
         np.matmul(w_cat, cols, out=gates)
-        _activate(gates, sig, i, f, g, c, tmp)
+        fused_step(gates, sig, i, f, g, c, c, tmp, tmp)
         np.multiply(o, tmp, out=h)
         if order is None:
             np.copyto(y_cols[t] if n == batch else y_cols[t, :, :n], h)
@@ -158,19 +164,8 @@ def _scan_one(x, weight_ih, weight_hh, bias, h0, c0, reverse, counts):
                 proj += b_in
         np.matmul(w_hh, h, out=gates)
         gates += proj[t - proj_start, :, None]
-        _activate(gates, sig, i, f, g, c, tmp)
+        fused_step(gates, sig, i, f, g, c, c, tmp, tmp)
         h = y_cols[t]
         np.multiply(o, tmp, out=h)
     return y, np.array(h.T, order="C"), np.array(c.T, order="C")
 
-
-def _activate(gates, sig, i, f, g, c, tmp):
-    """One step's nonlinearities and cell update, in place (views of the fused gate block):
-    gates become activations, ``c <- f*c + i*g`` and ``tmp <- tanh(c)``."""
-    np.tanh(gates, out=gates)  # tanh(z/2) for o, i, f (rows halved); tanh(z) for g
-    sig *= 0.5
-    sig += 0.5
-    c *= f
-    np.multiply(i, g, out=tmp)
-    c += tmp
-    np.tanh(c, out=tmp)

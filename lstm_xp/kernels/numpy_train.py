@@ -38,7 +38,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import TapeError
-from ._layout import FUSED_ORDER, fused_permutation, sorted_prefix, stacked_weights
+from ._layout import (
+    FUSED_ORDER,
+    fused_permutation,
+    fused_step,
+    sorted_prefix,
+    stacked_weights,
+)
 
 # Steps whose gate gradients are copied into the (4H, T, B) layout at once (see scan_backward).
 _COPY_STEPS = 8
@@ -236,19 +242,12 @@ class NumpyTrainer:
             act = gates[t] if n == batch else gates[t][:, :n]
             np.matmul(w_cat, inputs[:, before] if n == batch else inputs[:, before][:, :n],
                       out=act)
-            np.tanh(act, out=act)  # tanh(z/2) for o, i, f; tanh(z) for g
-            sig = act[: 3 * hidden]
-            sig *= 0.5
-            sig += 0.5
             o, i, f, g = (act[k * hidden : (k + 1) * hidden] for k in range(4))
             c, c_prev, tc, h = cells[after], cells[before], tanh_cells[t], inputs[h_rows, after]
             tmp = ig
             if n < batch:
                 c, c_prev, tc, h, tmp = c[:, :n], c_prev[:, :n], tc[:, :n], h[:, :n], ig[:, :n]
-            np.multiply(f, c_prev, out=c)
-            np.multiply(i, g, out=tmp)
-            c += tmp
-            np.tanh(c, out=tc)
+            fused_step(act, act[: 3 * hidden], i, f, g, c_prev, c, tmp, tc)
             np.multiply(o, tc, out=h)
 
         perm = fused_permutation(hidden)
