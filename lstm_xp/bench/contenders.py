@@ -16,6 +16,7 @@ import numpy as np
 
 from .._backend import Backend, resolve_backend
 from ..errors import LSTMXPError
+from ..kernels._layout import stacked_width
 from ..lstm import LSTM
 from .seed_baseline import SeedLSTM
 
@@ -267,7 +268,7 @@ def gemm_floor(backend: str = "numpy", device: Any = None) -> Contender:
         batch, steps, size_in, hidden = shape
         rng = np.random.default_rng(0)
         dt = b.resolve_dtype(dtype)
-        width = -(-(size_in + hidden + 1) // 8) * 8
+        width = stacked_width(size_in, hidden, has_bias=True)
         w_cat = b.from_numpy(rng.standard_normal((4 * hidden, width)), dt)
         cols = b.from_numpy(rng.standard_normal((width, batch)), dt)
         xp = b.xp
@@ -318,7 +319,7 @@ def train_gemm_floor() -> Contender:
     def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
         batch, steps, size_in, hidden = shape
         rng = np.random.default_rng(0)
-        width = -(-(size_in + hidden + 1) // 8) * 8
+        width = stacked_width(size_in, hidden, has_bias=True)
 
         def normal(*dims: int) -> np.ndarray:
             return rng.standard_normal(dims).astype(dtype)

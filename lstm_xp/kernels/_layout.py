@@ -46,6 +46,12 @@ def sorted_prefix(
     return order, counts, sorted_lengths
 
 
+def stacked_width(features: int, hidden: int, has_bias: bool) -> int:
+    """``K``, the columns of :func:`stacked_weights`: ``I + H`` (+ 1 with a bias) rounded up
+    to a multiple of 8."""
+    return -(-(features + hidden + has_bias) // 8) * 8
+
+
 def stacked_weights(
     weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.ndarray | None, dtype: Any
 ) -> np.ndarray:
@@ -53,8 +59,8 @@ def stacked_weights(
     ``K = I + H (+ 1 with a bias)`` rounded up to a multiple of 8 with zero columns (the
     product is as fast, and the bias needs no separate addition)."""
     hidden, features = weight_hh.shape[1], weight_ih.shape[1]
-    used = features + hidden + (bias is not None)
-    out = np.zeros((4 * hidden, -(-used // 8) * 8), dtype=dtype)
+    out = np.zeros((4 * hidden, stacked_width(features, hidden, bias is not None)),
+                   dtype=dtype)
     scale = fused_scale(hidden, dtype)
     for k, source in enumerate(FUSED_ORDER):
         rows, src = slice(k * hidden, (k + 1) * hidden), slice(source * hidden,
