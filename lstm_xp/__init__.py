@@ -10,6 +10,7 @@ Importing this package imports NumPy and array-api-compat only.
 """
 
 from ._backend import BACKENDS, BackendStatus, available_backends
+from .cell import LSTMCell
 from .errors import (
     BackendMismatchError,
     BackendNotInstalledError,
@@ -19,13 +20,13 @@ from .errors import (
     InvalidDeviceError,
     LengthsError,
     LSTMXPError,
+    ModelFileError,
     ShapeError,
     StateDictError,
     TapeError,
     UnknownBackendError,
 )
-from .io import ModelFileError
-from .lstm import LSTM, LSTMCell
+from .lstm import LSTM
 from .train import SGD, Adam, Linear, clip_grad_norm, mse_loss, softmax_cross_entropy
 
 __version__ = "0.1.0"

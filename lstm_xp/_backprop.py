@@ -19,14 +19,12 @@ and, once for all steps, ``dW_ih = dz^T x``, ``dW_hh = dz^T h_{t-1}``, ``db = su
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._functional import LayerWeights, input_projection, sigmoid, step_state, summed_bias
-
-Array = Any
-Namespace = Any
+from ._functional import cell_activations, input_projection, step_state
+from ._typing import Array, Namespace
 
 
 @dataclass
@@ -78,7 +76,7 @@ def layer_scan_train(
     """
     proj = input_projection(xp, x, weight_ih, bias)
     w_hh_t = xp.matrix_transpose(weight_hh)
-    steps, hidden = x.shape[0], h0.shape[-1]
+    steps = x.shape[0]
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     outputs: list[Array] = [None] * steps
     gates: list[Array] = [None] * steps
@@ -87,15 +85,9 @@ def layer_scan_train(
     zeros = None if lengths is None else xp.zeros_like(h0)
     h, c = h0, c0
     for t in order:
-        z = proj[t, ...] + h @ w_hh_t
-        i = sigmoid(xp, z[..., :hidden])
-        f = sigmoid(xp, z[..., hidden : 2 * hidden])
-        g = xp.tanh(z[..., 2 * hidden : 3 * hidden])
-        o = sigmoid(xp, z[..., 3 * hidden :])
-        c_new = f * c + i * g
-        h_new = o * xp.tanh(c_new)
+        h_new, c_new, activations = cell_activations(xp, proj[t, ...] + h @ w_hh_t, c)
         hidden_in[t] = h
-        gates[t] = xp.concat([i, f, g, o], axis=-1)
+        gates[t] = xp.concat(activations, axis=-1)
         h, c, outputs[t] = step_state(xp, lengths, t, h_new, c_new, h, c, zeros)
         cells[t] = c
     tape = LayerTape(x, weight_ih, weight_hh, bias, xp.stack(gates, axis=0),
@@ -172,57 +164,17 @@ def layer_scan_backward(
     return dx, dh, dc, grads
 
 
-def lstm_forward_train(
-    xp: Namespace,
-    x: Array,
-    layers: list[list[LayerWeights]],
-    h0: Array,
-    c0: Array,
-    lengths: Array | None = None,
-    dropout_masks: list[Array | None] | None = None,
-    scan_train: Callable[..., Any] = layer_scan_train,
-) -> tuple[Array, Array, Array, list[list[Any]]]:
-    """:func:`lstm_xp._functional.lstm_forward` with tapes, and inter-layer dropout.
-
-    ``dropout_masks[k]`` (T, B, D*H), already scaled by 1/(1-p), multiplies layer ``k``'s
-    output before layer ``k + 1`` reads it (None: no dropout there). ``scan_train`` runs one
-    layer and direction: :func:`layer_scan_train` or a backend's fused version of it
-    (``lstm_xp.kernels.select_train``); its tapes go to the matching backward.
-    """
-    tapes: list[list[Any]] = []
-    h_n: list[Array] = []
-    c_n: list[Array] = []
-    layer_input = x
-    for index, directions in enumerate(layers):
-        outs, layer_tapes = [], []
-        for direction, (w_ih, w_hh, b_ih, b_hh) in enumerate(directions):
-            k = index * len(directions) + direction
-            y, h, c, tape = scan_train(xp, layer_input, w_ih, w_hh,
-                                       summed_bias(b_ih, b_hh), h0[k, ...], c0[k, ...],
-                                       reverse=direction == 1, lengths=lengths)
-            outs.append(y)
-            layer_tapes.append(tape)
-            h_n.append(h)
-            c_n.append(c)
-        tapes.append(layer_tapes)
-        layer_input = outs[0] if len(outs) == 1 else xp.concat(outs, axis=-1)
-        if dropout_masks is not None and index < len(layers) - 1 \
-                and dropout_masks[index] is not None:
-            layer_input = layer_input * dropout_masks[index]
-    return layer_input, xp.stack(h_n, axis=0), xp.stack(c_n, axis=0), tapes
-
-
 def lstm_backward(
     xp: Namespace,
     tapes: list[list[Any]],
     dy: Array,
     dh_n: Array | None,
     dc_n: Array | None,
-    dropout_masks: list[Array | None] | None = None,
+    dropout_masks: Sequence[Array | None] | None = None,
     scan_backward: Callable[..., Any] = layer_scan_backward,
 ) -> tuple[Array, Array, Array, list[list[dict[str, Array]]]]:
-    """Backward pass of :func:`lstm_forward_train`; ``scan_backward`` is the backward of the
-    ``scan_train`` that made the tapes.
+    """Backward pass of :func:`lstm_xp._functional.stack_forward` run with a training scan;
+    ``scan_backward`` is the backward of the ``scan_train`` that made the tapes.
 
     Returns ``dx`` (T, B, I), ``dh0`` and ``dc0`` (L*D, B, H), and per layer and direction the
     parameter gradients of :func:`layer_scan_backward`.
@@ -233,7 +185,7 @@ def lstm_backward(
     dc0: list[Array] = [None] * (len(tapes) * num_dirs)
     d_out = dy
     for index in range(len(tapes) - 1, -1, -1):
-        d_in = None
+        d_in: Array = None
         for direction, tape in enumerate(tapes[index]):
             k = index * num_dirs + direction
             hidden = d_out.shape[-1] // num_dirs

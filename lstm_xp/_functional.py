@@ -17,13 +17,10 @@ along a ``4H`` axis in PyTorch's order i, f, g, o:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-Array = Any
-Namespace = Any
-# weight_ih (4H, I), weight_hh (4H, H), bias_ih (4H,) or None, bias_hh (4H,) or None
-LayerWeights = tuple[Array, Array, Array | None, Array | None]
+from ._typing import Array, LayerWeights, Namespace
 
 
 def summed_bias(bias_ih: Array | None, bias_hh: Array | None) -> Array | None:
@@ -41,8 +38,10 @@ def sigmoid(xp: Namespace, z: Array) -> Array:
     return 0.5 * xp.tanh(0.5 * z) + 0.5
 
 
-def cell_update(xp: Namespace, gates: Array, c: Array) -> tuple[Array, Array]:
-    """Gate nonlinearities and state update for one step.
+def cell_activations(
+    xp: Namespace, gates: Array, c: Array
+) -> tuple[Array, Array, tuple[Array, Array, Array, Array]]:
+    """Gate nonlinearities and state update for one step, with the activations.
 
     Parameters
     ----------
@@ -55,6 +54,8 @@ def cell_update(xp: Namespace, gates: Array, c: Array) -> tuple[Array, Array]:
     -------
     h, c : arrays, shape (B, H)
         Hidden and cell state after the step.
+    (i, f, g, o) : arrays, shape (B, H)
+        The gate activations (what backpropagation needs).
     """
     hidden = c.shape[-1]
     i = sigmoid(xp, gates[..., :hidden])
@@ -62,7 +63,13 @@ def cell_update(xp: Namespace, gates: Array, c: Array) -> tuple[Array, Array]:
     g = xp.tanh(gates[..., 2 * hidden : 3 * hidden])
     o = sigmoid(xp, gates[..., 3 * hidden :])
     c_new = f * c + i * g
-    return o * xp.tanh(c_new), c_new
+    return o * xp.tanh(c_new), c_new, (i, f, g, o)
+
+
+def cell_update(xp: Namespace, gates: Array, c: Array) -> tuple[Array, Array]:
+    """:func:`cell_activations` without the activations: the new ``(h, c)``, each (B, H)."""
+    h, c_new, _ = cell_activations(xp, gates, c)
+    return h, c_new
 
 
 def step_state(
@@ -181,16 +188,18 @@ def layer_scan(
     return xp.stack(outputs, axis=0), h, c
 
 
-def lstm_forward(
+def stack_forward(
     xp: Namespace,
     x: Array,
     layers: Sequence[Sequence[LayerWeights]],
     h0: Array,
     c0: Array,
-    scan: LayerScan = layer_scan,
+    scan: Callable[..., tuple[Any, ...]] = layer_scan,
     lengths: Array | None = None,
-) -> tuple[Array, Array, Array]:
-    """Stacked, optionally bidirectional LSTM over a sequence.
+    dropout_masks: Sequence[Array | None] | None = None,
+) -> tuple[Array, Array, Array, list[list[Any]]]:
+    """Stacked, optionally bidirectional LSTM over a sequence: the loop over layers and
+    directions that inference and training share.
 
     Parameters
     ----------
@@ -201,27 +210,56 @@ def lstm_forward(
     h0, c0 : arrays, shape (L*D, B, H)
         Initial state, indexed ``layer * D + direction`` as in ``torch.nn.LSTM``.
     scan : callable
-        :func:`layer_scan` or a fused kernel with the same signature.
+        Runs one layer in one direction with :func:`layer_scan`'s signature: :func:`layer_scan`
+        or a fused kernel (returning ``(y, h, c)``), or a training scan such as
+        :func:`lstm_xp._backprop.layer_scan_train` (returning ``(y, h, c, tape)``).
     lengths : integer array, shape (B,), optional
         Valid steps per sequence, see :func:`layer_scan`.
+    dropout_masks : sequence of arrays (T, B, D*H) or None, optional
+        ``dropout_masks[k]``, already scaled by 1/(1-p), multiplies layer ``k``'s output before
+        layer ``k + 1`` reads it (training only; None: no dropout there).
 
     Returns
     -------
     y : array, shape (T, B, D*H)
         Last layer's hidden states, forward direction first along the feature axis.
     h_n, c_n : arrays, shape (L*D, B, H)
+    tapes : list over layers of lists over directions
+        What ``scan`` returned beyond ``(y, h, c)``, or None.
     """
     h_n: list[Array] = []
     c_n: list[Array] = []
+    tapes: list[list[Any]] = []
     layer_input = x
     for index, directions in enumerate(layers):
         outs: list[Array] = []
+        tapes.append([])
         for direction, (w_ih, w_hh, b_ih, b_hh) in enumerate(directions):
             k = index * len(directions) + direction
-            y, h, c = scan(xp, layer_input, w_ih, w_hh, summed_bias(b_ih, b_hh), h0[k, ...],
-                           c0[k, ...], reverse=direction == 1, lengths=lengths)
+            y, h, c, *tape = scan(xp, layer_input, w_ih, w_hh, summed_bias(b_ih, b_hh),
+                                  h0[k, ...], c0[k, ...], reverse=direction == 1,
+                                  lengths=lengths)
             outs.append(y)
             h_n.append(h)
             c_n.append(c)
+            tapes[-1].append(tape[0] if tape else None)
         layer_input = outs[0] if len(outs) == 1 else xp.concat(outs, axis=-1)
-    return layer_input, xp.stack(h_n, axis=0), xp.stack(c_n, axis=0)
+        if dropout_masks is not None and index < len(layers) - 1 \
+                and dropout_masks[index] is not None:
+            layer_input = layer_input * dropout_masks[index]
+    return layer_input, xp.stack(h_n, axis=0), xp.stack(c_n, axis=0), tapes
+
+
+def lstm_forward(
+    xp: Namespace,
+    x: Array,
+    layers: Sequence[Sequence[LayerWeights]],
+    h0: Array,
+    c0: Array,
+    scan: LayerScan = layer_scan,
+    lengths: Array | None = None,
+) -> tuple[Array, Array, Array]:
+    """Inference through :func:`stack_forward`: returns ``y`` (T, B, D*H), ``h_n`` and
+    ``c_n`` (L*D, B, H)."""
+    y, h_n, c_n, _ = stack_forward(xp, x, layers, h0, c0, scan, lengths)
+    return y, h_n, c_n

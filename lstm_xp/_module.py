@@ -6,17 +6,34 @@ construction, named parameters in PyTorch's layout, ``state_dict`` / ``load_stat
 from __future__ import annotations
 
 import copy
+import functools
 import numbers
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from . import _backend
 from ._init import INITS, init_params
-from .errors import BackendMismatchError, ConfigError, DTypeError, StateDictError
+from .errors import BackendMismatchError, ConfigError, DTypeError, ShapeError, StateDictError
 
 # NumPy's dtype.kind letter for each Array-API dtype kind the models accept.
 _HOST_KIND = {"real floating": "f", "integral": "iu", "bool": "b"}
 _KIND_WORD = {"integral": "integers", "bool": "boolean"}
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def on_device(method: F) -> F:
+    """Run a model method inside its backend's device context (a CUDA device for CuPy,
+    where arrays are created and kernels launched; nothing for libraries that honour
+    ``device=``)."""
+
+    @functools.wraps(method)
+    def placed(self: Module, *args: Any, **kwargs: Any) -> Any:
+        with self._backend.context():
+            return method(self, *args, **kwargs)
+
+    return placed  # type: ignore[return-value]
 
 
 def check_size(name: str, value: Any) -> int:
@@ -77,9 +94,12 @@ class Module:
     def _init_params(self, layers: list[tuple[str, int]], hidden_size: int, bias: bool,
                      bias_init: str = "default", chrono_max: float | None = None) -> None:
         """Draw parameters for each ``(suffix, input_size)`` on the host and move them here."""
-        drawn = init_params(self.init, self.seed, layers, hidden_size, bias, bias_init,
-                            chrono_max)
-        self._params = {n: self._backend.from_numpy(v, self._dtype) for n, v in drawn.items()}
+        self._set_params(init_params(self.init, self.seed, layers, hidden_size, bias, bias_init,
+                                     chrono_max))
+
+    def _set_params(self, host: Mapping[str, Any]) -> None:
+        """Make the host arrays ``host`` the parameters, on this device in this dtype."""
+        self._params = {n: self._backend.from_numpy(v, self._dtype) for n, v in host.items()}
 
     def state_dict(self) -> dict[str, Any]:
         """Parameters by name, in ``torch.nn.LSTM``'s names, layout and gate order (i, f, g, o).
@@ -139,7 +159,7 @@ class Module:
                     f"(the model's is {_backend.dtype_name(self._dtype)})."
                 )
             staged[name] = host
-        self._params = {n: self._backend.from_numpy(v, self._dtype) for n, v in staged.items()}
+        self._set_params(staged)
 
     def update_parameters(self, values: Mapping[str, Any]) -> None:
         """Replace some parameters by arrays already in the model's namespace, device, dtype
@@ -244,6 +264,28 @@ class Module:
             f"{what} must be an array (NumPy, a Python sequence, or the model's backend); "
             f"got {type(value).__name__}."
         )
+
+    def _pair(self, value: Any, names: tuple[str, str], expected: tuple[int, ...], *,
+              what: str, optional: bool = False, hint: str = "") -> list[Any]:
+        """Check a pair of arrays (a state ``(h, c)``, or its gradient) and convert both.
+
+        Each must have shape ``expected``; with ``optional`` either may be None (kept as
+        None). ``what`` names the pair in messages, ``hint`` explains ``expected``.
+        """
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise ShapeError(f"{what} must be a pair ({names[0]}, {names[1]}); got "
+                             f"{type(value).__name__}.")
+        out: list[Any] = []
+        for name, item in zip(names, value, strict=True):
+            if item is None and optional:
+                out.append(None)
+                continue
+            a = self._as_array(item, name)
+            if tuple(a.shape) != expected:
+                raise ShapeError(f"{name} has shape {tuple(a.shape)}; expected {expected}"
+                                 f"{hint}.")
+            out.append(a)
+        return out
 
     def _refuse_dtype(self, what: str, dtype: Any, kind: str) -> DTypeError:
         if kind != "real floating":

@@ -16,7 +16,7 @@ def _shape(text: str) -> tuple[int, int, int, int]:
     if len(parts) != 4 or min(parts) < 1:
         raise argparse.ArgumentTypeError(
             f"a shape is four positive integers B,T,I,H (e.g. 16,100,128,256); got {text!r}")
-    return parts  # type: ignore[return-value]
+    return parts
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -56,17 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "sum of outputs) beside torch.nn.LSTM with autograd")
     bench.add_argument("--out", type=Path, default=None,
                        help="folder for bench.json, bench.md and bench.png")
-    sub.add_parser("backends", help="list the backends and whether they work here")
+    sub.add_parser("backends", help="list the backends and their kernels, and whether each "
+                                    "works here (and why not)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "backends":
-        from . import available_backends
-
-        for name, status in available_backends().items():
-            print(f"{name:18s} {'usable' if status.usable else 'unusable':9s} {status.reason}")
+        _print_backends()
         return 0
 
     from .bench import DEFAULT_GRID, QUICK_GRID, BenchConfig, run_bench
@@ -86,3 +84,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(note, file=sys.stderr)
         print("\nwrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _print_backends() -> None:
+    """Each backend, usable or not and why; under it every kernel, the one ``kernel="auto"``
+    picks marked ``default``, the others with the reason they do not run there."""
+    from . import available_backends
+    from .kernels import kernel_report
+
+    for name, status in available_backends().items():
+        print(f"{name:18s} {'usable' if status.usable else 'unusable':9s} {status.reason}")
+        default_taken = False
+        for kernel, usable, why in kernel_report(name):
+            if not status.usable:
+                mark = "no" if not usable else "-"  # would run, were the backend usable
+            elif usable and not default_taken:
+                mark, default_taken = "default", True
+            else:
+                mark = "yes" if usable else "no"
+            print(f"  kernel {kernel:14s} {mark:8s} {why}")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import to_numpy
+from ._backend import library_of, to_numpy
 from .errors import ShapeError
 
 try:
@@ -40,11 +40,10 @@ _CACHE_SIZE = 4
 
 
 def _payload(model: Any) -> dict[str, Any]:
-    """What a worker needs to rebuild ``model``: configuration and NumPy weights."""
+    """What a worker needs to rebuild ``model``: its layout and NumPy weights."""
     return {
         "token": uuid.uuid4().hex,
-        "config": model._config(),
-        "dtype": str(to_numpy(next(iter(model.state_dict().values()))).dtype),
+        "batch_first": model.batch_first,
         "params": {k: to_numpy(v) for k, v in model.state_dict().items()},
     }
 
@@ -59,8 +58,8 @@ def _worker_model(payload: dict[str, Any], backend: str) -> Any:
         if model is not None:
             _CACHE.move_to_end(key)
             return model
-    config = payload["config"]
-    model = LSTM._from_params(config, payload["params"], backend, None, payload["dtype"])
+    model = LSTM.from_state_dict(payload["params"], batch_first=payload["batch_first"],
+                                 backend=backend)
     with _CACHE_LOCK:
         _CACHE[key] = model
         while len(_CACHE) > _CACHE_SIZE:
@@ -70,7 +69,7 @@ def _worker_model(payload: dict[str, Any], backend: str) -> Any:
 
 def _run_chunk(x: Any, lengths: Any, payload: dict[str, Any]) -> Any:
     """One batch chunk: outputs in the chunk's own array library."""
-    backend = "cupy" if type(x).__module__.split(".")[0] == "cupy" else "numpy"
+    backend = "cupy" if library_of(x) == "cupy" else "numpy"
     model = _worker_model(payload, backend)
     y, _ = model(x, lengths=lengths)
     return y

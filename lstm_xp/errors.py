@@ -57,3 +57,8 @@ class StateDictError(LSTMXPError, ValueError):
 class TapeError(LSTMXPError, RuntimeError):
     """A training tape was handed to ``backward`` a second time: a tape serves one backward
     pass (like a PyTorch graph without ``retain_graph``)."""
+
+
+class ModelFileError(LSTMXPError, ValueError):
+    """A model file that cannot be trusted: truncated, corrupted, not an lstm-xp file, written
+    by a newer format version, or holding pickled objects."""

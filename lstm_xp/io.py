@@ -21,18 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LSTMXPError
+from .errors import ModelFileError
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "load", "save", "write_atomic"]
 
 FORMAT = "lstm-xp"
 FORMAT_VERSION = 1
 _SCHEMA_KEY = "__lstm_xp_schema__"
 _CONFIG_KEYS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first",
                 "bidirectional")
-
-
-class ModelFileError(LSTMXPError, ValueError):
-    """A model file that cannot be trusted: truncated, corrupted, not an lstm-xp file, written
-    by a newer format version, or holding pickled objects."""
 
 
 def _digest(a: np.ndarray) -> str:
@@ -49,7 +46,7 @@ def write_atomic(path: str | os.PathLike[str], payload: bytes | None = None,
         with os.fdopen(fd, "wb") as f:
             if write is not None:
                 write(f)
-            else:
+            elif payload is not None:
                 f.write(payload)
             f.flush()
             os.fsync(f.fileno())
@@ -77,7 +74,7 @@ def save(path: str | os.PathLike[str], params: Mapping[str, np.ndarray],
     }
     arrays = {name: np.ascontiguousarray(a) for name, a in params.items()}
     arrays[_SCHEMA_KEY] = np.frombuffer(json.dumps(schema).encode("utf-8"), dtype=np.uint8)
-    return write_atomic(path, write=lambda f: np.savez(f, **arrays))
+    return write_atomic(path, write=lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
 
 def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -16,13 +16,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from array_api_compat import array_namespace, device
-
+from ._backend import array_namespace, device
 from ._init import init_linear
-from ._module import Module, check_size
+from ._module import Module, check_size, on_device
+from ._typing import Array
 from .errors import ConfigError, ShapeError
 
-Array = Any
 Grads = Mapping[str, Array]
 
 
@@ -52,8 +51,7 @@ class Linear(Module):
         self.out_features = check_size("out_features", out_features)
         self.bias = bool(bias)
         super().__init__(backend, device, dtype, init, seed)
-        drawn = init_linear(init, seed, self.in_features, self.out_features, self.bias)
-        self._params = {n: self._backend.from_numpy(v, self._dtype) for n, v in drawn.items()}
+        self._set_params(init_linear(init, seed, self.in_features, self.out_features, self.bias))
 
     def __repr__(self) -> str:
         return (f"Linear({self.in_features}, {self.out_features}, bias={self.bias}, "
@@ -69,34 +67,34 @@ class Linear(Module):
         """``x`` of shape (..., in) -> (..., out)."""
         return self.forward_train(x)[0]
 
+    @on_device
     def forward_train(self, x: Any) -> tuple[Array, LinearTape]:
-        with self._backend.context():
-            xa = self._as_array(x, "x")
-            if xa.ndim < 1 or xa.shape[-1] != self.in_features:
-                raise ShapeError(f"x must be (..., {self.in_features}); got shape "
-                                 f"{tuple(xa.shape)}.")
-            y = xa @ self.xp.matrix_transpose(self._params["weight"])
-            if self.bias:
-                y = y + self._params["bias"]
+        xa = self._as_array(x, "x")
+        if xa.ndim < 1 or xa.shape[-1] != self.in_features:
+            raise ShapeError(f"x must be (..., {self.in_features}); got shape "
+                             f"{tuple(xa.shape)}.")
+        y = xa @ self.xp.matrix_transpose(self._params["weight"])
+        if self.bias:
+            y = y + self._params["bias"]
         return y, LinearTape(xa)
 
+    @on_device
     def backward(self, tape: LinearTape, dy: Any) -> tuple[Array, dict[str, Array]]:
         """Gradients with respect to the input (its shape) and to ``weight`` and ``bias``."""
         xp = self.xp
-        with self._backend.context():
-            d = self._as_array(dy, "dy")
-            expected = (*tape.x.shape[:-1], self.out_features)
-            if tuple(d.shape) != expected:
-                raise ShapeError(f"dy has shape {tuple(d.shape)}; expected {expected}.")
-            rows = 1
-            for n in tape.x.shape[:-1]:
-                rows *= n
-            d2 = xp.reshape(d, (rows, self.out_features))
-            x2 = xp.reshape(tape.x, (rows, self.in_features))
-            grads = {"weight": xp.matrix_transpose(d2) @ x2}
-            if self.bias:
-                grads["bias"] = xp.sum(d2, axis=0)
-            return d @ self._params["weight"], grads
+        d = self._as_array(dy, "dy")
+        expected = (*tape.x.shape[:-1], self.out_features)
+        if tuple(d.shape) != expected:
+            raise ShapeError(f"dy has shape {tuple(d.shape)}; expected {expected}.")
+        rows = 1
+        for n in tape.x.shape[:-1]:
+            rows *= n
+        d2 = xp.reshape(d, (rows, self.out_features))
+        x2 = xp.reshape(tape.x, (rows, self.in_features))
+        grads = {"weight": xp.matrix_transpose(d2) @ x2}
+        if self.bias:
+            grads["bias"] = xp.sum(d2, axis=0)
+        return d @ self._params["weight"], grads
 
 
 # -- losses ----------------------------------------------------------------------------------

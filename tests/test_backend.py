@@ -12,9 +12,9 @@ import pytest
 
 import lstm_xp
 from lstm_xp import LSTM, BackendNotInstalledError, DeviceUnavailableError
-from lstm_xp._backend import _probe_cupy, resolve_backend
+from lstm_xp._backend import probe_cupy, resolve_backend
 
-GPU_USABLE, GPU_WHY = _probe_cupy(0)
+GPU_USABLE, GPU_WHY = probe_cupy(0)
 
 
 def test_import_is_lazy():
@@ -39,7 +39,7 @@ def test_available_backends_reports_everything():
 def test_missing_library_names_the_extra(monkeypatch):
     for module in ("torch", "jax", "jax.numpy", "cupy", "array_api_strict"):
         monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
-    _probe_cupy.cache_clear()
+    probe_cupy.cache_clear()
     try:
         for name, extra in (("torch", "torch"), ("jax", "jax"), ("cupy", "cupy"),
                             ("array_api_strict", "test")):
@@ -49,7 +49,7 @@ def test_missing_library_names_the_extra(monkeypatch):
         # auto still works, and says why it did not pick CuPy
         assert LSTM(3, 5, backend="auto").backend == "numpy"
     finally:
-        _probe_cupy.cache_clear()
+        probe_cupy.cache_clear()
 
 
 @pytest.mark.skipif(GPU_USABLE, reason="a CUDA device answers here")
@@ -103,26 +103,26 @@ def _fake_cupy(count_error=None, count=1, kernel_error=None):
 ])
 def test_probe_reports_each_failure(monkeypatch, fake, reason):
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(**fake))
-    _probe_cupy.cache_clear()
+    probe_cupy.cache_clear()
     try:
-        usable, why = _probe_cupy(0)
+        usable, why = probe_cupy(0)
         assert not usable and reason in why
         with pytest.raises(DeviceUnavailableError, match=reason):
             resolve_backend("cupy")
         assert resolve_backend("auto").name == "numpy"
     finally:
-        _probe_cupy.cache_clear()
+        probe_cupy.cache_clear()
 
 
 def test_probe_accepts_a_device_that_runs_code(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
-    _probe_cupy.cache_clear()
+    probe_cupy.cache_clear()
     try:
-        usable, why = _probe_cupy(0)
+        usable, why = probe_cupy(0)
         assert usable and "Fake GPU" in why
-        assert not _probe_cupy(3)[0]  # only one device
+        assert not probe_cupy(3)[0]  # only one device
     finally:
-        _probe_cupy.cache_clear()
+        probe_cupy.cache_clear()
 
 
 def test_namespace_objects_are_accepted():

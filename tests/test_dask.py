@@ -78,9 +78,9 @@ def test_errors(rng):
 
 
 def test_cupy_chunks(rng):
-    from lstm_xp._backend import _probe_cupy
+    from lstm_xp._backend import probe_cupy
 
-    usable, why = _probe_cupy(0)
+    usable, why = probe_cupy(0)
     if not usable:
         pytest.skip(f"cupy: {why}")
     import cupy

@@ -58,7 +58,7 @@ def test_dtype_missing_on_device():
 
 def test_jax_float64_needs_x64(monkeypatch):
     pytest.importorskip("jax")
-    monkeypatch.setattr("lstm_xp._backend._jax_x64_enabled", lambda: False)
+    monkeypatch.setattr("lstm_xp._backend.adapters.jax_x64_enabled", lambda: False)
     with pytest.raises(DTypeError, match="jax_enable_x64"):
         LSTM(3, 5, backend="jax", dtype="float64")
 
@@ -98,8 +98,8 @@ def test_integer_boolean_complex_input(value):
         LSTM(3, 5)(value)
 
 
-def test_integer_input_of_model_namespace(xp):
-    model = LSTM(3, 5, **xp.model_kwargs)
+def test_integer_input_of_model_namespace(case):
+    model = LSTM(3, 5, **case.model_kwargs)
     ints = model.xp.zeros((4, 3), dtype=model.xp.int32, device=model.device)
     with pytest.raises(DTypeError, match="int32"):
         model(ints)
@@ -154,7 +154,7 @@ def test_cell_errors():
     cell = LSTMCell(3, 5)
     with pytest.raises(ShapeError, match=r"x must be \(B, 3\) or \(3,\); got shape \(2, 4\)"):
         cell(np.zeros((2, 4)))
-    with pytest.raises(ShapeError, match=r"state h has shape \(5,\); expected \(2, 5\)"):
+    with pytest.raises(ShapeError, match=r"h has shape \(5,\); expected \(2, 5\)"):
         cell(np.zeros((2, 3)), (np.zeros(5), np.zeros((2, 5))))
 
 

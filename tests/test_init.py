@@ -10,10 +10,10 @@ from lstm_xp import LSTM
 
 @pytest.mark.parametrize("init", ["xavier", "pytorch", "keras"])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-def test_same_seed_same_weights_everywhere(xp, to_np, init, precision):
-    dtype = xp.dtype(precision)
+def test_same_seed_same_weights_everywhere(case, to_np, init, precision):
+    dtype = case.dtype(precision)
     ref = LSTM(4, 6, 2, bidirectional=True, init=init, seed=42, dtype=dtype)
-    model = LSTM(4, 6, 2, bidirectional=True, init=init, seed=42, dtype=dtype, **xp.model_kwargs)
+    model = LSTM(4, 6, 2, bidirectional=True, init=init, seed=42, dtype=dtype, **case.model_kwargs)
     for name, value in ref.state_dict().items():
         np.testing.assert_array_equal(to_np(model.state_dict()[name]), value, err_msg=name)
 

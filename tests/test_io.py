@@ -18,10 +18,10 @@ def saved(tmp_path):
     return model, model.save(tmp_path / "model.npz")
 
 
-def test_round_trip_is_bit_exact(xp, to_np, saved, rng):
+def test_round_trip_is_bit_exact(case, to_np, saved, rng):
     model, path = saved
-    loaded = LSTM.load(path, **xp.model_kwargs)
-    assert loaded.backend == xp.backend
+    loaded = LSTM.load(path, **case.model_kwargs)
+    assert loaded.backend == case.backend
     assert (loaded.num_layers, loaded.bidirectional, loaded.batch_first) == (2, True, True)
     for k, v in model.state_dict().items():
         got = to_np(loaded.state_dict()[k])

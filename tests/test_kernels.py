@@ -6,23 +6,44 @@ import numpy as np
 import pytest
 
 from lstm_xp import LSTM, ConfigError
-from lstm_xp._functional import layer_scan
-from lstm_xp.kernels import select_scan
+from lstm_xp.kernels import REGISTRY, kernel_report
 
 
-def test_kernel_choice(xp):
-    model = LSTM(2, 3, **xp.model_kwargs)
-    expected = {"numpy": "layer_scan_numpy", "cupy": "layer_scan_cupy",
-                "jax": "layer_scan_jax"}.get(xp.backend, "layer_scan")
-    assert model._scan.__name__ == expected
-    assert LSTM(2, 3, kernel="pure", **xp.model_kwargs)._scan is layer_scan
-    with pytest.raises(ConfigError, match="kernel must be one of auto, pure; got 'numba'"):
+def test_kernel_choice(case):
+    """kernel="auto" picks the backend's fast kernel (the registry's first that runs there),
+    "pure" the reference, and the model says which it runs."""
+    model = LSTM(2, 3, **case.model_kwargs)
+    expected = {"numpy": "numpy-fused", "cupy": "cupy-fused", "jax": "jax-jit"}
+    assert model.kernel == expected.get(case.backend, "pure")
+    assert LSTM(2, 3, kernel="pure", **case.model_kwargs).kernel == "pure"
+    assert LSTM(2, 3, kernel=model.kernel, **case.model_kwargs).kernel == model.kernel
+
+
+def test_unknown_and_foreign_kernels_are_refused():
+    with pytest.raises(ConfigError, match="kernel must be 'auto' or one of numpy-fused, "
+                                          "cupy-fused, jax-jit, pure; got 'numba'"):
         LSTM(2, 3, kernel="numba")
+    with pytest.raises(ConfigError, match="kernel 'jax-jit' runs on backend jax, not 'numpy'; "
+                                          "kernels for 'numpy': numpy-fused, pure"):
+        LSTM(2, 3, kernel="jax-jit")
 
 
-def test_to_reselects_the_kernel(xp):
-    model = LSTM(2, 3).to(backend=xp.backend, device=xp.device)
-    assert model._scan is select_scan(model._backend)
+def test_to_reselects_the_kernel(case):
+    """A copy on another backend runs that backend's kernel; a pure model stays pure."""
+    model = LSTM(2, 3).to(backend=case.backend, device=case.device)
+    assert model.kernel == LSTM(2, 3, **case.model_kwargs).kernel
+    pure = LSTM(2, 3, kernel="pure").to(backend=case.backend, device=case.device)
+    assert pure.kernel == "pure"
+
+
+def test_kernel_registry_is_reported(case):
+    """`lstm-xp backends` lists, per backend, every kernel and why the others do not run."""
+    rows = {name: (usable, why) for name, usable, why in kernel_report(case.backend)}
+    assert set(rows) == {entry.name for entry in REGISTRY}
+    assert rows["pure"][0]
+    for entry in REGISTRY:
+        if not entry.runs_on(case.backend):
+            assert not rows[entry.name][0] and "only" in rows[entry.name][1]
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"])
@@ -30,14 +51,17 @@ def test_to_reselects_the_kernel(xp):
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("with_state", [False, True])
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_fused_equals_pure(xp, to_np, rng, precision, shape, bidirectional, with_state,
-                           with_lengths):
-    dtype = xp.dtype(precision)
+def test_fused_equals_pure(kernel_case, to_np, rng, precision, shape, bidirectional,
+                           with_state, with_lengths):
+    """Every registered kernel other than the reference gives the reference's results."""
+    case, kernel = kernel_case
+    dtype = case.dtype(precision)
     T, B, I, H = shape
     kwargs = dict(bidirectional=bidirectional, init="pytorch", seed=9, dtype=dtype,
-                  **xp.model_kwargs)
-    fused = LSTM(I, H, 2, **kwargs)
+                  **case.model_kwargs)
+    fused = LSTM(I, H, 2, kernel=kernel, **kwargs)
     pure = LSTM(I, H, 2, kernel="pure", **kwargs)
+    assert (fused.kernel, pure.kernel) == (kernel, "pure")
     D = 2 if bidirectional else 1
     x = rng.standard_normal((T, B, I)).astype(precision)
     state = tuple(rng.standard_normal((2 * D, B, H)).astype(precision) for _ in range(2)) \

@@ -37,11 +37,11 @@ def _reference_padded(model, x, lengths, to_np, state=None):
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_lengths_match_reference(xp, to_np, rng, precision, bidirectional, with_state):
-    dtype = xp.dtype(precision)
+def test_lengths_match_reference(case, to_np, rng, precision, bidirectional, with_state):
+    dtype = case.dtype(precision)
     T, B, I, H = 7, 6, 3, 4
     model = LSTM(I, H, 2, bidirectional=bidirectional, init="pytorch", seed=3, dtype=dtype,
-                 **xp.model_kwargs)
+                 **case.model_kwargs)
     lengths = np.array([3, 7, 1, 5, 7, 0])  # unsorted, with 1, T and 0
     x = rng.standard_normal((T, B, I)).astype(precision)
     D = 2 if bidirectional else 1
@@ -80,9 +80,9 @@ def test_lengths_equal_torch_packed_sequences(rng, batch_first, with_state):
     assert np.max(np.abs(c - tc.numpy())) <= 1e-12
 
 
-def test_mask_equals_lengths(xp, to_np, rng):
+def test_mask_equals_lengths(case, to_np, rng):
     T, B = 6, 4
-    model = LSTM(3, 4, bidirectional=True, batch_first=True, seed=5, **xp.model_kwargs)
+    model = LSTM(3, 4, bidirectional=True, batch_first=True, seed=5, **case.model_kwargs)
     lengths = np.array([6, 2, 0, 4])
     mask = np.arange(T)[None, :] < lengths[:, None]
     x = rng.standard_normal((B, T, 3)).astype(np.float32)
@@ -92,8 +92,8 @@ def test_mask_equals_lengths(xp, to_np, rng):
         np.testing.assert_array_equal(to_np(a), to_np(b))
 
 
-def test_full_lengths_equal_no_lengths(xp, to_np, rng):
-    model = LSTM(3, 4, 2, bidirectional=True, seed=6, **xp.model_kwargs)
+def test_full_lengths_equal_no_lengths(case, to_np, rng):
+    model = LSTM(3, 4, 2, bidirectional=True, seed=6, **case.model_kwargs)
     x = rng.standard_normal((5, 3, 3)).astype(np.float32)
     a = model(x)
     b = model(x, lengths=[5, 5, 5])
@@ -112,8 +112,8 @@ def test_unbatched_lengths(to_np, rng):
     assert model(x, mask=np.arange(6) < 4)[0].shape == (6, 4)
 
 
-def test_lengths_as_model_arrays(xp, to_np, rng):
-    model = LSTM(2, 3, seed=8, **xp.model_kwargs)
+def test_lengths_as_model_arrays(case, to_np, rng):
+    model = LSTM(2, 3, seed=8, **case.model_kwargs)
     dev_lengths = model.xp.asarray(np.array([2, 4], np.int32), device=model.device)
     x = rng.standard_normal((4, 2, 2)).astype(np.float32)
     np.testing.assert_array_equal(to_np(model(x, lengths=dev_lengths)[0]),
@@ -140,8 +140,8 @@ def test_errors(kwargs, error, match):
         model(np.zeros((4, 2, 3)), **kwargs)
 
 
-def test_reset_zeroes_selected_streams(xp, to_np, rng):
-    model = LSTM(3, 4, 2, seed=9, dtype=xp.dtype("float64"), **xp.model_kwargs)
+def test_reset_zeroes_selected_streams(case, to_np, rng):
+    model = LSTM(3, 4, 2, seed=9, dtype=case.dtype("float64"), **case.model_kwargs)
     x1 = rng.standard_normal((5, 2, 3))
     x2 = rng.standard_normal((4, 2, 3))
     _, state = model(x1)

@@ -10,13 +10,13 @@ from lstm_xp._functional import sigmoid
 
 
 @pytest.mark.parametrize("precision", ["float16", "float32", "float64"])
-def test_sigmoid_is_stable(xp, to_np, precision):
-    if precision == "float16" and xp.backend == "array_api_strict":
+def test_sigmoid_is_stable(case, to_np, precision):
+    if precision == "float16" and case.backend == "array_api_strict":
         pytest.skip("the standard has no float16")
-    xp.dtype(precision)
-    ns = xp.xp
+    case.dtype(precision)
+    ns = case.xp
     z_host = np.concatenate([np.linspace(-1e4, 1e4, 101), [-1e4, -50.0, -11.5, 0.0, 11.5, 1e4]])
-    z = ns.asarray(z_host.astype(precision), device=xp.device)
+    z = ns.asarray(z_host.astype(precision), device=case.device)
     s = to_np(sigmoid(ns, z))  # pytest turns any overflow warning into an error
     assert np.all(np.isfinite(s)) and np.all((s >= 0) & (s <= 1))
     ref = 1 / (1 + np.exp(-np.clip(z_host, -700, 700)))
@@ -25,10 +25,10 @@ def test_sigmoid_is_stable(xp, to_np, precision):
 
 
 @pytest.mark.parametrize("precision", ["float16", "float32"])
-def test_saturated_model_has_no_nan(xp, to_np, precision):
-    if precision == "float16" and xp.backend == "array_api_strict":
+def test_saturated_model_has_no_nan(case, to_np, precision):
+    if precision == "float16" and case.backend == "array_api_strict":
         pytest.skip("the standard has no float16")
-    model = LSTM(2, 3, dtype=precision, seed=0, **xp.model_kwargs)
+    model = LSTM(2, 3, dtype=precision, seed=0, **case.model_kwargs)
     sd = {k: np.full(tuple(v.shape), 1.0) for k, v in model.state_dict().items()}
     model.load_state_dict(sd)
     # Pre-activations of +-1e4 (2 inputs of 5e3 each times unit weights), then of -1e4.

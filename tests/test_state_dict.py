@@ -22,14 +22,14 @@ def test_names_and_shapes():
     assert set(LSTMCell(3, 5).state_dict()) == {"weight_ih", "weight_hh", "bias_ih", "bias_hh"}
 
 
-def test_load_round_trip_changes_outputs(xp, to_np, rng):
+def test_load_round_trip_changes_outputs(case, to_np, rng):
     src = LSTM(3, 4, 2, seed=1, init="pytorch")
-    dst = LSTM(3, 4, 2, seed=2, **xp.model_kwargs)
+    dst = LSTM(3, 4, 2, seed=2, **case.model_kwargs)
     x = rng.standard_normal((5, 2, 3)).astype(np.float32)
     assert not np.allclose(to_np(dst(x)[0]), src(x)[0])
     dst.load_state_dict(src.state_dict())  # NumPy arrays into any backend
     np.testing.assert_allclose(to_np(dst(x)[0]), src(x)[0], rtol=1e-5, atol=1e-6)
-    again = LSTM(3, 4, 2, seed=3, **xp.model_kwargs)
+    again = LSTM(3, 4, 2, seed=3, **case.model_kwargs)
     again.load_state_dict(dst.state_dict())  # arrays of the model's own namespace
     for k, v in dst.state_dict().items():
         np.testing.assert_array_equal(to_np(again.state_dict()[k]), to_np(v))
@@ -79,10 +79,10 @@ def test_load_errors_leave_model_unchanged(fault):
         np.testing.assert_array_equal(v, before[k])
 
 
-def test_to_makes_an_independent_copy(xp, to_np, rng):
+def test_to_makes_an_independent_copy(case, to_np, rng):
     model = LSTM(3, 4, 2, bidirectional=True, seed=5)
-    moved = model.to(backend=xp.backend, device=xp.device)
-    assert moved.backend == xp.backend and model.backend == "numpy"
+    moved = model.to(backend=case.backend, device=case.device)
+    assert moved.backend == case.backend and model.backend == "numpy"
     x = rng.standard_normal((4, 2, 3)).astype(np.float32)
     np.testing.assert_allclose(to_np(moved(x)[0]), model(x)[0], rtol=1e-5, atol=1e-6)
     back = moved.to(backend="numpy")

@@ -156,13 +156,13 @@ def test_gradients_match_torch_autograd(rng, case):
         assert np.max(np.abs(grads[name] - p.grad.numpy())) <= 1e-10, name
 
 
-def test_backward_on_every_backend(xp, to_np, rng):
+def test_backward_on_every_backend(case, to_np, rng):
     """The pure-standard backward gives NumPy's gradients on every namespace and device."""
-    precision = xp.dtype("float64") if xp.float64 else "float32"
+    precision = case.dtype("float64") if case.float64 else "float32"
     tol = 1e-10 if precision == "float64" else 2e-4
     kwargs = dict(bidirectional=True, init="pytorch", seed=4, dtype=precision)
     ref = LSTM(3, 4, 2, **kwargs)
-    model = LSTM(3, 4, 2, **kwargs, **xp.model_kwargs)
+    model = LSTM(3, 4, 2, **kwargs, **case.model_kwargs)
     x = rng.standard_normal((5, 2, 3)).astype(precision)
     r = rng.standard_normal((5, 2, 8)).astype(precision)
     lengths = np.array([5, 3])
@@ -181,14 +181,14 @@ def test_backward_on_every_backend(xp, to_np, rng):
 def test_tape_holds_gates_and_cells(rng):
     x = rng.standard_normal((6, 2, 3))
     _, _, tape = LSTM(3, 4, 2, bidirectional=True, seed=0, kernel="pure").forward_train(x)
-    for layer in tape.layers:
+    for layer in tape.recorded.layers:
         for t in layer:
             assert t.gates.shape == (6, 2, 16) and t.cells.shape == (6, 2, 4)
             assert t.hidden_in.shape == (6, 2, 4)
     # The fused NumPy tape: gates and cells as columns, plus one slot for the initial state;
     # input columns [x; h; 1] padded to 8 rows (layer 0: 3 + 4 + 1; layer 1: 8 + 4 + 1 -> 16).
     _, _, tape = LSTM(3, 4, 2, bidirectional=True, seed=0).forward_train(x)
-    for width, layer in zip((8, 16), tape.layers, strict=True):
+    for width, layer in zip((8, 16), tape.recorded.layers, strict=True):
         for t in layer:
             assert t.gates.shape == (6, 16, 2) and t.cells.shape == (7, 4, 2)
             assert t.tanh_cells.shape == (6, 4, 2) and t.inputs.shape == (width, 7, 2)
@@ -269,8 +269,8 @@ def test_optimisers_match_torch(rng, which):
                                    atol=1e-14)
 
 
-def test_optimisers_on_every_backend(xp, to_np, rng):
-    lin = Linear(3, 2, seed=0, **xp.model_kwargs)
+def test_optimisers_on_every_backend(case, to_np, rng):
+    lin = Linear(3, 2, seed=0, **case.model_kwargs)
     ref = Linear(3, 2, seed=0)
     grads = {k: rng.standard_normal(tuple(v.shape)).astype(np.float32)
              for k, v in ref.state_dict().items()}
@@ -351,11 +351,11 @@ def test_adding_problem_really_learns():
     assert result.test_mse < 0.25 / 24, result
 
 
-def test_linear_and_losses_on_every_backend(xp, to_np, rng):
-    precision = "float64" if xp.float64 else "float32"
+def test_linear_and_losses_on_every_backend(case, to_np, rng):
+    precision = "float64" if case.float64 else "float32"
     tol = 1e-12 if precision == "float64" else 1e-5
     ref = Linear(3, 4, dtype=precision, init="pytorch", seed=2)
-    lin = Linear(3, 4, dtype=precision, init="pytorch", seed=2, **xp.model_kwargs)
+    lin = Linear(3, 4, dtype=precision, init="pytorch", seed=2, **case.model_kwargs)
     x = rng.standard_normal((5, 3)).astype(precision)
     labels = np.array([0, 3, 1, 2, 2])
     target = rng.standard_normal((5, 4)).astype(precision)

@@ -9,8 +9,8 @@ import pytest
 
 from lstm_xp import LSTM, TapeError
 from lstm_xp._backprop import layer_scan_backward, layer_scan_train
-from lstm_xp.kernels import select_train
-from lstm_xp.kernels.numpy_train import FusedTape, NumpyTrainer, Workspace
+from lstm_xp.kernels._workspace import Workspace
+from lstm_xp.kernels.numpy_train import FusedTape, NumpyTrainer
 
 CONFIGS = list(itertools.product(
     [1, 2],  # num_layers
@@ -48,7 +48,7 @@ def test_fused_training_equals_pure(rng, precision, tol, num_layers, bidirection
     kwargs = dict(num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first,
                   dtype=precision, init="pytorch", seed=2)
     fused, pure = LSTM(I, H, **kwargs), LSTM(I, H, kernel="pure", **kwargs)
-    assert fused._scan_train.__self__.__class__ is NumpyTrainer
+    assert fused.kernel == "numpy-fused"
     x = rng.standard_normal((B, T, I) if batch_first else (T, B, I)).astype(precision)
     dy = rng.standard_normal((B, T, D * H) if batch_first else (T, B, D * H)).astype(precision)
     state = d_state = None
@@ -138,22 +138,29 @@ def test_lengths_mask_and_reset_equal_the_pure_path(rng, bidirectional):
     _assert_steps_equal(*results, 1e-12)
 
 
-def test_reused_buffers_leak_nothing(rng):
-    """The workspace hands out arrays with stale contents: poison every pooled array with NaN
-    between steps of changing shapes, and each step must still equal the pure path."""
+def test_reused_buffers_leak_nothing(rng, monkeypatch):
+    """The workspace hands out arrays with stale contents: poison every array it hands out
+    with NaN, over steps of changing shapes, and each step must still equal the pure path."""
+    taken = {"fresh": 0, "pooled": 0}
+    take = Workspace.take
+
+    def poisoned(self, shape, dtype):
+        pooled_before = self.pooled_bytes
+        array = take(self, shape, dtype)
+        taken["pooled" if self.pooled_bytes < pooled_before else "fresh"] += 1
+        array.fill(np.nan)
+        return array
+
+    monkeypatch.setattr(Workspace, "take", poisoned)
     fused = LSTM(4, 5, 2, bidirectional=True, seed=3, dtype="float64")
     pure = LSTM(4, 5, 2, bidirectional=True, seed=3, dtype="float64", kernel="pure")
-    pool = fused._scan_train.__self__.workspace
     for T, B, lengths in [(6, 3, None), (9, 2, [9, 4]), (6, 3, None), (6, 3, [0, 6, 2])]:
-        for stack in pool._free.values():
-            for array in stack:
-                array.fill(np.nan)
         x = rng.standard_normal((T, B, 4))
         dy = rng.standard_normal((T, B, 10))
         lengths = None if lengths is None else np.array(lengths)
         _assert_steps_equal(_step(fused, x, None, dy, None, lengths),
                             _step(pure, x, None, dy, None, lengths), 1e-12)
-    assert pool._free, "the second step of a shape should find its arrays pooled"
+    assert taken["pooled"] > 0, "the second step of a shape should find its arrays pooled"
 
 
 def test_workspace_reuses_and_stays_bounded():
@@ -167,8 +174,9 @@ def test_workspace_reuses_and_stays_bounded():
     # Many shapes, one at a time: what is pooled never exceeds the most ever in use at once.
     for n in range(1, 50):
         pool.give(pool.take((n, 7), np.float64))
-        assert pool._pooled <= pool._peak
-    assert pool._pooled == sum(x.nbytes for s in pool._free.values() for x in s)
+        assert pool.pooled_bytes <= pool.peak_bytes
+    assert pool.pooled_bytes == sum(np.prod(shape) * np.dtype(dtype).itemsize
+                                    for shape, dtype in pool.pooled_shapes())
 
 
 def test_outputs_do_not_share_memory_with_the_tape(rng):
@@ -205,15 +213,21 @@ def test_a_failed_backward_leaves_the_tape_usable(rng):
     assert dx.shape == (5, 2, 3) and np.all(np.isfinite(dx))
 
 
-def test_training_pair_choice(xp):
-    model = LSTM(2, 3, **xp.model_kwargs)
-    fused = xp.backend == "numpy"
-    assert (model._scan_train.__name__ == "scan_train") == fused
-    pure = LSTM(2, 3, kernel="pure", **xp.model_kwargs)
-    assert (pure._scan_train, pure._scan_backward) == (layer_scan_train, layer_scan_backward)
-    a, b = select_train(model._backend), select_train(model._backend)
-    if fused:  # each model gets a workspace of its own
-        assert a[0].__self__ is not b[0].__self__
+def test_training_runs_the_models_kernel(case, rng, to_np):
+    """forward_train's tape comes from the model's kernel, and models of either kernel give
+    the same gradients on every backend."""
+    kwargs = dict(dtype=case.dtype("float64"), seed=4, **case.model_kwargs)
+    fast, pure = LSTM(2, 3, **kwargs), LSTM(2, 3, kernel="pure", **kwargs)
+    x = rng.standard_normal((4, 2, 2))
+    _, _, tape = fast.forward_train(x)
+    assert tape.kernel.name == fast.kernel
+    dy = np.ones((4, 2, 3))
+    _, _, g_fast = fast.backward(tape, dy)
+    _, _, tape_pure = pure.forward_train(x)
+    _, _, g_pure = pure.backward(tape_pure, dy)
+    for name in g_pure:
+        np.testing.assert_allclose(to_np(g_fast[name]), to_np(g_pure[name]), rtol=1e-12,
+                                   atol=1e-12)
 
 
 def test_backward_leaves_the_callers_arrays_alone(rng):

@@ -104,11 +104,7 @@ def lstm_xp(backend: str, device: Any = None, kernel: str = "auto",
 
     def memory(shape: Shape, dtype: str, x_host: np.ndarray) -> int | None:
         model, x = build(shape, dtype, x_host)
-        if b.name == "numpy":
-            return _traced_peak(lambda: model(x)[0])
-        if b.name == "cupy":
-            return _cupy_peak(lambda: model(x)[0], b)
-        return None
+        return b.adapter.peak_bytes(lambda: model(x)[0], b.device)
 
     return Contender(label, "lstm-xp", where, prepare, memory)
 
@@ -119,53 +115,7 @@ def _resolve(backend: str, device: Any) -> tuple[Backend, str]:
         b = resolve_backend(backend, device)
     except LSTMXPError as exc:
         raise Unavailable(str(exc)) from exc
-    return b, _device_label(b)
-
-
-def _device_label(b: Backend) -> str:
-    if b.name == "cupy":
-        cupy = importlib.import_module("cupy")
-        name = cupy.cuda.runtime.getDeviceProperties(b.device.id)["name"]
-        return f"cuda:{b.device.id} ({name.decode() if isinstance(name, bytes) else name})"
-    return str(b.device)
-
-
-def _cupy_peak(fn: Callable[[], Any], b: Backend) -> int:
-    """Peak device bytes CuPy allocated while ``fn`` ran, less what its output keeps, counted
-    by a memory hook on every allocation and free."""
-    cupy = importlib.import_module("cupy")
-
-    class PeakHook(cupy.cuda.MemoryHook):
-        name = "lstm_xp_peak"
-
-        def __init__(self) -> None:
-            self.live = self.peak = 0
-
-        def malloc_postprocess(self, device_id, size, mem_size, mem_ptr, pmem_id):
-            self.live += mem_size
-            self.peak = max(self.peak, self.live)
-
-        def free_postprocess(self, device_id, mem_size, mem_ptr, pmem_id):
-            self.live -= mem_size
-
-    hook = PeakHook()
-    with b.context(), hook:
-        out = fn()
-        b.synchronize(out)
-    return int(hook.peak - out.nbytes)
-
-
-def _traced_peak(fn: Callable[[], Any]) -> int:
-    """Peak bytes NumPy allocated while ``fn`` ran, less what its output keeps."""
-    import tracemalloc
-
-    tracemalloc.start()
-    try:
-        out = fn()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return int(peak - np.asarray(out).nbytes)
+    return b, b.label()
 
 
 # -- peers -----------------------------------------------------------------------------------

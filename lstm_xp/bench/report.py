@@ -105,7 +105,7 @@ def plot(report: dict[str, Any], path: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(9, 5.5))
     kinds = {r["contender"]: r["kind"] for r in report["results"]}
     names = sorted({r["contender"] for r in report["results"] if r["median_s"]})
-    colours = plt.get_cmap("tab20").colors
+    colours = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]
     markers = "osD^v<>pPX*h"
     for k, name in enumerate(names):
         pts = sorted((r["shape"][0], r["sequences_per_s"]) for r in report["results"]

@@ -16,6 +16,8 @@ from typing import Any, TextIO
 import numpy as np
 
 from .. import __version__
+from .._backend.adapters import ADAPTERS
+from ..kernels import kernels_for
 from . import contenders as c
 
 Shape = tuple[int, int, int, int]
@@ -82,26 +84,25 @@ class BenchConfig:
 def contender_specs(config: BenchConfig) -> list[list[Any]]:
     """What to time, as JSON-ready specs ``[factory, *args]`` (see ``contenders.FACTORIES``)."""
     if config.mode == "train":
-        specs = []
+        train: list[list[Any]] = []
         for name in config.backends:
-            for device in _cuda_devices() if name == "cupy" else [None]:
-                specs.append(["lstm_xp_train", name, device])
-                if config.pure and name == "numpy":
-                    specs.append(["lstm_xp_train", name, device, "pure"])
-        specs.append(["train_floor"])
+            for device in _devices(name):
+                train.append(["lstm_xp_train", name, device])
+                if config.pure and _has_fast_kernel(name):
+                    train.append(["lstm_xp_train", name, device, "pure"])
+        train.append(["train_floor"])
         if "torch" in config.peers:
-            specs += [["torch_train", "cpu"], ["torch_train", "cuda:0"]]
-        return specs
+            train += [["torch_train", "cpu"], ["torch_train", "cuda:0"]]
+        return train
     specs: list[list[Any]] = []
     for name in config.backends:
-        devices = _cuda_devices() if name == "cupy" else [None]
-        for device in devices:
+        for device in _devices(name):
             specs.append(["lstm_xp", name, device])
-            if config.pure and name in ("numpy", "cupy"):
+            if config.pure and _has_fast_kernel(name):
                 specs.append(["lstm_xp", name, device, "pure"])
             for kind in config.lengths:
                 specs.append(["lstm_xp", name, device, "auto", kind])
-            if name == "cupy":
+            if name in ADAPTERS and ADAPTERS[name].accelerator:  # its own GEMM floor
                 specs.append(["floor", name, device])
     specs.append(["floor", "numpy"])
     if "torch" in config.peers:
@@ -113,15 +114,15 @@ def contender_specs(config: BenchConfig) -> list[list[Any]]:
     return specs
 
 
-def _cuda_devices() -> list[int]:
-    """CUDA device indices to try (0 alone when CuPy or a driver is missing: it then reports
-    why it is skipped)."""
-    try:
-        import cupy
+def _has_fast_kernel(backend: str) -> bool:
+    return any(entry.name != "pure" for entry in kernels_for(backend))
 
-        return list(range(cupy.cuda.runtime.getDeviceCount())) or [0]
-    except Exception:
-        return [0]
+
+def _devices(backend: str) -> list[Any]:
+    """The ``device=`` values to time ``backend`` on (for CuPy every GPU, or device 0 alone
+    when CuPy or a driver is missing: it then reports why it is skipped)."""
+    adapter = ADAPTERS.get(backend)
+    return adapter.bench_devices() if adapter is not None else [None]
 
 
 def time_runner(run: Callable[[], Any], repeats: int, max_seconds: float) -> list[float]:
@@ -152,7 +153,7 @@ def input_for(shape: Sequence[int], dtype: str) -> np.ndarray:
     return rng.standard_normal((steps, batch, size_in)).astype(dtype)
 
 
-def measure(spec: Sequence[Any], config: BenchConfig, log: Callable[[str], None],
+def measure(spec: list[Any], config: BenchConfig, log: Callable[[str], None],
             counter: list[int], total: int) -> list[Measurement] | str:
     """Time one contender on every shape; the reason instead if it cannot run here."""
     try:
@@ -160,18 +161,19 @@ def measure(spec: Sequence[Any], config: BenchConfig, log: Callable[[str], None]
     except c.Unavailable as exc:
         return str(exc)
     out = []
-    for shape in config.shapes:
+    for raw in config.shapes:  # lists when the config came through JSON
+        shape: Shape = (int(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]))
         counter[0] += 1
-        m = Measurement(contender.name, contender.kind, contender.device, tuple(shape),
+        m = Measurement(contender.name, contender.kind, contender.device, shape,
                         mode=config.mode)
         log(f"[{counter[0]}/{total}] {contender.name} (B, T, I, H)={tuple(shape)} ...")
         x_host = input_for(shape, config.dtype)
         try:
-            run = contender.prepare(tuple(shape), config.dtype, x_host)
+            run = contender.prepare(shape, config.dtype, x_host)
             m.times_s = time_runner(run, config.repeats, config.max_seconds)
             if config.memory and contender.memory is not None:
-                m.peak_bytes = contender.memory(tuple(shape), config.dtype, x_host)
-            log(f"    median {m.median_s * 1e3:.3f} ms over {len(m.times_s)} runs")
+                m.peak_bytes = contender.memory(shape, config.dtype, x_host)
+            log(f"    median {(m.median_s or 0.0) * 1e3:.3f} ms over {len(m.times_s)} runs")
         except c.Unavailable as exc:
             m.skipped = str(exc)
         out.append(m)

@@ -1,87 +1,129 @@
-"""Alternative implementations of :func:`lstm_xp._functional.layer_scan` for one backend.
+"""The kernel registry: which implementations of the LSTM a backend can run.
 
-A kernel has exactly the reference's signature and results (tests hold them equal); a model
-picks one once, at construction, through :func:`select_scan`.
+A kernel (:class:`~.base.Kernel`) runs the whole stack forward, forward with a tape, and
+backward. Every backend can run ``"pure"``, the Array-API reference; the others are faster
+implementations for one backend, tested equal to it. A model picks one once, at construction
+(:func:`select_kernel`): with ``kernel="auto"`` the first entry of :data:`REGISTRY` that runs on
+its backend and whose requirements are installed.
 
-| backend | kernel |
-|---|---|
-| numpy | :func:`.numpy_fused.layer_scan_numpy`: gates as columns, one product, 10 calls a step |
-| cupy | :func:`.cupy_fused.layer_scan_cupy`: one GEMM and one fused elementwise kernel a step |
-| jax | :func:`.jax_scan.layer_scan_jax`: the loop as ``jax.lax.scan`` under ``jax.jit`` |
-| others | the pure Array-API reference |
-
-Training has its own pair, picked by :func:`select_train`: on NumPy,
-:mod:`.numpy_train` (gates as columns, the tape written in place); elsewhere the pure
-:func:`lstm_xp._backprop.layer_scan_train` and :func:`lstm_xp._backprop.layer_scan_backward`.
+Adding a kernel: one file with a ``make()`` that returns the kernel, and one line in
+:data:`REGISTRY`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import importlib
+import importlib.util
+from dataclasses import dataclass
 
 from .._backend import Backend
-from .._backprop import layer_scan_backward, layer_scan_train
-from .._functional import LayerScan, layer_scan, lstm_forward
 from ..errors import ConfigError
+from .base import Kernel, LayerwiseKernel, StackTape
 
-#: Values accepted by ``kernel=``.
-KERNELS = ("auto", "pure")
-
-
-def _check_kernel(kernel: str) -> None:
-    if kernel not in KERNELS:
-        raise ConfigError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}.")
+__all__ = ["REGISTRY", "Kernel", "KernelEntry", "LayerwiseKernel", "StackTape",
+           "kernel_report", "kernels_for", "select_kernel"]
 
 
-def select_scan(backend: Backend, kernel: str = "auto") -> LayerScan:
-    """The layer scan a model on ``backend`` runs.
+@dataclass(frozen=True)
+class KernelEntry:
+    """One registered kernel.
+
+    Attributes
+    ----------
+    name : str
+        What ``kernel=`` takes and :attr:`lstm_xp.LSTM.kernel` reports.
+    backends : tuple of str
+        The backends it runs on; empty for every backend.
+    factory : str
+        ``"module:function"``, imported only when a model picks the kernel; the function
+        returns a new kernel (one per model: a kernel may keep per-model workspaces).
+    summary : str
+        One line for ``lstm-xp backends``.
+    requires : tuple of (module, extra)
+        Libraries beyond the backend's own, and the lstm-xp extra that installs each.
+    """
+
+    name: str
+    backends: tuple[str, ...]
+    factory: str
+    summary: str
+    requires: tuple[tuple[str, str], ...] = ()
+
+    def runs_on(self, backend: str) -> bool:
+        return not self.backends or backend in self.backends
+
+    def missing(self) -> str | None:
+        """Why the kernel cannot be built here (a missing library), or None."""
+        for module, extra in self.requires:
+            if importlib.util.find_spec(module) is None:
+                return f"needs {module}: pip install lstm-xp[{extra}]"
+        return None
+
+    def build(self) -> Kernel:
+        module, function = self.factory.split(":")
+        kernel: Kernel = getattr(importlib.import_module(module), function)()
+        return kernel
+
+
+#: Every kernel, in the order ``kernel="auto"`` prefers them.
+REGISTRY: tuple[KernelEntry, ...] = (
+    KernelEntry("numpy-fused", ("numpy",), "lstm_xp.kernels.numpy_fused:make",
+                "gates as columns, one product and ~10 in-place calls a step; fused training"),
+    KernelEntry("cupy-fused", ("cupy",), "lstm_xp.kernels.cupy_fused:make",
+                "one cuBLAS GEMM and one elementwise CUDA kernel a step; pure training"),
+    KernelEntry("jax-jit", ("jax",), "lstm_xp.kernels.jax_scan:make",
+                "the whole forward pass as lax.scan under jax.jit; pure (eager) training"),
+    KernelEntry("pure", (), "lstm_xp.kernels.pure:make",
+                "the pure Array-API reference (every backend)"),
+)
+
+_BY_NAME = {entry.name: entry for entry in REGISTRY}
+
+
+def kernels_for(backend: str) -> list[KernelEntry]:
+    """The registered kernels that run on ``backend`` (installed or not), in preference order."""
+    return [entry for entry in REGISTRY if entry.runs_on(backend)]
+
+
+def kernel_report(backend: str) -> list[tuple[str, bool, str]]:
+    """Every registered kernel as ``(name, usable, why)`` for ``backend``: the reason one is
+    not usable (another backend's, or a library missing), or what it does."""
+    rows = []
+    for entry in REGISTRY:
+        if not entry.runs_on(backend):
+            rows.append((entry.name, False, f"runs on {', '.join(entry.backends)} only"))
+            continue
+        missing = entry.missing()
+        rows.append((entry.name, missing is None, missing or entry.summary))
+    return rows
+
+
+def select_kernel(backend: Backend, kernel: str = "auto") -> Kernel:
+    """Build the kernel a model on ``backend`` runs.
 
     Parameters
     ----------
-    kernel : {"auto", "pure"}
-        ``"auto"``: the backend's fused kernel where there is one, else the reference.
-        ``"pure"``: always the pure Array-API reference.
+    kernel : str
+        ``"auto"``: the first registered kernel that runs on the backend and is installed.
+        ``"pure"``: the Array-API reference. Any other registered name: that kernel.
+
+    Raises
+    ------
+    ConfigError
+        An unknown name, or a kernel that does not run on this backend or is not installed.
     """
-    _check_kernel(kernel)
-    if kernel == "pure":
-        return layer_scan
-    if backend.name == "numpy":
-        from .numpy_fused import layer_scan_numpy
-
-        return layer_scan_numpy
-    if backend.name == "cupy":
-        from .cupy_fused import layer_scan_cupy
-
-        return layer_scan_cupy
-    if backend.name == "jax":
-        from .jax_scan import layer_scan_jax
-
-        return layer_scan_jax
-    return layer_scan
-
-
-def select_forward(backend: Backend, kernel: str = "auto") -> Callable[..., Any]:
-    """The stacked forward pass (``lstm_forward``'s signature) a model on ``backend`` runs:
-    for JAX with ``kernel="auto"``, the whole pass compiled by ``jax.jit``; else
-    :func:`lstm_xp._functional.lstm_forward`."""
-    if kernel == "auto" and backend.name == "jax":
-        from .jax_scan import lstm_forward_jax
-
-        return lstm_forward_jax
-    return lstm_forward
-
-
-def select_train(
-    backend: Backend, kernel: str = "auto"
-) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """The ``(scan_train, scan_backward)`` pair a model on ``backend`` trains with (the
-    signatures of :func:`lstm_xp._backprop.layer_scan_train` and ``layer_scan_backward``):
-    the fused NumPy pair for NumPy with ``kernel="auto"``, else the pure one."""
-    _check_kernel(kernel)
-    if kernel == "auto" and backend.name == "numpy":
-        from .numpy_train import NumpyTrainer
-
-        trainer = NumpyTrainer()  # one workspace per model
-        return trainer.scan_train, trainer.scan_backward
-    return layer_scan_train, layer_scan_backward
+    if kernel == "auto":  # "pure" runs everywhere, so the search always ends
+        return next(e for e in kernels_for(backend.name) if e.missing() is None).build()
+    entry = _BY_NAME.get(kernel)
+    if entry is None:
+        raise ConfigError(f"kernel must be 'auto' or one of {', '.join(_BY_NAME)}; got "
+                          f"{kernel!r}.")
+    if not entry.runs_on(backend.name):
+        usable = [e.name for e in kernels_for(backend.name)]
+        raise ConfigError(f"kernel {kernel!r} runs on backend {', '.join(entry.backends)}, not "
+                          f"{backend.name!r}; kernels for {backend.name!r}: "
+                          f"{', '.join(usable)} (or 'auto').")
+    missing = entry.missing()
+    if missing is not None:
+        raise ConfigError(f"kernel {kernel!r} {missing}; or pass kernel='auto'.")
+    return entry.build()

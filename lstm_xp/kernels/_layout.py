@@ -42,7 +42,7 @@ def sorted_prefix(
     sorted_lengths = lengths[order]
     counts = np.count_nonzero(sorted_lengths[None, :] > np.arange(steps)[:, None], axis=1)
     if np.array_equal(order, np.arange(len(order))):
-        order = None
+        return None, counts, sorted_lengths
     return order, counts, sorted_lengths
 
 

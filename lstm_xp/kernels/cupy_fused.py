@@ -16,6 +16,9 @@ from typing import Any
 
 import cupy
 
+from .._backprop import layer_scan_backward, layer_scan_train
+from .base import LayerwiseKernel
+
 _CHUNK_BYTES = 64 * 2**20
 
 # Gate blocks arrive in PyTorch's order (i, f, g, o) here: the kernel indexes them directly,
@@ -131,3 +134,8 @@ def layer_scan_cupy(
                 h, h_b = h_b, h
             c_a, c_b = c_b, c_a
     return y, h.copy(), c_a
+
+
+def make() -> LayerwiseKernel:
+    """The fused CuPy kernel for inference; training runs the pure pair."""
+    return LayerwiseKernel("cupy-fused", layer_scan_cupy, layer_scan_train, layer_scan_backward)

@@ -14,7 +14,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .._backprop import layer_scan_backward, layer_scan_train
 from .._functional import cell_update, input_projection, lstm_forward, step_state
+from .base import LayerwiseKernel
 
 
 @functools.partial(jax.jit, static_argnames=("reverse", "masked"))
@@ -68,3 +70,16 @@ def lstm_forward_jax(xp: Any, x: Any, layers: Any, h0: Any, c0: Any, scan: Any =
     """:func:`lstm_xp._functional.lstm_forward` compiled whole by ``jax.jit`` (bias sums, state
     slicing, layer stacking and every layer's scan in one XLA program, one per shape)."""
     return _forward(xp, x, layers, h0, c0, lengths, scan=scan or layer_scan_jax)
+
+
+class JaxKernel(LayerwiseKernel):
+    """Inference compiled whole (:func:`lstm_forward_jax`); training runs the pure pair,
+    eagerly."""
+
+    def forward(self, xp: Any, x: Any, layers: Any, h0: Any, c0: Any,
+                lengths: Any = None) -> tuple[Any, Any, Any]:
+        return lstm_forward_jax(xp, x, layers, h0, c0, self.scan, lengths)
+
+
+def make() -> JaxKernel:
+    return JaxKernel("jax-jit", layer_scan_jax, layer_scan_train, layer_scan_backward)

@@ -35,6 +35,8 @@ from ._layout import (
     sorted_prefix,
     stacked_weights,
 )
+from .base import LayerwiseKernel
+from .numpy_train import NumpyTrainer
 
 # Steps of input projected at once at B = 1 (see layer_scan_numpy).
 _AHEAD_STEPS = 64
@@ -169,3 +171,11 @@ def _scan_one(x, weight_ih, weight_hh, bias, h0, c0, reverse, counts):
         np.multiply(o, tmp, out=h)
     return y, np.array(h.T, order="C"), np.array(c.T, order="C")
 
+
+
+def make() -> LayerwiseKernel:
+    """The fused NumPy kernel: this scan for inference, :mod:`.numpy_train` for training
+    (with a workspace of its own, so one per model)."""
+    trainer = NumpyTrainer()
+    return LayerwiseKernel("numpy-fused", layer_scan_numpy, trainer.scan_train,
+                           trainer.scan_backward)

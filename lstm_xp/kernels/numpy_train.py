@@ -45,6 +45,7 @@ from ._layout import (
     sorted_prefix,
     stacked_weights,
 )
+from ._workspace import Workspace
 
 # Steps whose gate gradients are copied into the (4H, T, B) layout at once (see scan_backward).
 _COPY_STEPS = 8
@@ -100,51 +101,6 @@ class FusedTape:
         steps = self.gates.shape[0]
         early, late = slice(0, steps), slice(1, steps + 1)
         return (late, early) if self.reverse else (early, late)
-
-
-class Workspace:
-    """Arrays kept from one training step to the next.
-
-    A training step allocates tens of MiB of tape and scratch arrays. Fresh ones come from
-    the operating system as untouched pages, and the page faults cost as much as the
-    arithmetic (measured: 4,000 faults and about a third of a step at B = 16). Arrays handed
-    back here after a backward pass are reused by the next step instead.
-
-    Pooled bytes never exceed the most that was in use at once, so the pool costs no more
-    than one step's peak; it is freed with the model that owns it.
-    """
-
-    def __init__(self) -> None:
-        self._free: dict[tuple[tuple[int, ...], str], list[np.ndarray]] = {}
-        self._in_use = 0
-        self._peak = 0
-        self._pooled = 0
-
-    def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """An uninitialised C-contiguous array: a pooled one if there is one."""
-        key = (tuple(shape), np.dtype(dtype).str)
-        stack = self._free.get(key)
-        if stack:
-            array = stack.pop()
-            self._pooled -= array.nbytes
-        else:
-            array = np.empty(shape, dtype=dtype)
-        self._in_use += array.nbytes
-        self._peak = max(self._peak, self._in_use)
-        return array
-
-    def give(self, *arrays: np.ndarray) -> None:
-        """Hand arrays from :meth:`take` back; their contents are garbage from now on."""
-        for array in arrays:
-            self._in_use -= array.nbytes
-            key = (array.shape, array.dtype.str)
-            self._free.setdefault(key, []).append(array)
-            self._free[key] = self._free.pop(key)  # most recently used last
-            self._pooled += array.nbytes
-        while self._pooled > self._peak:  # evict the least recently used shapes
-            key = next(iter(self._free))
-            stack = self._free.pop(key)
-            self._pooled -= sum(a.nbytes for a in stack)
 
 
 class NumpyTrainer:

@@ -1,0 +1,111 @@
+"""The parameter-naming scheme, in one place: ``torch.nn.LSTM``'s names and shapes.
+
+Layer ``k``, direction ``d`` owns ``weight_ih_l{k}`` (4H, in), ``weight_hh_l{k}`` (4H, H) and,
+with a bias, ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (4H,); the backward direction (``d = 1``)
+adds ``_reverse``. Layer 0 reads ``input_size`` features, later layers ``D*H``. Gate order
+along the 4H axis is i, f, g, o. The model, the initialisers, backward's gradient dicts and
+every converter in :mod:`lstm_xp.interop` name parameters through these functions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._typing import Array, LayerWeights
+from .errors import StateDictError
+
+KINDS: tuple[str, ...] = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def suffix(layer: int, direction: int = 0) -> str:
+    """``"_l{layer}"``, with ``"_reverse"`` for the backward direction."""
+    return f"_l{layer}" + ("_reverse" if direction else "")
+
+
+def suffixes(num_layers: int, bidirectional: bool) -> list[str]:
+    """Every layer's and direction's suffix in PyTorch's order (l0, l0_reverse, l1, ...)."""
+    dirs = 2 if bidirectional else 1
+    return [suffix(k, d) for k in range(num_layers) for d in range(dirs)]
+
+
+def layer_inputs(input_size: int, hidden_size: int, num_layers: int,
+                 bidirectional: bool) -> list[tuple[str, int]]:
+    """``(suffix, input size)`` per layer and direction, in PyTorch's order."""
+    dirs = 2 if bidirectional else 1
+    return [(suffix(k, d), input_size if k == 0 else dirs * hidden_size)
+            for k in range(num_layers) for d in range(dirs)]
+
+
+def param_shapes(input_size: int, hidden_size: int, num_layers: int, bidirectional: bool,
+                 bias: bool) -> dict[str, tuple[int, ...]]:
+    """Every parameter's name and shape."""
+    gates = 4 * hidden_size
+    shapes: dict[str, tuple[int, ...]] = {}
+    for s, size in layer_inputs(input_size, hidden_size, num_layers, bidirectional):
+        shapes["weight_ih" + s] = (gates, size)
+        shapes["weight_hh" + s] = (gates, hidden_size)
+        if bias:
+            shapes["bias_ih" + s] = (gates,)
+            shapes["bias_hh" + s] = (gates,)
+    return shapes
+
+
+def cell_param_shapes(input_size: int, hidden_size: int,
+                      bias: bool) -> dict[str, tuple[int, ...]]:
+    """An :class:`~lstm_xp.LSTMCell`'s parameters: the names without a suffix."""
+    gates = 4 * hidden_size
+    shapes: dict[str, tuple[int, ...]] = {"weight_ih": (gates, input_size),
+                                          "weight_hh": (gates, hidden_size)}
+    if bias:
+        shapes.update(bias_ih=(gates,), bias_hh=(gates,))
+    return shapes
+
+
+def group_layers(params: Mapping[str, Array], num_layers: int,
+                 bidirectional: bool) -> list[list[LayerWeights]]:
+    """Weights per layer and direction, ``(weight_ih, weight_hh, bias_ih, bias_hh)``, the
+    biases None where the model has none."""
+    dirs = 2 if bidirectional else 1
+    return [[tuple(params.get(kind + suffix(k, d)) for kind in KINDS)  # type: ignore[misc]
+             for d in range(dirs)] for k in range(num_layers)]
+
+
+def named_grads(layer_grads: Sequence[Sequence[Mapping[str, Array]]],
+                bias: bool) -> dict[str, Array]:
+    """Per-layer gradient dicts (``weight_ih``, ``weight_hh``, ``bias``) under the parameters'
+    names. Both PyTorch biases get the gradient of their sum."""
+    grads: dict[str, Array] = {}
+    for k, directions in enumerate(layer_grads):
+        for d, g in enumerate(directions):
+            s = suffix(k, d)
+            grads["weight_ih" + s] = g["weight_ih"]
+            grads["weight_hh" + s] = g["weight_hh"]
+            if bias:
+                grads["bias_ih" + s] = g["bias"]
+                grads["bias_hh" + s] = g["bias"]
+    return grads
+
+
+def config_of(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``input_size``, ``hidden_size``, ``num_layers``, ``bias``, ``bidirectional`` read from a
+    PyTorch-named state dict's names and shapes."""
+    layers = {int(m.group(1)) for k in params if (m := re.fullmatch(r"weight_ih_l(\d+)", k))}
+    if "weight_ih_l0" not in params or "weight_hh_l0" not in params:
+        raise StateDictError(
+            "a torch.nn.LSTM state dict needs weight_ih_l0 and weight_hh_l0; got keys "
+            f"{sorted(params)}.")
+    if layers != set(range(len(layers))):
+        raise StateDictError(f"layer indices must run 0..L-1; got {sorted(layers)}.")
+    proj = [k for k in params if k.startswith("weight_hr")]
+    if proj:
+        raise StateDictError(f"LSTMs with projections (proj_size > 0, {proj}) are not supported.")
+    w_ih, w_hh = params["weight_ih_l0"], params["weight_hh_l0"]
+    return {
+        "input_size": int(w_ih.shape[1]),
+        "hidden_size": int(w_hh.shape[1]),
+        "num_layers": len(layers),
+        "bias": "bias_ih_l0" in params,
+        "bidirectional": "weight_ih_l0_reverse" in params,
+    }
