@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from lstm_xp import BACKENDS
 from lstm_xp.bench.contenders import gemm_floor, lstm_xp, lstm_xp_train, seed, train_gemm_floor
 from lstm_xp.bench.runner import BenchConfig, lstm_flops, run_bench, time_runner
 from lstm_xp.cli import main
@@ -101,3 +102,15 @@ def test_train_contenders_compute_what_they_claim(rng):
         assert grads["weight_hh_l0"].shape == (20, 5)
     d_cat, dx = train_gemm_floor().prepare(shape, "float32", x)()
     assert d_cat.shape == (20, 16) and dx.shape == (6, 4)  # K = 4 + 5 + 1 rounded up to 16
+
+
+def test_backends_lists_every_kernel_and_why(capsys):
+    """`lstm-xp backends`: every backend, and under it every registered kernel with the one
+    kernel="auto" picks marked default, the others with the reason they do not run."""
+    assert main(["backends"]) == 0
+    printed = capsys.readouterr().out
+    numpy_block = printed.split("\ncupy")[0]
+    assert "kernel numpy-fused    default" in numpy_block
+    assert "kernel pure           yes" in numpy_block
+    assert "kernel jax-jit        no       runs on jax only" in numpy_block
+    assert printed.count("kernel pure") == len(BACKENDS)

@@ -83,33 +83,27 @@ class BenchConfig:
 
 def contender_specs(config: BenchConfig) -> list[list[Any]]:
     """What to time, as JSON-ready specs ``[factory, *args]`` (see ``contenders.FACTORIES``)."""
-    if config.mode == "train":
-        train: list[list[Any]] = []
-        for name in config.backends:
-            for device in _devices(name):
-                train.append(["lstm_xp_train", name, device])
-                if config.pure and _has_fast_kernel(name):
-                    train.append(["lstm_xp_train", name, device, "pure"])
-        train.append(["train_floor"])
-        if "torch" in config.peers:
-            train += [["torch_train", "cpu"], ["torch_train", "cuda:0"]]
-        return train
+    train = config.mode == "train"
+    ours = "lstm_xp_train" if train else "lstm_xp"
     specs: list[list[Any]] = []
     for name in config.backends:
         for device in _devices(name):
-            specs.append(["lstm_xp", name, device])
+            specs.append([ours, name, device])
             if config.pure and _has_fast_kernel(name):
-                specs.append(["lstm_xp", name, device, "pure"])
+                specs.append([ours, name, device, "pure"])
+            if train:
+                continue
             for kind in config.lengths:
-                specs.append(["lstm_xp", name, device, "auto", kind])
+                specs.append([ours, name, device, "auto", kind])
             if name in ADAPTERS and ADAPTERS[name].accelerator:  # its own GEMM floor
                 specs.append(["floor", name, device])
-    specs.append(["floor", "numpy"])
+    specs.append(["train_floor"] if train else ["floor", "numpy"])
     if "torch" in config.peers:
-        specs += [["torch", "cpu"], ["torch", "cuda:0"]]
-    if "onnxruntime" in config.peers:
+        peer = "torch_train" if train else "torch"
+        specs += [[peer, "cpu"], [peer, "cuda:0"]]
+    if not train and "onnxruntime" in config.peers:
         specs.append(["onnxruntime"])
-    if "seed" in config.peers:
+    if not train and "seed" in config.peers:
         specs.append(["seed"])
     return specs
 
