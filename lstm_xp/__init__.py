@@ -12,12 +12,14 @@ Importing this package imports NumPy and array-api-compat only.
 from ._backend import BACKENDS, BackendStatus, available_backends
 from .cell import LSTMCell
 from .errors import (
+    AllocationError,
     BackendMismatchError,
     BackendNotInstalledError,
     ConfigError,
     DeviceUnavailableError,
     DTypeError,
     InvalidDeviceError,
+    LabelError,
     LengthsError,
     LSTMXPError,
     ModelFileError,
@@ -36,6 +38,7 @@ __all__ = [
     "LSTM",
     "SGD",
     "Adam",
+    "AllocationError",
     "BackendMismatchError",
     "BackendNotInstalledError",
     "BackendStatus",
@@ -45,6 +48,7 @@ __all__ = [
     "InvalidDeviceError",
     "LSTMCell",
     "LSTMXPError",
+    "LabelError",
     "LengthsError",
     "Linear",
     "ModelFileError",

@@ -58,6 +58,13 @@ def init_params(
     ``weight_ih{suffix}`` and so on, see :func:`init_layer`. ``bias_init`` then replaces the
     biases, see :func:`gate_biases`.
     """
+    if not isinstance(bias_init, str) or bias_init not in BIAS_INITS:
+        raise ConfigError(f"unknown bias_init {bias_init!r}; expected one of "
+                          f"{', '.join(BIAS_INITS)}.")
+    if bias_init == "chrono" and (chrono_max is None or isinstance(chrono_max, (bool, str))
+                                  or not chrono_max > 2):
+        raise ConfigError(f"bias_init='chrono' needs chrono_max > 2 (the longest time scale "
+                          f"in steps, e.g. the sequence length); got {chrono_max!r}.")
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
     for suffix, input_size in layers:

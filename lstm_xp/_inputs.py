@@ -8,9 +8,13 @@ initial and final states and their gradients all go through the same two convers
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from ._backend import as_host, is_host_input
 from ._typing import Array, Namespace
 from .errors import LengthsError, ShapeError
 
@@ -116,6 +120,8 @@ def sequence_lengths(module: Module, lengths: Any, mask: Any, steps: int, batch:
                 "must be True for its valid steps, then False to the end. Pass lengths "
                 "instead.")
     else:
+        if is_host_input(lengths):
+            _check_host_lengths(as_host(lengths, "lengths"), steps)
         valid = module._as_array(lengths, "lengths", kind="integral")
         expected = (batch,) if batched else ()
         if tuple(valid.shape) != expected and not (not batched and valid.shape == (1,)):
@@ -130,6 +136,21 @@ def sequence_lengths(module: Module, lengths: Any, mask: Any, steps: int, batch:
     if bool(xp.all(valid == steps)):
         return None  # nothing is padded: the plain path is exact and fastest
     return valid
+
+
+def _check_host_lengths(host: np.ndarray, steps: int) -> None:
+    """Range-check host lengths in Python integers, before any cast: cast first, and a length
+    of 2**32 + 3 would wrap around to 3 and pass."""
+    if host.dtype.kind not in "iuO":
+        return  # floats, booleans, ...: refused by the dtype check that follows
+    values = host.ravel().tolist()
+    if host.dtype.kind == "O" and not all(isinstance(v, numbers.Integral)
+                                          and not isinstance(v, bool) for v in values):
+        return
+    for row, value in enumerate(values):
+        if not 0 <= int(value) <= steps:
+            raise LengthsError(f"lengths must lie in 0..T = 0..{steps}; sequence {row} has "
+                               f"length {int(value)}.")
 
 
 def reset_factor(module: Module, reset: Any, batch: int, batched: bool) -> Array:

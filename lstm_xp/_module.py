@@ -5,19 +5,29 @@ construction, named parameters in PyTorch's layout, ``state_dict`` / ``load_stat
 
 from __future__ import annotations
 
-import copy
 import functools
-import numbers
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from . import _backend
+from ._checks import check_seed
 from ._init import INITS, init_params
-from .errors import BackendMismatchError, ConfigError, DTypeError, ShapeError, StateDictError
+from .errors import (
+    AllocationError,
+    BackendMismatchError,
+    ConfigError,
+    DTypeError,
+    ShapeError,
+    StateDictError,
+)
 
 # NumPy's dtype.kind letter for each Array-API dtype kind the models accept.
 _HOST_KIND = {"real floating": "f", "integral": "iu", "bool": "b"}
 _KIND_WORD = {"integral": "integers", "bool": "boolean"}
+
+#: What ``dtype=None`` (and leaving ``dtype`` out) means for a new model.
+DEFAULT_DTYPE = "float32"
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,17 +40,18 @@ def on_device(method: F) -> F:
 
     @functools.wraps(method)
     def placed(self: Module, *args: Any, **kwargs: Any) -> Any:
-        with self._backend.context():
-            return method(self, *args, **kwargs)
+        try:
+            with self._backend.context():
+                return method(self, *args, **kwargs)
+        except MemoryError as exc:
+            if isinstance(exc, AllocationError):
+                raise
+            raise AllocationError(
+                f"{type(self).__name__}.{method.__name__} ran out of memory ({exc}). Pass "
+                "smaller batches, or a long sequence in chunks with the state carried from "
+                "one to the next, or use a device with more memory.") from exc
 
     return placed  # type: ignore[return-value]
-
-
-def check_size(name: str, value: Any) -> int:
-    """A positive int (not a bool), or a :class:`ConfigError` saying what was given."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
-    return int(value)
 
 
 class Module:
@@ -53,12 +64,13 @@ class Module:
     _params: dict[str, Any]
 
     def __init__(self, backend: Any, device: Any, dtype: Any, init: str, seed: int | None):
-        if init not in INITS:
+        if not isinstance(init, str) or init not in INITS:
             raise ConfigError(f"unknown init {init!r}; expected one of {', '.join(INITS)}.")
+        self.seed = check_seed(seed)
         self._backend = _backend.resolve_backend(backend, device)
-        self._dtype = self._backend.resolve_dtype(dtype)
+        # dtype=None means the documented default, never the library's own (float64 on NumPy).
+        self._dtype = self._backend.resolve_dtype(DEFAULT_DTYPE if dtype is None else dtype)
         self.init = init
-        self.seed = seed
         self._params = {}
 
     # -- what the model runs on --------------------------------------------------------------
@@ -94,8 +106,15 @@ class Module:
     def _init_params(self, layers: list[tuple[str, int]], hidden_size: int, bias: bool,
                      bias_init: str = "default", chrono_max: float | None = None) -> None:
         """Draw parameters for each ``(suffix, input_size)`` on the host and move them here."""
-        self._set_params(init_params(self.init, self.seed, layers, hidden_size, bias, bias_init,
-                                     chrono_max))
+        try:
+            self._set_params(init_params(self.init, self.seed, layers, hidden_size, bias,
+                                         bias_init, chrono_max))
+        except MemoryError as exc:
+            count = sum(math.prod(s) for s in self._param_shapes().values())
+            raise AllocationError(
+                f"{type(self).__name__} parameters of these sizes ({count:,} values, drawn in "
+                f"float64 on the host) cannot be allocated ({exc}). Check input_size and "
+                "hidden_size.") from exc
 
     def _set_params(self, host: Mapping[str, Any]) -> None:
         """Make the host arrays ``host`` the parameters, on this device in this dtype."""
@@ -161,6 +180,33 @@ class Module:
             staged[name] = host
         self._set_params(staged)
 
+    def check_values(self, values: Mapping[str, Any], what: str = "parameter") -> None:
+        """Check that every entry of ``values`` could replace the parameter of its name: a
+        known name, an array of the model's namespace on its device, of the parameter's shape
+        and the model's dtype.
+
+        Raises
+        ------
+        StateDictError
+            Naming the entry, what was expected and what was given.
+        """
+        if not isinstance(values, Mapping):
+            raise StateDictError(f"{what}s must be a dict of arrays keyed like state_dict(); "
+                                 f"got {type(values).__name__}.")
+        shapes = self._param_shapes()
+        for name, value in values.items():
+            if name not in shapes:
+                raise StateDictError(f"unknown {what} {name!r}; this model has parameters "
+                                     f"{sorted(shapes)}.")
+            if (not self._backend.owns(value) or not self._backend.is_on_device(value)
+                    or tuple(value.shape) != shapes[name] or value.dtype != self._dtype):
+                raise StateDictError(
+                    f"{what} {name!r} must be a {self.backend} array of shape "
+                    f"{shapes[name]} and dtype {_backend.dtype_name(self._dtype)} on "
+                    f"{self.device!r}; got {type(value).__name__} "
+                    f"{tuple(getattr(value, 'shape', ()))} "
+                    f"{getattr(value, 'dtype', '')}. Use load_state_dict to convert.")
+
     def update_parameters(self, values: Mapping[str, Any]) -> None:
         """Replace some parameters by arrays already in the model's namespace, device, dtype
         and shape (what optimisers do each step; no host round trip, no copy).
@@ -168,20 +214,10 @@ class Module:
         Raises
         ------
         StateDictError
-            For an unknown name or an array of another shape, dtype, library or device.
+            For an unknown name or an array of another shape, dtype, library or device; then
+            no parameter is changed.
         """
-        shapes = self._param_shapes()
-        for name, value in values.items():
-            if name not in shapes:
-                raise StateDictError(f"unknown parameter {name!r}; this model has "
-                                     f"{sorted(shapes)}.")
-            if (not self._backend.owns(value) or not self._backend.is_on_device(value)
-                    or tuple(value.shape) != shapes[name] or value.dtype != self._dtype):
-                raise StateDictError(
-                    f"parameter {name!r} must be a {self.backend} array of shape "
-                    f"{shapes[name]} and dtype {_backend.dtype_name(self._dtype)} on "
-                    f"{self.device!r}; got {type(value).__name__} "
-                    f"{tuple(getattr(value, 'shape', ()))}. Use load_state_dict to convert.")
+        self.check_values(values)
         self._params.update(values)
 
     def to(self, backend: Any = None, device: Any = None, dtype: Any = None) -> Module:
@@ -204,13 +240,37 @@ class Module:
         )
         new_dtype = target.resolve_dtype(
             _backend.dtype_name(self._dtype) if dtype is None else dtype)
-        clone = copy.copy(self)
+        clone = object.__new__(type(self))  # not copy.copy: that would pickle the parameters
+        clone.__dict__.update(self.__dict__)
         clone._backend = target
         clone._dtype = new_dtype
         clone._params = {n: target.from_numpy(_backend.to_numpy(v), new_dtype)
                          for n, v in self._params.items()}
         clone._placed()
         return clone
+
+    # -- copies and pickles --------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickle and ``copy.deepcopy`` keep: the backend by name and device (it is
+        resolved again when loaded, so a pickle moves between machines), the parameters as
+        NumPy arrays, and everything else as it is."""
+        state = self.__dict__.copy()
+        state.pop("_kernel", None)  # rebuilt by _placed
+        state["_backend"] = self._backend.spec()
+        state["_dtype"] = _backend.dtype_name(self._dtype)
+        state["_params"] = {k: _backend.to_numpy(v) for k, v in self._params.items()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        backend = _backend.from_spec(state.pop("_backend"))
+        dtype = state.pop("_dtype")
+        params = state.pop("_params")
+        self.__dict__.update(state)
+        self._backend = backend
+        self._dtype = backend.resolve_dtype(dtype)
+        self._set_params(params)
+        self._placed()
 
     def _placed(self) -> None:
         """Called once the backend is set, at construction and by :meth:`to`: choose what
@@ -248,7 +308,7 @@ class Module:
                     value = xp.astype(value, self._dtype)
             return value
         if _backend.is_host_input(value):
-            host = _backend.as_host(value)
+            host = _backend.as_host(value, what)
             if host.dtype.kind not in _HOST_KIND[kind]:
                 raise self._refuse_dtype(what, host.dtype, kind)
             target = {"real floating": self._dtype, "integral": xp.int32, "bool": xp.bool}[kind]

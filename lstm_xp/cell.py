@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import interop
+from ._backend import dtype_name, to_numpy
+from ._checks import check_flag, check_size
 from ._functional import cell_step, summed_bias
-from ._module import Module, check_size, on_device
+from ._module import Module, on_device
 from ._naming import cell_param_shapes
 from ._typing import Array
-from .errors import ShapeError
+from .errors import ShapeError, StateDictError
 
 
 class LSTMCell(Module):
@@ -41,7 +44,7 @@ class LSTMCell(Module):
     ) -> None:
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
-        self.bias = bool(bias)
+        self.bias = check_flag("bias", bias)
         super().__init__(backend, device, dtype, init, seed)
         self._init_params([("", self.input_size)], self.hidden_size, self.bias)
 
@@ -87,3 +90,24 @@ class LSTMCell(Module):
         if not batched:
             h, c = h[0, ...], c[0, ...]
         return h, c
+
+    @classmethod
+    def from_torch(cls, module_or_state_dict: Any, *, backend: Any = "numpy", device: Any = None,
+                   dtype: Any = None) -> LSTMCell:
+        """A cell with the weights of a ``torch.nn.LSTMCell`` (or its ``state_dict()``);
+        ``dtype`` defaults to the weights' own."""
+        params = interop.from_torch_cell(module_or_state_dict)
+        w_ih, w_hh = params["weight_ih"], params["weight_hh"]
+        if w_ih.ndim != 2 or w_hh.ndim != 2:
+            raise StateDictError(f"weight_ih and weight_hh must be matrices; got shapes "
+                                 f"{w_ih.shape} and {w_hh.shape}.")
+        cell = cls(int(w_ih.shape[1]), int(w_hh.shape[1]), bias="bias_ih" in params,
+                   backend=backend, device=device,
+                   dtype=dtype_name(w_ih.dtype) if dtype is None else dtype, seed=0)
+        cell.load_state_dict(params)
+        return cell
+
+    def to_torch(self) -> Any:
+        """A ``torch.nn.LSTMCell`` (on the CPU) with this cell's weights."""
+        return interop.to_torch_cell({k: to_numpy(v) for k, v in self._params.items()})
+

@@ -19,9 +19,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-import numpy as np
-
-from ._backend import library_of, to_numpy
+from ._backend import as_host, library_of, to_numpy
 from .errors import ShapeError
 
 try:
@@ -109,7 +107,11 @@ def forward(model: Any, X: Any, lengths: Any = None) -> Any:
         lengths_arg: tuple[Any, Any] = (None, None)
     else:
         if not isinstance(lengths, da.Array):
-            lengths = da.from_array(np.asarray(lengths), chunks=(X.chunks[b_axis],))
+            host = as_host(lengths, "lengths")
+            if host.shape != (X.shape[b_axis],):
+                raise ShapeError(f"lengths has shape {host.shape}; expected "
+                                 f"({X.shape[b_axis]},), one per sequence of X.")
+            lengths = da.from_array(host, chunks=(X.chunks[b_axis],))
         if lengths.shape != (X.shape[b_axis],):
             raise ShapeError(f"lengths has shape {lengths.shape}; expected ({X.shape[b_axis]},).")
         lengths_arg = (lengths.rechunk((X.chunks[b_axis],)), "b")

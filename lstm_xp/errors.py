@@ -55,10 +55,20 @@ class StateDictError(LSTMXPError, ValueError):
 
 
 class TapeError(LSTMXPError, RuntimeError):
-    """A training tape was handed to ``backward`` a second time: a tape serves one backward
-    pass (like a PyTorch graph without ``retain_graph``)."""
+    """A training tape was handed to ``backward`` a second time (a tape serves one backward
+    pass, like a PyTorch graph without ``retain_graph``), or to another model than the one
+    that recorded it, or is no tape at all."""
 
 
 class ModelFileError(LSTMXPError, ValueError):
     """A model file that cannot be trusted: truncated, corrupted, not an lstm-xp file, written
     by a newer format version, or holding pickled objects."""
+
+
+class LabelError(LSTMXPError, ValueError):
+    """Class labels outside ``0..C-1`` (a loss would otherwise read a wrong or no class)."""
+
+
+class AllocationError(LSTMXPError, MemoryError):
+    """Parameters or a pass need more memory than can be allocated; the message gives the
+    sizes that asked for it."""

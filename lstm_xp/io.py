@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ._naming import param_shapes
 from .errors import ModelFileError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "load", "save", "write_atomic"]
@@ -41,7 +42,11 @@ def write_atomic(path: str | os.PathLike[str], payload: bytes | None = None,
     """Write ``payload`` (or call ``write(file)``) into a temporary file beside ``path``, then
     rename it over ``path``: readers see the old file or the whole new one, never a part."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # say which path was asked for, not the temporary file's
+        raise _write_error(exc, path, f" (its folder {path.parent} must exist and be "
+                                      "writable)") from exc
     try:
         with os.fdopen(fd, "wb") as f:
             if write is not None:
@@ -51,11 +56,22 @@ def write_atomic(path: str | os.PathLike[str], payload: bytes | None = None,
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise _write_error(exc, path) from exc
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _write_error(exc: OSError, path: Path, hint: str = "") -> OSError:
+    """``exc`` again (same class and errno), naming ``path`` rather than a temporary file."""
+    if exc.errno is None:
+        return type(exc)(f"cannot write {path}: {exc}{hint}")
+    return type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}{hint}", str(path))
 
 
 def save(path: str | os.PathLike[str], params: Mapping[str, np.ndarray],
@@ -97,6 +113,10 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
     def bad(why: str) -> ModelFileError:
         return ModelFileError(f"{path}: {why}")
 
+    if not data.startswith(_ZIP_MAGIC):  # what np.load would otherwise take for a pickle
+        raise bad(f"not an lstm-xp model file: {_describe(data)}, where LSTM.save() writes a "
+                  "NumPy .npz (zip) archive.")
+
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             names = list(npz.files)
@@ -128,6 +148,7 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
     missing = [k for k in (*_CONFIG_KEYS, "dtype", "sha256") if k not in schema]
     if missing:
         raise bad(f"its schema lacks {missing}.")
+    _check_schema(schema, bad)
     digests = schema["sha256"]
     if set(digests) != set(arrays):
         raise bad(f"its schema lists parameters {sorted(digests)} but the file holds "
@@ -138,4 +159,53 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
                       f"{schema['dtype']}.")
         if _digest(array) != digests[name]:
             raise bad(f"parameter {name!r} does not match its checksum: the file is corrupted.")
+    # The sizes the schema claims must be those of the arrays, before anything is built.
+    expected = param_shapes(schema["input_size"], schema["hidden_size"], schema["num_layers"],
+                            schema["bidirectional"], schema["bias"])
+    if set(expected) != set(arrays):
+        raise bad(f"its schema describes parameters {sorted(expected)} but the file holds "
+                  f"{sorted(arrays)}.")
+    for name, shape in expected.items():
+        if tuple(arrays[name].shape) != shape:
+            raise bad(f"parameter {name!r} has shape {tuple(arrays[name].shape)}; its schema "
+                      f"(sizes {[schema[k] for k in _CONFIG_KEYS[:3]]}) says {shape}.")
     return schema, arrays
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _describe(data: bytes) -> str:
+    """What a file that is no .npz archive looks like, from its first bytes."""
+    if not data:
+        return "the file is empty"
+    if data.startswith(b"\x93NUMPY"):
+        return "it is a single NumPy .npy array"
+    if data[:1] == b"\x80":
+        return "it holds a Python pickle, which lstm-xp never loads"
+    head = data[:512]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"it starts with the bytes {head[:8]!r}"
+    if all(c.isprintable() or c.isspace() for c in text):
+        first = text.strip().splitlines()[0][:40] if text.strip() else ""
+        return f"it is a text file (it starts {first!r})"
+    return f"it starts with the bytes {head[:8]!r}"
+
+
+def _check_schema(schema: dict[str, Any], bad: Any) -> None:
+    """Types and ranges of the schema's entries (a hand-edited or damaged file)."""
+    for key in ("input_size", "hidden_size", "num_layers"):
+        value = schema[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad(f"its schema's {key} must be a positive integer; got {value!r}.")
+    for key in ("bias", "batch_first", "bidirectional"):
+        if not isinstance(schema[key], bool):
+            raise bad(f"its schema's {key} must be true or false; got {schema[key]!r}.")
+    if schema["dtype"] not in ("float16", "float32", "float64"):
+        raise bad(f"its schema's dtype must be float16, float32 or float64; got "
+                  f"{schema['dtype']!r}.")
+    if not isinstance(schema["sha256"], dict):
+        raise bad(f"its schema's sha256 must map parameter names to digests; got "
+                  f"{type(schema['sha256']).__name__}.")

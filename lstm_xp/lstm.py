@@ -13,15 +13,16 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from ._checks import check_flag, check_real, check_size
 from ._exchange import Exchange
 from ._init import dropout_generator, dropout_mask
 from ._inputs import CallLayout, reset_factor, sequence_input, sequence_lengths
-from ._module import Module, check_size, on_device
+from ._module import Module, on_device
 from ._naming import group_layers, layer_inputs, named_grads, param_shapes
 from ._seed_api import SeedAPI
 from ._typing import Array, LayerWeights
 from .cell import LSTMCell
-from .errors import ConfigError, ShapeError, TapeError
+from .errors import ShapeError, TapeError
 from .kernels import Kernel, select_kernel
 
 __all__ = ["LSTM", "LSTMCell", "Tape"]
@@ -55,6 +56,7 @@ class Tape:
     run: _Run
     outputs_shape: tuple[int, ...]
     dropout_masks: list[Array | None] | None = None
+    owner: object = None
     used: bool = False
 
 
@@ -148,12 +150,10 @@ class LSTM(Module, SeedAPI, Exchange):
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.num_layers = check_size("num_layers", num_layers)
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        self.bidirectional = bool(bidirectional)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1); got {dropout!r}.")
-        self.dropout = float(dropout)
+        self.bias = check_flag("bias", bias)
+        self.batch_first = check_flag("batch_first", batch_first)
+        self.bidirectional = check_flag("bidirectional", bidirectional)
+        self.dropout = check_real("dropout", dropout, 0.0, 1.0)
         super().__init__(backend, device, dtype, init, seed)
         self._init_params(self._layer_inputs(), self.hidden_size, self.bias, bias_init,
                           chrono_max)
@@ -165,6 +165,7 @@ class LSTM(Module, SeedAPI, Exchange):
         if hasattr(self, "_dropout_rng"):  # a copy made by to() gets its own dropout stream
             self._dropout_rng = copy.deepcopy(self._dropout_rng)
         self._kernel = select_kernel(self._backend, self._kernel_request)
+        self._identity = object()  # what this model's tapes are marked with
 
     @property
     def kernel(self) -> str:
@@ -322,7 +323,8 @@ class LSTM(Module, SeedAPI, Exchange):
         layout = run.layout
         outputs = layout.sequence_out(xp, y)
         final = (layout.state_out(xp, h_n), layout.state_out(xp, c_n))
-        return outputs, final, Tape(recorded, self._kernel, run, tuple(outputs.shape), masks)
+        return outputs, final, Tape(recorded, self._kernel, run, tuple(outputs.shape), masks,
+                                    self._identity)
 
     def _dropout_masks(self, steps: int, batch: int) -> list[Array | None] | None:
         if self.dropout == 0.0 or self.num_layers == 1:
@@ -373,6 +375,14 @@ class LSTM(Module, SeedAPI, Exchange):
                 optimiser.step([grads])
         """
         xp = self.xp
+        if not isinstance(tape, Tape):
+            raise TapeError(f"tape must be the Tape that forward_train returned; got "
+                            f"{type(tape).__name__}.")
+        if tape.owner is not self._identity:
+            raise TapeError("this tape was recorded by another model (a copy made by to(), "
+                            "copy.deepcopy or pickle is another model); a tape's gradients "
+                            "are those of the model that recorded it: call backward on that "
+                            "model, or run forward_train on this one.")
         run = tape.run
         layout = run.layout
         if tape.used:

@@ -16,11 +16,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._backend import array_namespace, device
+from ._backend import array_namespace, as_host, device, is_numpy_array
+from ._checks import check_flag, check_real, check_size
 from ._init import init_linear
-from ._module import Module, check_size, on_device
+from ._module import Module, on_device
 from ._typing import Array
-from .errors import ConfigError, ShapeError
+from .errors import BackendMismatchError, ConfigError, LabelError, ShapeError
 
 Grads = Mapping[str, Array]
 
@@ -49,7 +50,7 @@ class Linear(Module):
                  init: str = "xavier", seed: int | None = None) -> None:
         self.in_features = check_size("in_features", in_features)
         self.out_features = check_size("out_features", out_features)
-        self.bias = bool(bias)
+        self.bias = check_flag("bias", bias)
         super().__init__(backend, device, dtype, init, seed)
         self._set_params(init_linear(init, seed, self.in_features, self.out_features, self.bias))
 
@@ -101,13 +102,26 @@ class Linear(Module):
 def _alongside(ref: Array, value: Any, dtype: Any = None) -> Array:
     """``value`` as an array of ``ref``'s namespace, on its device (NumPy arrays and Python
     sequences are converted; arrays of that namespace are used as they are)."""
-    xp = array_namespace(ref)
+    xp = _namespace(ref, "the loss's first argument")
     try:
         if array_namespace(value) is xp:
             return value
     except TypeError:
         pass
-    return xp.asarray(value, dtype=dtype, device=device(ref))
+    if isinstance(value, (list, tuple)) or is_numpy_array(value):
+        return xp.asarray(as_host(value), dtype=dtype, device=device(ref))
+    raise BackendMismatchError(f"expected an array of {getattr(xp, '__name__', xp)}, a NumPy "
+                               f"array or a Python sequence; got {type(value).__name__}.")
+
+
+def _namespace(value: Any, what: str) -> Any:
+    """The namespace of array ``value``, or a :class:`BackendMismatchError` naming it."""
+    try:
+        return array_namespace(value)
+    except TypeError as exc:
+        raise BackendMismatchError(f"{what} must be an array of the model's library (what the "
+                                   f"model or a Linear returned); got "
+                                   f"{type(value).__name__}.") from exc
 
 
 def mse_loss(pred: Array, target: Array) -> tuple[Array, Array]:
@@ -118,7 +132,7 @@ def mse_loss(pred: Array, target: Array) -> tuple[Array, Array]:
     loss : 0-d array
     d_pred : array shaped like ``pred``
     """
-    xp = array_namespace(pred)
+    xp = _namespace(pred, "pred")
     target = _alongside(pred, target, pred.dtype)
     if tuple(target.shape) != tuple(pred.shape):
         raise ShapeError(f"target has shape {tuple(target.shape)}; pred has "
@@ -130,8 +144,14 @@ def mse_loss(pred: Array, target: Array) -> tuple[Array, Array]:
 
 def softmax_cross_entropy(logits: Array, labels: Array) -> tuple[Array, Array]:
     """Mean cross-entropy of ``logits`` (B, C) against integer class ``labels`` (B,), and its
-    gradient ``(softmax(logits) - onehot(labels)) / B``. Numerically stable (log-sum-exp)."""
-    xp = array_namespace(logits)
+    gradient ``(softmax(logits) - onehot(labels)) / B``. Numerically stable (log-sum-exp).
+
+    Raises
+    ------
+    LabelError
+        A label outside ``0..C-1``.
+    """
+    xp = _namespace(logits, "logits")
     if logits.ndim != 2:
         raise ShapeError(f"logits must be (B, C); got shape {tuple(logits.shape)}.")
     batch, classes = logits.shape
@@ -139,6 +159,11 @@ def softmax_cross_entropy(logits: Array, labels: Array) -> tuple[Array, Array]:
     if tuple(labels.shape) != (batch,) or not xp.isdtype(labels.dtype, "integral"):
         raise ShapeError(f"labels must be ({batch},) integers; got {tuple(labels.shape)} "
                          f"{labels.dtype}.")
+    outside = (labels < 0) | (labels >= classes)
+    if bool(xp.any(outside)):  # one scalar read back, before the loss is computed
+        row = int(xp.argmax(xp.astype(outside, xp.int32)))
+        raise LabelError(f"labels must lie in 0..C-1 = 0..{classes - 1} (logits have C = "
+                         f"{classes} classes); label {row} is {int(labels[row])}.")
     shifted = logits - xp.max(logits, axis=1, keepdims=True)
     exp = xp.exp(shifted)
     total = xp.sum(exp, axis=1, keepdims=True)
@@ -165,8 +190,7 @@ def clip_grad_norm(grads: Sequence[Grads],
     global_norm : float
         The norm before clipping (one scalar read back from the device).
     """
-    if not max_norm > 0:
-        raise ConfigError(f"max_norm must be positive; got {max_norm!r}.")
+    max_norm = check_real("max_norm", max_norm, 0.0, math.inf, low_open=True)
     squares = 0.0
     for g in grads:
         for a in g.values():
@@ -178,30 +202,68 @@ def clip_grad_norm(grads: Sequence[Grads],
 
 
 class _Optimizer:
-    """Updates modules in place (through ``update_parameters``) from gradient dicts."""
+    """Updates modules in place (through ``update_parameters``) from gradient dicts.
+
+    A step is all or nothing: every gradient is checked, and every new parameter and moment
+    computed, before anything is changed; a step that raises leaves the modules and the
+    optimiser's state (step count, moments) as they were.
+    """
+
+    #: Names of the per-parameter state this optimiser keeps (moments, velocities).
+    slots: tuple[str, ...] = ()
 
     def __init__(self, modules: Sequence[Module], lr: float) -> None:
-        if not lr > 0:
-            raise ConfigError(f"lr must be positive; got {lr!r}.")
+        self.lr = check_real("lr", lr, 0.0, math.inf, low_open=True)
         self.modules = list(modules)
-        self.lr = float(lr)
+        for module in self.modules:
+            if not isinstance(module, Module):
+                raise ConfigError(f"an optimiser updates lstm-xp modules (LSTM, LSTMCell, "
+                                  f"Linear); got {type(module).__name__}.")
         self.steps = 0
+        self._state: dict[str, dict[tuple[int, str], Array]] = {n: {} for n in self.slots}
 
     def step(self, grads: Sequence[Grads]) -> None:
         """Apply one update; ``grads[i]`` holds gradients for ``modules[i]`` (a subset of its
-        parameters may be given)."""
-        if len(grads) != len(self.modules):
-            raise ConfigError(f"expected {len(self.modules)} gradient dicts (one per module); "
-                              f"got {len(grads)}.")
-        self.steps += 1
+        parameters may be given), each of its parameter's shape, dtype, library and device.
+
+        Raises
+        ------
+        ConfigError
+            Not one gradient dict per module.
+        StateDictError
+            A gradient under an unknown name or of the wrong shape, dtype, library or device.
+        """
+        if isinstance(grads, Mapping) or len(grads) != len(self.modules):
+            given = "a dict" if isinstance(grads, Mapping) else f"{len(grads)}"
+            raise ConfigError(f"expected a list of {len(self.modules)} gradient dicts (one per "
+                              f"module); got {given}.")
+        for module, g in zip(self.modules, grads, strict=True):
+            module.check_values(g, what="gradient")
+        step = self.steps + 1
+        new_params: list[dict[str, Array]] = []
+        new_state: dict[str, dict[tuple[int, str], Array]] = {n: {} for n in self.slots}
         for index, (module, g) in enumerate(zip(self.modules, grads, strict=True)):
             params = module.state_dict()
             with module._backend.context():
-                module.update_parameters(
-                    {name: self._update(index, name, params[name], grad)
-                     for name, grad in g.items()})
+                staged = {}
+                for name, grad in g.items():
+                    key = (index, name)
+                    old = {n: self._state[n].get(key) for n in self.slots}
+                    staged[name], slots = self._update(params[name], grad, old, step)
+                    for n, value in slots.items():
+                        new_state[n][key] = value
+            new_params.append(staged)
+        # Everything is computed: now commit.
+        for module, staged in zip(self.modules, new_params, strict=True):
+            module.update_parameters(staged)
+        for n in self.slots:
+            self._state[n].update(new_state[n])
+        self.steps = step
 
-    def _update(self, index: int, name: str, param: Array, grad: Array) -> Array:
+    def _update(self, param: Array, grad: Array, state: dict[str, Array | None],
+                step: int) -> tuple[Array, dict[str, Array]]:
+        """The new parameter and the new values of :attr:`slots` (the old ones in
+        ``state``, None before the first step)."""
         raise NotImplementedError
 
 
@@ -209,44 +271,42 @@ class SGD(_Optimizer):
     """Stochastic gradient descent with optional (heavy-ball) momentum, as ``torch.optim.SGD``:
     ``v = momentum * v + g``, ``p -= lr * v``."""
 
+    slots = ("velocity",)
+
     def __init__(self, modules: Sequence[Module], lr: float, momentum: float = 0.0) -> None:
         super().__init__(modules, lr)
-        if not 0.0 <= momentum < 1.0:
-            raise ConfigError(f"momentum must be in [0, 1); got {momentum!r}.")
-        self.momentum = float(momentum)
-        self._velocity: dict[tuple[int, str], Array] = {}
+        self.momentum = check_real("momentum", momentum, 0.0, 1.0)
 
-    def _update(self, index: int, name: str, param: Array, grad: Array) -> Array:
-        if self.momentum:
-            key = (index, name)
-            v = self._velocity.get(key)
-            grad = grad if v is None else v * self.momentum + grad
-            self._velocity[key] = grad
-        return param - grad * self.lr
+    def _update(self, param: Array, grad: Array, state: dict[str, Array | None],
+                step: int) -> tuple[Array, dict[str, Array]]:
+        if not self.momentum:
+            return param - grad * self.lr, {}
+        v = state["velocity"]
+        grad = grad if v is None else v * self.momentum + grad
+        return param - grad * self.lr, {"velocity": grad}
 
 
 class Adam(_Optimizer):
     """Adam (Kingma & Ba, 2015) with bias correction, as ``torch.optim.Adam``."""
 
+    slots = ("m", "v")
+
     def __init__(self, modules: Sequence[Module], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         super().__init__(modules, lr)
-        self.beta1, self.beta2 = (float(b) for b in betas)
-        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
-            raise ConfigError(f"betas must be in [0, 1); got {betas!r}.")
-        self.eps = float(eps)
-        self._m: dict[tuple[int, str], Array] = {}
-        self._v: dict[tuple[int, str], Array] = {}
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ConfigError(f"betas must be a pair (beta1, beta2); got {betas!r}.")
+        self.beta1 = check_real("betas[0]", betas[0], 0.0, 1.0)
+        self.beta2 = check_real("betas[1]", betas[1], 0.0, 1.0)
+        self.eps = check_real("eps", eps, 0.0, math.inf)
 
-    def _update(self, index: int, name: str, param: Array, grad: Array) -> Array:
+    def _update(self, param: Array, grad: Array, state: dict[str, Array | None],
+                step: int) -> tuple[Array, dict[str, Array]]:
         xp = array_namespace(param)
-        key = (index, name)
-        m = self._m.get(key)
-        v = self._v.get(key)
+        m, v = state["m"], state["v"]
         m = grad * (1 - self.beta1) if m is None else m * self.beta1 + grad * (1 - self.beta1)
         g2 = grad * grad
         v = g2 * (1 - self.beta2) if v is None else v * self.beta2 + g2 * (1 - self.beta2)
-        self._m[key], self._v[key] = m, v
-        m_hat = m / (1 - self.beta1**self.steps)
-        v_hat = v / (1 - self.beta2**self.steps)
-        return param - self.lr * m_hat / (xp.sqrt(v_hat) + self.eps)
+        m_hat = m / (1 - self.beta1**step)
+        v_hat = v / (1 - self.beta2**step)
+        return param - self.lr * m_hat / (xp.sqrt(v_hat) + self.eps), {"m": m, "v": v}

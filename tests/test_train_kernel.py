@@ -240,3 +240,36 @@ def test_backward_leaves_the_callers_arrays_alone(rng):
     model.backward(tape, dy, d_state)
     for before, after in zip(copies, (dy, *d_state), strict=True):
         np.testing.assert_array_equal(before, after)
+
+
+TINY = list(itertools.product([(1, 1, 1, 1), (3, 1, 1, 1), (3, 2, 3, 1), (1, 2, 1, 2)],
+                              [1, 2], [False, True], [False, True], [False, True],
+                              [False, True]))
+
+
+@pytest.mark.parametrize("shape,num_layers,bidirectional,batch_first,with_state,with_lengths",
+                         TINY)
+def test_size_one_axes_equal_pure_and_own_their_outputs(rng, shape, num_layers, bidirectional,
+                                                         batch_first, with_state,
+                                                         with_lengths):
+    """H = 1, B = 1, T = 1, I = 1 make many views contiguous, where a copy would be a view:
+    the fused pass must still equal the pure one, and a step's outputs must not change when
+    the next step reuses the workspace."""
+    T, B, I, H = shape
+    D = 2 if bidirectional else 1
+    kwargs = dict(num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first,
+                  dtype="float64", seed=1, init="pytorch")
+    fused, pure = LSTM(I, H, **kwargs), LSTM(I, H, kernel="pure", **kwargs)
+    x = rng.standard_normal((B, T, I) if batch_first else (T, B, I))
+    dy = rng.standard_normal((B, T, D * H) if batch_first else (T, B, D * H))
+    state = tuple(rng.standard_normal((num_layers * D, B, H)) for _ in range(2)) \
+        if with_state else None
+    d_state = (rng.standard_normal((num_layers * D, B, H)), None)
+    lengths = rng.integers(0, T + 1, size=B) if with_lengths else None
+    first = _step(fused, x, state, dy, d_state, lengths)
+    kept = [a.copy() for a in (first[0], *first[1])]
+    second = _step(fused, 2 * x, state, dy, d_state, lengths)  # reuses the workspace
+    for before, now in zip(kept, (first[0], *first[1]), strict=True):
+        np.testing.assert_array_equal(before, now)
+    _assert_steps_equal(first, _step(pure, x, state, dy, d_state, lengths), 1e-12)
+    _assert_steps_equal(second, _step(pure, 2 * x, state, dy, d_state, lengths), 1e-12)

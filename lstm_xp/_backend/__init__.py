@@ -18,7 +18,7 @@ import array_api_compat
 import numpy as np
 
 from .._typing import Array, Device, Namespace
-from ..errors import DTypeError, UnknownBackendError
+from ..errors import DTypeError, ShapeError, UnknownBackendError
 from .adapters import (
     ADAPTERS,
     BACKENDS,
@@ -90,7 +90,8 @@ class Backend:
         """Copy a host array to this backend's device, cast to ``dtype`` (an ``xp`` dtype)."""
         # Cast on the host: a device may lack float64 (array-api-strict's "no_float64", JAX
         # without x64), and a GPU transfer of the final dtype moves fewer bytes.
-        host = np.ascontiguousarray(array, dtype=np.dtype(dtype_name(dtype)))
+        # np.asarray(order="C"), not np.ascontiguousarray: that makes a 0-d array 1-d.
+        host = np.asarray(array, dtype=np.dtype(dtype_name(dtype)), order="C")
         with self.context():
             return self.xp.asarray(host, device=self.device, copy=True)
 
@@ -117,6 +118,11 @@ class Backend:
     def is_on_device(self, x: Array) -> bool:
         """True when array ``x`` lives on this backend's device."""
         return self.adapter.same_device(array_api_compat.device(x), self.device)
+
+    def spec(self) -> tuple[str, Any, str]:
+        """``(backend, device, reason)`` as plain values, from which :func:`from_spec`
+        rebuilds this backend (models pickle their backend this way)."""
+        return self.adapter.reference(), self.adapter.device_spec(self.device), self.reason
 
     def label(self) -> str:
         """The device as benchmark tables name it."""
@@ -171,9 +177,19 @@ def is_numpy_array(x: Any) -> bool:
     return isinstance(x, (np.ndarray, np.generic))
 
 
-def as_host(value: Any) -> np.ndarray:
-    """A NumPy array, nested Python sequence or scalar as a NumPy array (no copy if possible)."""
-    return np.asarray(value)
+def as_host(value: Any, what: str = "the input") -> np.ndarray:
+    """A NumPy array, nested Python sequence or scalar as a NumPy array (no copy if possible).
+
+    Raises
+    ------
+    ShapeError
+        For a ragged nested sequence (rows of different lengths), which is no array.
+    """
+    try:
+        return np.asarray(value)
+    except ValueError as exc:  # "inhomogeneous shape after N dimensions"
+        raise ShapeError(f"{what} is a nested sequence whose rows have different lengths "
+                         f"({exc}); pass a rectangular array (pad the short rows).") from exc
 
 
 def is_host_input(value: Any) -> bool:
@@ -245,7 +261,14 @@ def resolve_backend(backend: Any = "numpy", device: Any = None) -> Backend:
         xp = adapter.namespace()
         reason = f"backend={backend!r} was asked for"
     elif _looks_like_namespace(backend):
-        xp = array_api_compat.array_namespace(backend.empty(0))
+        try:
+            xp = array_api_compat.array_namespace(backend.empty(0))
+        except Exception as exc:  # empty() failed, or made something that is no array
+            raise UnknownBackendError(
+                f"backend {getattr(backend, '__name__', backend)!r} looks like an array "
+                f"library but is no Array API namespace ({type(exc).__name__}: {exc}). Pass a "
+                f"backend name ({', '.join(BACKENDS)}, 'auto') or a standard namespace such "
+                "as array_api_strict.") from exc
         known = [ADAPTERS[n] for n in BACKENDS if ADAPTERS[n].owns_namespace(xp)]
         adapter = known[0] if known else GenericAdapter(xp)
         reason = f"namespace {getattr(backend, '__name__', backend)!r} was passed"
@@ -265,6 +288,18 @@ def array_namespace(*arrays: Any) -> Namespace:
 def device(x: Array) -> Device:
     """The device array ``x`` lives on."""
     return array_api_compat.device(x)
+
+
+def from_spec(spec: tuple[str, Any, str]) -> Backend:
+    """The backend :meth:`Backend.spec` describes, resolved again on this machine."""
+    import dataclasses
+    import importlib
+
+    name, device, reason = spec
+    backend: Any = name
+    if name.startswith("module:"):
+        backend = importlib.import_module(name.split(":", 1)[1])
+    return dataclasses.replace(resolve_backend(backend, device), reason=reason)
 
 
 def _looks_like_namespace(obj: Any) -> bool:

@@ -102,6 +102,16 @@ class Adapter:
     def synchronize(self, device: Device, arrays: Sequence[Array]) -> None:
         """Wait until work producing ``arrays`` has finished (for honest timings)."""
 
+    def reference(self) -> str:
+        """What names this library for ``backend=`` after a pickle round trip."""
+        return self.name
+
+    def device_spec(self, device: Device) -> Any:
+        """``device`` as a plain value that :meth:`canonical_device` takes back (for pickling:
+        device objects of most libraries do not pickle)."""
+        text = str(device)
+        return text.split("'")[1] if "'" in text else text
+
     def same_device(self, a: Device, b: Device) -> bool:
         return bool(a == b)
 

@@ -129,6 +129,9 @@ class JaxAdapter(Adapter):
         for a in arrays:
             a.block_until_ready()
 
+    def device_spec(self, device: Device) -> Any:
+        return f"{device.platform}:{device.id}"
+
     def float_dtypes(self, xp: Namespace, device: Device) -> dict[str, Any]:
         names = super().float_dtypes(xp, device)
         if not jax_x64_enabled():
@@ -173,6 +176,12 @@ class GenericAdapter(Adapter):
 
     def namespace(self) -> Namespace:
         return self._xp
+
+    def reference(self) -> str:
+        return f"module:{self.name}"  # imported again by name when unpickled
+
+    def device_spec(self, device: Device) -> Any:
+        return None  # the namespace's default device
 
     def owns_namespace(self, xp: Namespace) -> bool:
         return xp is self._xp

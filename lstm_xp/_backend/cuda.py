@@ -112,6 +112,9 @@ class CupyAdapter(Adapter):
     def synchronize(self, device: Device, arrays: Sequence[Array]) -> None:
         device.synchronize()
 
+    def device_spec(self, device: Device) -> Any:
+        return int(device.id)
+
     def same_device(self, a: Device, b: Device) -> bool:
         # cupy.cuda.Device objects may compare by identity; compare their ids.
         return bool(a == b) or getattr(a, "id", object()) == getattr(b, "id", object())

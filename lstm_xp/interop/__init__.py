@@ -25,8 +25,21 @@ from ._flax import from_flax_params, to_flax_params
 from ._keras import from_keras_weights, to_keras_weights
 from ._onnx import from_onnx_model, read_onnx, to_onnx_model
 from ._seed import from_seed_params, to_seed_params
-from ._torch import from_torch_module, to_torch_module
+from ._torch import from_torch_cell, from_torch_module, to_torch_cell, to_torch_module
 
-__all__ = ["from_flax_params", "from_keras_weights", "from_onnx_model", "from_seed_params",
-           "from_torch_module", "read_onnx", "require", "to_flax_params", "to_keras_weights",
-           "to_onnx_model", "to_seed_params", "to_torch_module"]
+__all__ = [
+           "from_flax_params",
+           "from_keras_weights",
+           "from_onnx_model",
+           "from_seed_params",
+           "from_torch_cell",
+           "from_torch_module",
+           "read_onnx",
+           "require",
+           "to_flax_params",
+           "to_keras_weights",
+           "to_onnx_model",
+           "to_seed_params",
+           "to_torch_cell",
+           "to_torch_module",
+]

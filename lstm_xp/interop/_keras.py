@@ -32,8 +32,14 @@ def to_keras_weights(params: Mapping[str, np.ndarray], num_layers: int,
 def from_keras_weights(layers: Sequence[Any]) -> tuple[dict[str, Any], Params]:
     """Configuration and parameters from per-layer Keras weights (or Keras layers: anything
     with ``get_weights()``), as :func:`to_keras_weights` lays them out."""
-    weights = [list(layer.get_weights()) if hasattr(layer, "get_weights") else list(layer)
-               for layer in layers]
+    if hasattr(layers, "get_weights"):  # one layer on its own
+        layers = [layers]
+    try:
+        weights = [list(layer.get_weights()) if hasattr(layer, "get_weights") else list(layer)
+                   for layer in layers]
+    except TypeError as exc:
+        raise StateDictError(f"from_keras takes Keras LSTM layers or their get_weights() "
+                             f"lists, one per stacked layer; got {type(layers).__name__}.") from exc
     if not weights:
         raise StateDictError("from_keras needs at least one layer's weights.")
     sizes = {len(w) for w in weights}
@@ -46,9 +52,9 @@ def from_keras_weights(layers: Sequence[Any]) -> tuple[dict[str, Any], Params]:
     for k, w in enumerate(weights):
         for d in range(2 if bidirectional else 1):
             kernel, recurrent, bias = (to_numpy(a) for a in w[3 * d : 3 * d + 3])
-            hidden = recurrent.shape[0]
-            if recurrent.shape != (hidden, 4 * hidden) or kernel.shape[1] != 4 * hidden \
-                    or bias.shape != (4 * hidden,):
+            hidden = recurrent.shape[0] if recurrent.ndim == 2 else 0
+            if kernel.ndim != 2 or recurrent.shape != (hidden, 4 * hidden) \
+                    or kernel.shape[1] != 4 * hidden or bias.shape != (4 * hidden,):
                 raise StateDictError(
                     f"Keras layer {k}: expected kernel (in, 4H), recurrent_kernel (H, 4H), bias "
                     f"(4H,); got {kernel.shape}, {recurrent.shape}, {bias.shape}.")

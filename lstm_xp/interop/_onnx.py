@@ -105,6 +105,13 @@ def from_onnx_model(model: Any) -> tuple[dict[str, Any], Params]:
     lstm_nodes = [n for n in model.graph.node if n.op_type == "LSTM"]
     if not lstm_nodes:
         raise StateDictError("the ONNX graph has no LSTM node.")
+    others = sorted({n.op_type for n in model.graph.node} - _LAYOUT_OPS - {"LSTM"})
+    if others:
+        raise StateDictError(
+            f"the ONNX graph computes more than a stack of LSTM layers: it has {others} "
+            f"nodes besides LSTM and the layout nodes lstm-xp writes ({sorted(_LAYOUT_OPS)}). "
+            "from_onnx imports LSTM stacks only; import the LSTM part of the graph, or run "
+            "the whole graph with onnxruntime.")
     to_torch = inverse(_ONNX_FROM_TORCH)
     params: Params = {}
     bidirectional = False
@@ -118,7 +125,10 @@ def from_onnx_model(model: Any) -> tuple[dict[str, Any], Params]:
             if attrs.get(unsupported):
                 raise StateDictError(f"LSTM node {node.name!r} sets {unsupported}, which lstm-xp "
                                      "does not implement.")
+        _refuse_unimplemented(node, attrs, set(inits))
         bidirectional = direction == "bidirectional"
+        if "hidden_size" not in attrs:
+            raise StateDictError(f"LSTM node {node.name!r} has no hidden_size attribute.")
         hidden = int(attrs["hidden_size"])
         try:
             w, r = inits[node.input[1]], inits[node.input[2]]
@@ -137,6 +147,30 @@ def from_onnx_model(model: Any) -> tuple[dict[str, Any], Params]:
     meta = {p.key: p.value for p in model.metadata_props}
     config["batch_first"] = meta.get("lstm_xp.batch_first", "False") == "True"
     return config, params
+
+
+# What to_onnx_model writes around the LSTM nodes: they move axes, never values.
+_LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Identity", "Concat", "Slice"})
+# Optional inputs of the LSTM operator, by position, that lstm-xp cannot import yet.
+_OPTIONAL_INPUTS = {4: "sequence_lens", 5: "initial_h", 6: "initial_c", 7: "P (peepholes)"}
+
+
+def _refuse_unimplemented(node: Any, attrs: dict[str, Any], constants: set[str]) -> None:
+    """Refuse an LSTM node whose outputs an lstm-xp model would not reproduce: a silently
+    different model is worse than an error."""
+    if int(attrs.get("layout", 0)) != 0:
+        raise StateDictError(f"LSTM node {node.name!r} has layout={attrs['layout']} "
+                             "(batch-first tensors), which from_onnx does not import yet.")
+    for index, what in _OPTIONAL_INPUTS.items():
+        if len(node.input) <= index or not node.input[index]:
+            continue
+        name = node.input[index]
+        if index in (5, 6) and name not in constants:
+            continue  # a state fed at run time: the imported model takes it as state=
+        where = "a constant in the file" if name in constants else "an input of the graph"
+        raise StateDictError(f"LSTM node {node.name!r} has input {what} ({name!r}, {where}), "
+                             "which from_onnx does not import yet: the imported model would "
+                             "compute something else.")
 
 
 def read_onnx(path: Any) -> tuple[dict[str, Any], Params]:

@@ -112,6 +112,9 @@ def select_kernel(backend: Backend, kernel: str = "auto") -> Kernel:
     ConfigError
         An unknown name, or a kernel that does not run on this backend or is not installed.
     """
+    if not isinstance(kernel, str):
+        raise ConfigError(f"kernel must be 'auto' or one of {', '.join(_BY_NAME)}; got "
+                          f"{type(kernel).__name__} {kernel!r}.")
     if kernel == "auto":  # "pure" runs everywhere, so the search always ends
         return next(e for e in kernels_for(backend.name) if e.missing() is None).build()
     entry = _BY_NAME.get(kernel)

@@ -214,12 +214,11 @@ class NumpyTrainer:
         # The caller's arrays are its own: the tape's go back to the workspace.
         if running is None:
             final = 0 if reverse else steps
-            return (np.ascontiguousarray(inputs[h_rows, after].transpose(1, 2, 0)),
-                    np.ascontiguousarray(inputs[h_rows, final].T),
-                    np.ascontiguousarray(cells[final].T), tape)
+            return (_own(inputs[h_rows, after].transpose(1, 2, 0)),
+                    _own(inputs[h_rows, final].T), _own(cells[final].T), tape)
         lengths = running[1]
         if order is None:
-            y = np.ascontiguousarray(inputs[h_rows, after].transpose(1, 2, 0))
+            y = _own(inputs[h_rows, after].transpose(1, 2, 0))
         else:
             y = np.empty((steps, batch, hidden), dtype=dtype)
             y[:, order] = inputs[h_rows, after].transpose(1, 2, 0)  # to the caller's order
@@ -358,6 +357,13 @@ class NumpyTrainer:
                             k_factor, dy_cols, dz_cols)
         tape.gates = tape.cells = tape.tanh_cells = tape.inputs = None
         return dx, np.ascontiguousarray(dh_rec.T), np.ascontiguousarray(dc.T), grads
+
+
+def _own(view: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of a view of the workspace, always a copy: with size-1 axes
+    (H = 1, B = 1) ``np.ascontiguousarray`` would return the view itself, and the caller's
+    outputs would then change when the next step reuses the workspace."""
+    return np.array(view, order="C", copy=True)
 
 
 def _transposed_blocks(weight_hh: np.ndarray, block: int = 128) -> np.ndarray:
