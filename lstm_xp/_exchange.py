@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from . import interop
 from . import io as model_io
 from ._backend import dtype_name, to_numpy
+from ._checks import check_flag, check_size
 from ._naming import config_of
-from .errors import ConfigError
+from .errors import ConfigError, StateDictError
 
 
 class Exchange:
@@ -49,6 +50,9 @@ class Exchange:
         **options
             Other constructor arguments (``kernel=``, ``dropout=``, ...).
         """
+        if not isinstance(state_dict, Mapping):
+            raise StateDictError(f"state_dict must be a mapping of names to arrays; got "
+                                 f"{type(state_dict).__name__}.")
         params = {k: to_numpy(v) for k, v in state_dict.items()}
         config = config_of(params)
         if dtype is None:
@@ -147,6 +151,11 @@ class Exchange:
         and ``Y_c`` are ``(D*L, B, H)``. With ``initial_state`` it takes ``h0`` and ``c0``
         inputs, else the state starts at zero. Returns the path.
         """
+        check_size("opset", opset)
+        check_flag("initial_state", initial_state)
+        if opset < 14:
+            raise ConfigError(f"opset must be 14 or newer (lstm-xp writes version 14 of the LSTM "
+                              f"operator); got {opset}.")
         model = interop.to_onnx_model(self._numpy_params(), self.config(), opset,
                                       initial_state)
         return model_io.write_atomic(path, model.SerializeToString())

@@ -21,7 +21,7 @@ from ._checks import check_flag, check_real, check_size
 from ._init import init_linear
 from ._module import Module, on_device
 from ._typing import Array
-from .errors import BackendMismatchError, ConfigError, LabelError, ShapeError
+from .errors import BackendMismatchError, ConfigError, LabelError, ShapeError, TapeError
 
 Grads = Mapping[str, Array]
 
@@ -82,6 +82,9 @@ class Linear(Module):
     @on_device
     def backward(self, tape: LinearTape, dy: Any) -> tuple[Array, dict[str, Array]]:
         """Gradients with respect to the input (its shape) and to ``weight`` and ``bias``."""
+        if not isinstance(tape, LinearTape):
+            raise TapeError(f"tape must be the LinearTape that forward_train returned; got "
+                            f"{type(tape).__name__}.")
         xp = self.xp
         d = self._as_array(dy, "dy")
         expected = (*tape.x.shape[:-1], self.out_features)
@@ -191,6 +194,9 @@ def clip_grad_norm(grads: Sequence[Grads],
         The norm before clipping (one scalar read back from the device).
     """
     max_norm = check_real("max_norm", max_norm, 0.0, math.inf, low_open=True)
+    if isinstance(grads, Mapping) or not all(isinstance(g, Mapping) for g in grads):
+        raise ConfigError("clip_grad_norm takes a list of gradient dicts, one per module (as "
+                          "backward returns them); wrap a single dict in a list.")
     squares = 0.0
     for g in grads:
         for a in g.values():

@@ -385,3 +385,22 @@ def test_inference_from_several_threads(case, to_np, rng):
     together = _run_in_threads(len(inputs), lambda i: to_np(model(inputs[i])[0]))
     for a, b in zip(alone, together, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_more_entry_points_check_their_arguments(tmp_path, rng):
+    from lstm_xp import clip_grad_norm
+
+    model = LSTM(2, 3, seed=0)
+    grads = {k: np.ones(v.shape, np.float32) for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError, match="list of gradient dicts"):
+        clip_grad_norm(grads, 1.0)
+    with pytest.raises(TapeError, match="LinearTape"):
+        Linear(3, 1).backward(None, np.zeros((2, 1)))
+    with pytest.raises(ConfigError, match="opset must be 14 or newer"):
+        model.to_onnx(tmp_path / "m.onnx", opset=11)
+    with pytest.raises(ConfigError, match="initial_state must be True or False"):
+        model.to_onnx(tmp_path / "m.onnx", initial_state="yes")
+    with pytest.raises(StateDictError, match="state_dict must be a mapping"):
+        LSTM.from_state_dict([1, 2])
+    _, norm = clip_grad_norm([grads], 1.0)
+    assert norm == pytest.approx(np.sqrt(sum(v.size for v in grads.values())))
