@@ -96,6 +96,23 @@ def layer_scan_train(
     return xp.stack(outputs, axis=0), h, c, tape
 
 
+def split_by_length(
+    xp: Namespace, lengths: Array | None, t: int, dh: Array, dc: Array, dy_t: Array
+) -> tuple[Array, Array, Array | None, Array | None]:
+    """The gradients flowing into step ``t``: ``(dh_step, dc_step, dh_pass, dc_pass)``.
+
+    Past a sequence's length the step copied its state: the gradient passes straight through
+    (``*_pass``, added to the step's own gradients with respect to its inputs) and the step,
+    whose output is a constant zero, gets none. Without lengths nothing passes (None).
+    """
+    dh_step = dh + dy_t
+    if lengths is None:
+        return dh_step, dc, None, None
+    valid = xp.expand_dims(lengths > t, axis=1)
+    return (xp.where(valid, dh_step, xp.zeros_like(dh)), xp.where(valid, dc, xp.zeros_like(dc)),
+            xp.where(valid, xp.zeros_like(dh), dh), xp.where(valid, xp.zeros_like(dc), dc))
+
+
 def layer_scan_backward(
     xp: Namespace, tape: LayerTape, dy: Array, dh_n: Array | None, dc_n: Array | None
 ) -> tuple[Array, Array, Array, dict[str, Array]]:
@@ -128,16 +145,8 @@ def layer_scan_backward(
         act = tape.gates[t, ...]
         i, f = act[..., :hidden], act[..., hidden : 2 * hidden]
         g, o = act[..., 2 * hidden : 3 * hidden], act[..., 3 * hidden :]
-        dh_step = dh + dy[t, ...]
-        dc_step = dc
-        if tape.lengths is not None:
-            # Past a sequence's length the step copied its state: the gradient passes
-            # straight through, and the step's output (a constant zero) gets none.
-            valid = xp.expand_dims(tape.lengths > t, axis=1)
-            dh_pass = xp.where(valid, xp.zeros_like(dh), dh)
-            dc_pass = xp.where(valid, xp.zeros_like(dc), dc)
-            dh_step = xp.where(valid, dh_step, xp.zeros_like(dh))
-            dc_step = xp.where(valid, dc_step, xp.zeros_like(dc))
+        dh_step, dc_step, dh_pass, dc_pass = split_by_length(xp, tape.lengths, t, dh, dc,
+                                                             dy[t, ...])
         tc = xp.tanh(tape.cells[t, ...])
         dc_t = dc_step + dh_step * o * (1.0 - tc * tc)
         dz = xp.concat([
@@ -149,7 +158,7 @@ def layer_scan_backward(
         dzs[t] = dz
         dh = dz @ tape.weight_hh
         dc = dc_t * f
-        if tape.lengths is not None:
+        if dh_pass is not None:
             dh = dh + dh_pass
             dc = dc + dc_pass
     dz_all = xp.reshape(xp.stack(dzs, axis=0), (steps * batch, 4 * hidden))

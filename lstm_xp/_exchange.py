@@ -48,7 +48,9 @@ class Exchange:
         dtype : optional
             Default: the weights' own dtype.
         **options
-            Other constructor arguments (``kernel=``, ``dropout=``, ...).
+            Other constructor arguments (``kernel=``, ``dropout=``, ``clip=``,
+            ``input_forget=``, ``direction=``, ...); ``proj_size`` and ``peephole`` are read
+            from the names (``weight_hr_l0``, ``peephole_l0``).
         """
         if not isinstance(state_dict, Mapping):
             raise StateDictError(f"state_dict must be a mapping of names to arrays; got "
@@ -57,10 +59,15 @@ class Exchange:
         config = config_of(params)
         if dtype is None:
             dtype = dtype_name(next(iter(params.values())).dtype)
+        for key in ("proj_size", "peephole"):  # given by the names; a caller may repeat them
+            if key in options and options.pop(key) != config[key]:
+                raise StateDictError(f"{key}={config[key]!r} by the state dict's names, but "
+                                     f"{key} was given otherwise.")
         model = cls(config["input_size"], config["hidden_size"], config["num_layers"],
                     bias=config["bias"], batch_first=batch_first,
                     bidirectional=config["bidirectional"], backend=backend, device=device,
-                    dtype=dtype, seed=0, **options)
+                    dtype=dtype, seed=0, proj_size=config["proj_size"],
+                    peephole=config["peephole"], **options)
         model.load_state_dict(params)  # type: ignore[attr-defined]
         return model
 
@@ -81,8 +88,21 @@ class Exchange:
                                    backend=backend, device=device, dtype=dtype)
 
     def to_torch(self) -> Any:
-        """A ``torch.nn.LSTM`` (on the CPU) with this model's configuration and weights."""
+        """A ``torch.nn.LSTM`` (on the CPU) with this model's configuration and weights
+        (``proj_size`` included)."""
+        self._only_options("torch.nn.LSTM", allowed={"proj_size"})
         return interop.to_torch_module(self.config(), self._numpy_params())
+
+    def _only_options(self, target: str, allowed: frozenset[str] | set[str] = frozenset()) -> None:
+        """Refuse to export options that ``target`` has no equivalent for."""
+        config = self.config()
+        defaults = {"proj_size": 0, "peephole": False, "clip": None, "input_forget": False,
+                    "direction": "forward"}
+        used = {k for k, v in defaults.items() if config[k] != v}
+        extra = sorted(used - set(allowed))
+        if extra:
+            raise ConfigError(f"{target} has no equivalent of {', '.join(extra)}; this model "
+                              "cannot be exported there without changing what it computes.")
 
     # -- Keras 3 -----------------------------------------------------------------------------
     @classmethod
@@ -102,6 +122,7 @@ class Exchange:
         """Per layer, the NumPy arrays ``layer.set_weights()`` takes: ``[kernel,
         recurrent_kernel, bias]``, or six (forward then backward) for ``Bidirectional``.
         The bias is ``bias_ih + bias_hh``."""
+        self._only_options("Keras' LSTM layer")
         return interop.to_keras_weights(self._numpy_params(), self.num_layers,
                                         self.bidirectional)
 
@@ -121,6 +142,7 @@ class Exchange:
         order. Flax's cells have one bias (on the ``h*`` kernels): ``bias_ih + bias_hh``."""
         from ._naming import suffixes
 
+        self._only_options("Flax's LSTMCell")
         params = self._numpy_params()
         return [interop.to_flax_params(params, s)
                 for s in suffixes(self.num_layers, self.bidirectional)]
@@ -137,6 +159,7 @@ class Exchange:
     def to_seed(self) -> dict[str, Any]:
         """The seed's layout (one layer, one direction only): ``Wf, Wi, WC, Wo`` (H, H+I)
         and ``bf, bi, bC, bo`` (H, 1), with ``b? = bias_ih + bias_hh``."""
+        self._only_options("the seed's LSTM")
         if self.num_layers != 1 or self.bidirectional:
             raise ConfigError("the seed's layout holds one layer and one direction; this model "
                               f"has num_layers={self.num_layers}, "
@@ -156,6 +179,9 @@ class Exchange:
         if opset < 14:
             raise ConfigError(f"opset must be 14 or newer (lstm-xp writes version 14 of the LSTM "
                               f"operator); got {opset}.")
+        if self.config()["proj_size"]:
+            raise ConfigError("ONNX's LSTM operator has no projection (proj_size); export the "
+                              "model with torch.onnx from to_torch(), or build it without.")
         model = interop.to_onnx_model(self._numpy_params(), self.config(), opset,
                                       initial_state)
         return model_io.write_atomic(path, model.SerializeToString())
@@ -166,7 +192,9 @@ class Exchange:
         """A model from the weights of an ONNX file made of standard ``LSTM`` nodes."""
         config, params = interop.read_onnx(path)
         return cls.from_state_dict(params, batch_first=config["batch_first"], backend=backend,
-                                   device=device, dtype=dtype)
+                                   device=device, dtype=dtype, clip=config["clip"],
+                                   input_forget=config["input_forget"],
+                                   direction=config["direction"])
 
     # -- lstm-xp's own files -----------------------------------------------------------------
     def save(self, path: Any) -> Any:
@@ -189,4 +217,5 @@ class Exchange:
         """
         schema, params = model_io.load(path)
         return cls.from_state_dict(params, batch_first=schema["batch_first"], backend=backend,
-                                   device=device, dtype=dtype or schema["dtype"])
+                                   device=device, dtype=dtype or schema["dtype"],
+                                   **{k: schema[k] for k in model_io.OPTION_KEYS})

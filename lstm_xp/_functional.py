@@ -197,6 +197,7 @@ def stack_forward(
     scan: Callable[..., tuple[Any, ...]] = layer_scan,
     lengths: Array | None = None,
     dropout_masks: Sequence[Array | None] | None = None,
+    reverse: bool = False,
 ) -> tuple[Array, Array, Array, list[list[Any]]]:
     """Stacked, optionally bidirectional LSTM over a sequence: the loop over layers and
     directions that inference and training share.
@@ -218,6 +219,12 @@ def stack_forward(
     dropout_masks : sequence of arrays (T, B, D*H) or None, optional
         ``dropout_masks[k]``, already scaled by 1/(1-p), multiplies layer ``k``'s output before
         layer ``k + 1`` reads it (training only; None: no dropout there).
+    reverse : bool
+        A unidirectional stack that reads the sequence backwards (``direction="reverse"``):
+        every layer walks from the last step to the first.
+
+    Layers with the variants' two extra weights (``weight_hr``, ``peephole``, see
+    :mod:`lstm_xp._variants`) pass them to ``scan`` after ``c0``.
 
     Returns
     -------
@@ -234,11 +241,13 @@ def stack_forward(
     for index, directions in enumerate(layers):
         outs: list[Array] = []
         tapes.append([])
-        for direction, (w_ih, w_hh, b_ih, b_hh) in enumerate(directions):
+        for direction, weights in enumerate(directions):
+            extra: list[Array]
+            w_ih, w_hh, b_ih, b_hh, *extra = weights
             k = index * len(directions) + direction
             y, h, c, *tape = scan(xp, layer_input, w_ih, w_hh, summed_bias(b_ih, b_hh),
-                                  h0[k, ...], c0[k, ...], reverse=direction == 1,
-                                  lengths=lengths)
+                                  h0[k, ...], c0[k, ...], *extra,
+                                  reverse=direction == 1 or reverse, lengths=lengths)
             outs.append(y)
             h_n.append(h)
             c_n.append(c)

@@ -51,6 +51,8 @@ def init_params(
     bias: bool,
     bias_init: str = "default",
     chrono_max: float | None = None,
+    proj_size: int = 0,
+    peephole: bool = False,
 ) -> dict[str, np.ndarray]:
     """Draw every layer's parameters from one Generator seeded with ``seed``.
 
@@ -70,10 +72,26 @@ def init_params(
     for suffix, input_size in layers:
         for name, value in init_layer(scheme, rng, input_size, hidden_size, bias).items():
             params[name + suffix] = value
+        if proj_size:  # LSTMP: the recurrence reads the projected state (P), W_hr projects
+            params["weight_hh" + suffix] = _matrix(scheme, rng, 4 * hidden_size, proj_size,
+                                                   hidden_size)
+            params["weight_hr" + suffix] = _matrix(scheme, rng, proj_size, hidden_size,
+                                                   hidden_size)
+        if peephole:  # p_i, p_f, p_o: zero, so that a new model starts as the plain LSTM
+            params["peephole" + suffix] = np.zeros(3 * hidden_size)
         if bias and bias_init != "default":
             params["bias_ih" + suffix] = gate_biases(bias_init, rng, hidden_size, chrono_max)
             params["bias_hh" + suffix] = np.zeros(4 * hidden_size)
     return params
+
+
+def _matrix(scheme: str, rng: np.random.Generator, rows: int, cols: int,
+            hidden: int) -> np.ndarray:
+    """A ``(rows, cols)`` weight of the variants, drawn like the scheme's others."""
+    if scheme == "pytorch":
+        k = 1.0 / math.sqrt(hidden)
+        return rng.uniform(-k, k, size=(rows, cols))
+    return _glorot_uniform(rng, rows, cols)
 
 
 def gate_biases(kind: str, rng: np.random.Generator, hidden: int,

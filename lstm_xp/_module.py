@@ -104,11 +104,12 @@ class Module:
         raise NotImplementedError
 
     def _init_params(self, layers: list[tuple[str, int]], hidden_size: int, bias: bool,
-                     bias_init: str = "default", chrono_max: float | None = None) -> None:
+                     bias_init: str = "default", chrono_max: float | None = None,
+                     proj_size: int = 0, peephole: bool = False) -> None:
         """Draw parameters for each ``(suffix, input_size)`` on the host and move them here."""
         try:
             self._set_params(init_params(self.init, self.seed, layers, hidden_size, bias,
-                                         bias_init, chrono_max))
+                                         bias_init, chrono_max, proj_size, peephole))
         except MemoryError as exc:
             count = sum(math.prod(s) for s in self._param_shapes().values())
             raise AllocationError(
@@ -325,24 +326,27 @@ class Module:
             f"got {type(value).__name__}."
         )
 
-    def _pair(self, value: Any, names: tuple[str, str], expected: tuple[int, ...], *,
+    def _pair(self, value: Any, names: tuple[str, str], expected: Any, *,
               what: str, optional: bool = False, hint: str = "") -> list[Any]:
         """Check a pair of arrays (a state ``(h, c)``, or its gradient) and convert both.
 
-        Each must have shape ``expected``; with ``optional`` either may be None (kept as
-        None). ``what`` names the pair in messages, ``hint`` explains ``expected``.
+        Each must have shape ``expected`` (or ``expected[k]`` when it is a pair of shapes:
+        with a projection ``h`` and ``c`` differ); with ``optional`` either may be None (kept
+        as None). ``what`` names the pair in messages, ``hint`` explains ``expected``.
         """
+        shapes = list(expected) if expected and isinstance(expected[0], tuple) \
+            else [expected, expected]
         if not isinstance(value, (tuple, list)) or len(value) != 2:
             raise ShapeError(f"{what} must be a pair ({names[0]}, {names[1]}); got "
                              f"{type(value).__name__}.")
         out: list[Any] = []
-        for name, item in zip(names, value, strict=True):
+        for name, item, shape in zip(names, value, shapes, strict=True):
             if item is None and optional:
                 out.append(None)
                 continue
             a = self._as_array(item, name)
-            if tuple(a.shape) != expected:
-                raise ShapeError(f"{name} has shape {tuple(a.shape)}; expected {expected}"
+            if tuple(a.shape) != tuple(shape):
+                raise ShapeError(f"{name} has shape {tuple(a.shape)}; expected {tuple(shape)}"
                                  f"{hint}.")
             out.append(a)
         return out

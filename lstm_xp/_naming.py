@@ -17,6 +17,9 @@ from ._typing import Array, LayerWeights
 from .errors import StateDictError
 
 KINDS: tuple[str, ...] = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+#: The variants' parameters: the projection (P, H), as PyTorch names it, and the peepholes
+#: p_i, p_f, p_o (3H,).
+EXTRA_KINDS: tuple[str, ...] = ("weight_hr", "peephole")
 
 
 def suffix(layer: int, direction: int = 0) -> str:
@@ -31,24 +34,32 @@ def suffixes(num_layers: int, bidirectional: bool) -> list[str]:
 
 
 def layer_inputs(input_size: int, hidden_size: int, num_layers: int,
-                 bidirectional: bool) -> list[tuple[str, int]]:
-    """``(suffix, input size)`` per layer and direction, in PyTorch's order."""
+                 bidirectional: bool, proj_size: int = 0) -> list[tuple[str, int]]:
+    """``(suffix, input size)`` per layer and direction, in PyTorch's order: layer 0 reads
+    ``input_size``, later layers ``D * (proj_size or hidden_size)``."""
     dirs = 2 if bidirectional else 1
-    return [(suffix(k, d), input_size if k == 0 else dirs * hidden_size)
+    out = proj_size or hidden_size
+    return [(suffix(k, d), input_size if k == 0 else dirs * out)
             for k in range(num_layers) for d in range(dirs)]
 
 
 def param_shapes(input_size: int, hidden_size: int, num_layers: int, bidirectional: bool,
-                 bias: bool) -> dict[str, tuple[int, ...]]:
+                 bias: bool, proj_size: int = 0,
+                 peephole: bool = False) -> dict[str, tuple[int, ...]]:
     """Every parameter's name and shape."""
     gates = 4 * hidden_size
     shapes: dict[str, tuple[int, ...]] = {}
-    for s, size in layer_inputs(input_size, hidden_size, num_layers, bidirectional):
+    for s, size in layer_inputs(input_size, hidden_size, num_layers, bidirectional,
+                                proj_size):
         shapes["weight_ih" + s] = (gates, size)
-        shapes["weight_hh" + s] = (gates, hidden_size)
+        shapes["weight_hh" + s] = (gates, proj_size or hidden_size)
         if bias:
             shapes["bias_ih" + s] = (gates,)
             shapes["bias_hh" + s] = (gates,)
+        if proj_size:
+            shapes["weight_hr" + s] = (proj_size, hidden_size)
+        if peephole:
+            shapes["peephole" + s] = (3 * hidden_size,)
     return shapes
 
 
@@ -66,9 +77,11 @@ def cell_param_shapes(input_size: int, hidden_size: int,
 def group_layers(params: Mapping[str, Array], num_layers: int,
                  bidirectional: bool) -> list[list[LayerWeights]]:
     """Weights per layer and direction, ``(weight_ih, weight_hh, bias_ih, bias_hh)``, the
-    biases None where the model has none."""
+    biases None where the model has none; for a model with variant parameters
+    (:data:`EXTRA_KINDS`) two more, ``weight_hr`` and ``peephole`` (None where unused)."""
     dirs = 2 if bidirectional else 1
-    return [[tuple(params.get(kind + suffix(k, d)) for kind in KINDS)  # type: ignore[misc]
+    kinds = KINDS + EXTRA_KINDS if any(k + "_l0" in params for k in EXTRA_KINDS) else KINDS
+    return [[tuple(params.get(kind + suffix(k, d)) for kind in kinds)  # type: ignore[misc]
              for d in range(dirs)] for k in range(num_layers)]
 
 
@@ -85,6 +98,9 @@ def named_grads(layer_grads: Sequence[Sequence[Mapping[str, Array]]],
             if bias:
                 grads["bias_ih" + s] = g["bias"]
                 grads["bias_hh" + s] = g["bias"]
+            for kind in EXTRA_KINDS:
+                if kind in g:
+                    grads[kind + s] = g[kind]
     return grads
 
 
@@ -98,14 +114,18 @@ def config_of(params: Mapping[str, Any]) -> dict[str, Any]:
             f"{sorted(params)}.")
     if layers != set(range(len(layers))):
         raise StateDictError(f"layer indices must run 0..L-1; got {sorted(layers)}.")
-    proj = [k for k in params if k.startswith("weight_hr")]
-    if proj:
-        raise StateDictError(f"LSTMs with projections (proj_size > 0, {proj}) are not supported.")
     w_ih, w_hh = params["weight_ih_l0"], params["weight_hh_l0"]
+    if len(getattr(w_ih, "shape", ())) != 2 or len(getattr(w_hh, "shape", ())) != 2:
+        raise StateDictError(f"weight_ih_l0 and weight_hh_l0 must be matrices; got shapes "
+                             f"{getattr(w_ih, 'shape', None)} and "
+                             f"{getattr(w_hh, 'shape', None)}.")
+    proj = params.get("weight_hr_l0")
     return {
         "input_size": int(w_ih.shape[1]),
-        "hidden_size": int(w_hh.shape[1]),
+        "hidden_size": int(w_hh.shape[0]) // 4,
         "num_layers": len(layers),
         "bias": "bias_ih_l0" in params,
         "bidirectional": "weight_ih_l0_reverse" in params,
+        "proj_size": 0 if proj is None else int(proj.shape[0]),
+        "peephole": "peephole_l0" in params,
     }

@@ -23,6 +23,8 @@ class SeedAPI:
     hidden_size: int
     num_layers: int
     bidirectional: bool
+    direction: str
+    variants: Any
     xp: Any
     dtype: Any
     device: Any
@@ -58,6 +60,11 @@ class SeedAPI:
                 "forward() advances one time step, but a bidirectional LSTM's backward "
                 "direction needs the whole sequence. Call model(X) or model.forward_sequence(X)."
             )
+        if self.direction != "forward" or self.variants.names():
+            raise ConfigError(
+                "forward() is the seed's step of the plain forward LSTM; this model has "
+                f"direction={self.direction!r} and options "
+                f"{sorted(self.variants.names()) or 'none'}. Call model(X) over the sequence.")
         xp = self.xp
         xa = self._as_array(x, "x")  # type: ignore[attr-defined]
         layout = self._step_layout(xa, h_prev)

@@ -19,7 +19,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-from ._backend import as_host, library_of, to_numpy
+from ._backend import BACKENDS, as_host, library_of, to_numpy
 from .errors import ShapeError
 
 try:
@@ -42,6 +42,8 @@ def _payload(model: Any) -> dict[str, Any]:
     return {
         "token": uuid.uuid4().hex,
         "batch_first": model.batch_first,
+        "options": {k: v for k, v in model.options().items()
+                    if k not in ("proj_size", "peephole")},  # those come with the names
         "params": {k: to_numpy(v) for k, v in model.state_dict().items()},
     }
 
@@ -57,7 +59,7 @@ def _worker_model(payload: dict[str, Any], backend: str) -> Any:
             _CACHE.move_to_end(key)
             return model
     model = LSTM.from_state_dict(payload["params"], batch_first=payload["batch_first"],
-                                 backend=backend)
+                                 backend=backend, **payload["options"])
     with _CACHE_LOCK:
         _CACHE[key] = model
         while len(_CACHE) > _CACHE_SIZE:
@@ -67,7 +69,8 @@ def _worker_model(payload: dict[str, Any], backend: str) -> Any:
 
 def _run_chunk(x: Any, lengths: Any, payload: dict[str, Any]) -> Any:
     """One batch chunk: outputs in the chunk's own array library."""
-    backend = "cupy" if library_of(x) == "cupy" else "numpy"
+    library = library_of(x)  # CuPy chunks run on the CuPy backend, on this worker's GPU
+    backend = library if library in BACKENDS else "numpy"
     model = _worker_model(payload, backend)
     y, _ = model(x, lengths=lengths)
     return y
@@ -102,7 +105,7 @@ def forward(model: Any, X: Any, lengths: Any = None) -> Any:
     X = X.rechunk({t_axis: -1, 2: -1})
     index = "bti" if model.batch_first else "tbi"
     out_index = index.replace("i", "h")
-    width = model.num_directions * model.hidden_size
+    width = model.num_directions * model.output_size
     if lengths is None:
         lengths_arg: tuple[Any, Any] = (None, None)
     else:

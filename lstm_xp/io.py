@@ -27,10 +27,14 @@ from .errors import ModelFileError
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "load", "save", "write_atomic"]
 
 FORMAT = "lstm-xp"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the variants' options (version 1 files load as plain LSTMs)
 _SCHEMA_KEY = "__lstm_xp_schema__"
 _CONFIG_KEYS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first",
                 "bidirectional")
+#: Options beyond the sizes, with what a version 1 file (which has none) means.
+OPTION_DEFAULTS: dict[str, Any] = {"proj_size": 0, "peephole": False, "clip": None,
+                                   "input_forget": False, "direction": "forward"}
+OPTION_KEYS = tuple(OPTION_DEFAULTS)
 
 
 def _digest(a: np.ndarray) -> str:
@@ -83,6 +87,7 @@ def save(path: str | os.PathLike[str], params: Mapping[str, np.ndarray],
         "format_version": FORMAT_VERSION,
         "class": "LSTM",
         **{k: config[k] for k in _CONFIG_KEYS},
+        **{k: config.get(k, v) for k, v in OPTION_DEFAULTS.items()},
         "dtype": dtype,
         "gate_order": "ifgo",
         "layout": "torch.nn.LSTM",
@@ -146,8 +151,12 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
         raise bad(f"written in format version {version!r}, newer than this lstm-xp reads "
                   f"({FORMAT_VERSION}). Upgrade lstm-xp to load it.")
     missing = [k for k in (*_CONFIG_KEYS, "dtype", "sha256") if k not in schema]
+    if version >= 2:
+        missing += [k for k in OPTION_KEYS if k not in schema]
     if missing:
         raise bad(f"its schema lacks {missing}.")
+    for key, default in OPTION_DEFAULTS.items():
+        schema.setdefault(key, default)
     _check_schema(schema, bad)
     digests = schema["sha256"]
     if set(digests) != set(arrays):
@@ -161,7 +170,8 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
             raise bad(f"parameter {name!r} does not match its checksum: the file is corrupted.")
     # The sizes the schema claims must be those of the arrays, before anything is built.
     expected = param_shapes(schema["input_size"], schema["hidden_size"], schema["num_layers"],
-                            schema["bidirectional"], schema["bias"])
+                            schema["bidirectional"], schema["bias"], schema["proj_size"],
+                            schema["peephole"])
     if set(expected) != set(arrays):
         raise bad(f"its schema describes parameters {sorted(expected)} but the file holds "
                   f"{sorted(arrays)}.")
@@ -203,6 +213,18 @@ def _check_schema(schema: dict[str, Any], bad: Any) -> None:
     for key in ("bias", "batch_first", "bidirectional"):
         if not isinstance(schema[key], bool):
             raise bad(f"its schema's {key} must be true or false; got {schema[key]!r}.")
+    proj = schema["proj_size"]
+    if isinstance(proj, bool) or not isinstance(proj, int) or proj < 0:
+        raise bad(f"its schema's proj_size must be a non-negative integer; got {proj!r}.")
+    for key in ("peephole", "input_forget"):
+        if not isinstance(schema[key], bool):
+            raise bad(f"its schema's {key} must be true or false; got {schema[key]!r}.")
+    clip = schema["clip"]
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))):
+        raise bad(f"its schema's clip must be a number or null; got {clip!r}.")
+    if schema["direction"] not in ("forward", "reverse"):
+        raise bad(f"its schema's direction must be 'forward' or 'reverse'; got "
+                  f"{schema['direction']!r}.")
     if schema["dtype"] not in ("float16", "float32", "float64"):
         raise bad(f"its schema's dtype must be float16, float32 or float64; got "
                   f"{schema['dtype']!r}.")

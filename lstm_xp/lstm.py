@@ -10,6 +10,7 @@ library's layout, and converts the results back. The seed's one-step API comes f
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +22,9 @@ from ._module import Module, on_device
 from ._naming import group_layers, layer_inputs, named_grads, param_shapes
 from ._seed_api import SeedAPI
 from ._typing import Array, LayerWeights
+from ._variants import VariantOptions
 from .cell import LSTMCell
-from .errors import ShapeError, TapeError
+from .errors import ConfigError, ShapeError, TapeError
 from .kernels import Kernel, select_kernel
 
 __all__ = ["LSTM", "LSTMCell", "Tape"]
@@ -112,6 +114,27 @@ class LSTM(Module, SeedAPI, Exchange):
         LSTM learn dependencies over hundreds of steps; see :func:`lstm_xp._init.gate_biases`.
     chrono_max : float, optional
         Longest time scale for ``bias_init="chrono"``, e.g. the sequence length.
+    proj_size : int, default 0
+        LSTM with projections (LSTMP, as ``torch.nn.LSTM``'s ``proj_size``): the hidden
+        state ``h`` is ``(o * tanh(c)) @ weight_hr.T`` of size ``P = proj_size < H``, with a
+        ``weight_hr_l{k}`` (P, H) per layer and direction; outputs and ``h`` have P features,
+        ``c`` keeps H.
+    peephole : bool, default False
+        Peephole connections as ONNX defines them: ``peephole_l{k}`` (3H,) holds
+        ``p_i, p_f, p_o``; the input and forget gates see ``c_{t-1}``, the output gate
+        ``c_t``. They start at zero.
+    clip : float, optional
+        Cell clip as ONNX's ``clip``: every gate's pre-activation is clipped to
+        ``[-clip, clip]`` before its nonlinearity.
+    input_forget : bool, default False
+        Coupled input and forget gates (ONNX's ``input_forget``): ``f = 1 - i``.
+    direction : {"forward", "reverse"}, default "forward"
+        ``"reverse"``: a unidirectional model that reads each sequence from its last step to
+        its first (ONNX's ``direction="reverse"``); outputs stay aligned with the input's
+        time axis. For both directions use ``bidirectional=True``.
+
+    The variants (``proj_size``, ``peephole``, ``clip``, ``input_forget``) run on the pure
+    kernel (:attr:`kernel` says so), with training; ``direction`` runs on every kernel.
 
     Notes
     -----
@@ -146,6 +169,11 @@ class LSTM(Module, SeedAPI, Exchange):
         dropout: float = 0.0,
         bias_init: str = "default",
         chrono_max: float | None = None,
+        proj_size: int = 0,
+        peephole: bool = False,
+        clip: float | None = None,
+        input_forget: bool = False,
+        direction: str = "forward",
     ) -> None:
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
@@ -154,9 +182,18 @@ class LSTM(Module, SeedAPI, Exchange):
         self.batch_first = check_flag("batch_first", batch_first)
         self.bidirectional = check_flag("bidirectional", bidirectional)
         self.dropout = check_real("dropout", dropout, 0.0, 1.0)
+        self.variants = _variant_options(self.hidden_size, proj_size, peephole, clip,
+                                         input_forget)
+        if direction not in ("forward", "reverse"):
+            raise ConfigError(f"direction must be 'forward' or 'reverse'; got {direction!r}. "
+                              "For both directions pass bidirectional=True.")
+        if direction == "reverse" and self.bidirectional:
+            raise ConfigError("direction='reverse' makes a unidirectional model read "
+                              "backwards; a bidirectional model already has both directions.")
+        self.direction = direction
         super().__init__(backend, device, dtype, init, seed)
         self._init_params(self._layer_inputs(), self.hidden_size, self.bias, bias_init,
-                          chrono_max)
+                          chrono_max, self.proj_size, self.peephole)
         self._dropout_rng = dropout_generator(seed)
         self._kernel_request = kernel
         self._placed()
@@ -164,7 +201,9 @@ class LSTM(Module, SeedAPI, Exchange):
     def _placed(self) -> None:
         if hasattr(self, "_dropout_rng"):  # a copy made by to() gets its own dropout stream
             self._dropout_rng = copy.deepcopy(self._dropout_rng)
-        self._kernel = select_kernel(self._backend, self._kernel_request)
+        self._kernel = select_kernel(self._backend, self._kernel_request,
+                                     reverse=self.direction == "reverse",
+                                     variants=self.variants)
         self._identity = object()  # what this model's tapes are marked with
 
     @property
@@ -178,27 +217,61 @@ class LSTM(Module, SeedAPI, Exchange):
         """``D``: 2 for a bidirectional model, else 1."""
         return 2 if self.bidirectional else 1
 
+    @property
+    def proj_size(self) -> int:
+        """``P``, the size of the projected hidden state, or 0 (no projection)."""
+        return self.variants.proj_size
+
+    @property
+    def peephole(self) -> bool:
+        return self.variants.peephole
+
+    @property
+    def clip(self) -> float | None:
+        return self.variants.clip
+
+    @property
+    def input_forget(self) -> bool:
+        return self.variants.input_forget
+
+    @property
+    def output_size(self) -> int:
+        """Features of ``h`` per direction: ``proj_size`` if set, else ``hidden_size``."""
+        return self.proj_size or self.hidden_size
+
     def config(self) -> dict[str, Any]:
-        """The sizes and layout that, with :meth:`state_dict`, define the model:
+        """The sizes, layout and options that, with :meth:`state_dict`, define the model:
         ``input_size``, ``hidden_size``, ``num_layers``, ``bias``, ``batch_first``,
-        ``bidirectional``."""
+        ``bidirectional``, ``proj_size``, ``peephole``, ``clip``, ``input_forget``,
+        ``direction``."""
         return {"input_size": self.input_size, "hidden_size": self.hidden_size,
                 "num_layers": self.num_layers, "bias": self.bias,
-                "batch_first": self.batch_first, "bidirectional": self.bidirectional}
+                "batch_first": self.batch_first, "bidirectional": self.bidirectional,
+                **self.options()}
+
+    def options(self) -> dict[str, Any]:
+        """The options beyond the sizes (what :meth:`from_state_dict` cannot read from the
+        weights' names): ``proj_size``, ``peephole``, ``clip``, ``input_forget``,
+        ``direction``."""
+        return {"proj_size": self.proj_size, "peephole": self.peephole, "clip": self.clip,
+                "input_forget": self.input_forget, "direction": self.direction}
 
     def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.options().items()
+                        if v != {"direction": "forward", "proj_size": 0, "peephole": False,
+                                 "clip": None, "input_forget": False}[k])
         return (f"LSTM({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, "
-                f"bidirectional={self.bidirectional}, {self._placement()})")
+                f"bidirectional={self.bidirectional}{extra}, {self._placement()})")
 
     # -- parameters --------------------------------------------------------------------------
     def _layer_inputs(self) -> list[tuple[str, int]]:
         return layer_inputs(self.input_size, self.hidden_size, self.num_layers,
-                            self.bidirectional)
+                            self.bidirectional, self.proj_size)
 
     def _param_shapes(self) -> dict[str, tuple[int, ...]]:
         return param_shapes(self.input_size, self.hidden_size, self.num_layers,
-                            self.bidirectional, self.bias)
+                            self.bidirectional, self.bias, self.proj_size, self.peephole)
 
     def _layers(self) -> list[list[LayerWeights]]:
         """Weights grouped per layer and direction: ``(weight_ih, weight_hh, bias_ih,
@@ -268,12 +341,17 @@ class LSTM(Module, SeedAPI, Exchange):
         steps, batch = x.shape[0], x.shape[1]
         stacked = self.num_directions * self.num_layers
         if state is None:
-            h0 = c0 = xp.zeros((stacked, batch, self.hidden_size), dtype=self.dtype,
-                               device=self.device)
+            h0 = xp.zeros((stacked, batch, self.output_size), dtype=self.dtype,
+                          device=self.device)
+            c0 = h0 if not self.proj_size else \
+                xp.zeros((stacked, batch, self.hidden_size), dtype=self.dtype,
+                         device=self.device)
         else:
-            expected = layout.state_shape(stacked, batch, self.hidden_size)
+            expected = (layout.state_shape(stacked, batch, self.output_size),
+                        layout.state_shape(stacked, batch, self.hidden_size))
             hint = (f" (num_directions*num_layers, {'batch, ' if layout.batched else ''}"
-                    "hidden_size)")
+                    f"{'proj_size' if self.proj_size else 'hidden_size'} for h0, hidden_size "
+                    "for c0)")
             h0, c0 = (layout.state_in(xp, a) for a in
                       self._pair(state, ("h0", "c0"), expected, what="state", hint=hint))
         keep = None
@@ -329,7 +407,7 @@ class LSTM(Module, SeedAPI, Exchange):
     def _dropout_masks(self, steps: int, batch: int) -> list[Array | None] | None:
         if self.dropout == 0.0 or self.num_layers == 1:
             return None
-        shape = (steps, batch, self.num_directions * self.hidden_size)
+        shape = (steps, batch, self.num_directions * self.output_size)
         return [self._backend.from_numpy(dropout_mask(self._dropout_rng, shape, self.dropout),
                                          self.dtype) for _ in range(self.num_layers - 1)]
 
@@ -395,11 +473,12 @@ class LSTM(Module, SeedAPI, Exchange):
                              f"shape {tape.outputs_shape}.")
         dh_n = dc_n = None
         if d_state is not None:
-            stacked, batch, hidden = run.h0.shape
+            stacked, batch, _ = run.h0.shape
+            shapes = (layout.state_shape(stacked, batch, self.output_size),
+                      layout.state_shape(stacked, batch, self.hidden_size))
             dh_n, dc_n = (None if a is None else layout.state_in(xp, a) for a in
-                          self._pair(d_state, ("dh_n", "dc_n"),
-                                     layout.state_shape(stacked, batch, hidden),
-                                     what="d_state", optional=True))
+                          self._pair(d_state, ("dh_n", "dc_n"), shapes, what="d_state",
+                                     optional=True))
         tape.used = True  # the fused NumPy backward recycles the tape's arrays
         dx, dh0, dc0, layer_grads = tape.kernel.backward(
             xp, tape.recorded, layout.sequence_in(xp, dy), dh_n, dc_n)
@@ -408,3 +487,17 @@ class LSTM(Module, SeedAPI, Exchange):
         grads = named_grads(layer_grads, self.bias)
         return layout.sequence_out(xp, dx), (layout.state_out(xp, dh0),
                                              layout.state_out(xp, dc0)), grads
+
+
+def _variant_options(hidden: int, proj_size: Any, peephole: Any, clip: Any,
+                     input_forget: Any) -> VariantOptions:
+    """Check the cell options' types and ranges (see :class:`LSTM`)."""
+    if isinstance(proj_size, bool) or not isinstance(proj_size, int) or \
+            not 0 <= proj_size < hidden:
+        raise ConfigError(f"proj_size must be an integer in 0..hidden_size-1 = 0..{hidden - 1} "
+                          f"(0: no projection); got {proj_size!r}.")
+    if clip is not None:
+        clip = check_real("clip", clip, 0.0, math.inf, low_open=True)
+    return VariantOptions(int(proj_size), check_flag("peephole", peephole), clip,
+                          check_flag("input_forget", input_forget))
+

@@ -14,48 +14,69 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def _run_direction(xs, w_ih, w_hh, b_ih, b_hh, h, c):
-    """One sequence ``xs`` (T, I) through one layer; returns hidden states (T, H) and (h, c)."""
-    hidden = w_hh.shape[1]
+def _run_direction(xs, w_ih, w_hh, b_ih, b_hh, h, c, w_hr=None, peephole=None, clip=None,
+                   input_forget=False):
+    """One sequence ``xs`` (T, I) through one layer; returns hidden states (T, H) and (h, c).
+
+    The variants, written from their definitions (ONNX's operator for the peepholes ``p_i,
+    p_f, p_o``, the clip of every gate's input and ``f = 1 - i``; PyTorch's LSTMP for
+    ``w_hr``)."""
+    hidden = w_hh.shape[0] // 4
     w = {g: (w_ih[k * hidden:(k + 1) * hidden], w_hh[k * hidden:(k + 1) * hidden],
              b_ih[k * hidden:(k + 1) * hidden] + b_hh[k * hidden:(k + 1) * hidden])
          for k, g in enumerate("ifgo")}
+    p = dict(zip("ifo", np.split(np.zeros(3 * hidden) if peephole is None else peephole, 3),
+                 strict=True))
+
+    def clipped(z):
+        return z if clip is None else np.clip(z, -clip, clip)
+
     hs = []
     for x in xs:
         pre = {g: wi @ x + wh @ h + b for g, (wi, wh, b) in w.items()}
-        i, f, o = _sigmoid(pre["i"]), _sigmoid(pre["f"]), _sigmoid(pre["o"])
-        g = np.tanh(pre["g"])
+        i = _sigmoid(clipped(pre["i"] + p["i"] * c))
+        f = 1.0 - i if input_forget else _sigmoid(clipped(pre["f"] + p["f"] * c))
+        g = np.tanh(clipped(pre["g"]))
         c = f * c + i * g
+        o = _sigmoid(clipped(pre["o"] + p["o"] * c))
         h = o * np.tanh(c)
+        if w_hr is not None:
+            h = w_hr @ h
         hs.append(h)
     return np.array(hs), h, c
 
 
-def reference_lstm(x, params, num_layers, bidirectional, h0=None, c0=None):
+def reference_lstm(x, params, num_layers, bidirectional, h0=None, c0=None, *, clip=None,
+                   input_forget=False, reverse=False):
     """Reference forward pass.
 
     Parameters
     ----------
     x : (T, B, I) array
     params : dict
-        ``torch.nn.LSTM``-named parameters (biases may be absent: zero).
-    h0, c0 : (L*D, B, H) arrays or None
+        ``torch.nn.LSTM``-named parameters (biases may be absent: zero), with
+        ``weight_hr_l{k}`` for a projection and ``peephole_l{k}`` for peepholes.
+    h0, c0 : (L*D, B, P or H) and (L*D, B, H) arrays or None
+    clip, input_forget : the variants' options
+    reverse : a unidirectional stack that reads the sequence backwards
 
     Returns
     -------
-    y (T, B, D*H), h_n (L*D, B, H), c_n (L*D, B, H), all float64.
+    y (T, B, D*P), h_n (L*D, B, P), c_n (L*D, B, H), all float64 (P = H without projection).
     """
     x = np.asarray(x, dtype=np.float64)
     p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     steps, batch, _ = x.shape
     dirs = 2 if bidirectional else 1
-    hidden = p["weight_hh_l0"].shape[1]
-    zeros = np.zeros((num_layers * dirs, batch, hidden))
-    h0 = zeros if h0 is None else np.asarray(h0, dtype=np.float64)
-    c0 = zeros if c0 is None else np.asarray(c0, dtype=np.float64)
-    y = np.zeros((steps, batch, dirs * hidden))
-    h_n = np.zeros_like(zeros)
-    c_n = np.zeros_like(zeros)
+    hidden = p["weight_hh_l0"].shape[0] // 4
+    out = p["weight_hr_l0"].shape[0] if "weight_hr_l0" in p else hidden
+    h0 = np.zeros((num_layers * dirs, batch, out)) if h0 is None \
+        else np.asarray(h0, dtype=np.float64)
+    c0 = np.zeros((num_layers * dirs, batch, hidden)) if c0 is None \
+        else np.asarray(c0, dtype=np.float64)
+    y = np.zeros((steps, batch, dirs * out))
+    h_n = np.zeros_like(h0)
+    c_n = np.zeros_like(c0)
     for b in range(batch):
         seq = x[:, b, :]
         for layer in range(num_layers):
@@ -66,9 +87,12 @@ def reference_lstm(x, params, num_layers, bidirectional, h0=None, c0=None):
                 b_ih = p.get("bias_ih" + sfx, np.zeros(4 * hidden))
                 b_hh = p.get("bias_hh" + sfx, np.zeros(4 * hidden))
                 k = layer * dirs + d
-                inp = seq[::-1] if d else seq
-                hs, h, c = _run_direction(inp, w_ih, w_hh, b_ih, b_hh, h0[k, b], c0[k, b])
-                outs.append(hs[::-1] if d else hs)
+                backwards = d == 1 or reverse
+                inp = seq[::-1] if backwards else seq
+                hs, h, c = _run_direction(inp, w_ih, w_hh, b_ih, b_hh, h0[k, b], c0[k, b],
+                                          p.get("weight_hr" + sfx), p.get("peephole" + sfx),
+                                          clip, input_forget)
+                outs.append(hs[::-1] if backwards else hs)
                 h_n[k, b], c_n[k, b] = h, c
             seq = np.concatenate(outs, axis=1)
         y[:, b, :] = seq

@@ -58,10 +58,17 @@ def test_torch_outputs_agree(rng):
         assert np.max(np.abs(ours - theirs.numpy())) <= 1e-5
 
 
-def test_torch_projection_refused():
+def test_torch_projection_is_imported_and_other_variants_are_refused_on_export():
+    """proj_size comes across (tests/test_variants.py checks outputs and gradients); options
+    torch.nn.LSTM lacks are refused rather than dropped."""
     torch = pytest.importorskip("torch")
-    with pytest.raises(StateDictError, match="proj_size"):
-        LSTM.from_torch(torch.nn.LSTM(3, 4, proj_size=2))
+    assert LSTM.from_torch(torch.nn.LSTM(3, 4, proj_size=2)).proj_size == 2
+    for kw in (dict(peephole=True), dict(clip=1.0), dict(input_forget=True),
+               dict(direction="reverse")):
+        with pytest.raises(ConfigError, match=r"torch\.nn\.LSTM has no equivalent"):
+            LSTM(3, 4, **kw).to_torch()
+        with pytest.raises(ConfigError, match="Keras' LSTM layer has no equivalent"):
+            LSTM(3, 4, **kw).to_keras()
 
 
 # -- Keras 3 ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gradcheck import central_difference, rel_err
 
 from lstm_xp import (
     LSTM,
@@ -58,37 +59,20 @@ def _loss(model, x, state, r, d_state, lengths, seed=None):
     return total
 
 
-def _central_difference(array, f, eps=1e-6):
-    grad = np.zeros_like(array)
-    for idx in np.ndindex(array.shape):
-        old = array[idx]
-        array[idx] = old + eps
-        up = f()
-        array[idx] = old - eps
-        down = f()
-        array[idx] = old
-        grad[idx] = (up - down) / (2 * eps)
-    return grad
-
-
-def _rel_err(a, b):
-    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-3)
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_gradients_match_finite_differences(rng, case):
     model, x, state, r, d_state, lengths = _setup(rng, *case)
     _, _, tape = model.forward_train(x, state, lengths)
     dx, (dh0, dc0), grads = model.backward(tape, r, d_state)
     f = lambda: _loss(model, x, state, r, d_state, lengths)  # noqa: E731
-    assert _rel_err(dx, _central_difference(x, f)) <= 1e-6
+    assert rel_err(dx, central_difference(x, f)) <= 1e-6
     if state is not None:
-        assert _rel_err(dh0, _central_difference(state[0], f)) <= 1e-6
-        assert _rel_err(dc0, _central_difference(state[1], f)) <= 1e-6
+        assert rel_err(dh0, central_difference(state[0], f)) <= 1e-6
+        assert rel_err(dc0, central_difference(state[1], f)) <= 1e-6
     params = model.state_dict()  # the model's own arrays: nudging them changes the model
     assert set(grads) == set(params)
     for name, p in params.items():
-        assert _rel_err(grads[name], _central_difference(p, f)) <= 1e-6, name
+        assert rel_err(grads[name], central_difference(p, f)) <= 1e-6, name
 
 
 def test_dropout_gradients_match_finite_differences(rng):
@@ -98,9 +82,9 @@ def test_dropout_gradients_match_finite_differences(rng):
     _, _, tape = model.forward_train(x, state, lengths)
     dx, _, grads = model.backward(tape, r, d_state)
     f = lambda: _loss(model, x, state, r, d_state, lengths, seed=7)  # noqa: E731
-    assert _rel_err(dx, _central_difference(x, f)) <= 1e-6
+    assert rel_err(dx, central_difference(x, f)) <= 1e-6
     for name in ("weight_ih_l0", "weight_hh_l1_reverse"):
-        assert _rel_err(grads[name], _central_difference(model.state_dict()[name], f)) <= 1e-6
+        assert rel_err(grads[name], central_difference(model.state_dict()[name], f)) <= 1e-6
     assert tape.dropout_masks is not None and np.any(tape.dropout_masks[0] == 0)
 
 
@@ -224,14 +208,14 @@ def test_linear_and_losses_match_finite_differences(rng):
     _, dy = mse_loss(y, target)
     dx, grads = lin.backward(tape, dy)
     f = lambda: float(mse_loss(lin(x), target)[0])  # noqa: E731
-    assert _rel_err(dx, _central_difference(x, f)) <= 1e-6
+    assert rel_err(dx, central_difference(x, f)) <= 1e-6
     for name, p in lin.state_dict().items():
-        assert _rel_err(grads[name], _central_difference(p, f)) <= 1e-6
+        assert rel_err(grads[name], central_difference(p, f)) <= 1e-6
     logits = rng.standard_normal((6, 4))
     labels = np.array([0, 3, 1, 1, 2, 0])
     _, dlogits = softmax_cross_entropy(logits, labels)
     g = lambda: float(softmax_cross_entropy(logits, labels)[0])  # noqa: E731
-    assert _rel_err(dlogits, _central_difference(logits, g)) <= 1e-6
+    assert rel_err(dlogits, central_difference(logits, g)) <= 1e-6
 
 
 def test_losses_match_torch(rng):

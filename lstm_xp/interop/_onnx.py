@@ -14,6 +14,9 @@ from ._common import Params, inverse, reorder, require
 
 # Torch order is (i, f, g, o): the torch gate index of each ONNX block (i, o, f, c).
 _ONNX_FROM_TORCH = (0, 3, 1, 2)
+# Peepholes: ours are (p_i, p_f, p_o), ONNX's P is (p_i, p_o, p_f).
+_ONNX_PEEPHOLES = (0, 2, 1)
+_DEFAULT_ACTIVATIONS = ("sigmoid", "tanh", "tanh")
 
 
 def to_onnx_model(params: Mapping[str, np.ndarray], config: Mapping[str, Any],
@@ -23,7 +26,8 @@ def to_onnx_model(params: Mapping[str, np.ndarray], config: Mapping[str, Any],
     Inputs: ``X`` as the library takes it (``(T, B, I)``, or ``(B, T, I)`` with
     ``batch_first``) and, with ``initial_state``, ``h0`` and ``c0`` (L*D, B, H); without, the
     state starts at zero. Outputs: ``Y`` with the library's ``outputs`` shape and layout,
-    ``Y_h`` and ``Y_c`` (L*D, B, H).
+    ``Y_h`` and ``Y_c`` (L*D, B, H). Peepholes become the operator's ``P`` input, ``clip``,
+    ``input_forget`` and ``direction="reverse"`` its attributes (ONNX has no projection).
     """
     onnx = require("onnx", "onnx")
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
@@ -61,9 +65,18 @@ def to_onnx_model(params: Mapping[str, np.ndarray], config: Mapping[str, Any],
             nodes += [helper.make_node("Slice", ["h0", f"start{k}", f"end{k}"], [f"h0_{k}"]),
                       helper.make_node("Slice", ["c0", f"start{k}", f"end{k}"], [f"c0_{k}"])]
             inputs += ["", f"h0_{k}", f"c0_{k}"]
-        nodes.append(helper.make_node(
-            "LSTM", inputs, [f"Y{k}", f"Yh{k}", f"Yc{k}"], hidden_size=hidden,
-            direction="bidirectional" if dirs == 2 else "forward"))
+        if config.get("peephole"):
+            p = np.stack([reorder(params["peephole" + s], hidden, _ONNX_PEEPHOLES)
+                          for s in suffixes])
+            inits.append(numpy_helper.from_array(p, f"P{k}"))
+            inputs += ([] if initial_state else ["", "", ""]) + [f"P{k}"]
+        attrs: dict[str, Any] = {"hidden_size": hidden, "direction": (
+            "bidirectional" if dirs == 2 else config.get("direction", "forward"))}
+        if config.get("clip") is not None:
+            attrs["clip"] = float(config["clip"])
+        if config.get("input_forget"):
+            attrs["input_forget"] = 1
+        nodes.append(helper.make_node("LSTM", inputs, [f"Y{k}", f"Yh{k}", f"Yc{k}"], **attrs))
         y_h.append(f"Yh{k}")
         y_c.append(f"Yc{k}")
         # Y is [T, D, B, H]: move D next to H and merge, giving the library's (T, B, D*H).
@@ -114,25 +127,16 @@ def from_onnx_model(model: Any) -> tuple[dict[str, Any], Params]:
             "the whole graph with onnxruntime.")
     to_torch = inverse(_ONNX_FROM_TORCH)
     params: Params = {}
-    bidirectional = False
+    settings = []
     for k, node in enumerate(lstm_nodes):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        direction = attrs.get("direction", b"forward")
-        direction = direction.decode() if isinstance(direction, bytes) else direction
-        if direction == "reverse":
-            raise StateDictError("a lone reverse-direction LSTM node has no lstm-xp equivalent.")
-        for unsupported in ("activations", "clip", "input_forget"):
-            if attrs.get(unsupported):
-                raise StateDictError(f"LSTM node {node.name!r} sets {unsupported}, which lstm-xp "
-                                     "does not implement.")
         _refuse_unimplemented(node, attrs, set(inits))
-        bidirectional = direction == "bidirectional"
-        if "hidden_size" not in attrs:
-            raise StateDictError(f"LSTM node {node.name!r} has no hidden_size attribute.")
-        hidden = int(attrs["hidden_size"])
+        settings.append(_node_settings(node, attrs))
+        hidden = settings[-1]["hidden_size"]
         try:
             w, r = inits[node.input[1]], inits[node.input[2]]
             b = inits[node.input[3]] if len(node.input) > 3 and node.input[3] else None
+            p = inits[node.input[7]] if len(node.input) > 7 and node.input[7] else None
         except KeyError as exc:
             raise StateDictError(f"LSTM node {k}: weight {exc} is not an initialiser.") from exc
         for d in range(w.shape[0]):
@@ -142,31 +146,68 @@ def from_onnx_model(model: Any) -> tuple[dict[str, Any], Params]:
             if b is not None:
                 params["bias_ih" + s] = reorder(b[d, : 4 * hidden], hidden, to_torch)
                 params["bias_hh" + s] = reorder(b[d, 4 * hidden :], hidden, to_torch)
+            if p is not None:
+                params["peephole" + s] = reorder(p[d], hidden, _ONNX_PEEPHOLES)
+    first = settings[0]
+    for k, other in enumerate(settings[1:], 1):
+        differ = sorted(key for key in first if key != "hidden_size" and other[key] != first[key])
+        if differ:
+            raise StateDictError(f"LSTM nodes 0 and {k} differ in {differ}: an lstm-xp model "
+                                 "has one setting for all its layers.")
     config = config_of(params)
-    config["bidirectional"] = bidirectional
     meta = {p.key: p.value for p in model.metadata_props}
-    config["batch_first"] = meta.get("lstm_xp.batch_first", "False") == "True"
+    config.update(
+        bidirectional=first["direction"] == "bidirectional",
+        direction="reverse" if first["direction"] == "reverse" else "forward",
+        clip=first["clip"], input_forget=first["input_forget"],
+        batch_first=first["layout"] == 1 or meta.get("lstm_xp.batch_first", "False") == "True")
     return config, params
+
+
+def _node_settings(node: Any, attrs: dict[str, Any]) -> dict[str, Any]:
+    """An LSTM node's attributes as lstm-xp options, refusing what it does not implement."""
+    def text(value: Any) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    if "hidden_size" not in attrs:
+        raise StateDictError(f"LSTM node {node.name!r} has no hidden_size attribute.")
+    direction = text(attrs.get("direction", b"forward"))
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise StateDictError(f"LSTM node {node.name!r} has direction {direction!r}.")
+    dirs = 2 if direction == "bidirectional" else 1
+    activations = [text(a).lower() for a in attrs.get("activations", [])]
+    if activations and activations != list(_DEFAULT_ACTIVATIONS) * dirs:
+        raise StateDictError(f"LSTM node {node.name!r} sets activations {activations}; lstm-xp "
+                             f"implements the default ones only ({list(_DEFAULT_ACTIVATIONS)} "
+                             "per direction).")
+    for unsupported in ("activation_alpha", "activation_beta"):
+        if attrs.get(unsupported):
+            raise StateDictError(f"LSTM node {node.name!r} sets {unsupported}, which lstm-xp "
+                                 "does not implement.")
+    clip = attrs.get("clip")
+    return {"hidden_size": int(attrs["hidden_size"]), "direction": direction,
+            "clip": None if clip is None else float(clip),
+            "input_forget": bool(attrs.get("input_forget", 0)),
+            "layout": int(attrs.get("layout", 0))}
 
 
 # What to_onnx_model writes around the LSTM nodes: they move axes, never values.
 _LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Identity", "Concat", "Slice"})
-# Optional inputs of the LSTM operator, by position, that lstm-xp cannot import yet.
+# Optional inputs of the LSTM operator, by position, that lstm-xp imports only in one form.
 _OPTIONAL_INPUTS = {4: "sequence_lens", 5: "initial_h", 6: "initial_c", 7: "P (peepholes)"}
 
 
 def _refuse_unimplemented(node: Any, attrs: dict[str, Any], constants: set[str]) -> None:
     """Refuse an LSTM node whose outputs an lstm-xp model would not reproduce: a silently
     different model is worse than an error."""
-    if int(attrs.get("layout", 0)) != 0:
-        raise StateDictError(f"LSTM node {node.name!r} has layout={attrs['layout']} "
-                             "(batch-first tensors), which from_onnx does not import yet.")
     for index, what in _OPTIONAL_INPUTS.items():
         if len(node.input) <= index or not node.input[index]:
             continue
         name = node.input[index]
         if index in (5, 6) and name not in constants:
             continue  # a state fed at run time: the imported model takes it as state=
+        if index == 7 and name in constants:
+            continue  # peepholes stored in the file: imported as the model's peephole
         where = "a constant in the file" if name in constants else "an input of the graph"
         raise StateDictError(f"LSTM node {node.name!r} has input {what} ({name!r}, {where}), "
                              "which from_onnx does not import yet: the imported model would "

@@ -20,8 +20,6 @@ def from_torch_module(module_or_state_dict: Any) -> tuple[dict[str, Any], Params
             raise StateDictError(
                 f"LSTM.from_torch takes a torch.nn.LSTM; got {type(source).__name__}. For a "
                 "torch.nn.LSTMCell use lstm_xp.LSTMCell.from_torch.")
-        if getattr(source, "proj_size", 0):
-            raise StateDictError("torch.nn.LSTM with proj_size > 0 is not supported.")
         config["batch_first"] = bool(source.batch_first)
         source = source.state_dict()
     params = {k: to_numpy(v) for k, v in source.items()}
@@ -36,7 +34,8 @@ def to_torch_module(config: Mapping[str, Any], params: Params) -> Any:
     dtype = getattr(torch, next(iter(params.values())).dtype.name)
     module = torch.nn.LSTM(config["input_size"], config["hidden_size"], config["num_layers"],
                            bias=config["bias"], batch_first=config["batch_first"],
-                           bidirectional=config["bidirectional"], dtype=dtype)
+                           bidirectional=config["bidirectional"],
+                           proj_size=config.get("proj_size", 0), dtype=dtype)
     module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
     return module
 

@@ -17,6 +17,7 @@ import importlib.util
 from dataclasses import dataclass
 
 from .._backend import Backend
+from .._variants import VariantOptions
 from ..errors import ConfigError
 from .base import Kernel, LayerwiseKernel, StackTape
 
@@ -41,6 +42,10 @@ class KernelEntry:
         One line for ``lstm-xp backends``.
     requires : tuple of (module, extra)
         Libraries beyond the backend's own, and the lstm-xp extra that installs each.
+    variants : bool
+        Whether it runs the cell variants (projections, peepholes, clip, coupled gates); a
+        model with one falls back to the kernels that do. Every kernel runs
+        ``direction="reverse"``.
     """
 
     name: str
@@ -48,6 +53,7 @@ class KernelEntry:
     factory: str
     summary: str
     requires: tuple[tuple[str, str], ...] = ()
+    variants: bool = False
 
     def runs_on(self, backend: str) -> bool:
         return not self.backends or backend in self.backends
@@ -59,9 +65,10 @@ class KernelEntry:
                 return f"needs {module}: pip install lstm-xp[{extra}]"
         return None
 
-    def build(self) -> Kernel:
+    def build(self, reverse: bool = False, variants: VariantOptions | None = None) -> Kernel:
         module, function = self.factory.split(":")
-        kernel: Kernel = getattr(importlib.import_module(module), function)()
+        make = getattr(importlib.import_module(module), function)
+        kernel: Kernel = make(reverse, variants) if self.variants else make(reverse)
         return kernel
 
 
@@ -74,7 +81,7 @@ REGISTRY: tuple[KernelEntry, ...] = (
     KernelEntry("jax-jit", ("jax",), "lstm_xp.kernels.jax_scan:make",
                 "the whole forward pass as lax.scan under jax.jit; pure (eager) training"),
     KernelEntry("pure", (), "lstm_xp.kernels.pure:make",
-                "the pure Array-API reference (every backend)"),
+                "the pure Array-API reference (every backend, every variant)", variants=True),
 )
 
 _BY_NAME = {entry.name: entry for entry in REGISTRY}
@@ -98,25 +105,34 @@ def kernel_report(backend: str) -> list[tuple[str, bool, str]]:
     return rows
 
 
-def select_kernel(backend: Backend, kernel: str = "auto") -> Kernel:
+def select_kernel(backend: Backend, kernel: str = "auto", *, reverse: bool = False,
+                  variants: VariantOptions | None = None) -> Kernel:
     """Build the kernel a model on ``backend`` runs.
 
     Parameters
     ----------
     kernel : str
-        ``"auto"``: the first registered kernel that runs on the backend and is installed.
-        ``"pure"``: the Array-API reference. Any other registered name: that kernel.
+        ``"auto"``: the first registered kernel that runs on the backend, is installed and
+        runs the model's variants. ``"pure"``: the Array-API reference. Any other registered
+        name: that kernel.
+    reverse : bool
+        The model reads sequences backwards.
+    variants : VariantOptions, optional
+        The model's cell options; a model with any runs on a kernel with ``variants``.
 
     Raises
     ------
     ConfigError
-        An unknown name, or a kernel that does not run on this backend or is not installed.
+        An unknown name, or a kernel that does not run on this backend, is not installed, or
+        does not run the model's variants.
     """
+    needs = sorted(variants.names()) if variants is not None else []
     if not isinstance(kernel, str):
         raise ConfigError(f"kernel must be 'auto' or one of {', '.join(_BY_NAME)}; got "
                           f"{type(kernel).__name__} {kernel!r}.")
     if kernel == "auto":  # "pure" runs everywhere, so the search always ends
-        return next(e for e in kernels_for(backend.name) if e.missing() is None).build()
+        return next(e for e in kernels_for(backend.name) if e.missing() is None
+                    and (e.variants or not needs)).build(reverse, variants)
     entry = _BY_NAME.get(kernel)
     if entry is None:
         raise ConfigError(f"kernel must be 'auto' or one of {', '.join(_BY_NAME)}; got "
@@ -129,4 +145,7 @@ def select_kernel(backend: Backend, kernel: str = "auto") -> Kernel:
     missing = entry.missing()
     if missing is not None:
         raise ConfigError(f"kernel {kernel!r} {missing}; or pass kernel='auto'.")
-    return entry.build()
+    if needs and not entry.variants:
+        raise ConfigError(f"kernel {kernel!r} does not run {', '.join(needs)}; the 'pure' "
+                          "kernel does (kernel='auto' picks it for such a model).")
+    return entry.build(reverse, variants)

@@ -63,6 +63,8 @@ class LayerwiseKernel:
     Attributes
     ----------
     name : str
+    reverse : bool
+        The model reads sequences backwards (``direction="reverse"``).
     scan : callable
         One layer, one direction, inference (:func:`lstm_xp._functional.layer_scan`'s
         signature).
@@ -75,10 +77,12 @@ class LayerwiseKernel:
     scan: Callable[..., tuple[Array, Array, Array]]
     scan_train: Callable[..., tuple[Array, Array, Array, Any]]
     scan_backward: Callable[..., tuple[Array, Array, Array, dict[str, Array]]]
+    reverse: bool = False
 
     def forward(self, xp: Namespace, x: Array, layers: Layers, h0: Array, c0: Array,
                 lengths: Array | None = None) -> tuple[Array, Array, Array]:
-        y, h_n, c_n, _ = stack_forward(xp, x, layers, h0, c0, self.scan, lengths)
+        y, h_n, c_n, _ = stack_forward(xp, x, layers, h0, c0, self.scan, lengths,
+                                       reverse=self.reverse)
         return y, h_n, c_n
 
     def forward_train(self, xp: Namespace, x: Array, layers: Layers, h0: Array, c0: Array,
@@ -86,7 +90,7 @@ class LayerwiseKernel:
                       dropout_masks: Sequence[Array | None] | None = None,
                       ) -> tuple[Array, Array, Array, StackTape]:
         y, h_n, c_n, tapes = stack_forward(xp, x, layers, h0, c0, self.scan_train, lengths,
-                                           dropout_masks)
+                                           dropout_masks, self.reverse)
         return y, h_n, c_n, StackTape(tapes, dropout_masks)
 
     def backward(self, xp: Namespace, tape: StackTape, dy: Array, dh_n: Array | None,

@@ -136,6 +136,7 @@ def layer_scan_cupy(
     return y, h.copy(), c_a
 
 
-def make() -> LayerwiseKernel:
+def make(reverse: bool = False) -> LayerwiseKernel:
     """The fused CuPy kernel for inference; training runs the pure pair."""
-    return LayerwiseKernel("cupy-fused", layer_scan_cupy, layer_scan_train, layer_scan_backward)
+    return LayerwiseKernel("cupy-fused", layer_scan_cupy, layer_scan_train, layer_scan_backward,
+                           reverse)

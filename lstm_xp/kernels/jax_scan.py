@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from .._backprop import layer_scan_backward, layer_scan_train
-from .._functional import cell_update, input_projection, lstm_forward, step_state
+from .._functional import cell_update, input_projection, stack_forward, step_state
 from .base import LayerwiseKernel
 
 
@@ -60,16 +60,19 @@ def layer_scan_jax(
                  masked=masked)
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("scan",))
-def _forward(xp: Any, x: Any, layers: Any, h0: Any, c0: Any, lengths: Any, *, scan: Any):
-    return lstm_forward(xp, x, layers, h0, c0, scan, lengths)
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("scan", "reverse"))
+def _forward(xp: Any, x: Any, layers: Any, h0: Any, c0: Any, lengths: Any, *, scan: Any,
+             reverse: bool):
+    y, h_n, c_n, _ = stack_forward(xp, x, layers, h0, c0, scan, lengths, reverse=reverse)
+    return y, h_n, c_n
 
 
 def lstm_forward_jax(xp: Any, x: Any, layers: Any, h0: Any, c0: Any, scan: Any = None,
-                     lengths: Any = None) -> tuple[Any, Any, Any]:
-    """:func:`lstm_xp._functional.lstm_forward` compiled whole by ``jax.jit`` (bias sums, state
-    slicing, layer stacking and every layer's scan in one XLA program, one per shape)."""
-    return _forward(xp, x, layers, h0, c0, lengths, scan=scan or layer_scan_jax)
+                     lengths: Any = None, reverse: bool = False) -> tuple[Any, Any, Any]:
+    """:func:`lstm_xp._functional.stack_forward` compiled whole by ``jax.jit`` (bias sums,
+    state slicing, layer stacking and every layer's scan in one XLA program, one per shape)."""
+    return _forward(xp, x, layers, h0, c0, lengths, scan=scan or layer_scan_jax,
+                    reverse=reverse)
 
 
 class JaxKernel(LayerwiseKernel):
@@ -78,8 +81,8 @@ class JaxKernel(LayerwiseKernel):
 
     def forward(self, xp: Any, x: Any, layers: Any, h0: Any, c0: Any,
                 lengths: Any = None) -> tuple[Any, Any, Any]:
-        return lstm_forward_jax(xp, x, layers, h0, c0, self.scan, lengths)
+        return lstm_forward_jax(xp, x, layers, h0, c0, self.scan, lengths, self.reverse)
 
 
-def make() -> JaxKernel:
-    return JaxKernel("jax-jit", layer_scan_jax, layer_scan_train, layer_scan_backward)
+def make(reverse: bool = False) -> JaxKernel:
+    return JaxKernel("jax-jit", layer_scan_jax, layer_scan_train, layer_scan_backward, reverse)

@@ -173,9 +173,9 @@ def _scan_one(x, weight_ih, weight_hh, bias, h0, c0, reverse, counts):
 
 
 
-def make() -> LayerwiseKernel:
+def make(reverse: bool = False) -> LayerwiseKernel:
     """The fused NumPy kernel: this scan for inference, :mod:`.numpy_train` for training
     (with a workspace of its own, so one per model)."""
     trainer = NumpyTrainer()
     return LayerwiseKernel("numpy-fused", layer_scan_numpy, trainer.scan_train,
-                           trainer.scan_backward)
+                           trainer.scan_backward, reverse)
