@@ -63,15 +63,12 @@ def param_shapes(input_size: int, hidden_size: int, num_layers: int, bidirection
     return shapes
 
 
-def cell_param_shapes(input_size: int, hidden_size: int,
-                      bias: bool) -> dict[str, tuple[int, ...]]:
-    """An :class:`~lstm_xp.LSTMCell`'s parameters: the names without a suffix."""
-    gates = 4 * hidden_size
-    shapes: dict[str, tuple[int, ...]] = {"weight_ih": (gates, input_size),
-                                          "weight_hh": (gates, hidden_size)}
-    if bias:
-        shapes.update(bias_ih=(gates,), bias_hh=(gates,))
-    return shapes
+def cell_param_shapes(input_size: int, hidden_size: int, bias: bool, proj_size: int = 0,
+                      peephole: bool = False) -> dict[str, tuple[int, ...]]:
+    """An :class:`~lstm_xp.LSTMCell`'s parameters: one layer's, the names without a
+    suffix."""
+    return {name.removesuffix("_l0"): shape for name, shape in
+            param_shapes(input_size, hidden_size, 1, False, bias, proj_size, peephole).items()}
 
 
 def group_layers(params: Mapping[str, Array], num_layers: int,

@@ -23,12 +23,15 @@ their gradients are zero.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from ._backprop import split_by_length
+from ._checks import check_flag, check_real
 from ._functional import input_projection, sigmoid
 from ._typing import Array, Namespace
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,19 @@ class VariantTape:
     lengths: Array | None
 
 
+def variant_options(hidden: int, proj_size: Any, peephole: Any, clip: Any,
+                    input_forget: Any) -> VariantOptions:
+    """Check the cell options' types and ranges (see :class:`lstm_xp.LSTM`)."""
+    if isinstance(proj_size, bool) or not isinstance(proj_size, int) or \
+            not 0 <= proj_size < hidden:
+        raise ConfigError(f"proj_size must be an integer in 0..hidden_size-1 = 0..{hidden - 1} "
+                          f"(0: no projection); got {proj_size!r}.")
+    if clip is not None:
+        clip = check_real("clip", clip, 0.0, math.inf, low_open=True)
+    return VariantOptions(int(proj_size), check_flag("peephole", peephole), clip,
+                          check_flag("input_forget", input_forget))
+
+
 def _clip(xp: Namespace, z: Array, clip: float | None) -> Array:
     return z if clip is None else xp.clip(z, min=-clip, max=clip)
 
@@ -90,7 +106,7 @@ def _inside(xp: Namespace, z: Array, clip: float | None) -> Array | None:
     return None if clip is None else xp.astype(xp.abs(z) <= clip, z.dtype)
 
 
-def _step(xp: Namespace, z: Array, c: Array, weight_hr: Array | None, peep: Array | None,
+def step(xp: Namespace, z: Array, c: Array, weight_hr: Array | None, peep: Array | None,
           o: VariantOptions) -> tuple[Array, Array, tuple[Array, ...], Array]:
     """One step: ``(h_t, c_t, (i, f, g, o), raw)``, ``raw`` the (B, 4H) pre-activations
     before the clip (with the peepholes)."""
@@ -124,7 +140,7 @@ def _walk(xp: Namespace, x: Array, weight_ih: Array, weight_hh: Array, bias: Arr
     kept: dict[str, list[Any]] = {k: [None] * steps for k in ("gates", "cells", "raw", "h_in")}
     h, c = h0, c0
     for t in order:
-        h_new, c_new, acts, raw = _step(xp, proj[t, ...] + h @ w_hh_t, c, weight_hr, peep,
+        h_new, c_new, acts, raw = step(xp, proj[t, ...] + h @ w_hh_t, c, weight_hr, peep,
                                         options)
         if record:
             kept["h_in"][t] = h

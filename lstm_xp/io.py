@@ -79,13 +79,18 @@ def _write_error(exc: OSError, path: Path, hint: str = "") -> OSError:
 
 
 def save(path: str | os.PathLike[str], params: Mapping[str, np.ndarray],
-         config: Mapping[str, Any], dtype: str) -> Path:
-    """Write ``params`` and the schema to ``path`` atomically. Returns the path."""
+         config: Mapping[str, Any], dtype: str, kind: str = "LSTM") -> Path:
+    """Write ``params`` and the schema to ``path`` atomically. Returns the path.
+
+    ``kind`` is ``"LSTM"`` or ``"LSTMCell"`` (whose ``config`` has no layers, direction or
+    layout: one layer, one direction)."""
     path = Path(path)
+    if kind == "LSTMCell":
+        config = {**config, "num_layers": 1, "batch_first": False, "bidirectional": False}
     schema = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "class": "LSTM",
+        "class": kind,
         **{k: config[k] for k in _CONFIG_KEYS},
         **{k: config.get(k, v) for k, v in OPTION_DEFAULTS.items()},
         "dtype": dtype,
@@ -98,7 +103,8 @@ def save(path: str | os.PathLike[str], params: Mapping[str, np.ndarray],
     return write_atomic(path, write=lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
 
-def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def load(path: str | os.PathLike[str],
+         kind: str = "LSTM") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read and verify a file written by :func:`save`.
 
     Returns
@@ -157,6 +163,10 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
         raise bad(f"its schema lacks {missing}.")
     for key, default in OPTION_DEFAULTS.items():
         schema.setdefault(key, default)
+    found = schema.get("class", "LSTM")
+    if found != kind:
+        raise bad(f"it holds an lstm-xp {found}, not an {kind}: load it with "
+                  f"lstm_xp.{found}.load.")
     _check_schema(schema, bad)
     digests = schema["sha256"]
     if set(digests) != set(arrays):
@@ -172,6 +182,8 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
     expected = param_shapes(schema["input_size"], schema["hidden_size"], schema["num_layers"],
                             schema["bidirectional"], schema["bias"], schema["proj_size"],
                             schema["peephole"])
+    if kind == "LSTMCell":  # the one layer's names, without the _l0 suffix
+        expected = {name.removesuffix("_l0"): shape for name, shape in expected.items()}
     if set(expected) != set(arrays):
         raise bad(f"its schema describes parameters {sorted(expected)} but the file holds "
                   f"{sorted(arrays)}.")

@@ -241,3 +241,21 @@ def test_seed_errors():
         _model().to_seed()
     with pytest.raises(StateDictError, match="missing"):
         LSTM.from_seed({"Wf": np.zeros((2, 5))})
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(go_backwards=True), "go_backwards=True"),
+    (dict(activation="relu"), "activation='relu'"),
+    (dict(recurrent_activation="hard_sigmoid"), "recurrent_activation='hard_sigmoid'"),
+])
+def test_keras_layers_lstm_xp_would_not_reproduce_are_refused(kwargs, match):
+    keras = _keras()
+    layer = keras.layers.LSTM(4, return_sequences=True, **kwargs)
+    keras.Sequential([keras.Input((5, 3)), layer])
+    with pytest.raises(StateDictError, match=match):
+        LSTM.from_keras([layer])
+    sum_layer = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True),
+                                           merge_mode="sum")
+    keras.Sequential([keras.Input((5, 3)), sum_layer])
+    with pytest.raises(StateDictError, match="merges with 'sum'"):
+        LSTM.from_keras([sum_layer])

@@ -311,3 +311,45 @@ def test_onnx_refuses_non_default_activations_and_projections(tmp_path, rng):
         LSTM.from_onnx(path)
     with pytest.raises(ConfigError, match="ONNX's LSTM operator has no projection"):
         LSTM(3, 4, proj_size=2).to_onnx(tmp_path / "p.onnx")
+
+
+# -- LSTMCell ------------------------------------------------------------------------------------
+CELL_VARIANTS = [kw for kw in VARIANTS if "direction" not in kw]
+
+
+@pytest.mark.parametrize("kw", [{}, *CELL_VARIANTS], ids=lambda kw: _id(kw) or "plain")
+def test_cell_variants_equal_the_reference_and_save(case, to_np, rng, tmp_path, kw):
+    from reference import _run_direction
+
+    from lstm_xp import LSTMCell
+
+    I, H, B = 3, 5, 2
+    cell = LSTMCell(I, H, dtype="float64", seed=0, **kw)
+    cell.load_state_dict({k: 0.8 * rng.standard_normal(tuple(v.shape))
+                          for k, v in cell.state_dict().items()})
+    P = kw.get("proj_size") or H
+    x, h, c = rng.standard_normal((B, I)), rng.standard_normal((B, P)), rng.standard_normal((B, H))
+    p = cell.state_dict()
+    want = [_run_direction(x[b : b + 1], p["weight_ih"], p["weight_hh"], p["bias_ih"],
+                           p["bias_hh"], h[b], c[b], p.get("weight_hr"), p.get("peephole"),
+                           kw.get("clip"), kw.get("input_forget", False)) for b in range(B)]
+    moved = cell.to(backend=case.backend, device=case.device, dtype=case.dtype("float64"))
+    got_h, got_c = moved(x, (h, c))
+    np.testing.assert_allclose(to_np(got_h), np.array([w[1] for w in want]), rtol=1e-12,
+                               atol=1e-13)
+    np.testing.assert_allclose(to_np(got_c), np.array([w[2] for w in want]), rtol=1e-12,
+                               atol=1e-13)
+    loaded = LSTMCell.load(cell.save(tmp_path / "cell.npz"))
+    assert loaded.config() == cell.config()
+    np.testing.assert_array_equal(loaded(x, (h, c))[0], cell(x, (h, c))[0])
+
+
+def test_cell_and_model_files_are_not_mixed_up(tmp_path):
+    from lstm_xp import LSTMCell, ModelFileError
+
+    cell_file = LSTMCell(3, 4).save(tmp_path / "cell.npz")
+    model_file = LSTM(3, 4).save(tmp_path / "model.npz")
+    with pytest.raises(ModelFileError, match=r"holds an lstm-xp LSTMCell.*LSTMCell\.load"):
+        LSTM.load(cell_file)
+    with pytest.raises(ModelFileError, match="holds an lstm-xp LSTM, not an LSTMCell"):
+        LSTMCell.load(model_file)

@@ -34,6 +34,8 @@ def from_keras_weights(layers: Sequence[Any]) -> tuple[dict[str, Any], Params]:
     with ``get_weights()``), as :func:`to_keras_weights` lays them out."""
     if hasattr(layers, "get_weights"):  # one layer on its own
         layers = [layers]
+    for layer in layers if isinstance(layers, (list, tuple)) else []:
+        _refuse_other_layers(layer)
     try:
         weights = [list(layer.get_weights()) if hasattr(layer, "get_weights") else list(layer)
                    for layer in layers]
@@ -64,3 +66,30 @@ def from_keras_weights(layers: Sequence[Any]) -> tuple[dict[str, Any], Params]:
             params[f"bias_ih{s}"] = bias.copy()
             params[f"bias_hh{s}"] = np.zeros_like(bias)
     return config_of(params), params
+
+
+def _refuse_other_layers(layer: Any) -> None:
+    """A Keras layer whose weights alone would make another model: reversed time
+    (``go_backwards``, whose outputs Keras returns in reversed order), other activations,
+    or a Bidirectional wrapper that does not concatenate."""
+    if not hasattr(layer, "get_weights"):
+        return  # plain weight lists carry no such settings
+    mode = getattr(layer, "merge_mode", "concat")
+    if mode != "concat":
+        raise StateDictError(f"Keras Bidirectional layer {layer.name!r} merges with "
+                             f"{mode!r}; lstm-xp concatenates the two directions.")
+    for cell in (getattr(layer, "forward_layer", None), getattr(layer, "backward_layer", None),
+                 layer):
+        if cell is None or not hasattr(cell, "recurrent_activation"):
+            continue
+        if getattr(cell, "go_backwards", False) and cell is layer:
+            raise StateDictError(f"Keras layer {layer.name!r} has go_backwards=True (outputs in "
+                                 "reversed order); build LSTM(..., direction='reverse') and "
+                                 "flip its outputs instead.")
+        names = (getattr(cell.activation, "__name__", str(cell.activation)),
+                 getattr(cell.recurrent_activation, "__name__", str(cell.recurrent_activation)))
+        if names != ("tanh", "sigmoid"):
+            raise StateDictError(f"Keras layer {cell.name!r} uses activation={names[0]!r}, "
+                                 f"recurrent_activation={names[1]!r}; lstm-xp implements "
+                                 "tanh and sigmoid only.")
+
