@@ -15,6 +15,7 @@ from . import io as model_io
 from ._backend import dtype_name, to_numpy
 from ._checks import check_flag, check_size
 from ._naming import config_of
+from ._variants import DEFAULT_OPTIONS
 from .errors import ConfigError, StateDictError
 
 
@@ -59,7 +60,7 @@ class Exchange:
         config = config_of(params)
         if dtype is None:
             dtype = dtype_name(next(iter(params.values())).dtype)
-        for key in ("proj_size", "peephole"):  # given by the names; a caller may repeat them
+        for key in ("proj_size", "peephole", "layer_norm"):  # given by the names
             if key in options and options.pop(key) != config[key]:
                 raise StateDictError(f"{key}={config[key]!r} by the state dict's names, but "
                                      f"{key} was given otherwise.")
@@ -67,7 +68,7 @@ class Exchange:
                     bias=config["bias"], batch_first=batch_first,
                     bidirectional=config["bidirectional"], backend=backend, device=device,
                     dtype=dtype, seed=0, proj_size=config["proj_size"],
-                    peephole=config["peephole"], **options)
+                    peephole=config["peephole"], layer_norm=config["layer_norm"], **options)
         model.load_state_dict(params)  # type: ignore[attr-defined]
         return model
 
@@ -96,9 +97,7 @@ class Exchange:
     def _only_options(self, target: str, allowed: frozenset[str] | set[str] = frozenset()) -> None:
         """Refuse to export options that ``target`` has no equivalent for."""
         config = self.config()
-        defaults = {"proj_size": 0, "peephole": False, "clip": None, "input_forget": False,
-                    "direction": "forward"}
-        used = {k for k, v in defaults.items() if config[k] != v}
+        used = {k for k, v in DEFAULT_OPTIONS.items() if config[k] != v}
         extra = sorted(used - set(allowed))
         if extra:
             raise ConfigError(f"{target} has no equivalent of {', '.join(extra)}; this model "
@@ -182,6 +181,8 @@ class Exchange:
         if self.config()["proj_size"]:
             raise ConfigError("ONNX's LSTM operator has no projection (proj_size); export the "
                               "model with torch.onnx from to_torch(), or build it without.")
+        self._only_options("ONNX's LSTM operator",
+                           allowed={"peephole", "clip", "input_forget", "direction"})
         model = interop.to_onnx_model(self._numpy_params(), self.config(), opset,
                                       initial_state)
         return model_io.write_atomic(path, model.SerializeToString())

@@ -53,6 +53,7 @@ def init_params(
     chrono_max: float | None = None,
     proj_size: int = 0,
     peephole: bool = False,
+    layer_norm: bool = False,
 ) -> dict[str, np.ndarray]:
     """Draw every layer's parameters from one Generator seeded with ``seed``.
 
@@ -79,6 +80,11 @@ def init_params(
                                                    hidden_size)
         if peephole:  # p_i, p_f, p_o: zero, so that a new model starts as the plain LSTM
             params["peephole" + suffix] = np.zeros(3 * hidden_size)
+        if layer_norm:  # gains 1, biases 0: normalisation alone, to begin with
+            params["ln_gates_weight" + suffix] = np.ones(4 * hidden_size)
+            params["ln_gates_bias" + suffix] = np.zeros(4 * hidden_size)
+            params["ln_cell_weight" + suffix] = np.ones(hidden_size)
+            params["ln_cell_bias" + suffix] = np.zeros(hidden_size)
         if bias and bias_init != "default":
             params["bias_ih" + suffix] = gate_biases(bias_init, rng, hidden_size, chrono_max)
             params["bias_hh" + suffix] = np.zeros(4 * hidden_size)

@@ -105,11 +105,13 @@ class Module:
 
     def _init_params(self, layers: list[tuple[str, int]], hidden_size: int, bias: bool,
                      bias_init: str = "default", chrono_max: float | None = None,
-                     proj_size: int = 0, peephole: bool = False) -> None:
+                     proj_size: int = 0, peephole: bool = False,
+                     layer_norm: bool = False) -> None:
         """Draw parameters for each ``(suffix, input_size)`` on the host and move them here."""
         try:
             self._set_params(init_params(self.init, self.seed, layers, hidden_size, bias,
-                                         bias_init, chrono_max, proj_size, peephole))
+                                         bias_init, chrono_max, proj_size, peephole,
+                                         layer_norm))
         except MemoryError as exc:
             count = sum(math.prod(s) for s in self._param_shapes().values())
             raise AllocationError(

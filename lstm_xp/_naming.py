@@ -19,7 +19,8 @@ from .errors import StateDictError
 KINDS: tuple[str, ...] = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 #: The variants' parameters: the projection (P, H), as PyTorch names it, and the peepholes
 #: p_i, p_f, p_o (3H,).
-EXTRA_KINDS: tuple[str, ...] = ("weight_hr", "peephole")
+EXTRA_KINDS: tuple[str, ...] = ("weight_hr", "peephole", "ln_gates_weight", "ln_gates_bias",
+                                "ln_cell_weight", "ln_cell_bias")
 
 
 def suffix(layer: int, direction: int = 0) -> str:
@@ -44,8 +45,8 @@ def layer_inputs(input_size: int, hidden_size: int, num_layers: int,
 
 
 def param_shapes(input_size: int, hidden_size: int, num_layers: int, bidirectional: bool,
-                 bias: bool, proj_size: int = 0,
-                 peephole: bool = False) -> dict[str, tuple[int, ...]]:
+                 bias: bool, proj_size: int = 0, peephole: bool = False,
+                 layer_norm: bool = False) -> dict[str, tuple[int, ...]]:
     """Every parameter's name and shape."""
     gates = 4 * hidden_size
     shapes: dict[str, tuple[int, ...]] = {}
@@ -60,15 +61,20 @@ def param_shapes(input_size: int, hidden_size: int, num_layers: int, bidirection
             shapes["weight_hr" + s] = (proj_size, hidden_size)
         if peephole:
             shapes["peephole" + s] = (3 * hidden_size,)
+        if layer_norm:
+            shapes["ln_gates_weight" + s] = shapes["ln_gates_bias" + s] = (gates,)
+            shapes["ln_cell_weight" + s] = shapes["ln_cell_bias" + s] = (hidden_size,)
     return shapes
 
 
 def cell_param_shapes(input_size: int, hidden_size: int, bias: bool, proj_size: int = 0,
-                      peephole: bool = False) -> dict[str, tuple[int, ...]]:
+                      peephole: bool = False,
+                      layer_norm: bool = False) -> dict[str, tuple[int, ...]]:
     """An :class:`~lstm_xp.LSTMCell`'s parameters: one layer's, the names without a
     suffix."""
     return {name.removesuffix("_l0"): shape for name, shape in
-            param_shapes(input_size, hidden_size, 1, False, bias, proj_size, peephole).items()}
+            param_shapes(input_size, hidden_size, 1, False, bias, proj_size, peephole,
+                         layer_norm).items()}
 
 
 def group_layers(params: Mapping[str, Array], num_layers: int,
@@ -125,4 +131,5 @@ def config_of(params: Mapping[str, Any]) -> dict[str, Any]:
         "bidirectional": "weight_ih_l0_reverse" in params,
         "proj_size": 0 if proj is None else int(proj.shape[0]),
         "peephole": "peephole_l0" in params,
+        "layer_norm": "ln_gates_weight_l0" in params,
     }

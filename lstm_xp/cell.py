@@ -52,15 +52,17 @@ class LSTMCell(Module):
         peephole: bool = False,
         clip: float | None = None,
         input_forget: bool = False,
+        layer_norm: bool = False,
     ) -> None:
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.bias = check_flag("bias", bias)
         self.variants = variant_options(self.hidden_size, proj_size, peephole, clip,
-                                        input_forget)
+                                        input_forget, layer_norm)
         super().__init__(backend, device, dtype, init, seed)
         self._init_params([("", self.input_size)], self.hidden_size, self.bias,
-                          proj_size=self.variants.proj_size, peephole=self.variants.peephole)
+                          proj_size=self.variants.proj_size, peephole=self.variants.peephole,
+                          layer_norm=self.variants.layer_norm)
 
     def __repr__(self) -> str:
         return (f"LSTMCell({self.input_size}, {self.hidden_size}, bias={self.bias}, "
@@ -68,7 +70,8 @@ class LSTMCell(Module):
 
     def _param_shapes(self) -> dict[str, tuple[int, ...]]:
         return cell_param_shapes(self.input_size, self.hidden_size, self.bias,
-                                 self.variants.proj_size, self.variants.peephole)
+                                 self.variants.proj_size, self.variants.peephole,
+                                 self.variants.layer_norm)
 
     def config(self) -> dict[str, Any]:
         """Sizes and options: ``input_size``, ``hidden_size``, ``bias``, ``proj_size``,
@@ -76,7 +79,7 @@ class LSTMCell(Module):
         v = self.variants
         return {"input_size": self.input_size, "hidden_size": self.hidden_size,
                 "bias": self.bias, "proj_size": v.proj_size, "peephole": v.peephole,
-                "clip": v.clip, "input_forget": v.input_forget}
+                "clip": v.clip, "input_forget": v.input_forget, "layer_norm": v.layer_norm}
 
     @on_device
     def __call__(self, x: Any, state: tuple[Any, Any] | None = None) -> tuple[Array, Array]:
@@ -114,8 +117,11 @@ class LSTMCell(Module):
         if self.variants.names():
             z = xa @ xp.matrix_transpose(p["weight_ih"]) + h @ xp.matrix_transpose(p["weight_hh"])
             z = z if bias is None else z + bias
-            h, c, _, _ = variant_step(xp, z, c, p.get("weight_hr"), p.get("peephole"),
-                                      self.variants)
+            ln = None if not self.variants.layer_norm else \
+                tuple(p[k] for k in ("ln_gates_weight", "ln_gates_bias", "ln_cell_weight",
+                                     "ln_cell_bias"))
+            h, c, *_ = variant_step(xp, z, c, p.get("weight_hr"), p.get("peephole"),
+                                    self.variants, ln)
         else:
             h, c = cell_step(xp, xa, h, c, p["weight_ih"], p["weight_hh"], bias)
         if not batched:
@@ -162,7 +168,8 @@ class LSTMCell(Module):
         cell = cls(schema["input_size"], schema["hidden_size"], schema["bias"],
                    backend=backend, device=device, dtype=dtype or schema["dtype"], seed=0,
                    proj_size=schema["proj_size"], peephole=schema["peephole"],
-                   clip=schema["clip"], input_forget=schema["input_forget"])
+                   clip=schema["clip"], input_forget=schema["input_forget"],
+                   layer_norm=schema["layer_norm"])
         cell.load_state_dict(params)
         return cell
 

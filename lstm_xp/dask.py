@@ -43,7 +43,7 @@ def _payload(model: Any) -> dict[str, Any]:
         "token": uuid.uuid4().hex,
         "batch_first": model.batch_first,
         "options": {k: v for k, v in model.options().items()
-                    if k not in ("proj_size", "peephole")},  # those come with the names
+                    if k not in ("proj_size", "peephole", "layer_norm")},  # from the names
         "params": {k: to_numpy(v) for k, v in model.state_dict().items()},
     }
 

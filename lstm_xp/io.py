@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ._naming import param_shapes
+from ._variants import DEFAULT_OPTIONS
 from .errors import ModelFileError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "load", "save", "write_atomic"]
@@ -32,8 +33,7 @@ _SCHEMA_KEY = "__lstm_xp_schema__"
 _CONFIG_KEYS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first",
                 "bidirectional")
 #: Options beyond the sizes, with what a version 1 file (which has none) means.
-OPTION_DEFAULTS: dict[str, Any] = {"proj_size": 0, "peephole": False, "clip": None,
-                                   "input_forget": False, "direction": "forward"}
+OPTION_DEFAULTS: dict[str, Any] = dict(DEFAULT_OPTIONS)
 OPTION_KEYS = tuple(OPTION_DEFAULTS)
 
 
@@ -181,7 +181,7 @@ def load(path: str | os.PathLike[str],
     # The sizes the schema claims must be those of the arrays, before anything is built.
     expected = param_shapes(schema["input_size"], schema["hidden_size"], schema["num_layers"],
                             schema["bidirectional"], schema["bias"], schema["proj_size"],
-                            schema["peephole"])
+                            schema["peephole"], schema["layer_norm"])
     if kind == "LSTMCell":  # the one layer's names, without the _l0 suffix
         expected = {name.removesuffix("_l0"): shape for name, shape in expected.items()}
     if set(expected) != set(arrays):
@@ -228,7 +228,7 @@ def _check_schema(schema: dict[str, Any], bad: Any) -> None:
     proj = schema["proj_size"]
     if isinstance(proj, bool) or not isinstance(proj, int) or proj < 0:
         raise bad(f"its schema's proj_size must be a non-negative integer; got {proj!r}.")
-    for key in ("peephole", "input_forget"):
+    for key in ("peephole", "input_forget", "layer_norm"):
         if not isinstance(schema[key], bool):
             raise bad(f"its schema's {key} must be true or false; got {schema[key]!r}.")
     clip = schema["clip"]

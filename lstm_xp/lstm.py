@@ -22,7 +22,7 @@ from ._naming import group_layers, layer_inputs, param_shapes
 from ._seed_api import SeedAPI
 from ._training import Tape, Training
 from ._typing import Array, LayerWeights
-from ._variants import variant_options
+from ._variants import DEFAULT_OPTIONS, variant_options
 from .cell import LSTMCell
 from .errors import ConfigError
 from .kernels import select_kernel
@@ -109,12 +109,19 @@ class LSTM(Module, Training, SeedAPI, Exchange):
         ``[-clip, clip]`` before its nonlinearity.
     input_forget : bool, default False
         Coupled input and forget gates (ONNX's ``input_forget``): ``f = 1 - i``.
+    layer_norm : bool, default False
+        Layer normalisation (Ba et al. 2016) of the gate pre-activations and of the cell
+        state before the output tanh, with learned gains ``ln_gates_weight_l{k}`` (4H,),
+        ``ln_cell_weight_l{k}`` (H,) and biases ``ln_gates_bias_l{k}``, ``ln_cell_bias_l{k}``;
+        see :mod:`lstm_xp._variants`. Combines with ``proj_size``, not with peepholes, clip
+        or coupled gates.
     direction : {"forward", "reverse"}, default "forward"
         ``"reverse"``: a unidirectional model that reads each sequence from its last step to
         its first (ONNX's ``direction="reverse"``); outputs stay aligned with the input's
         time axis. For both directions use ``bidirectional=True``.
 
-    The variants (``proj_size``, ``peephole``, ``clip``, ``input_forget``) run on the pure
+    The variants (``proj_size``, ``peephole``, ``clip``, ``input_forget``, ``layer_norm``)
+    run on the pure
     kernel (:attr:`kernel` says so), with training; ``direction`` runs on every kernel.
 
     Notes
@@ -155,6 +162,7 @@ class LSTM(Module, Training, SeedAPI, Exchange):
         clip: float | None = None,
         input_forget: bool = False,
         direction: str = "forward",
+        layer_norm: bool = False,
     ) -> None:
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
@@ -164,7 +172,7 @@ class LSTM(Module, Training, SeedAPI, Exchange):
         self.bidirectional = check_flag("bidirectional", bidirectional)
         self.dropout = check_real("dropout", dropout, 0.0, 1.0)
         self.variants = variant_options(self.hidden_size, proj_size, peephole, clip,
-                                         input_forget)
+                                        input_forget, layer_norm)
         if direction not in ("forward", "reverse"):
             raise ConfigError(f"direction must be 'forward' or 'reverse'; got {direction!r}. "
                               "For both directions pass bidirectional=True.")
@@ -174,7 +182,7 @@ class LSTM(Module, Training, SeedAPI, Exchange):
         self.direction = direction
         super().__init__(backend, device, dtype, init, seed)
         self._init_params(self._layer_inputs(), self.hidden_size, self.bias, bias_init,
-                          chrono_max, self.proj_size, self.peephole)
+                          chrono_max, self.proj_size, self.peephole, self.variants.layer_norm)
         self._dropout_rng = dropout_generator(seed)
         self._kernel_request = kernel
         self._placed()
@@ -224,7 +232,7 @@ class LSTM(Module, Training, SeedAPI, Exchange):
         """The sizes, layout and options that, with :meth:`state_dict`, define the model:
         ``input_size``, ``hidden_size``, ``num_layers``, ``bias``, ``batch_first``,
         ``bidirectional``, ``proj_size``, ``peephole``, ``clip``, ``input_forget``,
-        ``direction``."""
+        ``direction``, ``layer_norm``."""
         return {"input_size": self.input_size, "hidden_size": self.hidden_size,
                 "num_layers": self.num_layers, "bias": self.bias,
                 "batch_first": self.batch_first, "bidirectional": self.bidirectional,
@@ -233,14 +241,14 @@ class LSTM(Module, Training, SeedAPI, Exchange):
     def options(self) -> dict[str, Any]:
         """The options beyond the sizes (what :meth:`from_state_dict` cannot read from the
         weights' names): ``proj_size``, ``peephole``, ``clip``, ``input_forget``,
-        ``direction``."""
+        ``direction``, ``layer_norm``."""
         return {"proj_size": self.proj_size, "peephole": self.peephole, "clip": self.clip,
-                "input_forget": self.input_forget, "direction": self.direction}
+                "input_forget": self.input_forget, "direction": self.direction,
+                "layer_norm": self.variants.layer_norm}
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.options().items()
-                        if v != {"direction": "forward", "proj_size": 0, "peephole": False,
-                                 "clip": None, "input_forget": False}[k])
+                        if v != DEFAULT_OPTIONS[k])
         return (f"LSTM({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, "
                 f"bidirectional={self.bidirectional}{extra}, {self._placement()})")
@@ -252,7 +260,8 @@ class LSTM(Module, Training, SeedAPI, Exchange):
 
     def _param_shapes(self) -> dict[str, tuple[int, ...]]:
         return param_shapes(self.input_size, self.hidden_size, self.num_layers,
-                            self.bidirectional, self.bias, self.proj_size, self.peephole)
+                            self.bidirectional, self.bias, self.proj_size, self.peephole,
+                            self.variants.layer_norm)
 
     def _layers(self) -> list[list[LayerWeights]]:
         """Weights grouped per layer and direction: ``(weight_ih, weight_hh, bias_ih,

@@ -14,13 +14,18 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def _layer_norm(v, gain, bias):
+    return gain * (v - v.mean()) / np.sqrt(v.var() + 1e-5) + bias
+
+
 def _run_direction(xs, w_ih, w_hh, b_ih, b_hh, h, c, w_hr=None, peephole=None, clip=None,
-                   input_forget=False):
+                   input_forget=False, ln=None):
     """One sequence ``xs`` (T, I) through one layer; returns hidden states (T, H) and (h, c).
 
     The variants, written from their definitions (ONNX's operator for the peepholes ``p_i,
     p_f, p_o``, the clip of every gate's input and ``f = 1 - i``; PyTorch's LSTMP for
-    ``w_hr``)."""
+    ``w_hr``; Ba et al.'s layer normalisation of the summed gate inputs and of the cell with
+    ``ln = (gates gain, gates bias, cell gain, cell bias)``)."""
     hidden = w_hh.shape[0] // 4
     w = {g: (w_ih[k * hidden:(k + 1) * hidden], w_hh[k * hidden:(k + 1) * hidden],
              b_ih[k * hidden:(k + 1) * hidden] + b_hh[k * hidden:(k + 1) * hidden])
@@ -34,12 +39,15 @@ def _run_direction(xs, w_ih, w_hh, b_ih, b_hh, h, c, w_hr=None, peephole=None, c
     hs = []
     for x in xs:
         pre = {g: wi @ x + wh @ h + b for g, (wi, wh, b) in w.items()}
+        if ln is not None:  # normalise the 4H summed inputs together
+            z = _layer_norm(np.concatenate([pre[g] for g in "ifgo"]), ln[0], ln[1])
+            pre = dict(zip("ifgo", np.split(z, 4), strict=True))
         i = _sigmoid(clipped(pre["i"] + p["i"] * c))
         f = 1.0 - i if input_forget else _sigmoid(clipped(pre["f"] + p["f"] * c))
         g = np.tanh(clipped(pre["g"]))
         c = f * c + i * g
         o = _sigmoid(clipped(pre["o"] + p["o"] * c))
-        h = o * np.tanh(c)
+        h = o * np.tanh(c if ln is None else _layer_norm(c, ln[2], ln[3]))
         if w_hr is not None:
             h = w_hr @ h
         hs.append(h)
@@ -89,9 +97,12 @@ def reference_lstm(x, params, num_layers, bidirectional, h0=None, c0=None, *, cl
                 k = layer * dirs + d
                 backwards = d == 1 or reverse
                 inp = seq[::-1] if backwards else seq
+                ln = None if "ln_gates_weight" + sfx not in p else tuple(
+                    p[n + sfx] for n in ("ln_gates_weight", "ln_gates_bias", "ln_cell_weight",
+                                         "ln_cell_bias"))
                 hs, h, c = _run_direction(inp, w_ih, w_hh, b_ih, b_hh, h0[k, b], c0[k, b],
                                           p.get("weight_hr" + sfx), p.get("peephole" + sfx),
-                                          clip, input_forget)
+                                          clip, input_forget, ln)
                 outs.append(hs[::-1] if backwards else hs)
                 h_n[k, b], c_n[k, b] = h, c
             seq = np.concatenate(outs, axis=1)

@@ -25,6 +25,8 @@ VARIANTS = [
     dict(peephole=True, input_forget=True),
     dict(proj_size=3, peephole=True, clip=0.9),
     dict(proj_size=2, peephole=True, clip=1.2, input_forget=True, direction="reverse"),
+    dict(layer_norm=True),
+    dict(layer_norm=True, proj_size=2, direction="reverse"),
 ]
 
 
@@ -176,6 +178,10 @@ def test_reverse_reads_the_sequence_backwards(rng):
     (dict(direction="backward"), "direction must be 'forward' or 'reverse'"),
     (dict(direction="reverse", bidirectional=True), "already has both directions"),
     (dict(peephole=True, kernel="numpy-fused"), "does not run peephole"),
+    (dict(layer_norm=True, peephole=True), "layer_norm=True does not combine with peephole"),
+    (dict(layer_norm=True, clip=1.0, input_forget=True),
+     "does not combine with clip, input_forget"),
+    (dict(layer_norm="on"), "layer_norm must be True or False"),
 ])
 def test_variant_arguments_are_checked(kwargs, match):
     with pytest.raises(ConfigError, match=match):
@@ -199,7 +205,7 @@ def test_variants_save_and_load(tmp_path, rng):
 
 
 # -- ONNX ----------------------------------------------------------------------------------------
-ONNX_VARIANTS = [kw for kw in VARIANTS if "proj_size" not in kw] + [
+ONNX_VARIANTS = [kw for kw in VARIANTS if "proj_size" not in kw and "layer_norm" not in kw] + [
     dict(peephole=True, clip=0.5, bidirectional=True)]
 
 
@@ -311,6 +317,9 @@ def test_onnx_refuses_non_default_activations_and_projections(tmp_path, rng):
         LSTM.from_onnx(path)
     with pytest.raises(ConfigError, match="ONNX's LSTM operator has no projection"):
         LSTM(3, 4, proj_size=2).to_onnx(tmp_path / "p.onnx")
+    with pytest.raises(ConfigError, match="ONNX's LSTM operator has no equivalent of "
+                                          "layer_norm"):
+        LSTM(3, 4, layer_norm=True).to_onnx(tmp_path / "p.onnx")
 
 
 # -- LSTMCell ------------------------------------------------------------------------------------
@@ -330,9 +339,12 @@ def test_cell_variants_equal_the_reference_and_save(case, to_np, rng, tmp_path, 
     P = kw.get("proj_size") or H
     x, h, c = rng.standard_normal((B, I)), rng.standard_normal((B, P)), rng.standard_normal((B, H))
     p = cell.state_dict()
+    ln = None if "ln_gates_weight" not in p else tuple(
+        p[n] for n in ("ln_gates_weight", "ln_gates_bias", "ln_cell_weight", "ln_cell_bias"))
     want = [_run_direction(x[b : b + 1], p["weight_ih"], p["weight_hh"], p["bias_ih"],
                            p["bias_hh"], h[b], c[b], p.get("weight_hr"), p.get("peephole"),
-                           kw.get("clip"), kw.get("input_forget", False)) for b in range(B)]
+                           kw.get("clip"), kw.get("input_forget", False), ln)
+            for b in range(B)]
     moved = cell.to(backend=case.backend, device=case.device, dtype=case.dtype("float64"))
     got_h, got_c = moved(x, (h, c))
     np.testing.assert_allclose(to_np(got_h), np.array([w[1] for w in want]), rtol=1e-12,
