@@ -365,3 +365,51 @@ def test_cell_and_model_files_are_not_mixed_up(tmp_path):
         LSTM.load(cell_file)
     with pytest.raises(ModelFileError, match="holds an lstm-xp LSTM, not an LSTMCell"):
         LSTMCell.load(model_file)
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_onnx_sequence_lens_fed_at_run_time_are_the_models_lengths(tmp_path, rng, direction):
+    """An LSTM node whose sequence_lens is a graph input imports; feeding the same lengths
+    as lengths= gives onnxruntime's outputs (zero past each length, the state at each
+    sequence's own last step, the backward direction starting there)."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    path = _hand_written(tmp_path, rng, direction=direction, clip=None, input_forget=False,
+                         peephole=True)
+    proto = onnx.load(str(path))
+    node = proto.graph.node[0]
+    node.input[4] = "lens"
+    proto.graph.input.append(onnx.helper.make_tensor_value_info("lens", onnx.TensorProto.INT32,
+                                                                [2]))
+    onnx.save(proto, str(path))
+    x = rng.standard_normal((6, 2, 3)).astype(np.float32)
+    lens = np.array([6, 3], np.int32)
+    y, y_h, y_c = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"X": x, "lens": lens})
+    got_y, (got_h, got_c) = LSTM.from_onnx(path)(x, lengths=lens)
+    D = 2 if direction == "bidirectional" else 1
+    np.testing.assert_allclose(got_y, y.transpose(0, 2, 1, 3).reshape(6, 2, D * 4),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_h, y_h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_c, y_c, rtol=1e-5, atol=1e-6)
+
+
+def test_version_1_files_load_as_plain_models(tmp_path, rng):
+    """Files of format version 1 (before the variants) have no option keys: they load as
+    the plain LSTM they were."""
+    import json
+
+    model = LSTM(3, 4, 2, seed=0)
+    path = model.save(tmp_path / "v1.npz")
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    schema = json.loads(arrays["__lstm_xp_schema__"].tobytes())
+    for key in ("proj_size", "peephole", "clip", "input_forget", "direction", "layer_norm"):
+        del schema[key]
+    schema["format_version"] = 1
+    arrays["__lstm_xp_schema__"] = np.frombuffer(json.dumps(schema).encode(), np.uint8)
+    np.savez(path, **arrays)
+    loaded = LSTM.load(path)
+    assert loaded.options() == model.options()
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x)[0], model(x)[0])

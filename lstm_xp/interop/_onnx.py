@@ -204,8 +204,8 @@ def _refuse_unimplemented(node: Any, attrs: dict[str, Any], constants: set[str])
         if len(node.input) <= index or not node.input[index]:
             continue
         name = node.input[index]
-        if index in (5, 6) and name not in constants:
-            continue  # a state fed at run time: the imported model takes it as state=
+        if index in (4, 5, 6) and name not in constants:
+            continue  # fed at run time: the imported model takes lengths= and state=
         if index == 7 and name in constants:
             continue  # peepholes stored in the file: imported as the model's peephole
         where = "a constant in the file" if name in constants else "an input of the graph"
