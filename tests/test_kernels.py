@@ -13,7 +13,8 @@ def test_kernel_choice(case):
     """kernel="auto" picks the backend's fast kernel (the registry's first that runs there),
     "pure" the reference, and the model says which it runs."""
     model = LSTM(2, 3, **case.model_kwargs)
-    expected = {"numpy": "numpy-fused", "cupy": "cupy-fused", "jax": "jax-jit"}
+    expected = {"numpy": "numpy-fused", "cupy": "cupy-fused", "jax": "jax-jit",
+                "torch": "torch-native"}
     assert model.kernel == expected.get(case.backend, "pure")
     assert LSTM(2, 3, kernel="pure", **case.model_kwargs).kernel == "pure"
     assert LSTM(2, 3, kernel=model.kernel, **case.model_kwargs).kernel == model.kernel
@@ -21,7 +22,8 @@ def test_kernel_choice(case):
 
 def test_unknown_and_foreign_kernels_are_refused():
     with pytest.raises(ConfigError, match="kernel must be 'auto' or one of numpy-fused, "
-                                          "cupy-fused, jax-jit, pure; got 'numba'"):
+                                          "cupy-fused, jax-jit, torch-native, pure; got "
+                                          "'numba'"):
         LSTM(2, 3, kernel="numba")
     with pytest.raises(ConfigError, match="kernel 'jax-jit' runs on backend jax, not 'numpy'; "
                                           "kernels for 'numpy': numpy-fused, pure"):
@@ -120,3 +122,33 @@ def test_numpy_kernel_zeroes_outputs_of_a_chunk_where_nothing_runs(rng):
         assert np.all(y == 0.0)
         np.testing.assert_array_equal(h, h0)
         np.testing.assert_array_equal(c, 2 * h0)
+
+
+def test_torch_native_kernel_and_its_fallbacks(rng):
+    """backend="torch" runs torch's own LSTM kernel; what it does differently (a reverse
+    model, dropout, a length of 0, float16 on the CPU) runs the pure path for that call, and
+    every result equals the pure kernel's."""
+    torch = pytest.importorskip("torch")
+    kwargs = dict(backend="torch", device="cpu", dtype="float64", seed=5, init="pytorch")
+    T, B, I, H = 6, 3, 2, 4
+    x = torch.from_numpy(rng.standard_normal((T, B, I)))
+    dy = torch.from_numpy(rng.standard_normal((T, B, 2 * H)))
+    for extra, lengths in [({}, None), ({}, [6, 2, 5]), ({}, [6, 0, 5]),
+                           ({"dropout": 0.3}, None)]:
+        native = LSTM(I, H, 2, bidirectional=True, **kwargs, **extra)
+        pure = LSTM(I, H, 2, bidirectional=True, kernel="pure", **kwargs, **extra)
+        assert native.kernel == "torch-native"
+        lens = None if lengths is None else torch.tensor(lengths)
+        results = []
+        for m in (native, pure):  # equal seeds: the same dropout masks
+            out, (h, c), tape = m.forward_train(x, lengths=lens)
+            dx, (dh0, dc0), grads = m.backward(tape, dy, (h * 0 + 1, None))
+            results.append([out, h, c, dx, dh0, dc0, *(grads[k] for k in sorted(grads))])
+        for a, b in zip(*results, strict=True):
+            np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-10,
+                                       atol=1e-12)
+    reverse = LSTM(I, H, direction="reverse", **kwargs)
+    want = LSTM(I, H, direction="reverse", kernel="pure", **kwargs)(x)[0]
+    np.testing.assert_allclose(reverse(x)[0].numpy(), want.numpy(), rtol=1e-12)
+    half = LSTM(I, H, backend="torch", device="cpu", dtype="float16", seed=5)
+    assert half(x.float())[0].dtype == torch.float16

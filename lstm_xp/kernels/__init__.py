@@ -80,6 +80,9 @@ REGISTRY: tuple[KernelEntry, ...] = (
                 "one cuBLAS GEMM and one elementwise CUDA kernel a step; pure training"),
     KernelEntry("jax-jit", ("jax",), "lstm_xp.kernels.jax_scan:make",
                 "the whole forward pass as lax.scan under jax.jit; pure (eager) training"),
+    KernelEntry("torch-native", ("torch",), "lstm_xp.kernels.torch_native:make",
+                "torch.nn.LSTM's own kernel (oneDNN, cuDNN) on the model's weights; autograd "
+                "for training"),
     KernelEntry("pure", (), "lstm_xp.kernels.pure:make",
                 "the pure Array-API reference (every backend, every variant)", variants=True),
 )
