@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -50,7 +51,8 @@ def test_unusable_backend_is_skipped_with_reason():
     report = run_bench(BenchConfig(shapes=[(1, 2, 2, 2)], backends=("numpy", "nonsense"),
                                    peers=(), repeats=3), progress=None)
     assert {r["contender"] for r in report["results"]} == {"lstm-xp numpy cpu",
-                                                           "GEMM floor numpy cpu"}
+                                                           "GEMM floor numpy cpu",
+                                                           *_beside_numba("lstm-xp numpy cpu")}
 
 
 def test_contenders_compute_what_they_claim(rng):
@@ -87,7 +89,8 @@ def test_train_mode_times_the_fused_step_the_pure_step_and_their_floor():
                        progress=None)
     rows = {r["contender"]: r for r in report["results"]}
     assert set(rows) == {"lstm-xp train step numpy cpu", "lstm-xp train step numpy cpu (pure)",
-                         "GEMM floor of a train step numpy cpu"}
+                         "GEMM floor of a train step numpy cpu",
+                         *_beside_numba("lstm-xp train step numpy cpu")}
     for r in rows.values():
         assert r["median_s"] > 0
         # A training step does three forward passes' worth of matrix products.
@@ -110,7 +113,15 @@ def test_backends_lists_every_kernel_and_why(capsys):
     assert main(["backends"]) == 0
     printed = capsys.readouterr().out
     numpy_block = printed.split("\ncupy")[0]
-    assert "kernel numpy-fused    default" in numpy_block
+    default = "numba" if importlib.util.find_spec("numba") else "numpy-fused"
+    assert f"kernel {default:14s} default" in numpy_block
     assert "kernel pure           yes" in numpy_block
     assert "kernel jax-jit        no       runs on jax only" in numpy_block
     assert printed.count("kernel pure") == len(BACKENDS)
+
+
+def _beside_numba(label):
+    """With the numba extra, numba is NumPy's default kernel and the bench also times the
+    fused NumPy kernel beside it."""
+    return [f"{label} (numpy-fused)"] if importlib.util.find_spec("numba") else []
+

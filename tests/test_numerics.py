@@ -34,3 +34,20 @@ def test_saturated_model_has_no_nan(case, to_np, precision):
     for a in (y, h, c):
         assert np.all(np.isfinite(to_np(a)))
     np.testing.assert_allclose(to_np(y)[0], np.tanh(1.0), rtol=1e-3)
+
+
+def test_compiled_float32_tanh_is_within_1e6_of_exact():
+    """The numba kernel's rational tanh (float32): within 1e-6 relative of the exact tanh
+    over |z| up to 1e4, tiny and denormal inputs included (there it returns z itself)."""
+    numba_scan = pytest.importorskip("lstm_xp.kernels.numba_scan")
+    tiny = np.array([1e-45, -1e-45, 1e-40, -3e-39, 1.2e-38, 1e-20, 1e-8, 3.9e-4, 4.1e-4],
+                    np.float32)
+    z = np.concatenate([np.linspace(-1e4, 1e4, 200001, dtype=np.float32),
+                        np.linspace(-10, 10, 200001, dtype=np.float32), tiny, -tiny,
+                        np.float32([0.0, -0.0])])
+    got = np.empty_like(z)
+    numba_scan.tanh32_array(z, got)
+    exact = np.tanh(z.astype(np.float64))
+    rel = np.abs(got - exact) / np.maximum(np.abs(exact), np.finfo(np.float32).tiny)
+    assert np.max(rel) <= 1e-6, float(z[np.argmax(rel)])
+    assert np.all(np.abs(got) <= 1.0)

@@ -82,7 +82,7 @@ def lstm_xp(backend: str, device: Any = None, kernel: str = "auto",
     """lstm-xp's forward on ``backend``/``device``; ``kernel="pure"`` forces the reference path;
     ``lengths`` passes per-sequence lengths (see :func:`padded_lengths`)."""
     b, where = _resolve(backend, device)
-    label = (f"lstm-xp {b.name} {where}" + (" (pure)" if kernel == "pure" else "")
+    label = (f"lstm-xp {b.name} {where}" + ("" if kernel == "auto" else f" ({kernel})")
              + ("" if lengths == "none" else f" lengths={lengths}"))
 
     def build(shape: Shape, dtype: str, x_host: np.ndarray) -> tuple[LSTM, Any]:
@@ -256,7 +256,8 @@ def lstm_xp_train(backend: str, device: Any = None, kernel: str = "auto") -> Con
 
         return run
 
-    label = f"lstm-xp train step {b.name} {where}" + (" (pure)" if kernel == "pure" else "")
+    label = f"lstm-xp train step {b.name} {where}" + ("" if kernel == "auto" else
+                                                        f" ({kernel})")
     return Contender(label, "lstm-xp", where, prepare)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import __version__
 from .._backend.adapters import ADAPTERS
-from ..kernels import kernels_for
+from ..kernels import kernel_report, kernels_for
 from . import contenders as c
 
 Shape = tuple[int, int, int, int]
@@ -89,6 +89,8 @@ def contender_specs(config: BenchConfig) -> list[list[Any]]:
     for name in config.backends:
         for device in _devices(name):
             specs.append([ours, name, device])
+            for kernel in _other_kernels(name):  # e.g. numpy-fused beside numba
+                specs.append([ours, name, device, kernel])
             if config.pure and _has_fast_kernel(name):
                 specs.append([ours, name, device, "pure"])
             if train:
@@ -106,6 +108,12 @@ def contender_specs(config: BenchConfig) -> list[list[Any]]:
     if not train and "seed" in config.peers:
         specs.append(["seed"])
     return specs
+
+
+def _other_kernels(backend: str) -> list[str]:
+    """The usable fast kernels of ``backend`` beside the one ``kernel="auto"`` picks."""
+    usable = [name for name, ok, _ in kernel_report(backend) if ok and name != "pure"]
+    return usable[1:]
 
 
 def _has_fast_kernel(backend: str) -> bool:
