@@ -93,7 +93,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], path: Path) -> str | None:
-    """Throughput (sequences/s) against batch size, one line per contender. Returns None, or
+    """One panel per shape: each contender's throughput (sequences/s) as a bar, lstm-xp's
+    kernels, the peers and the GEMM floor in their own colours, each bar labelled with its
+    speed relative to ``torch.nn.LSTM`` on the same device where that ran. Returns None, or
     the reason no plot was drawn."""
     try:
         import matplotlib
@@ -102,26 +104,43 @@ def plot(report: dict[str, Any], path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install lstm-xp[plot])"
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    kinds = {r["contender"]: r["kind"] for r in report["results"]}
-    names = sorted({r["contender"] for r in report["results"] if r["median_s"]})
-    colours = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]
-    markers = "osD^v<>pPX*h"
-    for k, name in enumerate(names):
-        pts = sorted((r["shape"][0], r["sequences_per_s"]) for r in report["results"]
-                     if r["contender"] == name and r["median_s"])
-        style = {"floor": ":", "peer": "--"}.get(kinds[name], "-")
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colours[k % 20],
-                marker=markers[k % len(markers)], label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size B (shapes of the grid, in order)")
-    ax.set_ylabel("sequences / s (forward, whole sequence)")
-    ax.set_title(f"lstm-xp bench, {report['config']['dtype']}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    results = [r for r in report["results"] if r["median_s"]]
+    shapes = sorted({tuple(r["shape"]) for r in results}, key=lambda s: (s[0], s[3], s[1]))
+    if not shapes:
+        return "no contender ran"
+    cols = min(3, len(shapes))
+    rows = -(-len(shapes) // cols)
+    names = sorted({r["contender"] for r in results},
+                   key=lambda n: ({"lstm-xp": 0, "peer": 1, "floor": 2}.get(
+                       next(r["kind"] for r in results if r["contender"] == n), 3), n))
+    colour = {"lstm-xp": "tab:blue", "peer": "tab:orange", "floor": "tab:gray"}
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 0.42 * len(names) * rows + 1.5),
+                             squeeze=False)
+    for ax, shape in zip(axes.flat, shapes, strict=False):
+        here = {r["contender"]: r for r in results if tuple(r["shape"]) == shape}
+        order = [n for n in names if n in here]
+        speeds = [here[n]["sequences_per_s"] for n in order]
+        ax.barh(range(len(order)), speeds,
+                color=[colour.get(here[n]["kind"], "tab:green") for n in order])
+        ax.set_yticks(range(len(order)), order, fontsize=7)
+        ax.invert_yaxis()
+        torch_ref = next((here[n]["sequences_per_s"] for n in order
+                          if n.startswith("torch.nn.LSTM") and "train" not in n
+                          and here[n]["device"] == "cpu"), None)
+        for k, n in enumerate(order):
+            label = "" if torch_ref is None else f" {here[n]['sequences_per_s'] / torch_ref:.2f}x"
+            ax.text(speeds[k], k, label, va="center", fontsize=7)
+        ax.set_xlim(0, max(speeds) * 1.2)  # linear from 0: bar lengths compare as ratios
+        ax.set_title(f"(B, T, I, H) = {shape}", fontsize=9)
+        ax.set_xlabel("sequences / s (labels: x torch.nn.LSTM on the CPU)", fontsize=7)
+        ax.grid(True, axis="x", alpha=0.3)
+    for ax in list(axes.flat)[len(shapes):]:
+        ax.axis("off")
+    fig.suptitle(f"lstm-xp bench, {report['config']['dtype']} "
+                 f"({report['config'].get('mode', 'forward')}); blue: lstm-xp, orange: peers, "
+                 "grey: GEMM floor", fontsize=9)
     fig.tight_layout()
-    write_atomic(path, write=lambda f: fig.savefig(f, format="png", dpi=120))
+    write_atomic(path, write=lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return None
 
