@@ -10,14 +10,13 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-import numpy as np
-
+from ._backend import is_flag
 from .errors import ConfigError
 
 
 def check_size(name: str, value: Any) -> int:
     """A positive int (not a bool), or a :class:`ConfigError` saying what was given."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
+    if is_flag(value) or not isinstance(value, numbers.Integral) \
             or value < 1:
         raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
     return int(value)
@@ -25,7 +24,7 @@ def check_size(name: str, value: Any) -> int:
 
 def check_flag(name: str, value: Any) -> bool:
     """``True`` or ``False`` (Python or NumPy booleans), nothing else."""
-    if not isinstance(value, (bool, np.bool_)):
+    if not is_flag(value):
         raise ConfigError(f"{name} must be True or False; got {type(value).__name__} "
                           f"{value!r}.")
     return bool(value)
@@ -34,7 +33,7 @@ def check_flag(name: str, value: Any) -> bool:
 def check_real(name: str, value: Any, low: float, high: float, *, high_open: bool = True,
                low_open: bool = False) -> float:
     """A real number (not a bool or a string) in the interval from ``low`` to ``high``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    if is_flag(value) or not isinstance(value, numbers.Real):
         raise ConfigError(f"{name} must be a number; got {type(value).__name__} {value!r}.")
     number = float(value)
     above = number > low if low_open else number >= low
@@ -49,7 +48,7 @@ def check_seed(value: Any) -> int | None:
     """``None`` or a non-negative integer (what ``numpy.random.default_rng`` takes)."""
     if value is None:
         return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
+    if is_flag(value) or not isinstance(value, numbers.Integral) \
             or value < 0:
         raise ConfigError(f"seed must be None or a non-negative integer; got "
                           f"{type(value).__name__} {value!r}.")

@@ -8,13 +8,10 @@ initial and final states and their gradients all go through the same two convers
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ._backend import as_host, is_host_input
+from ._backend import as_host, host_integers, is_host_input
 from ._typing import Array, Namespace
 from .errors import LengthsError, ShapeError
 
@@ -138,19 +135,13 @@ def sequence_lengths(module: Module, lengths: Any, mask: Any, steps: int, batch:
     return valid
 
 
-def _check_host_lengths(host: np.ndarray, steps: int) -> None:
+def _check_host_lengths(lengths: Any, steps: int) -> None:
     """Range-check host lengths in Python integers, before any cast: cast first, and a length
-    of 2**32 + 3 would wrap around to 3 and pass."""
-    if host.dtype.kind not in "iuO":
-        return  # floats, booleans, ...: refused by the dtype check that follows
-    values = host.ravel().tolist()
-    if host.dtype.kind == "O" and not all(isinstance(v, numbers.Integral)
-                                          and not isinstance(v, bool) for v in values):
-        return
-    for row, value in enumerate(values):
-        if not 0 <= int(value) <= steps:
+    of 2**32 + 3 would wrap around to 3 and pass. Other data is left to the dtype check."""
+    for row, value in enumerate(host_integers(lengths) or []):
+        if not 0 <= value <= steps:
             raise LengthsError(f"lengths must lie in 0..T = 0..{steps}; sequence {row} has "
-                               f"length {int(value)}.")
+                               f"length {value}.")
 
 
 def reset_factor(module: Module, reset: Any, batch: int, batched: bool) -> Array:

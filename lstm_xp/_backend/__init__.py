@@ -40,6 +40,8 @@ __all__ = [
     "available_backends",
     "device",
     "dtype_name",
+    "host_integers",
+    "is_flag",
     "is_host_input",
     "is_numpy_array",
     "jax_x64_enabled",
@@ -190,6 +192,24 @@ def as_host(value: Any, what: str = "the input") -> np.ndarray:
     except ValueError as exc:  # "inhomogeneous shape after N dimensions"
         raise ShapeError(f"{what} is a nested sequence whose rows have different lengths "
                          f"({exc}); pass a rectangular array (pad the short rows).") from exc
+
+
+def is_flag(value: Any) -> bool:
+    """True for a Python or NumPy boolean (what a flag argument may be)."""
+    return isinstance(value, (bool, np.bool_))
+
+
+def host_integers(value: Any) -> list[int] | None:
+    """The values of a host integer array or nested sequence of Python ints, as Python ints
+    (arbitrarily large: nothing is cast), or None for anything else."""
+    host = np.asarray(value) if is_host_input(value) else None
+    if host is None or host.dtype.kind not in "iuO":
+        return None
+    values = host.ravel().tolist()
+    if host.dtype.kind == "O" and not all(isinstance(v, int) and not isinstance(v, bool)
+                                          for v in values):
+        return None
+    return [int(v) for v in values]
 
 
 def is_host_input(value: Any) -> bool:
