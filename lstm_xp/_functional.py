@@ -257,18 +257,3 @@ def stack_forward(
                 and dropout_masks[index] is not None:
             layer_input = layer_input * dropout_masks[index]
     return layer_input, xp.stack(h_n, axis=0), xp.stack(c_n, axis=0), tapes
-
-
-def lstm_forward(
-    xp: Namespace,
-    x: Array,
-    layers: Sequence[Sequence[LayerWeights]],
-    h0: Array,
-    c0: Array,
-    scan: LayerScan = layer_scan,
-    lengths: Array | None = None,
-) -> tuple[Array, Array, Array]:
-    """Inference through :func:`stack_forward`: returns ``y`` (T, B, D*H), ``h_n`` and
-    ``c_n`` (L*D, B, H)."""
-    y, h_n, c_n, _ = stack_forward(xp, x, layers, h0, c0, scan, lengths)
-    return y, h_n, c_n
