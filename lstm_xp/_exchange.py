@@ -29,6 +29,7 @@ class Exchange:
         def __init__(self, *args: Any, **kwargs: Any) -> None: ...
         def state_dict(self) -> dict[str, Any]: ...
         def config(self) -> dict[str, Any]: ...
+        def host_params(self) -> dict[str, Any]: ...
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, Any], *, batch_first: bool = False,
@@ -72,9 +73,6 @@ class Exchange:
         model.load_state_dict(params)  # type: ignore[attr-defined]
         return model
 
-    def _numpy_params(self) -> dict[str, Any]:
-        return {k: to_numpy(v) for k, v in self.state_dict().items()}
-
     # -- PyTorch -----------------------------------------------------------------------------
     @classmethod
     def from_torch(cls, module_or_state_dict: Any, *, backend: Any = "numpy", device: Any = None,
@@ -92,7 +90,7 @@ class Exchange:
         """A ``torch.nn.LSTM`` (on the CPU) with this model's configuration and weights
         (``proj_size`` included)."""
         self._only_options("torch.nn.LSTM", allowed={"proj_size"})
-        return interop.to_torch_module(self.config(), self._numpy_params())
+        return interop.to_torch_module(self.config(), self.host_params())
 
     def _only_options(self, target: str, allowed: frozenset[str] | set[str] = frozenset()) -> None:
         """Refuse to export options that ``target`` has no equivalent for."""
@@ -122,7 +120,7 @@ class Exchange:
         recurrent_kernel, bias]``, or six (forward then backward) for ``Bidirectional``.
         The bias is ``bias_ih + bias_hh``."""
         self._only_options("Keras' LSTM layer")
-        return interop.to_keras_weights(self._numpy_params(), self.num_layers,
+        return interop.to_keras_weights(self.host_params(), self.num_layers,
                                         self.bidirectional)
 
     # -- Flax --------------------------------------------------------------------------------
@@ -142,7 +140,7 @@ class Exchange:
         from ._naming import suffixes
 
         self._only_options("Flax's LSTMCell")
-        params = self._numpy_params()
+        params = self.host_params()
         return [interop.to_flax_params(params, s)
                 for s in suffixes(self.num_layers, self.bidirectional)]
 
@@ -163,7 +161,7 @@ class Exchange:
             raise ConfigError("the seed's layout holds one layer and one direction; this model "
                               f"has num_layers={self.num_layers}, "
                               f"bidirectional={self.bidirectional}.")
-        return interop.to_seed_params(self._numpy_params())
+        return interop.to_seed_params(self.host_params())
 
     # -- ONNX --------------------------------------------------------------------------------
     def to_onnx(self, path: Any, *, opset: int = 14, initial_state: bool = False) -> Any:
@@ -183,7 +181,7 @@ class Exchange:
                               "model with torch.onnx from to_torch(), or build it without.")
         self._only_options("ONNX's LSTM operator",
                            allowed={"peephole", "clip", "input_forget", "direction"})
-        model = interop.to_onnx_model(self._numpy_params(), self.config(), opset,
+        model = interop.to_onnx_model(self.host_params(), self.config(), opset,
                                       initial_state)
         return model_io.write_atomic(path, model.SerializeToString())
 
@@ -201,7 +199,7 @@ class Exchange:
     def save(self, path: Any) -> Any:
         """Save weights and configuration to one ``.npz`` file, atomically; see
         :mod:`lstm_xp.io`. Returns the path."""
-        return model_io.save(path, self._numpy_params(), self.config(),
+        return model_io.save(path, self.host_params(), self.config(),
                              dtype_name(self._dtype))
 
     @classmethod

@@ -136,6 +136,11 @@ class Module:
         """
         return dict(self._params)
 
+    def host_params(self) -> dict[str, Any]:
+        """Every parameter copied to a new host NumPy array, keyed like :meth:`state_dict`
+        (what files, other frameworks and pickles receive)."""
+        return {k: _backend.to_numpy(v) for k, v in self._params.items()}
+
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Replace every parameter from ``state_dict``.
 
@@ -247,8 +252,8 @@ class Module:
         clone.__dict__.update(self.__dict__)
         clone._backend = target
         clone._dtype = new_dtype
-        clone._params = {n: target.from_numpy(_backend.to_numpy(v), new_dtype)
-                         for n, v in self._params.items()}
+        clone._params = {n: target.from_numpy(v, new_dtype)
+                         for n, v in self.host_params().items()}
         clone._placed()
         return clone
 
@@ -261,7 +266,7 @@ class Module:
         state.pop("_kernel", None)  # rebuilt by _placed
         state["_backend"] = self._backend.spec()
         state["_dtype"] = _backend.dtype_name(self._dtype)
-        state["_params"] = {k: _backend.to_numpy(v) for k, v in self._params.items()}
+        state["_params"] = self.host_params()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from . import interop
 from . import io as model_io
-from ._backend import dtype_name, to_numpy
+from ._backend import dtype_name
 from ._checks import check_flag, check_size
 from ._functional import cell_step, summed_bias
 from ._module import Module, on_device
@@ -146,12 +146,12 @@ class LSTMCell(Module):
 
     def to_torch(self) -> Any:
         """A ``torch.nn.LSTMCell`` (on the CPU) with this cell's weights."""
-        return interop.to_torch_cell({k: to_numpy(v) for k, v in self._params.items()})
+        return interop.to_torch_cell(self.host_params())
 
     def save(self, path: Any) -> Any:
         """Save weights, sizes and options to one ``.npz`` file, atomically (the format of
         :meth:`lstm_xp.LSTM.save`, marked as a cell). Returns the path."""
-        return model_io.save(path, {k: to_numpy(v) for k, v in self._params.items()},
+        return model_io.save(path, self.host_params(),
                              self.config(), dtype_name(self._dtype), kind="LSTMCell")
 
     @classmethod

@@ -19,7 +19,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-from ._backend import BACKENDS, as_host, library_of, to_numpy
+from ._backend import BACKENDS, as_host, library_of
 from .errors import ShapeError
 
 try:
@@ -44,7 +44,7 @@ def _payload(model: Any) -> dict[str, Any]:
         "batch_first": model.batch_first,
         "options": {k: v for k, v in model.options().items()
                     if k not in ("proj_size", "peephole", "layer_norm")},  # from the names
-        "params": {k: to_numpy(v) for k, v in model.state_dict().items()},
+        "params": model.host_params(),
     }
 
 
