@@ -6,6 +6,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -68,8 +69,21 @@ def test_contenders_compute_what_they_claim(rng):
 
 def test_time_runner_counts_calls():
     calls = []
-    times = time_runner(lambda: calls.append(1), repeats=5, max_seconds=10)
+    times = time_runner(lambda: calls.append(1), repeats=5, max_seconds=10, min_sample_s=0)
     assert len(times) == 5 and len(calls) == 7  # two warm-ups
+
+
+def test_time_runner_repeats_short_calls_within_a_sample():
+    calls = []
+
+    def run():
+        calls.append(1)
+        time.sleep(0.002)
+
+    times = time_runner(run, repeats=3, max_seconds=10, min_sample_s=0.02)
+    per_sample = (len(calls) - 2) // 3
+    assert len(times) == 3 and 3 <= per_sample <= 10 and len(calls) == 2 + 3 * per_sample
+    assert all(0.002 <= t < 0.02 for t in times)  # the time of one call, not of a sample
 
 
 def test_a_contender_that_cannot_run_a_cell_says_why(capsys):
@@ -125,3 +139,27 @@ def _beside_numba(label):
     fused NumPy kernel beside it."""
     return [f"{label} (numpy-fused)"] if importlib.util.find_spec("numba") else []
 
+
+
+def test_progress_prints_lines_off_a_terminal_and_a_bar_on_one():
+    import io
+
+    from lstm_xp.bench.progress import Progress
+
+    plain = io.StringIO()
+    with Progress(3, plain) as p:
+        p.step("a")
+        p.advance(2, "b")
+        p.note("hello")
+    assert plain.getvalue().splitlines() == ["[1/3] a ...", "hello"] and p.done == 3
+    pytest.importorskip("rich")
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Terminal()
+    with Progress(3, tty) as p:
+        assert p.quiet_workers  # the bar, not the workers, reports progress
+        p.advance(3, "cells")
+    assert "3/3" in tty.getvalue() and "cells" in tty.getvalue()
