@@ -1,24 +1,33 @@
-"""A compiled layer scan (numba) for one sequence or a few small ones: the whole time loop in
-machine code.
+"""A compiled layer scan (numba): the whole time loop in machine code, split between threads
+that meet after every step.
 
 Same signature and results as :func:`lstm_xp._functional.layer_scan` (tests hold them equal).
-At small batch sizes a NumPy step is a dozen library calls of a few microseconds each on a
-few hundred numbers, so the calls, not the arithmetic, are the time. Here the input
-projection of all steps is one BLAS product (NumPy's), and the recurrence runs in one
-compiled loop: per step a matrix-vector product per sequence written as plain loops, then
-the activations and the state update in separate passes over contiguous buffers, which LLVM
-vectorises (one fused pass over the gates did not vectorise: 3x slower at H = 64), nothing
-allocated. The loops read the recurrent weights once per sequence and step, where BLAS reads
-them once per step, so they win only while ``B * H`` is small (measured on the benchmark
-machine, in one process: 9x the fused NumPy scan at (B, H) = (1, 32), 6.2x at (1, 64), 2.6x
-at (1, 128), 1.6x at (1, 256), 1.3x-1.4x at (8, 64) and (1, 512), 1.15x at (2, 256); 0.8x at
-B * H = 1024). Above :data:`MAX_WORK` the scan is :mod:`.numpy_fused`'s, whose one product a
-step uses all of OpenBLAS.
+At small batch sizes a NumPy step is a dozen library calls of a few microseconds each, so the
+calls, not the arithmetic, are the time; and NumPy's BLAS repacks the weights at every call.
+Here one compiled call runs the layer:
 
-float32 uses a rational approximation of ``tanh`` (13/6 degree, Eigen's coefficients, clamped
-at +-7.9, ``tanh(x) = x`` below 4e-4) that vectorises; it stays within 1e-6 relative of
-``numpy.tanh`` over the whole range, denormals included (tests). float64 calls the exact
-``tanh``. float16 runs the fused NumPy scan.
+- **Products**: :func:`_matmul_nt`, blocks of 4 input rows times 4 weight rows (16 running
+  sums LLVM vectorises along the inner dimension, no packing), about 110 GFLOP/s on one core
+  of the benchmark machine (AMD EPYC, AVX-512), 3x a one-row loop. The input is projected
+  ``STEPS_AHEAD`` steps at a time (so even one sequence fills the 4-row blocks), the
+  recurrent product runs once a step.
+- **Element-wise passes**: activations and the state update in separate loops over
+  contiguous rows, which LLVM vectorises (one fused pass over the gates did not: 3x slower
+  at H = 64). float32 uses a rational approximation of ``tanh`` (13/6 degree, Eigen's
+  coefficients, clamped at +-7.9, ``tanh(x) = x`` below 4e-4) within 1e-6 relative of
+  ``numpy.tanh`` over the whole range, denormals included (tests); float64 calls the exact
+  ``tanh``; float16 runs the fused NumPy scan.
+- **Threads** (ONNX Runtime and oneDNN split work the same way, by output columns): each
+  thread owns a slice of the hidden units and computes those units' four gates for every
+  sequence, reading only its rows of the weights (at H = 256 the 1 MiB of recurrent weights
+  do not fit in one core's L2 cache; halves do), and the threads meet at a spin barrier
+  after each step (:mod:`._atomics`), the hidden state double-buffered so one barrier a step
+  suffices. No BLAS thread pool is involved (two pools on the same cores thrash). A call
+  takes the threads only with enough work (:func:`threads_for`); concurrent calls take
+  turns with them (:data:`_SPINNING`).
+
+Above :data:`MAX_WORK` (``B * H``) the scan is :mod:`.numpy_fused`'s, whose one OpenBLAS
+product a step, with its packed weights, is faster there (``benchmarks/RESULTS.md``).
 
 Compiled code is cached on disk (``cache=True``); in a read-only install numba keeps it in its
 user-wide cache directory instead (or ``NUMBA_CACHE_DIR``). The first call in a process with
@@ -27,17 +36,34 @@ an empty cache compiles (seconds; ``benchmarks/RESULTS.md`` has the figure).
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numba
 import numpy as np
 
+from ._atomics import barrier
 from .base import LayerwiseKernel
 from .numpy_fused import layer_scan_numpy
 from .numpy_train import NumpyTrainer
 
 #: ``B * H`` up to this runs the compiled loop; more runs the fused NumPy scan (see above).
-MAX_WORK = 512
+MAX_WORK = 2048
+#: Steps whose input is projected in one product, at most ...
+STEPS_AHEAD = 16
+#: ... and as many as keep a thread's projection block within this many elements (128 KiB
+#: in float32): a block of 16 steps at (B, H) = (16, 256), 1 MiB, pushed the recurrent
+#: weights out of a core's L2 cache (21 ms against 15 ms for 100 steps, one thread).
+PROJ_ELEMENTS = 1 << 15
+#: Threads a call may use: ``LSTM_XP_NUM_THREADS``, else the cores this process may run on.
+THREADS = int(os.environ.get("LSTM_XP_NUM_THREADS", "0")) or (
+    len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+#: A thread gets at least this many hidden units ...
+MIN_UNITS_PER_THREAD = 32
+#: ... and this much work (matrix-product FLOPs of its slice).
+MIN_FLOPS_PER_THREAD = 15_000_000
 
 _f32 = np.float32
 
@@ -64,7 +90,7 @@ def tanh32(x):  # pragma: no cover - compiled
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def tanh32_array(z, out):  # pragma: no cover - compiled
-    """:func:`tanh32` over a 1-D float32 array (for tests and benchmarks)."""
+    """:func:`tanh32` over a 1-D float32 array, compiled as in the scan (for tests)."""
     for k in range(z.shape[0]):
         out[k] = tanh32(z[k])
 
@@ -76,48 +102,174 @@ def _act(x, approximate):  # pragma: no cover - compiled
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _loop(proj, w_hh, h, c, y, lengths, reverse, approximate):  # pragma: no cover - compiled
-    """The recurrence: ``proj`` (T, B, 4H) input projection with the bias, ``w_hh`` (4H, H),
-    ``h``, ``c`` (B, H) updated in place, ``y`` (T, B, H) written; ``lengths`` (B,) int64
-    (all T when none); ``approximate``: :func:`tanh32` (float32) or the exact tanh."""
-    steps, batch, hidden4 = proj.shape
-    hidden = hidden4 // 4
-    gates = np.empty(hidden4, dtype=proj.dtype)
-    acts = np.empty(hidden4, dtype=proj.dtype)
-    cell = np.empty(hidden, dtype=proj.dtype)
-    half = proj.dtype.type(0.5)
-    for walked in range(steps):
-        t = steps - 1 - walked if reverse else walked
-        for b in range(batch):
-            if t >= lengths[b]:  # past this sequence's end: state kept, output zero
-                for j in range(hidden):
-                    y[t, b, j] = 0
-                continue
-            for r in range(hidden4):
-                acc = proj[t, b, r]
-                for k in range(hidden):
-                    acc += w_hh[r, k] * h[b, k]
-                gates[r] = acc
-            # Activations in two passes over contiguous memory, which LLVM vectorises:
-            # tanh(z/2) for the sigmoid gates i, f, o and tanh(z) for g, then the update.
-            for r in range(hidden4):
-                z = gates[r]
-                if r < 2 * hidden or r >= 3 * hidden:
-                    z = half * z
-                acts[r] = _act(z, approximate)
-            for j in range(hidden):
-                ig = half * acts[j] + half
-                fg = half * acts[hidden + j] + half
-                cn = fg * c[b, j] + ig * acts[2 * hidden + j]
-                c[b, j] = cn
-                cell[j] = cn
-            for j in range(hidden):
-                cell[j] = _act(cell[j], approximate)
-            for j in range(hidden):
-                y[t, b, j] = (half * acts[3 * hidden + j] + half) * cell[j]
-            for j in range(hidden):
-                h[b, j] = y[t, b, j]
+def _matmul_nt(w, first_r, last_r, a, first_a, rows, out, first_out,
+               first_col):  # pragma: no cover - compiled
+    """``out[first_out + n, first_col + r - first_r] = a[first_a + n] . w[r]`` for ``n`` in
+    ``range(rows)`` and ``r`` in ``range(first_r, last_r)``: a slice of ``a @ w.T``.
 
+    Blocks of 4 rows of ``a`` times 4 rows of ``w``: 16 running sums whose loop over ``k``
+    LLVM vectorises, so that each vector loaded from ``w`` or ``a`` serves four products
+    (about 110 GFLOP/s on one core of the benchmark machine, 3x the one-row loop). Rows left
+    over run in blocks of 2 and 1."""
+    inner = w.shape[1]
+    zero = w.dtype.type(0)
+    last4 = first_r + (last_r - first_r) // 4 * 4
+    n = 0
+    while n + 4 <= rows:
+        i0 = first_a + n
+        o0 = first_out + n
+        for r in range(first_r, last4, 4):
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
+            for k in range(inner):
+                w0, w1, w2, w3 = w[r, k], w[r + 1, k], w[r + 2, k], w[r + 3, k]
+                a0, a1, a2, a3 = a[i0, k], a[i0 + 1, k], a[i0 + 2, k], a[i0 + 3, k]
+                s00 += w0 * a0
+                s01 += w1 * a0
+                s02 += w2 * a0
+                s03 += w3 * a0
+                s10 += w0 * a1
+                s11 += w1 * a1
+                s12 += w2 * a1
+                s13 += w3 * a1
+                s20 += w0 * a2
+                s21 += w1 * a2
+                s22 += w2 * a2
+                s23 += w3 * a2
+                s30 += w0 * a3
+                s31 += w1 * a3
+                s32 += w2 * a3
+                s33 += w3 * a3
+            col = first_col + r - first_r
+            out[o0, col:col + 4] = (s00, s01, s02, s03)
+            out[o0 + 1, col:col + 4] = (s10, s11, s12, s13)
+            out[o0 + 2, col:col + 4] = (s20, s21, s22, s23)
+            out[o0 + 3, col:col + 4] = (s30, s31, s32, s33)
+        n += 4
+    while n + 2 <= rows:
+        i0 = first_a + n
+        o0 = first_out + n
+        for r in range(first_r, last4, 4):
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+            for k in range(inner):
+                w0, w1, w2, w3 = w[r, k], w[r + 1, k], w[r + 2, k], w[r + 3, k]
+                a0, a1 = a[i0, k], a[i0 + 1, k]
+                s00 += w0 * a0
+                s01 += w1 * a0
+                s02 += w2 * a0
+                s03 += w3 * a0
+                s10 += w0 * a1
+                s11 += w1 * a1
+                s12 += w2 * a1
+                s13 += w3 * a1
+            col = first_col + r - first_r
+            out[o0, col:col + 4] = (s00, s01, s02, s03)
+            out[o0 + 1, col:col + 4] = (s10, s11, s12, s13)
+        n += 2
+    for m in range(rows):  # the last row, whole; w's rows past the last block of 4
+        a_m = a[first_a + m]
+        out_m = out[first_out + m]
+        shift = first_col - first_r
+        for r in range(first_r if m >= n else last4, last_r):
+            w_r = w[r]
+            acc = zero
+            for k in range(inner):
+                acc += w_r[k] * a_m[k]
+            out_m[shift + r] = acc
+
+
+@numba.njit(inline="always", cache=True, nogil=True)
+def _gate_product(w, first, last, a, first_a, rows, out):  # pragma: no cover - compiled
+    """``out[:rows]`` = the columns of units ``first:last`` of each gate of
+    ``a[first_a:first_a + rows] @ w.T`` (one product when the thread has every unit)."""
+    hidden = w.shape[0] // 4
+    if last - first == hidden:
+        _matmul_nt(w, 0, 4 * hidden, a, first_a, rows, out, 0, 0)
+    else:
+        for q in range(4):
+            _matmul_nt(w, q * hidden + first, q * hidden + last, a, first_a, rows, out, 0,
+                       q * (last - first))
+
+
+@numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
+def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, approximate,
+                proj, gates, cs, bias_own, sync, parties):  # pragma: no cover - compiled
+    """The layer scan for hidden units ``first:last`` of every sequence; ``parties`` calls
+    with disjoint unit ranges and one ``sync`` run it together, meeting after each step.
+
+    ``x2`` (T * B, I) the input, ``w_ih`` (4H, I), ``w_hh`` (4H, H), ``bias`` (4H,); ``hs``
+    (2 * B, H) the hidden state, double-buffered (rows ``0:B`` hold it before the first
+    step, a step reads one half and writes the other, so one barrier a step suffices);
+    ``c`` (B, H) updated in place; ``y`` (T, B, H) written; ``lengths`` (B,) int64 (T when
+    none were given). Work buffers, this call's own: ``proj`` (S * B, 4U), ``gates``
+    (B, 4U), ``cs`` (B, U) and ``bias_own`` (4U,) (this thread's columns of c and its
+    entries of the bias, contiguous: the loops over strided views did not vectorise), with
+    ``U = last - first`` and ``S`` steps projected at once. Nothing is allocated and nothing
+    raises (a thread that stopped early would leave the others waiting at the barrier).
+
+    The input is projected ``S`` steps at a time (one product over all their rows, so even
+    one sequence fills the 4-row blocks of :func:`_matmul_nt`); per step the recurrent
+    product, then the activations in passes over contiguous rows that LLVM vectorises (one
+    fused pass over the gates did not: 3x slower at H = 64), ``tanh`` of the halved
+    pre-activation for the sigmoid gates (i, f, o) and of the whole for g."""
+    batch = c.shape[0]
+    hidden = c.shape[1]
+    steps = x2.shape[0] // batch
+    units = last - first
+    ahead = proj.shape[0] // batch
+    half = x2.dtype.type(0.5)
+    for q in range(4):
+        for u in range(units):
+            bias_own[q * units + u] = bias[q * hidden + first + u]
+    for i in range(batch):
+        for u in range(units):
+            cs[i, u] = c[i, first + u]
+    for start in range(0, steps, ahead):
+        count = min(ahead, steps - start)
+        low = steps - start - count if reverse else start  # the block's first time index
+        _gate_product(w_ih, first, last, x2, low * batch, count * batch, proj)
+        for s in range(count):
+            walked = start + s
+            t = steps - 1 - walked if reverse else walked
+            now = (walked % 2) * batch  # the half of hs holding the state before step t
+            then = batch - now
+            _gate_product(w_hh, first, last, hs, now, batch, gates)
+            for i in range(batch):
+                h_old = hs[now + i, first:last]
+                h_new = hs[then + i, first:last]
+                y_t = y[t, i, first:last]
+                if t >= lengths[i]:  # past this sequence's end: state kept, output zero
+                    for u in range(units):
+                        h_new[u] = h_old[u]
+                        y_t[u] = 0
+                    continue
+                g = gates[i]
+                p = proj[(t - low) * batch + i]
+                for r in range(4 * units):
+                    g[r] += p[r] + bias_own[r]
+                for r in range(2 * units):  # i, f: sigmoid(z) = (1 + tanh(z / 2)) / 2
+                    g[r] = _act(half * g[r], approximate)
+                for r in range(2 * units, 3 * units):  # g: tanh(z)
+                    g[r] = _act(g[r], approximate)
+                for r in range(3 * units, 4 * units):  # o
+                    g[r] = _act(half * g[r], approximate)
+                c_i = cs[i]
+                for u in range(units):
+                    cn = (half * g[units + u] + half) * c_i[u] + \
+                        (half * g[u] + half) * g[2 * units + u]
+                    c_i[u] = cn
+                    h_new[u] = cn
+                for u in range(units):
+                    h_new[u] = _act(h_new[u], approximate)
+                for u in range(units):
+                    hn = (half * g[3 * units + u] + half) * h_new[u]
+                    h_new[u] = hn
+                    y_t[u] = hn
+            if parties > 1:
+                barrier(sync, parties)
+    for i in range(batch):
+        for u in range(units):
+            c[i, first + u] = cs[i, u]
 
 
 def layer_scan_numba(
@@ -134,20 +286,90 @@ def layer_scan_numba(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Compiled version of :func:`lstm_xp._functional.layer_scan` (same shapes)."""
     steps, batch, features = x.shape
-    if batch * weight_hh.shape[1] > MAX_WORK or x.dtype not in (np.float32, np.float64):
+    hidden = weight_hh.shape[1]
+    if not use_compiled(batch, hidden) or x.dtype not in (np.float32, np.float64):
         return layer_scan_numpy(xp, x, weight_ih, weight_hh, bias, h0, c0, reverse=reverse,
                                 lengths=lengths)
-    proj = (x.reshape(steps * batch, features) @ weight_ih.T).reshape(steps, batch, -1)
-    if bias is not None:
-        proj += bias
-    h = np.array(h0, dtype=x.dtype, order="C")
-    c = np.array(c0, dtype=x.dtype, order="C")
-    y = np.empty((steps, batch, weight_hh.shape[1]), dtype=x.dtype)
+    dtype = x.dtype
+    x2 = np.ascontiguousarray(x).reshape(steps * batch, features)
+    w_ih = np.ascontiguousarray(weight_ih)
+    w_hh = np.ascontiguousarray(weight_hh)
+    b = np.zeros(4 * hidden, dtype) if bias is None else np.ascontiguousarray(bias)
+    hs = np.empty((2 * batch, hidden), dtype)
+    hs[:batch] = h0
+    c = np.array(c0, dtype=dtype, order="C")
+    y = np.empty((steps, batch, hidden), dtype)
     valid = np.full(batch, steps, np.int64) if lengths is None else \
         np.asarray(lengths, dtype=np.int64)
-    _loop(proj, np.ascontiguousarray(weight_hh), h, c, y, valid, reverse,
-          x.dtype == np.float32)
-    return y, h, c
+    shared = (x2, w_ih, w_hh, b, hs, c, y, valid)
+    sync = np.zeros(2, np.int64)  # this call's own barrier
+
+    # The same blocks of steps however many threads run (the bits do not depend on it).
+    ahead = max(1, min(steps, STEPS_AHEAD, PROJ_ELEMENTS // (4 * hidden * batch)))
+
+    def part(first: int, last: int, parties: int) -> tuple[Any, ...]:
+        units = last - first
+        return (*shared, first, last, reverse, dtype == np.float32,
+                np.empty((ahead * batch, 4 * units), dtype), np.empty((batch, 4 * units), dtype),
+                np.empty((batch, units), dtype), np.empty(4 * units, dtype), sync, parties)
+
+    units = unit_slices(hidden, threads_for(steps, batch, features, hidden))
+    if len(units) == 1:
+        _scan_units(*part(0, hidden, 1))
+    else:  # each slice of units on its own thread, all meeting after each step
+        parts = [part(first, last, len(units)) for first, last in units]
+        with _SPINNING:
+            pool = _pool(len(parts) - 1)
+            rest = [pool.submit(_scan_units, *args) for args in parts[1:]]
+            _scan_units(*parts[0])
+            for job in rest:
+                job.result()
+    final = (steps % 2) * batch
+    return y, hs[final:final + batch].copy(), c
+
+
+def use_compiled(batch: int, hidden: int) -> bool:
+    """Whether the compiled scan runs ``(B, H)``, or the fused NumPy one (see the module)."""
+    return batch * hidden <= MAX_WORK
+
+
+def threads_for(steps: int, batch: int, features: int, hidden: int) -> int:
+    """Threads for one layer scan: up to :data:`THREADS`, each with at least
+    :data:`MIN_UNITS_PER_THREAD` hidden units and :data:`MIN_FLOPS_PER_THREAD` of work."""
+    flops = 8 * steps * batch * hidden * (features + hidden)
+    return max(1, min(THREADS, hidden // MIN_UNITS_PER_THREAD, flops // MIN_FLOPS_PER_THREAD))
+
+
+def unit_slices(hidden: int, threads: int) -> list[tuple[int, int]]:
+    """``threads`` contiguous ``(first, last)`` ranges of hidden units covering ``hidden``,
+    sizes multiples of 4 (the blocks of :func:`_matmul_nt`), any remainder on the last."""
+    size = -(-hidden // threads)
+    size = -(-size // 4) * 4
+    return [(first, min(first + size, hidden)) for first in range(0, hidden, size)]
+
+
+_POOL: tuple[ThreadPoolExecutor, int] | None = None  # the pool and its size
+_POOL_LOCK = threading.Lock()
+#: Held by the one call whose threads spin at barriers; a second call at the same time waits
+#: for it (two groups of spinning threads on the same cores would starve each other, and the
+#: pool could not start every party of both). Waiting, not running alone on one thread,
+#: keeps a call's result the same bits whatever else runs: the vectorised loops round an
+#: entry differently from their scalar remainders, so the split between threads shows in
+#: the last bits.
+_SPINNING = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The process-wide pool, with at least ``workers`` threads (the caller runs one slice
+    itself). Every party of a barrier must be running at once, so a pool too small for
+    the call is replaced, never queued on; only calls holding :data:`_SPINNING` submit."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[1] < workers:
+            if _POOL is not None:
+                _POOL[0].shutdown(wait=False)
+            _POOL = (ThreadPoolExecutor(workers, thread_name_prefix="lstm-xp"), workers)
+        return _POOL[0]
 
 
 def make(reverse: bool = False) -> LayerwiseKernel:

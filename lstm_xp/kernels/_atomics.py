@@ -1,0 +1,83 @@
+"""Atomic operations on int64 array elements for compiled (numba) code, and the spin barrier
+built on them that lets the threads of one layer scan meet after every step.
+
+numba has no CPU atomics of its own; these are LLVM's (``atomicrmw`` and atomic loads and
+stores, sequentially consistent), emitted through :func:`numba.extending.intrinsic`, so the
+barrier is correct on any CPU numba targets (x86-64 and ARM alike), not only on x86's strong
+memory order. A plain load in a spin loop would also be wrong: the compiler may hoist it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+
+def _element_pointer(context: Any, builder: Any, aryty: Any, ary: Any, index: Any) -> Any:
+    array = context.make_array(aryty)(context, builder, ary)
+    return cgutils.get_item_pointer(context, builder, aryty, array, [index])
+
+
+@intrinsic
+def atomic_add(typingctx: Any, ary: Any, index: Any, value: Any) -> Any:
+    """``ary[index] += value`` atomically; returns the value before (int64 arrays only)."""
+    if not (isinstance(ary, types.Array) and ary.dtype == types.int64):
+        return None
+    sig = types.int64(ary, index, value)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        aryty, _, valuety = signature.args
+        ptr = _element_pointer(context, builder, aryty, args[0], args[1])
+        addend = context.cast(builder, args[2], valuety, types.int64)
+        return builder.atomic_rmw("add", ptr, addend, "seq_cst")
+
+    return sig, codegen
+
+
+@intrinsic
+def atomic_load(typingctx: Any, ary: Any, index: Any) -> Any:
+    """``ary[index]``, read atomically (never hoisted out of a loop)."""
+    if not (isinstance(ary, types.Array) and ary.dtype == types.int64):
+        return None
+    sig = types.int64(ary, index)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1])
+        return builder.load_atomic(ptr, "seq_cst", 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def atomic_store(typingctx: Any, ary: Any, index: Any, value: Any) -> Any:
+    """``ary[index] = value``, written atomically."""
+    if not (isinstance(ary, types.Array) and ary.dtype == types.int64):
+        return None
+    sig = types.void(ary, index, value)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        aryty, _, valuety = signature.args
+        ptr = _element_pointer(context, builder, aryty, args[0], args[1])
+        builder.store_atomic(context.cast(builder, args[2], valuety, types.int64), ptr,
+                             "seq_cst", 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@numba.njit(inline="always", cache=True, nogil=True)
+def barrier(sync, parties):  # pragma: no cover - compiled
+    """Wait until ``parties`` threads have called this with the same ``sync`` (an int64
+    array of 2: arrivals, generation, both 0 to start). The last to arrive opens the next
+    generation; the others spin on it (each side's writes before the barrier are visible
+    to every side after it: the operations are sequentially consistent)."""
+    generation = atomic_load(sync, 1)
+    if atomic_add(sync, 0, 1) == parties - 1:
+        atomic_store(sync, 0, 0)
+        atomic_add(sync, 1, 1)
+    else:
+        while atomic_load(sync, 1) == generation:
+            pass

@@ -1,0 +1,150 @@
+"""The compiled (numba) kernel: its threads, their barrier, and the bits a call gets.
+
+The kernel's results against the reference at ordinary sizes are in test_kernels.py (every
+registered kernel); here the paths only larger calls take are forced at small sizes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import numpy as np
+import pytest
+
+from lstm_xp import LSTM
+
+numba_scan = pytest.importorskip("lstm_xp.kernels.numba_scan")
+atomics = pytest.importorskip("lstm_xp.kernels._atomics")
+
+
+@pytest.fixture
+def threaded(monkeypatch):
+    """Split every compiled call between ``threads`` threads, however small."""
+
+    def use(threads):
+        monkeypatch.setattr(numba_scan, "THREADS", threads)
+        monkeypatch.setattr(numba_scan, "MIN_FLOPS_PER_THREAD", 1)
+        monkeypatch.setattr(numba_scan, "MIN_UNITS_PER_THREAD", 1)
+
+    return use
+
+
+def _flat(result):
+    y, (h, c) = result
+    return y, h, c
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(9, 1, 3, 8), (6, 5, 4, 13), (37, 3, 2, 24), (4, 6, 70, 9)])
+def test_threaded_scan_equals_the_reference(threaded, rng, threads, precision, shape):
+    """Units split between threads that meet after every step, with hidden sizes that leave
+    a slice of other than 4 units, lengths, both directions, a given state, 2 layers, and
+    inputs wider than the hidden size; the results equal the pure reference."""
+    threaded(threads)
+    T, B, I, H = shape
+    kwargs = dict(bidirectional=True, seed=5, dtype=precision)
+    fast, pure = LSTM(I, H, 2, **kwargs), LSTM(I, H, 2, kernel="pure", **kwargs)
+    assert fast.kernel == "numba" and numba_scan.threads_for(T, B, I, H) > 1
+    x = rng.standard_normal((T, B, I)).astype(precision)
+    state = tuple(rng.standard_normal((4, B, H)).astype(precision) for _ in range(2))
+    tol = dict(rtol=1e-6, atol=1e-6) if precision == "float32" else dict(rtol=1e-13, atol=1e-14)
+    for lengths in (None, rng.integers(0, T + 1, size=B)):
+        for a, b in zip(_flat(fast(x, state, lengths)), _flat(pure(x, state, lengths)),
+                        strict=True):
+            np.testing.assert_allclose(a, b, **tol)
+
+
+def test_one_model_called_from_several_threads_while_its_calls_are_threaded(threaded, rng):
+    """Calls from several Python threads at once, each of which splits itself between the
+    kernel's threads: they take turns with those threads, and every caller gets exactly
+    the bits it gets alone."""
+    threaded(2)
+    model = LSTM(6, 16, 2, seed=2)
+    inputs = [rng.standard_normal((30, b, 6)).astype(np.float32) for b in (1, 2, 3, 4, 5, 6)]
+    alone = [model(x)[0] for x in inputs]
+    results: list = [None] * len(inputs)
+    start = threading.Barrier(len(inputs))
+
+    def run(i):
+        start.wait()
+        for _ in range(5):
+            results[i] = model(inputs[i])[0]
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert not any(w.is_alive() for w in workers), "a call did not finish (deadlock)"
+    for a, b in zip(alone, results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_barrier_keeps_threads_in_step():
+    """Each of 3 threads writes its round number, waits, then checks that every other
+    thread has written the same round: a barrier that let one through early would show
+    an older round (and a hoisted load would hang, which the join's timeout catches)."""
+    import numba
+
+    @numba.njit(nogil=True)
+    def lockstep(slots, me, rounds, sync, parties):
+        wrong = 0
+        for r in range(1, rounds + 1):
+            slots[me] = r
+            atomics.barrier(sync, parties)
+            for other in range(parties):
+                if slots[other] < r:
+                    wrong += 1
+            atomics.barrier(sync, parties)
+        return wrong
+
+    parties, rounds = 3, 2000
+    slots, sync = np.zeros(parties, np.int64), np.zeros(2, np.int64)
+    lockstep(np.zeros(1, np.int64), 0, 1, np.zeros(2, np.int64), 1)  # compile first
+    wrong = [-1] * parties
+
+    def run(me):
+        wrong[me] = lockstep(slots, me, rounds, sync, parties)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(parties)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    assert not any(w.is_alive() for w in workers)
+    assert wrong == [0] * parties and list(slots) == [rounds] * parties
+    assert sync[0] == 0 and sync[1] == 2 * rounds  # every generation opened once
+
+
+def test_atomic_add_counts_every_increment():
+    import numba
+
+    @numba.njit(nogil=True)
+    def bump(counter, times):
+        for _ in range(times):
+            atomics.atomic_add(counter, 0, 1)
+
+    counter = np.zeros(1, np.int64)
+    bump(counter, 1)
+    workers = [threading.Thread(target=bump, args=(counter, 100_000)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert counter[0] == 1 + 4 * 100_000
+
+
+def test_unit_slices_and_thread_counts():
+    assert numba_scan.unit_slices(256, 2) == [(0, 128), (128, 256)]
+    assert numba_scan.unit_slices(13, 3) == [(0, 8), (8, 13)]  # multiples of 4 but the last
+    assert numba_scan.unit_slices(5, 1) == [(0, 5)]
+    for hidden in range(1, 40):
+        for threads in range(1, 5):
+            slices = numba_scan.unit_slices(hidden, threads)
+            assert slices[0][0] == 0 and slices[-1][1] == hidden and len(slices) <= threads
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(slices))
+            assert all(first % 4 == 0 for first, _ in slices)
+    assert numba_scan.threads_for(100, 1, 32, 64) == 1  # too little work to share
+    assert numba_scan.threads_for(100, 16, 128, 256) == min(2, numba_scan.THREADS)
