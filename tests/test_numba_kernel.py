@@ -148,3 +148,20 @@ def test_unit_slices_and_thread_counts():
             assert all(first % 4 == 0 for first, _ in slices)
     assert numba_scan.threads_for(100, 1, 32, 64) == 1  # too little work to share
     assert numba_scan.threads_for(100, 16, 128, 256) == min(2, numba_scan.THREADS)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_threaded_calls(threaded, rng):
+    """A child forked after the parent used the kernel's threads (multiprocessing's fork
+    start, Dask's process workers) has none of the parent's pool threads; its threaded
+    calls must still finish, with the parent's result."""
+    import multiprocessing
+
+    threaded(2)
+    model = LSTM(5, 16, seed=3)
+    x = rng.standard_normal((12, 3, 5)).astype(np.float32)
+    expected = model(x)[0]  # starts the pool in the parent
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(model, (x,)).get(timeout=120)[0]
+    np.testing.assert_array_equal(got, expected)

@@ -359,6 +359,18 @@ _POOL_LOCK = threading.Lock()
 _SPINNING = threading.Lock()
 
 
+def _forget_threads() -> None:
+    """In a forked child: the parent's pool threads do not exist there (a job sent to them
+    would never start, and its call would wait at the barrier for ever), and a lock another
+    parent thread held stays held; start afresh."""
+    global _POOL, _POOL_LOCK, _SPINNING
+    _POOL, _POOL_LOCK, _SPINNING = None, threading.Lock(), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads)
+
+
 def _pool(workers: int) -> ThreadPoolExecutor:
     """The process-wide pool, with at least ``workers`` threads (the caller runs one slice
     itself). Every party of a barrier must be running at once, so a pool too small for
