@@ -165,3 +165,15 @@ def test_a_forked_child_runs_threaded_calls(threaded, rng):
     with ctx.Pool(1) as pool:
         got = pool.apply_async(model, (x,)).get(timeout=120)[0]
     np.testing.assert_array_equal(got, expected)
+
+
+def test_thread_limit_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LSTM_XP_NUM_THREADS", "3")
+    assert numba_scan._thread_limit() == 3
+    monkeypatch.delenv("LSTM_XP_NUM_THREADS")
+    cores = numba_scan._thread_limit()
+    assert cores >= 1
+    for bad in ("0", "-2", "two"):
+        monkeypatch.setenv("LSTM_XP_NUM_THREADS", bad)
+        with pytest.warns(RuntimeWarning, match="LSTM_XP_NUM_THREADS must be a positive"):
+            assert numba_scan._thread_limit() == cores

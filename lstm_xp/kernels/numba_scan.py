@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -57,9 +58,25 @@ STEPS_AHEAD = 16
 #: in float32): a block of 16 steps at (B, H) = (16, 256), 1 MiB, pushed the recurrent
 #: weights out of a core's L2 cache (21 ms against 15 ms for 100 steps, one thread).
 PROJ_ELEMENTS = 1 << 15
+
+
+def _thread_limit() -> int:
+    """``LSTM_XP_NUM_THREADS`` when it is a positive integer, else the cores this process
+    may run on (with a warning for a value that is not one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count() or 1
+    text = os.environ.get("LSTM_XP_NUM_THREADS", "").strip()
+    if not text:
+        return cores
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    warnings.warn(f"LSTM_XP_NUM_THREADS must be a positive integer; got {text!r}, using the "
+                  f"{cores} cores this process may run on", RuntimeWarning, stacklevel=2)
+    return cores
+
+
 #: Threads a call may use: ``LSTM_XP_NUM_THREADS``, else the cores this process may run on.
-THREADS = int(os.environ.get("LSTM_XP_NUM_THREADS", "0")) or (
-    len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+THREADS = _thread_limit()
 #: A thread gets at least this many hidden units ...
 MIN_UNITS_PER_THREAD = 32
 #: ... and this much work (matrix-product FLOPs of its slice).
@@ -304,7 +321,7 @@ def layer_scan_numba(
     shared = (x2, w_ih, w_hh, b, hs, c, y, valid)
     sync = np.zeros(2, np.int64)  # this call's own barrier
 
-    # The same blocks of steps however many threads run (the bits do not depend on it).
+    # From the whole layer's size, so that the blocks do not depend on the split.
     ahead = max(1, min(steps, STEPS_AHEAD, PROJ_ELEMENTS // (4 * hidden * batch)))
 
     def part(first: int, last: int, parties: int) -> tuple[Any, ...]:
