@@ -46,9 +46,11 @@ import numba
 import numpy as np
 
 from ._atomics import barrier
+from ._layout import fused_permutation, stacked_width
+from ._simd import dot1x16, dot4x4
 from .base import LayerwiseKernel
 from .numpy_fused import layer_scan_numpy
-from .numpy_train import NumpyTrainer
+from .numpy_train import FusedTape, NumpyTrainer, transposed_blocks
 
 #: ``B * H`` up to this runs the compiled loop; more runs the fused NumPy scan (see above).
 MAX_WORK = 2048
@@ -61,21 +63,28 @@ PROJ_ELEMENTS = 1 << 15
 
 
 def _thread_limit() -> int:
-    """``LSTM_XP_NUM_THREADS`` when it is a positive integer, else the cores this process
-    may run on (with a warning for a value that is not one)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        os.cpu_count() or 1
+    """``LSTM_XP_NUM_THREADS``: a positive integer, or ``auto`` for the cores this process may
+    run on; unset, 1 (with a warning, and 1, for a value that is neither).
+
+    One by default: the threads spin at a barrier every step and need their cores to
+    themselves. Right after a NumPy product, OpenBLAS's idle threads spin on those cores for
+    up to ~0.1 s, and a 2-thread call at (4, 100, 128, 256) then took 105 ms instead of
+    2-3 ms (a tenth of the calls still took ~0.1 s with the barrier yielding its core):
+    opt in where nothing else computes on the cores (an inference server, the benchmark)."""
     text = os.environ.get("LSTM_XP_NUM_THREADS", "").strip()
     if not text:
-        return cores
+        return 1
+    if text.lower() == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            os.cpu_count() or 1
     if text.isdigit() and int(text) > 0:
         return int(text)
-    warnings.warn(f"LSTM_XP_NUM_THREADS must be a positive integer; got {text!r}, using the "
-                  f"{cores} cores this process may run on", RuntimeWarning, stacklevel=2)
-    return cores
+    warnings.warn(f"LSTM_XP_NUM_THREADS must be a positive integer or 'auto'; got {text!r}, "
+                  "using 1 thread", RuntimeWarning, stacklevel=2)
+    return 1
 
 
-#: Threads a call may use: ``LSTM_XP_NUM_THREADS``, else the cores this process may run on.
+#: Threads a call may use (``LSTM_XP_NUM_THREADS``; see :func:`_thread_limit`).
 THREADS = _thread_limit()
 #: A thread gets at least this many hidden units ...
 MIN_UNITS_PER_THREAD = 32
@@ -124,70 +133,48 @@ def _matmul_nt(w, first_r, last_r, a, first_a, rows, out, first_out,
     """``out[first_out + n, first_col + r - first_r] = a[first_a + n] . w[r]`` for ``n`` in
     ``range(rows)`` and ``r`` in ``range(first_r, last_r)``: a slice of ``a @ w.T``.
 
-    Blocks of 4 rows of ``a`` times 4 rows of ``w``: 16 running sums whose loop over ``k``
-    LLVM vectorises, so that each vector loaded from ``w`` or ``a`` serves four products
-    (about 110 GFLOP/s on one core of the benchmark machine, 3x the one-row loop). Rows left
-    over run in blocks of 2 and 1."""
+    Blocks of 4 rows of ``a`` times 4 rows of ``w`` (:func:`._simd.dot4x4`: 16 vectors of
+    running sums, each vector loaded from ``w`` or ``a`` serving four products, about
+    110-150 GFLOP/s on one core of the benchmark machine, 3x a one-row loop); a row left
+    over against 16 rows of ``w`` at a time (:func:`._simd.dot1x16`); the inner dimension
+    past the last whole vector, and the rows of ``w`` past the last block, in plain loops."""
     inner = w.shape[1]
     zero = w.dtype.type(0)
+    k_vec = inner // (64 // w.itemsize) * (64 // w.itemsize)
+    sums = np.empty(16, w.dtype)
     last4 = first_r + (last_r - first_r) // 4 * 4
+    last16 = first_r + (last_r - first_r) // 16 * 16
     n = 0
     while n + 4 <= rows:
         i0 = first_a + n
-        o0 = first_out + n
         for r in range(first_r, last4, 4):
-            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
-            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
-            for k in range(inner):
-                w0, w1, w2, w3 = w[r, k], w[r + 1, k], w[r + 2, k], w[r + 3, k]
-                a0, a1, a2, a3 = a[i0, k], a[i0 + 1, k], a[i0 + 2, k], a[i0 + 3, k]
-                s00 += w0 * a0
-                s01 += w1 * a0
-                s02 += w2 * a0
-                s03 += w3 * a0
-                s10 += w0 * a1
-                s11 += w1 * a1
-                s12 += w2 * a1
-                s13 += w3 * a1
-                s20 += w0 * a2
-                s21 += w1 * a2
-                s22 += w2 * a2
-                s23 += w3 * a2
-                s30 += w0 * a3
-                s31 += w1 * a3
-                s32 += w2 * a3
-                s33 += w3 * a3
+            dot4x4(w, r, a, i0, k_vec, sums)
             col = first_col + r - first_r
-            out[o0, col:col + 4] = (s00, s01, s02, s03)
-            out[o0 + 1, col:col + 4] = (s10, s11, s12, s13)
-            out[o0 + 2, col:col + 4] = (s20, s21, s22, s23)
-            out[o0 + 3, col:col + 4] = (s30, s31, s32, s33)
+            for i in range(4):
+                a_i = a[i0 + i]
+                out_i = out[first_out + n + i]
+                for j in range(4):
+                    acc = sums[4 * i + j]
+                    for k in range(k_vec, inner):
+                        acc += w[r + j, k] * a_i[k]
+                    out_i[col + j] = acc
         n += 4
-    while n + 2 <= rows:
-        i0 = first_a + n
-        o0 = first_out + n
-        for r in range(first_r, last4, 4):
-            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
-            for k in range(inner):
-                w0, w1, w2, w3 = w[r, k], w[r + 1, k], w[r + 2, k], w[r + 3, k]
-                a0, a1 = a[i0, k], a[i0 + 1, k]
-                s00 += w0 * a0
-                s01 += w1 * a0
-                s02 += w2 * a0
-                s03 += w3 * a0
-                s10 += w0 * a1
-                s11 += w1 * a1
-                s12 += w2 * a1
-                s13 += w3 * a1
-            col = first_col + r - first_r
-            out[o0, col:col + 4] = (s00, s01, s02, s03)
-            out[o0 + 1, col:col + 4] = (s10, s11, s12, s13)
-        n += 2
-    for m in range(rows):  # the last row, whole; w's rows past the last block of 4
+    for m in range(n, rows):  # rows left over, one at a time, 16 rows of w at once
         a_m = a[first_a + m]
         out_m = out[first_out + m]
         shift = first_col - first_r
-        for r in range(first_r if m >= n else last4, last_r):
+        for r in range(first_r, last16, 16):
+            dot1x16(w, r, a, first_a + m, k_vec, sums)
+            for j in range(16):
+                acc = sums[j]
+                for k in range(k_vec, inner):
+                    acc += w[r + j, k] * a_m[k]
+                out_m[shift + r + j] = acc
+    for m in range(rows):  # rows of w past the blocks
+        a_m = a[first_a + m]
+        out_m = out[first_out + m]
+        shift = first_col - first_r
+        for r in range(last16 if m >= n else last4, last_r):
             w_r = w[r]
             acc = zero
             for k in range(inner):
@@ -210,7 +197,8 @@ def _gate_product(w, first, last, a, first_a, rows, out):  # pragma: no cover - 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, approximate,
-                proj, gates, cs, bias_own, sync, parties):  # pragma: no cover - compiled
+                proj, gates, cs, bias_own, sync, parties, tape_gates, tape_cells,
+                tape_tanh):  # pragma: no cover - compiled
     """The layer scan for hidden units ``first:last`` of every sequence; ``parties`` calls
     with disjoint unit ranges and one ``sync`` run it together, meeting after each step.
 
@@ -224,6 +212,12 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, a
     ``U = last - first`` and ``S`` steps projected at once. Nothing is allocated and nothing
     raises (a thread that stopped early would leave the others waiting at the barrier).
 
+    For training, the tape of :class:`.numpy_train.FusedTape` (every sequence running all
+    T steps): ``tape_gates`` (T, 4H, B) the activations as columns in the fused order
+    (o, i, f, g), ``tape_cells`` (T + 1, H, B) the cell states (slot 0 the initial one, slot
+    T in reverse, filled by the caller), ``tape_tanh`` (T, H, B) their tanh; for inference
+    all three are (0, 0, 0).
+
     The input is projected ``S`` steps at a time (one product over all their rows, so even
     one sequence fills the 4-row blocks of :func:`_matmul_nt`); per step the recurrent
     product, then the activations in passes over contiguous rows that LLVM vectorises (one
@@ -235,6 +229,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, a
     units = last - first
     ahead = proj.shape[0] // batch
     half = x2.dtype.type(0.5)
+    record = tape_gates.shape[0] > 0
     for q in range(4):
         for u in range(units):
             bias_own[q * units + u] = bias[q * hidden + first + u]
@@ -276,8 +271,20 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, a
                         (half * g[u] + half) * g[2 * units + u]
                     c_i[u] = cn
                     h_new[u] = cn
+                if record:
+                    after = t if reverse else t + 1
+                    for u in range(units):
+                        j = first + u
+                        tape_gates[t, j, i] = half * g[3 * units + u] + half
+                        tape_gates[t, hidden + j, i] = half * g[u] + half
+                        tape_gates[t, 2 * hidden + j, i] = half * g[units + u] + half
+                        tape_gates[t, 3 * hidden + j, i] = g[2 * units + u]
+                        tape_cells[after, j, i] = h_new[u]
                 for u in range(units):
                     h_new[u] = _act(h_new[u], approximate)
+                if record:
+                    for u in range(units):
+                        tape_tanh[t, first + u, i] = h_new[u]
                 for u in range(units):
                     hn = (half * g[3 * units + u] + half) * h_new[u]
                     h_new[u] = hn
@@ -302,11 +309,22 @@ def layer_scan_numba(
     lengths: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Compiled version of :func:`lstm_xp._functional.layer_scan` (same shapes)."""
-    steps, batch, features = x.shape
-    hidden = weight_hh.shape[1]
-    if not use_compiled(batch, hidden) or x.dtype not in (np.float32, np.float64):
+    if not use_compiled(x.shape[1], weight_hh.shape[1], x.dtype):
         return layer_scan_numpy(xp, x, weight_ih, weight_hh, bias, h0, c0, reverse=reverse,
                                 lengths=lengths)
+    none = np.empty((0, 0, 0), x.dtype)
+    return _run(x, weight_ih, weight_hh, bias, h0, c0, reverse, lengths, (none, none, none))
+
+
+def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.ndarray | None,
+         h0: np.ndarray, c0: np.ndarray, reverse: bool, lengths: np.ndarray | None,
+         tape: tuple[np.ndarray, np.ndarray, np.ndarray], threads: int | None = None,
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The compiled layer scan on ``threads`` threads (default :func:`threads_for`):
+    ``(y, h_n, c_n)``, and ``tape``'s arrays filled when they are not empty (see
+    :func:`_scan_units`)."""
+    steps, batch, features = x.shape
+    hidden = weight_hh.shape[1]
     dtype = x.dtype
     x2 = np.ascontiguousarray(x).reshape(steps * batch, features)
     w_ih = np.ascontiguousarray(weight_ih)
@@ -320,7 +338,6 @@ def layer_scan_numba(
         np.asarray(lengths, dtype=np.int64)
     shared = (x2, w_ih, w_hh, b, hs, c, y, valid)
     sync = np.zeros(2, np.int64)  # this call's own barrier
-
     # From the whole layer's size, so that the blocks do not depend on the split.
     ahead = max(1, min(steps, STEPS_AHEAD, PROJ_ELEMENTS // (4 * hidden * batch)))
 
@@ -328,9 +345,12 @@ def layer_scan_numba(
         units = last - first
         return (*shared, first, last, reverse, dtype == np.float32,
                 np.empty((ahead * batch, 4 * units), dtype), np.empty((batch, 4 * units), dtype),
-                np.empty((batch, units), dtype), np.empty(4 * units, dtype), sync, parties)
+                np.empty((batch, units), dtype), np.empty(4 * units, dtype), sync, parties,
+                *tape)
 
-    units = unit_slices(hidden, threads_for(steps, batch, features, hidden))
+    if threads is None:
+        threads = threads_for(steps, batch, features, hidden)
+    units = unit_slices(hidden, threads)
     if len(units) == 1:
         _scan_units(*part(0, hidden, 1))
     else:  # each slice of units on its own thread, all meeting after each step
@@ -345,9 +365,56 @@ def layer_scan_numba(
     return y, hs[final:final + batch].copy(), c
 
 
-def use_compiled(batch: int, hidden: int) -> bool:
-    """Whether the compiled scan runs ``(B, H)``, or the fused NumPy one (see the module)."""
-    return batch * hidden <= MAX_WORK
+class CompiledTrainer(NumpyTrainer):
+    """The fused NumPy training pair with the forward pass compiled: :meth:`scan_train`
+    runs :func:`_scan_units` on one thread and has it write the
+    :class:`.numpy_train.FusedTape` the NumPy backward pass reads (where the compiled scan
+    runs and no ``lengths`` are given; the fused NumPy forward pass otherwise). The backward
+    pass is :class:`NumpyTrainer`'s."""
+
+    def scan_train(self, xp: Any, x: np.ndarray, weight_ih: np.ndarray,
+                   weight_hh: np.ndarray, bias: np.ndarray | None, h0: np.ndarray,
+                   c0: np.ndarray, *, reverse: bool = False,
+                   lengths: np.ndarray | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, FusedTape]:
+        steps, batch, features = x.shape
+        hidden = weight_hh.shape[1]
+        if lengths is not None or not use_compiled(batch, hidden, x.dtype):
+            return super().scan_train(xp, x, weight_ih, weight_hh, bias, h0, c0,
+                                      reverse=reverse, lengths=lengths)
+        take, dtype = self.workspace.take, x.dtype
+        gates = take((steps, 4 * hidden, batch), dtype)
+        cells = take((steps + 1, hidden, batch), dtype)
+        tanh_cells = take((steps, hidden, batch), dtype)
+        start = steps if reverse else 0
+        cells[start] = c0.T
+        # One thread: the backward passes between forward passes run OpenBLAS on both
+        # cores, and its idle threads spin for a while after each product, on the cores the
+        # barrier waits for (split, this pass took 74-103 ms at (4, 100, 128, 256) against
+        # 6.6 ms for the fused NumPy one).
+        y, h_n, c_n = _run(x, weight_ih, weight_hh, bias, h0, c0, reverse, None,
+                           (gates, cells, tanh_cells), threads=1)
+        # The columns the products of the backward pass read: [x_t; h_before; 1; 0...].
+        inputs = take((stacked_width(features, hidden, bias is not None), steps + 1, batch),
+                      dtype)
+        tape = FusedTape(features, weight_ih[fused_permutation(hidden)],
+                         transposed_blocks(weight_hh), bias is not None, gates, cells,
+                         tanh_cells, inputs, reverse)
+        before, after = tape.slots()
+        inputs[:features, before] = x.transpose(2, 0, 1)
+        inputs[:features, 0 if reverse else steps] = 0.0  # the slot no step starts from
+        inputs[features:features + hidden, start] = h0.T
+        inputs[features:features + hidden, after] = y.transpose(2, 0, 1)
+        inputs[features + hidden:] = 0.0
+        if bias is not None:
+            inputs[features + hidden] = 1.0
+        return y, h_n, c_n, tape
+
+
+def use_compiled(batch: int, hidden: int, dtype: Any) -> bool:
+    """Whether the compiled scan runs ``(B, H)`` in ``dtype``, or the fused NumPy one (see
+    the module; float16 runs there too)."""
+    return batch * hidden <= MAX_WORK and dtype in (np.float32, np.float64)
 
 
 def threads_for(steps: int, batch: int, features: int, hidden: int) -> int:
@@ -402,7 +469,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def make(reverse: bool = False) -> LayerwiseKernel:
-    """Compiled inference where ``B * H`` is small; training runs the fused NumPy pass."""
-    trainer = NumpyTrainer()
+    """Compiled inference and training forward pass where ``B * H`` is small; the fused
+    NumPy backward pass."""
+    trainer = CompiledTrainer()
     return LayerwiseKernel("numba", layer_scan_numba, trainer.scan_train,
                            trainer.scan_backward, reverse)

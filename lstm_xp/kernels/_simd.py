@@ -1,0 +1,131 @@
+"""Blocks of dot products written in LLVM's vector IR for compiled (numba) code.
+
+:func:`dot_block` sums ``na`` rows of ``a`` against ``nw`` rows of ``w`` (``na * nw = 16``)
+over ``k`` in ``[0, k_end)``, one vector of 64 bytes at a time, and writes the 16 sums to a
+buffer. What numba's own loop cannot do: finish the 16 vectors of partial sums together, a
+tree of 15 additions of shuffled pairs, where LLVM's vectorised loop ends each running sum on
+its own (16 reductions of 4 steps each); for one row against 16 weight rows that is most of
+the work at small H. The IR is generic (``<16 x float>``, ``llvm.fma``): LLVM splits it into
+the registers of whatever CPU numba compiles for (AVX-512, AVX2, NEON).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+#: Bytes of one vector of partial sums.
+VECTOR_BYTES = 64
+
+
+def lanes(dtype: Any) -> int:
+    """Elements of ``dtype`` in one vector (16 float32, 8 float64)."""
+    return VECTOR_BYTES // (4 if dtype == types.float32 else 8)
+
+
+def _row_pointer(builder: Any, array: Any, row: Any, element: Any) -> Any:
+    base = builder.bitcast(array.data, ir.IntType(8).as_pointer())
+    offset = builder.mul(row, builder.extract_value(array.strides, 0))
+    return builder.bitcast(builder.gep(base, [offset]), element.as_pointer())
+
+
+def _sum_together(builder: Any, vectors: list[Any], width: int) -> list[Any]:
+    """16 vectors of ``width`` partial sums -> ``16 / width`` vectors holding the 16 totals
+    in order. Each level adds the low and high halves of every group of lanes of a pair of
+    vectors, so a vector's groups halve in size and the pair becomes one vector."""
+    group = width
+    index = ir.IntType(32)
+    while group > 1 and len(vectors) > 1:
+        half = group // 2
+        low = [g * group + j for g in range(width // group) for j in range(half)]
+        low += [width + m for m in low]
+        high = [m + half for m in low]
+        take_low = ir.Constant(ir.VectorType(index, width), low)
+        take_high = ir.Constant(ir.VectorType(index, width), high)
+        vectors = [builder.fadd(builder.shuffle_vector(x, y, take_low),
+                                builder.shuffle_vector(x, y, take_high), flags=("fast",))
+                   for x, y in zip(vectors[0::2], vectors[1::2], strict=True)]
+        group = half
+    return vectors
+
+
+def _dot_block(rows_a: int, rows_w: int) -> Any:
+    """The intrinsic for blocks of ``rows_a`` rows of ``a`` times ``rows_w`` rows of ``w``."""
+
+    @intrinsic
+    def dot_block(typingctx: Any, w: Any, first_w: Any, a: Any, first_a: Any, k_end: Any,
+                  out: Any) -> Any:
+        arrays = (w, a, out)
+        if not all(isinstance(t, types.Array) and t.layout == "C" for t in arrays):
+            return None
+        if not (w.dtype == a.dtype == out.dtype and w.dtype in (types.float32, types.float64)):
+            return None
+        width = lanes(w.dtype)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            wty, wrty, aty, arty, kty, oty = signature.args
+            w_arr = context.make_array(wty)(context, builder, args[0])
+            a_arr = context.make_array(aty)(context, builder, args[2])
+            o_arr = context.make_array(oty)(context, builder, args[5])
+            element = context.get_data_type(wty.dtype)
+            vector = ir.VectorType(element, width)
+            i64 = ir.IntType(64)
+            w0 = context.cast(builder, args[1], wrty, types.int64)
+            a0 = context.cast(builder, args[3], arty, types.int64)
+            k_last = context.cast(builder, args[4], kty, types.int64)
+            w_rows = [_row_pointer(builder, w_arr, builder.add(w0, i64(j)), element)
+                      for j in range(rows_w)]
+            a_rows = [_row_pointer(builder, a_arr, builder.add(a0, i64(i)), element)
+                      for i in range(rows_a)]
+            name = f"llvm.fma.v{width}f{32 if wty.dtype == types.float32 else 64}"
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vector, [vector] * 3), name)
+            entry = builder.basic_block
+            head = builder.append_basic_block("dot.head")
+            body = builder.append_basic_block("dot.body")
+            done = builder.append_basic_block("dot.done")
+            builder.branch(head)
+            builder.position_at_end(head)
+            k = builder.phi(i64)
+            k.add_incoming(i64(0), entry)
+            zero = ir.Constant(vector, [ir.Constant(element, 0.0)] * width)
+            sums = []
+            for _ in range(rows_a * rows_w):
+                phi = builder.phi(vector)
+                phi.add_incoming(zero, entry)
+                sums.append(phi)
+            builder.cbranch(builder.icmp_signed("<", k, k_last), body, done)
+            builder.position_at_end(body)
+
+            def load(row: Any) -> Any:  # aligned to the element only
+                pointer = builder.bitcast(builder.gep(row, [k]), vector.as_pointer())
+                return builder.load(pointer, align=VECTOR_BYTES // width)
+
+            w_vec = [load(p) for p in w_rows]
+            a_vec = [load(p) for p in a_rows]
+            new = [builder.call(fma, [w_vec[m % rows_w], a_vec[m // rows_w], sums[m]])
+                   for m in range(rows_a * rows_w)]
+            end = builder.basic_block
+            k.add_incoming(builder.add(k, i64(width)), end)
+            for phi, value in zip(sums, new, strict=True):
+                phi.add_incoming(value, end)
+            builder.branch(head)
+            builder.position_at_end(done)
+            for n, total in enumerate(_sum_together(builder, list(sums), width)):
+                target = builder.gep(o_arr.data, [i64(n * width)])
+                builder.store(total, builder.bitcast(target, vector.as_pointer()),
+                              align=VECTOR_BYTES // width)
+            return context.get_dummy_value()
+
+        return types.void(w, first_w, a, first_a, k_end, out), codegen
+
+    return dot_block
+
+
+#: ``out[i * 4 + j] = a[first_a + i, :k_end] . w[first_w + j, :k_end]``, i, j < 4.
+dot4x4 = _dot_block(4, 4)
+#: ``out[j] = a[first_a, :k_end] . w[first_w + j, :k_end]``, j < 16.
+dot1x16 = _dot_block(1, 16)
