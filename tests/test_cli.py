@@ -104,7 +104,7 @@ def test_train_mode_times_the_fused_step_the_pure_step_and_their_floor():
     rows = {r["contender"]: r for r in report["results"]}
     assert set(rows) == {"lstm-xp train step numpy cpu", "lstm-xp train step numpy cpu (pure)",
                          "GEMM floor of a train step numpy cpu",
-                         *_beside_numba("lstm-xp train step numpy cpu")}
+                         *_beside_numba("lstm-xp train step numpy cpu", threads=False)}
     for r in rows.values():
         assert r["median_s"] > 0
         # A training step does three forward passes' worth of matrix products.
@@ -134,10 +134,17 @@ def test_backends_lists_every_kernel_and_why(capsys):
     assert printed.count("kernel pure") == len(BACKENDS)
 
 
-def _beside_numba(label):
+def _beside_numba(label, threads=True):
     """With the numba extra, numba is NumPy's default kernel and the bench also times the
-    fused NumPy kernel beside it."""
-    return [f"{label} (numpy-fused)"] if importlib.util.find_spec("numba") else []
+    fused NumPy kernel beside it, and (forward, on more than one core) numba's threads."""
+    if not importlib.util.find_spec("numba"):
+        return []
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count()
+    extra = [f"{label} (numba) LSTM_XP_NUM_THREADS=auto"] if threads and cores > 1 else []
+    return [f"{label} (numpy-fused)", *extra]
 
 
 
@@ -163,3 +170,18 @@ def test_progress_prints_lines_off_a_terminal_and_a_bar_on_one():
         assert p.quiet_workers  # the bar, not the workers, reports progress
         p.advance(3, "cells")
     assert "3/3" in tty.getvalue() and "cells" in tty.getvalue()
+
+
+def test_threaded_numba_contender_sets_and_restores_the_thread_count(rng):
+    numba_scan = pytest.importorskip("lstm_xp.kernels.numba_scan")
+    from lstm_xp.bench.contenders import _kernel_threads
+
+    before = numba_scan.THREADS
+    with _kernel_threads("3"):
+        assert numba_scan.THREADS == 3
+    assert numba_scan.THREADS == before
+    x = rng.standard_normal((3, 2, 4)).astype("float32")
+    contender = lstm_xp("numpy", None, "numba", "none", "2")
+    assert contender.name == "lstm-xp numpy cpu (numba) LSTM_XP_NUM_THREADS=2"
+    assert contender.prepare((2, 3, 4, 5), "float32", x)().shape == (3, 2, 5)
+    assert numba_scan.THREADS == before

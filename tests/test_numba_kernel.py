@@ -193,6 +193,7 @@ def test_thread_limit_from_the_environment(monkeypatch):
         monkeypatch.setenv("LSTM_XP_NUM_THREADS", bad)
         with pytest.warns(RuntimeWarning, match="LSTM_XP_NUM_THREADS must be a positive"):
             assert numba_scan._thread_limit() == 1
+    assert numba_scan.thread_count(" 2 ") == 2 and numba_scan.thread_count("") == 1
 
 
 @pytest.mark.parametrize("threads", [1, 2])

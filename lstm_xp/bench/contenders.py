@@ -8,7 +8,8 @@ device. A contender that cannot run here raises :class:`Unavailable` with the re
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,12 +79,14 @@ def padded_lengths(shape: Shape, kind: str) -> np.ndarray | None:
 
 
 def lstm_xp(backend: str, device: Any = None, kernel: str = "auto",
-            lengths: str = "none") -> Contender:
+            lengths: str = "none", threads: str | None = None) -> Contender:
     """lstm-xp's forward on ``backend``/``device``; ``kernel="pure"`` forces the reference path;
-    ``lengths`` passes per-sequence lengths (see :func:`padded_lengths`)."""
+    ``lengths`` passes per-sequence lengths (see :func:`padded_lengths`); ``threads``, for the
+    ``numba`` kernel, its thread count as ``LSTM_XP_NUM_THREADS`` spells it (``"auto"``)."""
     b, where = _resolve(backend, device)
     label = (f"lstm-xp {b.name} {where}" + ("" if kernel == "auto" else f" ({kernel})")
-             + ("" if lengths == "none" else f" lengths={lengths}"))
+             + ("" if lengths == "none" else f" lengths={lengths}")
+             + ("" if threads is None else f" LSTM_XP_NUM_THREADS={threads}"))
 
     def build(shape: Shape, dtype: str, x_host: np.ndarray) -> tuple[LSTM, Any]:
         _, _, size_in, hidden = shape
@@ -91,12 +94,17 @@ def lstm_xp(backend: str, device: Any = None, kernel: str = "auto",
                      kernel=kernel)
         return model, b.from_numpy(x_host, model.dtype)
 
+    def call(model: LSTM, x: Any, valid: Any) -> Any:
+        with _kernel_threads(threads):
+            y, _ = model(x, lengths=valid)
+        return y
+
     def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
         model, x = build(shape, dtype, x_host)
         valid = padded_lengths(shape, lengths)
 
         def run() -> Any:
-            y, _ = model(x, lengths=valid)
+            y = call(model, x, valid)
             b.synchronize(y)
             return y
 
@@ -104,9 +112,26 @@ def lstm_xp(backend: str, device: Any = None, kernel: str = "auto",
 
     def memory(shape: Shape, dtype: str, x_host: np.ndarray) -> int | None:
         model, x = build(shape, dtype, x_host)
-        return b.adapter.peak_bytes(lambda: model(x)[0], b.device)
+        return b.adapter.peak_bytes(lambda: call(model, x, None), b.device)
 
     return Contender(label, "lstm-xp", where, prepare, memory)
+
+
+@contextmanager
+def _kernel_threads(threads: str | None) -> Iterator[None]:
+    """The numba kernel's thread count as ``LSTM_XP_NUM_THREADS=threads`` sets it, for the
+    calls inside (restored after, for contenders timed in one process)."""
+    if threads is None:
+        yield
+        return
+    from ..kernels import numba_scan
+
+    before = numba_scan.THREADS
+    numba_scan.THREADS = numba_scan.thread_count(threads)
+    try:
+        yield
+    finally:
+        numba_scan.THREADS = before
 
 
 def _resolve(backend: str, device: Any) -> tuple[Backend, str]:

@@ -92,6 +92,9 @@ def contender_specs(config: BenchConfig) -> list[list[Any]]:
             specs.append([ours, name, device])
             for kernel in _other_kernels(name):  # e.g. numpy-fused beside numba
                 specs.append([ours, name, device, kernel])
+            if not train and _default_kernel(name) == "numba" and _cores() > 1:
+                # its threads are opt-in (see kernels.numba_scan.thread_count): time both
+                specs.append([ours, name, device, "numba", "none", "auto"])
             if config.pure and _has_fast_kernel(name):
                 specs.append([ours, name, device, "pure"])
             if train:
@@ -115,6 +118,19 @@ def _other_kernels(backend: str) -> list[str]:
     """The usable fast kernels of ``backend`` beside the one ``kernel="auto"`` picks."""
     usable = [name for name, ok, _ in kernel_report(backend) if ok and name != "pure"]
     return usable[1:]
+
+
+def _default_kernel(backend: str) -> str | None:
+    """The kernel ``kernel="auto"`` picks on ``backend`` here."""
+    usable = [name for name, ok, _ in kernel_report(backend) if ok]
+    return usable[0] if usable else None
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count() or 1
 
 
 def _has_fast_kernel(backend: str) -> bool:

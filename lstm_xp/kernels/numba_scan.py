@@ -62,16 +62,16 @@ STEPS_AHEAD = 16
 PROJ_ELEMENTS = 1 << 15
 
 
-def _thread_limit() -> int:
-    """``LSTM_XP_NUM_THREADS``: a positive integer, or ``auto`` for the cores this process may
-    run on; unset, 1 (with a warning, and 1, for a value that is neither).
+def thread_count(text: str) -> int:
+    """Threads for a ``LSTM_XP_NUM_THREADS`` value: a positive integer, or ``auto`` for the
+    cores this process may run on; empty, 1 (with a warning, and 1, for anything else).
 
     One by default: the threads spin at a barrier every step and need their cores to
     themselves. Right after a NumPy product, OpenBLAS's idle threads spin on those cores for
     up to ~0.1 s, and a 2-thread call at (4, 100, 128, 256) then took 105 ms instead of
     2-3 ms (a tenth of the calls still took ~0.1 s with the barrier yielding its core):
     opt in where nothing else computes on the cores (an inference server, the benchmark)."""
-    text = os.environ.get("LSTM_XP_NUM_THREADS", "").strip()
+    text = text.strip()
     if not text:
         return 1
     if text.lower() == "auto":
@@ -82,6 +82,11 @@ def _thread_limit() -> int:
     warnings.warn(f"LSTM_XP_NUM_THREADS must be a positive integer or 'auto'; got {text!r}, "
                   "using 1 thread", RuntimeWarning, stacklevel=2)
     return 1
+
+
+def _thread_limit() -> int:
+    """:func:`thread_count` of the environment's ``LSTM_XP_NUM_THREADS``."""
+    return thread_count(os.environ.get("LSTM_XP_NUM_THREADS", ""))
 
 
 #: Threads a call may use (``LSTM_XP_NUM_THREADS``; see :func:`_thread_limit`).
