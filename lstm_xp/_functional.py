@@ -256,4 +256,13 @@ def stack_forward(
         if dropout_masks is not None and index < len(layers) - 1 \
                 and dropout_masks[index] is not None:
             layer_input = layer_input * dropout_masks[index]
-    return layer_input, xp.stack(h_n, axis=0), xp.stack(c_n, axis=0), tapes
+    return layer_input, _stacked(xp, h_n), _stacked(xp, c_n), tapes
+
+
+def _stacked(xp: Namespace, arrays: list[Array]) -> Array:
+    """``xp.stack(arrays)``, a new array; one array is copied with a new leading axis instead
+    (3x cheaper than NumPy's stack, which at B = 1 and T = 1 was a sixth of a call). A copy,
+    as a stack is: a scan may hand back an array the caller also holds (its ``h0``)."""
+    if len(arrays) == 1:
+        return xp.asarray(arrays[0], copy=True)[None, ...]
+    return xp.stack(arrays, axis=0)
