@@ -10,6 +10,7 @@ Importing this package imports NumPy and array-api-compat only.
 """
 
 from ._backend import BACKENDS, BackendStatus, available_backends
+from ._threads import get_num_threads, set_num_threads
 from .cell import LSTMCell
 from .errors import (
     AllocationError,
@@ -59,6 +60,8 @@ __all__ = [
     "__version__",
     "available_backends",
     "clip_grad_norm",
+    "get_num_threads",
     "mse_loss",
+    "set_num_threads",
     "softmax_cross_entropy",
 ]

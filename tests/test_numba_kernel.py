@@ -12,7 +12,8 @@ import threading
 import numpy as np
 import pytest
 
-from lstm_xp import LSTM
+import lstm_xp
+from lstm_xp import LSTM, ConfigError
 
 numba_scan = pytest.importorskip("lstm_xp.kernels.numba_scan")
 atomics = pytest.importorskip("lstm_xp.kernels._atomics")
@@ -22,12 +23,15 @@ atomics = pytest.importorskip("lstm_xp.kernels._atomics")
 def threaded(monkeypatch):
     """Split every compiled call between ``threads`` threads, however small."""
 
+    before = lstm_xp.get_num_threads()
+
     def use(threads):
-        monkeypatch.setattr(numba_scan, "THREADS", threads)
+        lstm_xp.set_num_threads(threads)
         monkeypatch.setattr(numba_scan, "MIN_FLOPS_PER_THREAD", 1)
         monkeypatch.setattr(numba_scan, "MIN_UNITS_PER_THREAD", 1)
 
-    return use
+    yield use
+    lstm_xp.set_num_threads(before)
 
 
 def _flat(result):
@@ -147,7 +151,7 @@ def test_unit_slices_and_thread_counts():
             assert all(a[1] == b[0] for a, b in itertools.pairwise(slices))
             assert all(first % 4 == 0 for first, _ in slices)
     assert numba_scan.threads_for(100, 1, 32, 64) == 1  # too little work to share
-    assert numba_scan.threads_for(100, 16, 128, 256) == min(2, numba_scan.THREADS)
+    assert numba_scan.threads_for(100, 16, 128, 256) == min(2, lstm_xp.get_num_threads())
     assert numba_scan.unit_slices(256, 4)[-1] == (192, 256)
 
 
@@ -155,8 +159,10 @@ _FORK_SCRIPT = """
 import multiprocessing, sys
 import numpy as np
 import lstm_xp.kernels.numba_scan as ns
-from lstm_xp import LSTM
-ns.THREADS, ns.MIN_FLOPS_PER_THREAD, ns.MIN_UNITS_PER_THREAD = 2, 1, 1
+import lstm_xp
+from lstm_xp import LSTM, ConfigError
+lstm_xp.set_num_threads(2)
+ns.MIN_FLOPS_PER_THREAD, ns.MIN_UNITS_PER_THREAD = 1, 1
 model = LSTM(5, 16, seed=3)
 x = np.random.default_rng(0).standard_normal((12, 3, 5)).astype(np.float32)
 expected = model(x)[0]  # starts the pool in the parent
@@ -179,21 +185,28 @@ def test_a_forked_child_runs_threaded_calls():
     assert done.returncode == 0
 
 
-def test_thread_limit_from_the_environment(monkeypatch):
-    import os
+def test_thread_count_from_the_environment_and_set_num_threads(monkeypatch):
+    from lstm_xp import _threads
 
+    monkeypatch.setattr(_threads, "_LIMIT", None)  # not read yet
     monkeypatch.delenv("LSTM_XP_NUM_THREADS", raising=False)
-    assert numba_scan._thread_limit() == 1  # opt in: see _thread_limit
+    assert lstm_xp.get_num_threads() == 1  # opt in: see lstm_xp._threads
+    monkeypatch.setattr(_threads, "_LIMIT", None)
     monkeypatch.setenv("LSTM_XP_NUM_THREADS", "3")
-    assert numba_scan._thread_limit() == 3
-    monkeypatch.setenv("LSTM_XP_NUM_THREADS", "auto")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert numba_scan._thread_limit() == cores
+    assert lstm_xp.get_num_threads() == 3
+    monkeypatch.setenv("LSTM_XP_NUM_THREADS", "5")
+    assert lstm_xp.get_num_threads() == 3  # read once
+    assert lstm_xp.set_num_threads("auto") == 3 and lstm_xp.get_num_threads() == _threads.cores()
+    assert lstm_xp.set_num_threads(2) == _threads.cores() and lstm_xp.get_num_threads() == 2
+    for bad in (0, -1, 1.5, True, "two", None):
+        with pytest.raises(ConfigError, match="positive int or 'auto'"):
+            lstm_xp.set_num_threads(bad)
+    assert lstm_xp.get_num_threads() == 2  # unchanged by the refusals
+    assert _threads.thread_count("auto") == _threads.cores()
+    assert _threads.thread_count(" 2 ") == 2 and _threads.thread_count("") == 1
     for bad in ("0", "-2", "two"):
-        monkeypatch.setenv("LSTM_XP_NUM_THREADS", bad)
         with pytest.warns(RuntimeWarning, match="LSTM_XP_NUM_THREADS must be a positive"):
-            assert numba_scan._thread_limit() == 1
-    assert numba_scan.thread_count(" 2 ") == 2 and numba_scan.thread_count("") == 1
+            assert _threads.thread_count(bad) == 1
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import Backend, resolve_backend
+from .._threads import set_num_threads, thread_count
 from ..errors import LSTMXPError
 from ..kernels._layout import stacked_width
 from ..lstm import LSTM
@@ -119,19 +120,16 @@ def lstm_xp(backend: str, device: Any = None, kernel: str = "auto",
 
 @contextmanager
 def _kernel_threads(threads: str | None) -> Iterator[None]:
-    """The numba kernel's thread count as ``LSTM_XP_NUM_THREADS=threads`` sets it, for the
-    calls inside (restored after, for contenders timed in one process)."""
+    """The compiled kernel's thread count as ``LSTM_XP_NUM_THREADS=threads`` sets it, for
+    the calls inside (restored after, for contenders timed in one process)."""
     if threads is None:
         yield
         return
-    from ..kernels import numba_scan
-
-    before = numba_scan.THREADS
-    numba_scan.THREADS = numba_scan.thread_count(threads)
+    before = set_num_threads(thread_count(threads))
     try:
         yield
     finally:
-        numba_scan.THREADS = before
+        set_num_threads(before)
 
 
 def _resolve(backend: str, device: Any) -> tuple[Backend, str]:

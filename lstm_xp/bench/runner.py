@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import __version__
 from .._backend.adapters import ADAPTERS
+from .._threads import cores
 from ..kernels import kernel_report, kernels_for
 from . import contenders as c
 from .progress import Progress
@@ -92,8 +93,8 @@ def contender_specs(config: BenchConfig) -> list[list[Any]]:
             specs.append([ours, name, device])
             for kernel in _other_kernels(name):  # e.g. numpy-fused beside numba
                 specs.append([ours, name, device, kernel])
-            if not train and _default_kernel(name) == "numba" and _cores() > 1:
-                # its threads are opt-in (see kernels.numba_scan.thread_count): time both
+            if not train and _default_kernel(name) == "numba" and cores() > 1:
+                # its threads are opt-in (see lstm_xp._threads): time both
                 specs.append([ours, name, device, "numba", "none", "auto"])
             if config.pure and _has_fast_kernel(name):
                 specs.append([ours, name, device, "pure"])
@@ -124,13 +125,6 @@ def _default_kernel(backend: str) -> str | None:
     """The kernel ``kernel="auto"`` picks on ``backend`` here."""
     usable = [name for name, ok, _ in kernel_report(backend) if ok]
     return usable[0] if usable else None
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        os.cpu_count() or 1
 
 
 def _has_fast_kernel(backend: str) -> bool:

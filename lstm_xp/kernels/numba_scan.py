@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numba
 import numpy as np
 
+from .._threads import get_num_threads
 from ._atomics import barrier
 from ._layout import fused_permutation, stacked_width
 from ._simd import dot1x16, dot4x4
@@ -62,35 +62,6 @@ STEPS_AHEAD = 16
 PROJ_ELEMENTS = 1 << 15
 
 
-def thread_count(text: str) -> int:
-    """Threads for a ``LSTM_XP_NUM_THREADS`` value: a positive integer, or ``auto`` for the
-    cores this process may run on; empty, 1 (with a warning, and 1, for anything else).
-
-    One by default: the threads spin at a barrier every step and need their cores to
-    themselves. Right after a NumPy product, OpenBLAS's idle threads spin on those cores for
-    up to ~0.1 s, and a 2-thread call at (4, 100, 128, 256) then took 105 ms instead of
-    2-3 ms (a tenth of the calls still took ~0.1 s with the barrier yielding its core):
-    opt in where nothing else computes on the cores (an inference server, the benchmark)."""
-    text = text.strip()
-    if not text:
-        return 1
-    if text.lower() == "auto":
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-            os.cpu_count() or 1
-    if text.isdigit() and int(text) > 0:
-        return int(text)
-    warnings.warn(f"LSTM_XP_NUM_THREADS must be a positive integer or 'auto'; got {text!r}, "
-                  "using 1 thread", RuntimeWarning, stacklevel=2)
-    return 1
-
-
-def _thread_limit() -> int:
-    """:func:`thread_count` of the environment's ``LSTM_XP_NUM_THREADS``."""
-    return thread_count(os.environ.get("LSTM_XP_NUM_THREADS", ""))
-
-
-#: Threads a call may use (``LSTM_XP_NUM_THREADS``; see :func:`_thread_limit`).
-THREADS = _thread_limit()
 #: A thread gets at least this many hidden units ...
 MIN_UNITS_PER_THREAD = 32
 #: ... and this much work (matrix-product FLOPs of its slice).
@@ -423,10 +394,11 @@ def use_compiled(batch: int, hidden: int, dtype: Any) -> bool:
 
 
 def threads_for(steps: int, batch: int, features: int, hidden: int) -> int:
-    """Threads for one layer scan: up to :data:`THREADS`, each with at least
+    """Threads for one layer scan: up to :func:`lstm_xp.get_num_threads`, each with at least
     :data:`MIN_UNITS_PER_THREAD` hidden units and :data:`MIN_FLOPS_PER_THREAD` of work."""
     flops = 8 * steps * batch * hidden * (features + hidden)
-    return max(1, min(THREADS, hidden // MIN_UNITS_PER_THREAD, flops // MIN_FLOPS_PER_THREAD))
+    return max(1, min(get_num_threads(), hidden // MIN_UNITS_PER_THREAD,
+                      flops // MIN_FLOPS_PER_THREAD))
 
 
 def unit_slices(hidden: int, threads: int) -> list[tuple[int, int]]:
