@@ -1,14 +1,15 @@
-"""A compiled layer scan (numba): the whole time loop in machine code, split between threads
-that meet after every step.
+"""A compiled layer scan (numba): the whole time loop in machine code, on one thread or
+(opt-in, :func:`lstm_xp.set_num_threads`) split between threads that meet after every step.
 
 Same signature and results as :func:`lstm_xp._functional.layer_scan` (tests hold them equal).
 At small batch sizes a NumPy step is a dozen library calls of a few microseconds each, so the
 calls, not the arithmetic, are the time; and NumPy's BLAS repacks the weights at every call.
 Here one compiled call runs the layer:
 
-- **Products**: :func:`_matmul_nt`, blocks of 4 input rows times 4 weight rows (16 running
-  sums LLVM vectorises along the inner dimension, no packing), about 110 GFLOP/s on one core
-  of the benchmark machine (AMD EPYC, AVX-512), 3x a one-row loop. The input is projected
+- **Products**: :func:`_matmul_nt`, blocks of 4 input rows times 4 weight rows (16 vectors
+  of running sums along the inner dimension, finished together, in LLVM vector IR:
+  :mod:`._simd`; no packing), about 110-150 GFLOP/s on one core of the benchmark machine
+  (AMD EPYC, AVX-512), 3x a one-row loop. The input is projected
   ``STEPS_AHEAD`` steps at a time (so even one sequence fills the 4-row blocks), the
   recurrent product runs once a step.
 - **Element-wise passes**: activations and the state update in separate loops over
@@ -24,7 +25,9 @@ Here one compiled call runs the layer:
   after each step (:mod:`._atomics`), the hidden state double-buffered so one barrier a step
   suffices. No BLAS thread pool is involved (two pools on the same cores thrash). A call
   takes the threads only with enough work (:func:`threads_for`); concurrent calls take
-  turns with them (:data:`_SPINNING`).
+  turns with them (:data:`_SPINNING`). One thread by default: see :mod:`lstm_xp._threads`.
+- **Training**: :class:`CompiledTrainer` runs the same loop (one thread) and has it write
+  the tape of the fused NumPy backward pass.
 
 Above :data:`MAX_WORK` (``B * H``) the scan is :mod:`.numpy_fused`'s, whose one OpenBLAS
 product a step, with its packed weights, is faster there (``benchmarks/RESULTS.md``).
@@ -60,8 +63,6 @@ STEPS_AHEAD = 16
 #: in float32): a block of 16 steps at (B, H) = (16, 256), 1 MiB, pushed the recurrent
 #: weights out of a core's L2 cache (21 ms against 15 ms for 100 steps, one thread).
 PROJ_ELEMENTS = 1 << 15
-
-
 #: A thread gets at least this many hidden units ...
 MIN_UNITS_PER_THREAD = 32
 #: ... and this much work (matrix-product FLOPs of its slice).
