@@ -139,11 +139,9 @@ def _beside_numba(label, threads=True):
     fused NumPy kernel beside it, and (forward, on more than one core) numba's threads."""
     if not importlib.util.find_spec("numba"):
         return []
-    import os
+    from lstm_xp._threads import cores
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        os.cpu_count()
-    extra = [f"{label} (numba) LSTM_XP_NUM_THREADS=auto"] if threads and cores > 1 else []
+    extra = [f"{label} (numba) LSTM_XP_NUM_THREADS=auto"] if threads and cores() > 1 else []
     return [f"{label} (numpy-fused)", *extra]
 
 

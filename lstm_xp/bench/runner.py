@@ -89,11 +89,12 @@ def contender_specs(config: BenchConfig) -> list[list[Any]]:
     ours = "lstm_xp_train" if train else "lstm_xp"
     specs: list[list[Any]] = []
     for name in config.backends:
+        kernels = _usable_kernels(name)
         for device in _devices(name):
             specs.append([ours, name, device])
-            for kernel in _other_kernels(name):  # e.g. numpy-fused beside numba
+            for kernel in kernels[1:]:  # e.g. numpy-fused beside numba
                 specs.append([ours, name, device, kernel])
-            if not train and _default_kernel(name) == "numba" and cores() > 1:
+            if not train and kernels[:1] == ["numba"] and cores() > 1:
                 # its threads are opt-in (see lstm_xp._threads): time both
                 specs.append([ours, name, device, "numba", "none", "auto"])
             if config.pure and _has_fast_kernel(name):
@@ -115,16 +116,10 @@ def contender_specs(config: BenchConfig) -> list[list[Any]]:
     return specs
 
 
-def _other_kernels(backend: str) -> list[str]:
-    """The usable fast kernels of ``backend`` beside the one ``kernel="auto"`` picks."""
-    usable = [name for name, ok, _ in kernel_report(backend) if ok and name != "pure"]
-    return usable[1:]
-
-
-def _default_kernel(backend: str) -> str | None:
-    """The kernel ``kernel="auto"`` picks on ``backend`` here."""
-    usable = [name for name, ok, _ in kernel_report(backend) if ok]
-    return usable[0] if usable else None
+def _usable_kernels(backend: str) -> list[str]:
+    """The fast kernels that run on ``backend`` here, the one ``kernel="auto"`` picks first
+    (the pure path, timed only with ``pure``, left out)."""
+    return [name for name, ok, _ in kernel_report(backend) if ok and name != "pure"]
 
 
 def _has_fast_kernel(backend: str) -> bool:

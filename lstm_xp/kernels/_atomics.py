@@ -18,6 +18,11 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 
+def _int64_array(ary: Any) -> bool:
+    """Whether a numba type is an int64 array (what these operations take)."""
+    return isinstance(ary, types.Array) and ary.dtype == types.int64
+
+
 def _element_pointer(context: Any, builder: Any, aryty: Any, ary: Any, index: Any) -> Any:
     array = context.make_array(aryty)(context, builder, ary)
     return cgutils.get_item_pointer(context, builder, aryty, array, [index])
@@ -26,7 +31,7 @@ def _element_pointer(context: Any, builder: Any, aryty: Any, ary: Any, index: An
 @intrinsic
 def atomic_add(typingctx: Any, ary: Any, index: Any, value: Any) -> Any:
     """``ary[index] += value`` atomically; returns the value before (int64 arrays only)."""
-    if not (isinstance(ary, types.Array) and ary.dtype == types.int64):
+    if not _int64_array(ary):
         return None
     sig = types.int64(ary, index, value)
 
@@ -42,7 +47,7 @@ def atomic_add(typingctx: Any, ary: Any, index: Any, value: Any) -> Any:
 @intrinsic
 def atomic_load(typingctx: Any, ary: Any, index: Any) -> Any:
     """``ary[index]``, read atomically (never hoisted out of a loop)."""
-    if not (isinstance(ary, types.Array) and ary.dtype == types.int64):
+    if not _int64_array(ary):
         return None
     sig = types.int64(ary, index)
 
@@ -56,7 +61,7 @@ def atomic_load(typingctx: Any, ary: Any, index: Any) -> Any:
 @intrinsic
 def atomic_store(typingctx: Any, ary: Any, index: Any, value: Any) -> Any:
     """``ary[index] = value``, written atomically."""
-    if not (isinstance(ary, types.Array) and ary.dtype == types.int64):
+    if not _int64_array(ary):
         return None
     sig = types.void(ary, index, value)
 

@@ -49,11 +49,10 @@ import numpy as np
 
 from .._threads import get_num_threads
 from ._atomics import barrier
-from ._layout import fused_permutation, stacked_width
-from ._simd import dot1x16, dot4x4
+from ._simd import VECTOR_BYTES, dot1x16, dot4x4
 from .base import LayerwiseKernel
 from .numpy_fused import layer_scan_numpy
-from .numpy_train import FusedTape, NumpyTrainer, transposed_blocks
+from .numpy_train import FusedTape, NumpyTrainer
 
 #: ``B * H`` up to this runs the compiled loop; more runs the fused NumPy scan (see above).
 MAX_WORK = 2048
@@ -117,7 +116,8 @@ def _matmul_nt(w, first_r, last_r, a, first_a, rows, out, first_out,
     past the last whole vector, and the rows of ``w`` past the last block, in plain loops."""
     inner = w.shape[1]
     zero = w.dtype.type(0)
-    k_vec = inner // (64 // w.itemsize) * (64 // w.itemsize)
+    width = VECTOR_BYTES // w.itemsize  # elements in a vector of dot1x16 / dot4x4
+    k_vec = inner // width * width
     sums = np.empty(16, w.dtype)
     last4 = first_r + (last_r - first_r) // 4 * 4
     last16 = first_r + (last_r - first_r) // 16 * 16
@@ -354,37 +354,20 @@ class CompiledTrainer(NumpyTrainer):
                    c0: np.ndarray, *, reverse: bool = False,
                    lengths: np.ndarray | None = None,
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, FusedTape]:
-        steps, batch, features = x.shape
+        _, batch, features = x.shape
         hidden = weight_hh.shape[1]
         if lengths is not None or not use_compiled(batch, hidden, x.dtype):
             return super().scan_train(xp, x, weight_ih, weight_hh, bias, h0, c0,
                                       reverse=reverse, lengths=lengths)
-        take, dtype = self.workspace.take, x.dtype
-        gates = take((steps, 4 * hidden, batch), dtype)
-        cells = take((steps + 1, hidden, batch), dtype)
-        tanh_cells = take((steps, hidden, batch), dtype)
-        start = steps if reverse else 0
-        cells[start] = c0.T
+        tape = self.start_tape(x, weight_ih, weight_hh, bias, h0, c0, reverse)
         # One thread: the backward passes between forward passes run OpenBLAS on both
         # cores, and its idle threads spin for a while after each product, on the cores the
         # barrier waits for (split, this pass took 74-103 ms at (4, 100, 128, 256) against
         # 6.6 ms for the fused NumPy one).
         y, h_n, c_n = _run(x, weight_ih, weight_hh, bias, h0, c0, reverse, None,
-                           (gates, cells, tanh_cells), threads=1)
-        # The columns the products of the backward pass read: [x_t; h_before; 1; 0...].
-        inputs = take((stacked_width(features, hidden, bias is not None), steps + 1, batch),
-                      dtype)
-        tape = FusedTape(features, weight_ih[fused_permutation(hidden)],
-                         transposed_blocks(weight_hh), bias is not None, gates, cells,
-                         tanh_cells, inputs, reverse)
-        before, after = tape.slots()
-        inputs[:features, before] = x.transpose(2, 0, 1)
-        inputs[:features, 0 if reverse else steps] = 0.0  # the slot no step starts from
-        inputs[features:features + hidden, start] = h0.T
-        inputs[features:features + hidden, after] = y.transpose(2, 0, 1)
-        inputs[features + hidden:] = 0.0
-        if bias is not None:
-            inputs[features + hidden] = 1.0
+                           (tape.gates, tape.cells, tape.tanh_cells), threads=1)
+        _, after = tape.slots()
+        tape.inputs[features:features + hidden, after] = y.transpose(2, 0, 1)
         return y, h_n, c_n, tape
 
 

@@ -44,6 +44,7 @@ from ._layout import (
     fused_step,
     sorted_prefix,
     stacked_weights,
+    stacked_width,
 )
 from ._workspace import Workspace
 
@@ -153,32 +154,49 @@ class NumpyTrainer:
         h[order], c[order] = h_s, c_s
         return y, h, c, tape
 
-    def _train(self, x, weight_ih, weight_hh, bias, h0, c0, reverse, running):
-        """The time loop. ``running = (counts, lengths, order)`` of the walking order (the
-        batch sorted longest first), or None; ``h0``, ``c0`` and the returned final states
-        are in walking order, ``x`` and the returned outputs in the caller's."""
+    def start_tape(self, x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray,
+                   bias: np.ndarray | None, h0: np.ndarray, c0: np.ndarray, reverse: bool,
+                   counts: np.ndarray | None = None,
+                   order: np.ndarray | None = None) -> FusedTape:
+        """A tape from the workspace with what precedes the first step written: each step's
+        input columns (in ``order`` when given), the initial state's slot, the row of ones
+        with a bias and the zero rows. The steps write the rest: gates, cells, their tanh
+        and the hidden-state rows of ``inputs``."""
         take = self.workspace.take
         steps, batch, features = x.shape
         hidden = weight_hh.shape[1]
         dtype = x.dtype
-        w_cat = stacked_weights(weight_ih, weight_hh, bias, dtype)  # (4H, K), halved
-        width = w_cat.shape[1]
-        h_rows = slice(features, features + hidden)
-
-        gates = take((steps, 4 * hidden, batch), dtype)
-        cells = take((steps + 1, hidden, batch), dtype)
-        tanh_cells = take((steps, hidden, batch), dtype)
-        inputs = take((width, steps + 1, batch), dtype)
-        start = steps if reverse else 0
-        order = None if running is None else running[2]
+        width = stacked_width(features, hidden, bias is not None)
+        tape = FusedTape(features, weight_ih[fused_permutation(hidden)],
+                         _transposed_blocks(weight_hh), bias is not None,
+                         take((steps, 4 * hidden, batch), dtype),
+                         take((steps + 1, hidden, batch), dtype),
+                         take((steps, hidden, batch), dtype),
+                         take((width, steps + 1, batch), dtype), reverse, counts, order)
+        inputs, start = tape.inputs, steps if reverse else 0
         for t in range(steps):  # step by step: 4x faster than one copy of x.transpose(2, 0, 1)
             np.copyto(inputs[:features, t + 1 if reverse else t],
                       x[t].T if order is None else x[t, order].T)
-        inputs[h_rows, start] = h0.T
+        inputs[features:features + hidden, start] = h0.T
         inputs[features + hidden :] = 0.0
         if bias is not None:
             inputs[features + hidden] = 1.0
-        cells[start] = c0.T
+        tape.cells[start] = c0.T
+        return tape
+
+    def _train(self, x, weight_ih, weight_hh, bias, h0, c0, reverse, running):
+        """The time loop. ``running = (counts, lengths, order)`` of the walking order (the
+        batch sorted longest first), or None; ``h0``, ``c0`` and the returned final states
+        are in walking order, ``x`` and the returned outputs in the caller's."""
+        steps, batch, features = x.shape
+        hidden = weight_hh.shape[1]
+        dtype = x.dtype
+        w_cat = stacked_weights(weight_ih, weight_hh, bias, dtype)  # (4H, K), halved
+        h_rows = slice(features, features + hidden)
+        order = None if running is None else running[2]
+        tape = self.start_tape(x, weight_ih, weight_hh, bias, h0, c0, reverse,
+                               None if running is None else running[0], order)
+        gates, cells, tanh_cells, inputs = tape.gates, tape.cells, tape.tanh_cells, tape.inputs
         ig = np.empty((hidden, batch), dtype=dtype)
         ran = batch  # columns that ran the step walked before
         for t in range(steps - 1, -1, -1) if reverse else range(steps):
@@ -206,10 +224,6 @@ class NumpyTrainer:
             fused_step(act, act[: 3 * hidden], i, f, g, c_prev, c, tmp, tc)
             np.multiply(o, tc, out=h)
 
-        perm = fused_permutation(hidden)
-        tape = FusedTape(features, weight_ih[perm], transposed_blocks(weight_hh),
-                         bias is not None, gates, cells, tanh_cells, inputs, reverse,
-                         None if running is None else running[0], order)
         _, after = tape.slots()
         # The caller's arrays are its own: the tape's go back to the workspace.
         if running is None:
@@ -366,7 +380,7 @@ def _own(view: np.ndarray) -> np.ndarray:
     return np.array(view, order="C", copy=True)
 
 
-def transposed_blocks(weight_hh: np.ndarray, block: int = 128) -> np.ndarray:
+def _transposed_blocks(weight_hh: np.ndarray, block: int = 128) -> np.ndarray:
     """``weight_hh[fused_permutation(H)].T`` (H, 4H) as a C-contiguous array, copied in
     blocks of rows: 2x faster than ``np.ascontiguousarray`` of the transpose at H = 512
     (the blocks stay in cache)."""
