@@ -34,6 +34,14 @@ def threaded(monkeypatch):
     lstm_xp.set_num_threads(before)
 
 
+@pytest.fixture(params=["packed", "dot"])
+def products(request, monkeypatch):
+    """Both forms of the kernel's products, whatever the call's size: the weights packed
+    into panels (:func:`numba_scan._pack`) or dot products over them as they are."""
+    monkeypatch.setattr(numba_scan, "PACK_MIN_ROWS", 1 if request.param == "packed" else 10**9)
+    return request.param
+
+
 def _flat(result):
     y, (h, c) = result
     return y, h, c
@@ -42,7 +50,8 @@ def _flat(result):
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(9, 1, 3, 8), (6, 5, 4, 13), (37, 3, 2, 24), (4, 6, 70, 9)])
-def test_threaded_scan_equals_the_reference(threaded, rng, threads, precision, shape):
+def test_threaded_scan_equals_the_reference(threaded, products, rng, threads, precision,
+                                            shape):
     """Units split between threads that meet after every step, with hidden sizes that leave
     a slice of other than 4 units, lengths, both directions, a given state, 2 layers, and
     inputs wider than the hidden size; the results equal the pure reference."""
@@ -211,8 +220,8 @@ def test_thread_count_from_the_environment_and_set_num_threads(monkeypatch):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-def test_compiled_training_pass_equals_the_reference(threaded, monkeypatch, rng, threads,
-                                                     precision):
+def test_compiled_training_pass_equals_the_reference(threaded, products, monkeypatch, rng,
+                                                     threads, precision):
     """The compiled forward pass writes the tape the fused NumPy backward pass reads: the
     outputs and every gradient equal the pure path's, on one thread and split (the kernel
     trains on one; the split is forced here), both directions, with and without a bias, and
@@ -241,3 +250,31 @@ def test_compiled_training_pass_equals_the_reference(threaded, monkeypatch, rng,
         assert g1.keys() == g2.keys()
         for k in g1:
             np.testing.assert_allclose(g1[k], g2[k], **tol, err_msg=k)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize(("hidden", "inner", "first", "last"),
+                         [(13, 5, 0, 13), (24, 7, 8, 20), (40, 3, 4, 40), (70, 33, 0, 70)])
+def test_packed_weights_and_their_product(rng, precision, hidden, inner, first, last):
+    """The panels hold each gate's columns of units first:last of ``w.T`` in gate-major
+    order, zero past them; their product adds ``a @ W`` onto ``out`` for row counts that
+    leave every remainder of the 4-row blocks, read from an offset row of ``a`` into an
+    offset row of ``out``. Checked against NumPy in float64."""
+    w = rng.standard_normal((4 * hidden, inner)).astype(precision)
+    units = last - first
+    columns = np.concatenate([w[q * hidden + first:q * hidden + last] for q in range(4)]).T
+    width = numba_scan.PANEL_BYTES // w.itemsize
+    panels = -(-4 * units // width)
+    packed = np.full((panels, inner, width), np.nan, precision)
+    numba_scan._pack(w, first, last, packed)
+    flat = packed.transpose(1, 0, 2).reshape(inner, panels * width)
+    assert np.array_equal(flat[:, :4 * units], columns)
+    assert not flat[:, 4 * units:].any()
+    tol = 1e-5 if precision == "float32" else 1e-12
+    for rows in range(1, 10):
+        a = rng.standard_normal((rows + 3, inner)).astype(precision)
+        out = rng.standard_normal((rows + 2, panels * width)).astype(precision)
+        expected = out.astype(np.float64)
+        expected[2:2 + rows] += a[1:1 + rows].astype(np.float64) @ flat.astype(np.float64)
+        numba_scan._packed_product_call(packed, a, 1, rows, out, 2)
+        np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * inner)

@@ -1,24 +1,50 @@
-"""Blocks of dot products written in LLVM's vector IR for compiled (numba) code.
+"""Blocks of matrix products written in LLVM's vector IR for compiled (numba) code.
 
 :func:`dot_block` sums ``na`` rows of ``a`` against ``nw`` rows of ``w`` (``na * nw = 16``)
 over ``k`` in ``[0, k_end)``, one vector of 64 bytes at a time, and writes the 16 sums to a
 buffer. What numba's own loop cannot do: finish the 16 vectors of partial sums together, a
 tree of 15 additions of shuffled pairs, where LLVM's vectorised loop ends each running sum on
 its own (16 reductions of 4 steps each); for one row against 16 weight rows that is most of
-the work at small H. The IR is generic (``<16 x float>``, ``llvm.fma``): LLVM splits it into
-the registers of whatever CPU numba compiles for (AVX-512, AVX2, NEON).
+the work at small H.
+
+:data:`outer4` and :data:`outer1` are the other form, for weights packed into panels
+(``(P, K, C)``: panel ``p`` holds output columns ``p * C`` to ``p * C + C``, its row ``k``
+their weights on input ``k``, contiguous): ``rows`` rows of ``a`` against one vector of a
+panel's columns. Each step along ``k`` is one vector load of the panel, one broadcast
+element of each row of ``a``, and ``rows`` fused multiply-adds into running sums that stay
+in registers; no reduction at the end (a BLAS micro-kernel's shape). Every output entry is
+then the same sequence of multiply-adds along ``k`` whichever block computed it, so the
+result does not depend on how rows or columns are split between blocks or threads.
+
+The IR is generic (``<16 x float>``, ``llvm.fma``): LLVM splits it into the registers of
+whatever CPU numba compiles for (AVX-512, AVX2, NEON).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import llvmlite.binding as llvm
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 #: Bytes of one vector of partial sums.
 VECTOR_BYTES = 64
+def _has_avx512() -> bool:
+    try:
+        return "+avx512f" in llvm.get_host_cpu_features().flatten()
+    except RuntimeError:  # a host LLVM cannot describe
+        return False
+
+
+#: Bytes of the columns one 4-row block of :data:`outer4` covers: 4 x 2 registers of
+#: running sums (enough to hide the latency of the multiply-adds: 4 cycles, 2 a cycle) on
+#: AVX2 (``4 x 64``) and on AVX-512 (``4 x 128``) ...
+TILE_BYTES = 128 if _has_avx512() else 64
+#: ... and of one panel row of packed weights: one row against a whole panel
+#: (:data:`outer1`) keeps 8 registers of sums.
+PANEL_BYTES = 4 * TILE_BYTES
 
 
 def lanes(dtype: Any) -> int:
@@ -124,6 +150,103 @@ def _dot_block(rows_a: int, rows_w: int) -> Any:
 
     return dot_block
 
+
+def _outer_block(rows: int, columns_bytes: int) -> Any:
+    """The intrinsic for ``rows`` rows of ``a`` times ``columns_bytes`` of a panel."""
+
+    @intrinsic
+    def outer_block(typingctx: Any, packed: Any, panel: Any, column: Any, a: Any,
+                    first_a: Any, k_end: Any, out: Any, first_out: Any, out_column: Any,
+                    ) -> Any:
+        arrays = ((packed, 3), (a, 2), (out, 2))
+        if not all(isinstance(t, types.Array) and t.layout == "C" and t.ndim == n
+                   for t, n in arrays):
+            return None
+        if not (packed.dtype == a.dtype == out.dtype
+                and packed.dtype in (types.float32, types.float64)):
+            return None
+        single = packed.dtype == types.float32
+        width = columns_bytes // (4 if single else 8)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            tys = signature.args
+            p_arr, a_arr, o_arr = (context.make_array(tys[n])(context, builder, args[n])
+                                   for n in (0, 3, 6))
+            element = context.get_data_type(tys[0].dtype)
+            vector = ir.VectorType(element, width)
+            i64 = ir.IntType(64)
+            bytes_ = ir.IntType(8).as_pointer()
+
+            def index(n: int) -> Any:
+                return context.cast(builder, args[n], tys[n], types.int64)
+
+            def at(array: Any, offset: Any, column: Any) -> Any:
+                """Pointer to element ``column`` past byte ``offset`` of ``array``'s data."""
+                row = builder.gep(builder.bitcast(array.data, bytes_), [offset])
+                return builder.gep(builder.bitcast(row, element.as_pointer()), [column])
+
+            def stride(array: Any, axis: int) -> Any:
+                return builder.extract_value(array.strides, axis)
+
+            k_stride = stride(p_arr, 1)
+            w_base = at(p_arr, builder.mul(index(1), stride(p_arr, 0)), index(2))
+            a_rows = [at(a_arr, builder.mul(builder.add(index(4), i64(i)), stride(a_arr, 0)),
+                         i64(0)) for i in range(rows)]
+            o_rows = [at(o_arr, builder.mul(builder.add(index(7), i64(i)), stride(o_arr, 0)),
+                         index(8)) for i in range(rows)]
+            align = 4 if single else 8  # aligned to the element only
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vector, [vector] * 3),
+                f"llvm.fma.v{width}f{32 if single else 64}")
+            start = [builder.load(builder.bitcast(p, vector.as_pointer()), align=align)
+                     for p in o_rows]
+            entry = builder.basic_block
+            head = builder.append_basic_block("outer.head")
+            body = builder.append_basic_block("outer.body")
+            done = builder.append_basic_block("outer.done")
+            builder.branch(head)
+            builder.position_at_end(head)
+            k = builder.phi(i64)
+            k.add_incoming(i64(0), entry)
+            sums = []
+            for value in start:
+                phi = builder.phi(vector)
+                phi.add_incoming(value, entry)
+                sums.append(phi)
+            builder.cbranch(builder.icmp_signed("<", k, index(5)), body, done)
+            builder.position_at_end(body)
+            w_k = builder.gep(builder.bitcast(w_base, bytes_), [builder.mul(k, k_stride)])
+            w_vec = builder.load(builder.bitcast(w_k, vector.as_pointer()), align=align)
+            undef = ir.Constant(vector, ir.Undefined)
+            lane0 = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
+            new = []
+            for row, total in zip(a_rows, sums, strict=True):
+                one = builder.insert_element(undef, builder.load(builder.gep(row, [k])),
+                                             ir.IntType(32)(0))
+                new.append(builder.call(fma, [w_vec, builder.shuffle_vector(one, undef, lane0),
+                                              total]))
+            end = builder.basic_block
+            k.add_incoming(builder.add(k, i64(1)), end)
+            for phi, value in zip(sums, new, strict=True):
+                phi.add_incoming(value, end)
+            builder.branch(head)
+            builder.position_at_end(done)
+            for pointer, total in zip(o_rows, sums, strict=True):
+                builder.store(total, builder.bitcast(pointer, vector.as_pointer()), align=align)
+            return context.get_dummy_value()
+
+        return (types.void(packed, panel, column, a, first_a, k_end, out, first_out,
+                           out_column), codegen)
+
+    return outer_block
+
+
+#: ``out[first_out + i, out_column + c] += a[first_a + i, :k_end] .
+#: packed[panel, :k_end, column + c]`` for ``i < 4`` and ``c`` in a vector of
+#: :data:`TILE_BYTES` ...
+outer4 = _outer_block(4, TILE_BYTES)
+#: ... and for one row against a whole panel (:data:`PANEL_BYTES`).
+outer1 = _outer_block(1, PANEL_BYTES)
 
 #: ``out[i * 4 + j] = a[first_a + i, :k_end] . w[first_w + j, :k_end]``, i, j < 4.
 dot4x4 = _dot_block(4, 4)

@@ -6,12 +6,15 @@ At small batch sizes a NumPy step is a dozen library calls of a few microseconds
 calls, not the arithmetic, are the time; and NumPy's BLAS repacks the weights at every call.
 Here one compiled call runs the layer:
 
-- **Products**: :func:`_matmul_nt`, blocks of 4 input rows times 4 weight rows (16 vectors
-  of running sums along the inner dimension, finished together, in LLVM vector IR:
-  :mod:`._simd`; no packing), about 110-150 GFLOP/s on one core of the benchmark machine
-  (AMD EPYC, AVX-512), 3x a one-row loop. The input is projected
-  ``STEPS_AHEAD`` steps at a time (so even one sequence fills the 4-row blocks), the
-  recurrent product runs once a step.
+- **Products**: a call with at least :data:`PACK_MIN_ROWS` rows (``T * B``) first packs its
+  weights into panels (:func:`_pack`, BLAS's layout; about 1 ns an element, once a call),
+  then every product is :func:`_packed_product`'s: 4-row blocks against a vector of columns
+  with the running sums in registers (LLVM vector IR, :mod:`._simd`), 85-90 GFLOP/s at
+  B >= 4 on one core of a Zen 3 EPYC (AVX2; its peak is about 96), 2-3x the dot products
+  over the weights as they are (:func:`_matmul_nt`, 4x4 blocks of dot products along the
+  inner dimension, finished together), which the smaller calls keep (no packing). The
+  input is projected ``STEPS_AHEAD`` steps at a time, onto the bias; a step's recurrent
+  product adds onto its rows.
 - **Element-wise passes**: activations and the state update in separate loops over
   contiguous rows, which LLVM vectorises (one fused pass over the gates did not: 3x slower
   at H = 64). float32 uses a rational approximation of ``tanh`` (13/6 degree, Eigen's
@@ -49,7 +52,7 @@ import numpy as np
 
 from .._threads import get_num_threads
 from ._atomics import barrier
-from ._simd import VECTOR_BYTES, dot1x16, dot4x4
+from ._simd import PANEL_BYTES, TILE_BYTES, VECTOR_BYTES, dot1x16, dot4x4, outer1, outer4
 from .base import LayerwiseKernel
 from .numpy_fused import layer_scan_numpy
 from .numpy_train import FusedTape, NumpyTrainer
@@ -62,6 +65,9 @@ STEPS_AHEAD = 16
 #: in float32): a block of 16 steps at (B, H) = (16, 256), 1 MiB, pushed the recurrent
 #: weights out of a core's L2 cache (21 ms against 15 ms for 100 steps, one thread).
 PROJ_ELEMENTS = 1 << 15
+#: Calls with at least this many rows (``T * B``) pack the weights into panels (see
+#: :func:`_pack`); fewer compute the dot products from the weights as they are.
+PACK_MIN_ROWS = 8
 #: A thread gets at least this many hidden units ...
 MIN_UNITS_PER_THREAD = 32
 #: ... and this much work (matrix-product FLOPs of its slice).
@@ -98,9 +104,16 @@ def tanh32_array(z, out):  # pragma: no cover - compiled
 
 
 @numba.njit(inline="always", fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _act(x, approximate):  # pragma: no cover - compiled
-    # approximate is the same for a whole call: LLVM unswitches the loops on it.
-    return tanh32(x) if approximate else np.tanh(x)
+def _tanh_of(v, first, last, scale, approximate):  # pragma: no cover - compiled
+    """``v[first:last] = tanh(scale * v[first:last])``, :func:`tanh32` if ``approximate``.
+    Two loops, not one loop choosing per entry: LLVM did not unswitch that one, and the call
+    to ``tanh`` it kept stopped the approximate branch from vectorising (5x slower)."""
+    if approximate:
+        for r in range(first, last):
+            v[r] = tanh32(scale * v[r])
+    else:
+        for r in range(first, last):
+            v[r] = np.tanh(scale * v[r])
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
@@ -159,6 +172,53 @@ def _matmul_nt(w, first_r, last_r, a, first_a, rows, out, first_out,
             out_m[shift + r] = acc
 
 
+@numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
+def _pack(w, first, last, packed):  # pragma: no cover - compiled
+    """``packed`` (P, K, C) <- the columns of units ``first:last`` of each gate of ``w.T``
+    (``w`` (4H, K)), in panels of ``C`` columns (:data:`._simd.PANEL_BYTES`): column
+    ``n = q * U + u`` (gate ``q``, unit ``first + u``, ``U = last - first``) is entry
+    ``packed[n // C, :, n % C]``; columns past ``4U`` are zero."""
+    hidden = w.shape[0] // 4
+    units = last - first
+    width = packed.shape[2]
+    packed[:] = 0
+    for q in range(4):
+        for u in range(units):
+            n = q * units + u
+            row = w[q * hidden + first + u]
+            panel = packed[n // width]
+            column = n % width
+            for k in range(row.shape[0]):
+                panel[k, column] = row[k]
+
+
+@numba.njit(inline="always", cache=True, nogil=True)
+def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cover - compiled
+    """``out[first_out + m, :P * C] += a[first_a + m] @ W`` for ``m`` in ``range(rows)``,
+    ``W`` (K, P * C) the columns :func:`_pack` put in ``packed``: per panel, blocks of 4
+    rows against one vector of columns at a time (:data:`._simd.outer4`, the vector's
+    ``k`` column of the panel in L1 cache for every block), the rows left over against the
+    whole panel (:data:`._simd.outer1`)."""
+    inner = packed.shape[1]
+    width = packed.shape[2]
+    tile = TILE_BYTES // packed.itemsize
+    whole = rows // 4 * 4
+    for p in range(packed.shape[0]):
+        column = p * width
+        for sub in range(0, width, tile):
+            for n in range(0, whole, 4):
+                outer4(packed, p, sub, a, first_a + n, inner, out, first_out + n,
+                       column + sub)
+        for m in range(whole, rows):
+            outer1(packed, p, 0, a, first_a + m, inner, out, first_out + m, column)
+
+
+@numba.njit(cache=True, nogil=True)
+def _packed_product_call(packed, a, first_a, rows, out, first_out):  # pragma: no cover
+    """:func:`_packed_product` as a function of its own (for tests)."""
+    _packed_product(packed, a, first_a, rows, out, first_out)
+
+
 @numba.njit(inline="always", cache=True, nogil=True)
 def _gate_product(w, first, last, a, first_a, rows, out):  # pragma: no cover - compiled
     """``out[:rows]`` = the columns of units ``first:last`` of each gate of
@@ -174,8 +234,8 @@ def _gate_product(w, first, last, a, first_a, rows, out):  # pragma: no cover - 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, approximate,
-                proj, gates, cs, bias_own, sync, parties, tape_gates, tape_cells,
-                tape_tanh):  # pragma: no cover - compiled
+                proj, gates, cs, bias_own, packed_ih, packed_hh, sync, parties, tape_gates,
+                tape_cells, tape_tanh):  # pragma: no cover - compiled
     """The layer scan for hidden units ``first:last`` of every sequence; ``parties`` calls
     with disjoint unit ranges and one ``sync`` run it together, meeting after each step.
 
@@ -186,8 +246,14 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, a
     none were given). Work buffers, this call's own: ``proj`` (S * B, 4U), ``gates``
     (B, 4U), ``cs`` (B, U) and ``bias_own`` (4U,) (this thread's columns of c and its
     entries of the bias, contiguous: the loops over strided views did not vectorise), with
-    ``U = last - first`` and ``S`` steps projected at once. Nothing is allocated and nothing
-    raises (a thread that stopped early would leave the others waiting at the barrier).
+    ``U = last - first`` and ``S`` steps projected at once. With ``packed_ih`` (P, I, C)
+    and ``packed_hh`` (P, H, C) not empty, the call first packs its columns of the weights
+    into them (:func:`_pack`, ``P * C >= 4U``), and the products are
+    :func:`_packed_product`'s, which add into ``proj`` (S * B, P * C) in place: the bias
+    first, then the input's projection, then a step's recurrent product onto its rows
+    (``gates`` is not used); empty, the products are :func:`_gate_product`'s dot products
+    over the weights as they are. Nothing is allocated and nothing raises (a thread that
+    stopped early would leave the others waiting at the barrier).
 
     For training, the tape of :class:`.numpy_train.FusedTape` (every sequence running all
     T steps): ``tape_gates`` (T, 4H, B) the activations as columns in the fused order
@@ -206,7 +272,12 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, a
     units = last - first
     ahead = proj.shape[0] // batch
     half = x2.dtype.type(0.5)
+    one = x2.dtype.type(1)
     record = tape_gates.shape[0] > 0
+    packed = packed_hh.shape[0] > 0
+    if packed:
+        _pack(w_ih, first, last, packed_ih)
+        _pack(w_hh, first, last, packed_hh)
     for q in range(4):
         for u in range(units):
             bias_own[q * units + u] = bias[q * hidden + first + u]
@@ -216,13 +287,25 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, a
     for start in range(0, steps, ahead):
         count = min(ahead, steps - start)
         low = steps - start - count if reverse else start  # the block's first time index
-        _gate_product(w_ih, first, last, x2, low * batch, count * batch, proj)
+        if packed:
+            for r in range(count * batch):
+                row = proj[r]
+                for n in range(4 * units):
+                    row[n] = bias_own[n]
+                for n in range(4 * units, row.shape[0]):
+                    row[n] = 0
+            _packed_product(packed_ih, x2, low * batch, count * batch, proj, 0)
+        else:
+            _gate_product(w_ih, first, last, x2, low * batch, count * batch, proj)
         for s in range(count):
             walked = start + s
             t = steps - 1 - walked if reverse else walked
             now = (walked % 2) * batch  # the half of hs holding the state before step t
             then = batch - now
-            _gate_product(w_hh, first, last, hs, now, batch, gates)
+            if packed:
+                _packed_product(packed_hh, hs, now, batch, proj, (t - low) * batch)
+            else:
+                _gate_product(w_hh, first, last, hs, now, batch, gates)
             for i in range(batch):
                 h_old = hs[now + i, first:last]
                 h_new = hs[then + i, first:last]
@@ -232,16 +315,16 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, a
                         h_new[u] = h_old[u]
                         y_t[u] = 0
                     continue
-                g = gates[i]
-                p = proj[(t - low) * batch + i]
-                for r in range(4 * units):
-                    g[r] += p[r] + bias_own[r]
-                for r in range(2 * units):  # i, f: sigmoid(z) = (1 + tanh(z / 2)) / 2
-                    g[r] = _act(half * g[r], approximate)
-                for r in range(2 * units, 3 * units):  # g: tanh(z)
-                    g[r] = _act(g[r], approximate)
-                for r in range(3 * units, 4 * units):  # o
-                    g[r] = _act(half * g[r], approximate)
+                g = proj[(t - low) * batch + i]
+                if not packed:
+                    p = g
+                    g = gates[i]
+                    for r in range(4 * units):
+                        g[r] += p[r] + bias_own[r]
+                # i, f, o: sigmoid(z) = (1 + tanh(z / 2)) / 2; g: tanh(z)
+                _tanh_of(g, 0, 2 * units, half, approximate)
+                _tanh_of(g, 2 * units, 3 * units, one, approximate)
+                _tanh_of(g, 3 * units, 4 * units, half, approximate)
                 c_i = cs[i]
                 for u in range(units):
                     cn = (half * g[units + u] + half) * c_i[u] + \
@@ -257,8 +340,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, a
                         tape_gates[t, 2 * hidden + j, i] = half * g[units + u] + half
                         tape_gates[t, 3 * hidden + j, i] = g[2 * units + u]
                         tape_cells[after, j, i] = h_new[u]
-                for u in range(units):
-                    h_new[u] = _act(h_new[u], approximate)
+                _tanh_of(h_new, 0, units, one, approximate)
                 if record:
                     for u in range(units):
                         tape_tanh[t, first + u, i] = h_new[u]
@@ -315,15 +397,27 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
         np.asarray(lengths, dtype=np.int64)
     shared = (x2, w_ih, w_hh, b, hs, c, y, valid)
     sync = np.zeros(2, np.int64)  # this call's own barrier
+    none2, none3 = np.empty((0, 0), dtype), np.empty((0, 0, 0), dtype)
     # From the whole layer's size, so that the blocks do not depend on the split.
     ahead = max(1, min(steps, STEPS_AHEAD, PROJ_ELEMENTS // (4 * hidden * batch)))
 
+    pack = steps * batch >= PACK_MIN_ROWS
+    width = PANEL_BYTES // x.itemsize  # columns in a panel of packed weights
+
     def part(first: int, last: int, parties: int) -> tuple[Any, ...]:
         units = last - first
-        return (*shared, first, last, reverse, dtype == np.float32,
-                np.empty((ahead * batch, 4 * units), dtype), np.empty((batch, 4 * units), dtype),
-                np.empty((batch, units), dtype), np.empty(4 * units, dtype), sync, parties,
-                *tape)
+        if pack:
+            panels = -(-4 * units // width)
+            weights = (np.empty((panels, features, width), dtype),
+                       np.empty((panels, hidden, width), dtype))
+            proj, gates = np.empty((ahead * batch, panels * width), dtype), none2
+        else:
+            weights = (none3, none3)
+            proj = np.empty((ahead * batch, 4 * units), dtype)
+            gates = np.empty((batch, 4 * units), dtype)
+        return (*shared, first, last, reverse, dtype == np.float32, proj, gates,
+                np.empty((batch, units), dtype), np.empty(4 * units, dtype), *weights, sync,
+                parties, *tape)
 
     if threads is None:
         threads = threads_for(steps, batch, features, hidden)
