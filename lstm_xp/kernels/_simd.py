@@ -52,10 +52,61 @@ def lanes(dtype: Any) -> int:
     return VECTOR_BYTES // (4 if dtype == types.float32 else 8)
 
 
-def _row_pointer(builder: Any, array: Any, row: Any, element: Any) -> Any:
-    base = builder.bitcast(array.data, ir.IntType(8).as_pointer())
-    offset = builder.mul(row, builder.extract_value(array.strides, 0))
+def _byte_offset(builder: Any, pointer: Any, offset: Any, element: Any) -> Any:
+    """``pointer`` moved ``offset`` bytes on, as a pointer to ``element``."""
+    base = builder.bitcast(pointer, ir.IntType(8).as_pointer())
     return builder.bitcast(builder.gep(base, [offset]), element.as_pointer())
+
+
+def _row_pointer(builder: Any, array: Any, row: Any, element: Any) -> Any:
+    offset = builder.mul(row, builder.extract_value(array.strides, 0))
+    return _byte_offset(builder, array.data, offset, element)
+
+
+def _row_pointers(builder: Any, array: Any, first: Any, count: int, element: Any) -> list[Any]:
+    """Pointers to the starts of ``array``'s ``count`` rows from row ``first`` (int64)."""
+    i64 = ir.IntType(64)
+    return [_row_pointer(builder, array, builder.add(first, i64(i)), element)
+            for i in range(count)]
+
+
+def _fma(builder: Any, vector: Any) -> Any:
+    """LLVM's fused multiply-add on ``vector`` (a vector of float or double)."""
+    bits = 32 if isinstance(vector.element, ir.FloatType) else 64
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vector, [vector] * 3),
+        f"llvm.fma.v{vector.count}f{bits}")
+
+
+def _sum_loop(builder: Any, name: str, k_end: Any, step: int, initial: list[Any],
+              body: Any) -> list[Any]:
+    """A loop over ``k`` in ``range(0, k_end, step)`` carrying the values ``initial``:
+    ``body(k, sums)`` emits one step and returns the new sums. Returns the sums after the
+    last step, with the builder placed after the loop."""
+    i64 = ir.IntType(64)
+    entry = builder.basic_block
+    head = builder.append_basic_block(f"{name}.head")
+    step_block = builder.append_basic_block(f"{name}.body")
+    done = builder.append_basic_block(f"{name}.done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    k = builder.phi(i64)
+    k.add_incoming(i64(0), entry)
+    sums = []
+    for value in initial:
+        phi = builder.phi(value.type)
+        phi.add_incoming(value, entry)
+        sums.append(phi)
+    builder.cbranch(builder.icmp_signed("<", k, k_end), step_block, done)
+    builder.position_at_end(step_block)
+    new = body(k, sums)
+    end = builder.basic_block
+    k.add_incoming(builder.add(k, i64(step)), end)
+    for phi, value in zip(sums, new, strict=True):
+        phi.add_incoming(value, end)
+    builder.branch(head)
+    builder.position_at_end(done)
+    return sums
 
 
 def _sum_together(builder: Any, vectors: list[Any], width: int) -> list[Any]:
@@ -102,44 +153,22 @@ def _dot_block(rows_a: int, rows_w: int) -> Any:
             w0 = context.cast(builder, args[1], wrty, types.int64)
             a0 = context.cast(builder, args[3], arty, types.int64)
             k_last = context.cast(builder, args[4], kty, types.int64)
-            w_rows = [_row_pointer(builder, w_arr, builder.add(w0, i64(j)), element)
-                      for j in range(rows_w)]
-            a_rows = [_row_pointer(builder, a_arr, builder.add(a0, i64(i)), element)
-                      for i in range(rows_a)]
-            name = f"llvm.fma.v{width}f{32 if wty.dtype == types.float32 else 64}"
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vector, [vector] * 3), name)
-            entry = builder.basic_block
-            head = builder.append_basic_block("dot.head")
-            body = builder.append_basic_block("dot.body")
-            done = builder.append_basic_block("dot.done")
-            builder.branch(head)
-            builder.position_at_end(head)
-            k = builder.phi(i64)
-            k.add_incoming(i64(0), entry)
+            w_rows = _row_pointers(builder, w_arr, w0, rows_w, element)
+            a_rows = _row_pointers(builder, a_arr, a0, rows_a, element)
+            fma = _fma(builder, vector)
             zero = ir.Constant(vector, [ir.Constant(element, 0.0)] * width)
-            sums = []
-            for _ in range(rows_a * rows_w):
-                phi = builder.phi(vector)
-                phi.add_incoming(zero, entry)
-                sums.append(phi)
-            builder.cbranch(builder.icmp_signed("<", k, k_last), body, done)
-            builder.position_at_end(body)
 
-            def load(row: Any) -> Any:  # aligned to the element only
+            def load(row: Any, k: Any) -> Any:  # aligned to the element only
                 pointer = builder.bitcast(builder.gep(row, [k]), vector.as_pointer())
                 return builder.load(pointer, align=VECTOR_BYTES // width)
 
-            w_vec = [load(p) for p in w_rows]
-            a_vec = [load(p) for p in a_rows]
-            new = [builder.call(fma, [w_vec[m % rows_w], a_vec[m // rows_w], sums[m]])
-                   for m in range(rows_a * rows_w)]
-            end = builder.basic_block
-            k.add_incoming(builder.add(k, i64(width)), end)
-            for phi, value in zip(sums, new, strict=True):
-                phi.add_incoming(value, end)
-            builder.branch(head)
-            builder.position_at_end(done)
+            def step(k: Any, sums: list[Any]) -> list[Any]:
+                w_vec = [load(p, k) for p in w_rows]
+                a_vec = [load(p, k) for p in a_rows]
+                return [builder.call(fma, [w_vec[m % rows_w], a_vec[m // rows_w], sums[m]])
+                        for m in range(rows_a * rows_w)]
+
+            sums = _sum_loop(builder, "dot", k_last, width, [zero] * (rows_a * rows_w), step)
             for n, total in enumerate(_sum_together(builder, list(sums), width)):
                 target = builder.gep(o_arr.data, [i64(n * width)])
                 builder.store(total, builder.bitcast(target, vector.as_pointer()),
@@ -174,63 +203,35 @@ def _outer_block(rows: int, columns_bytes: int) -> Any:
                                    for n in (0, 3, 6))
             element = context.get_data_type(tys[0].dtype)
             vector = ir.VectorType(element, width)
-            i64 = ir.IntType(64)
-            bytes_ = ir.IntType(8).as_pointer()
 
             def index(n: int) -> Any:
                 return context.cast(builder, args[n], tys[n], types.int64)
 
-            def at(array: Any, offset: Any, column: Any) -> Any:
-                """Pointer to element ``column`` past byte ``offset`` of ``array``'s data."""
-                row = builder.gep(builder.bitcast(array.data, bytes_), [offset])
-                return builder.gep(builder.bitcast(row, element.as_pointer()), [column])
-
-            def stride(array: Any, axis: int) -> Any:
-                return builder.extract_value(array.strides, axis)
-
-            k_stride = stride(p_arr, 1)
-            w_base = at(p_arr, builder.mul(index(1), stride(p_arr, 0)), index(2))
-            a_rows = [at(a_arr, builder.mul(builder.add(index(4), i64(i)), stride(a_arr, 0)),
-                         i64(0)) for i in range(rows)]
-            o_rows = [at(o_arr, builder.mul(builder.add(index(7), i64(i)), stride(o_arr, 0)),
-                         index(8)) for i in range(rows)]
+            # Row k of the panel, column `column`, is `base + k * k_stride` bytes.
+            base = builder.gep(_row_pointer(builder, p_arr, index(1), element), [index(2)])
+            k_stride = builder.extract_value(p_arr.strides, 1)
+            a_rows = _row_pointers(builder, a_arr, index(4), rows, element)
+            o_rows = [builder.gep(row, [index(8)])
+                      for row in _row_pointers(builder, o_arr, index(7), rows, element)]
             align = 4 if single else 8  # aligned to the element only
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vector, [vector] * 3),
-                f"llvm.fma.v{width}f{32 if single else 64}")
-            start = [builder.load(builder.bitcast(p, vector.as_pointer()), align=align)
-                     for p in o_rows]
-            entry = builder.basic_block
-            head = builder.append_basic_block("outer.head")
-            body = builder.append_basic_block("outer.body")
-            done = builder.append_basic_block("outer.done")
-            builder.branch(head)
-            builder.position_at_end(head)
-            k = builder.phi(i64)
-            k.add_incoming(i64(0), entry)
-            sums = []
-            for value in start:
-                phi = builder.phi(vector)
-                phi.add_incoming(value, entry)
-                sums.append(phi)
-            builder.cbranch(builder.icmp_signed("<", k, index(5)), body, done)
-            builder.position_at_end(body)
-            w_k = builder.gep(builder.bitcast(w_base, bytes_), [builder.mul(k, k_stride)])
-            w_vec = builder.load(builder.bitcast(w_k, vector.as_pointer()), align=align)
+            fma = _fma(builder, vector)
             undef = ir.Constant(vector, ir.Undefined)
             lane0 = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
-            new = []
-            for row, total in zip(a_rows, sums, strict=True):
-                one = builder.insert_element(undef, builder.load(builder.gep(row, [k])),
-                                             ir.IntType(32)(0))
-                new.append(builder.call(fma, [w_vec, builder.shuffle_vector(one, undef, lane0),
-                                              total]))
-            end = builder.basic_block
-            k.add_incoming(builder.add(k, i64(1)), end)
-            for phi, value in zip(sums, new, strict=True):
-                phi.add_incoming(value, end)
-            builder.branch(head)
-            builder.position_at_end(done)
+
+            def step(k: Any, sums: list[Any]) -> list[Any]:
+                w_k = _byte_offset(builder, base, builder.mul(k, k_stride), vector)
+                w_vec = builder.load(w_k, align=align)
+                new = []
+                for row, total in zip(a_rows, sums, strict=True):
+                    one = builder.insert_element(undef, builder.load(builder.gep(row, [k])),
+                                                 ir.IntType(32)(0))
+                    new.append(builder.call(
+                        fma, [w_vec, builder.shuffle_vector(one, undef, lane0), total]))
+                return new
+
+            start = [builder.load(builder.bitcast(p, vector.as_pointer()), align=align)
+                     for p in o_rows]
+            sums = _sum_loop(builder, "outer", index(5), 1, start, step)
             for pointer, total in zip(o_rows, sums, strict=True):
                 builder.store(total, builder.bitcast(pointer, vector.as_pointer()), align=align)
             return context.get_dummy_value()

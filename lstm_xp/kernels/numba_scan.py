@@ -181,7 +181,7 @@ def _pack(w, first, last, packed):  # pragma: no cover - compiled
     hidden = w.shape[0] // 4
     units = last - first
     width = packed.shape[2]
-    packed[:] = 0
+    packed[-1, :, 4 * units - (packed.shape[0] - 1) * width:] = 0  # only the last has padding
     for q in range(4):
         for u in range(units):
             n = q * units + u
