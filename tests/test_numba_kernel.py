@@ -14,6 +14,7 @@ import pytest
 
 import lstm_xp
 from lstm_xp import LSTM, ConfigError
+from lstm_xp._threads import thread_setting
 
 numba_scan = pytest.importorskip("lstm_xp.kernels.numba_scan")
 atomics = pytest.importorskip("lstm_xp.kernels._atomics")
@@ -23,15 +24,13 @@ atomics = pytest.importorskip("lstm_xp.kernels._atomics")
 def threaded(monkeypatch):
     """Split every compiled call between ``threads`` threads, however small."""
 
-    before = lstm_xp.get_num_threads()
-
     def use(threads):
         lstm_xp.set_num_threads(threads)
         monkeypatch.setattr(numba_scan, "MIN_FLOPS_PER_THREAD", 1)
         monkeypatch.setattr(numba_scan, "MIN_UNITS_PER_THREAD", 1)
 
-    yield use
-    lstm_xp.set_num_threads(before)
+    with thread_setting(None):  # restores the setting, asked for or not
+        yield use
 
 
 @pytest.fixture(params=["packed", "dot"])
@@ -39,6 +38,15 @@ def products(request, monkeypatch):
     """Both forms of the kernel's products, whatever the call's size: the weights packed
     into panels (:func:`numba_scan._pack`) or dot products over them as they are."""
     monkeypatch.setattr(numba_scan, "PACK_MIN_ROWS", 1 if request.param == "packed" else 10**9)
+    return request.param
+
+
+@pytest.fixture(params=["units", "rows"])
+def split(request, monkeypatch):
+    """Both ways a threaded call shares its threads, whatever the batch: each thread a
+    slice of the hidden units, or (packed weights) a slice of the sequences."""
+    monkeypatch.setattr(numba_scan, "MIN_ROWS_PER_THREAD",
+                        1 if request.param == "rows" else 10**9)
     return request.param
 
 
@@ -50,29 +58,41 @@ def _flat(result):
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(9, 1, 3, 8), (6, 5, 4, 13), (37, 3, 2, 24), (4, 6, 70, 9)])
-def test_threaded_scan_equals_the_reference(threaded, products, rng, threads, precision,
-                                            shape):
-    """Units split between threads that meet after every step, with hidden sizes that leave
-    a slice of other than 4 units, lengths, both directions, a given state, 2 layers, and
-    inputs wider than the hidden size; the results equal the pure reference."""
+def test_threaded_scan_equals_the_reference(threaded, products, split, rng, threads,
+                                            precision, shape):
+    """Units split between threads that meet after every step (with hidden sizes that leave
+    a slice of other than 4 units), or sequences split between threads that do not meet;
+    lengths, both directions, a given state, 2 layers, and inputs wider than the hidden
+    size; the results equal the pure reference. Split by sequences, each is the same bits
+    as on one thread (the threads compute every sequence as one thread does)."""
     threaded(threads)
     T, B, I, H = shape
     kwargs = dict(bidirectional=True, seed=5, dtype=precision)
     fast, pure = LSTM(I, H, 2, **kwargs), LSTM(I, H, 2, kernel="pure", **kwargs)
-    assert fast.kernel == "numba" and numba_scan.threads_for(T, B, I, H) > 1
+    by_rows, slices = numba_scan.plan(T, B, I, H, products == "packed")
+    assert fast.kernel == "numba" and len(slices) > 1
+    assert slices == (numba_scan.row_slices(B, min(B, threads)) if by_rows
+                      else numba_scan.unit_slices(H, threads))
+    assert by_rows == (split == "rows" and products == "packed" and B > 1)
     x = rng.standard_normal((T, B, I)).astype(precision)
     state = tuple(rng.standard_normal((4, B, H)).astype(precision) for _ in range(2))
     tol = dict(rtol=1e-6, atol=1e-6) if precision == "float32" else dict(rtol=1e-13, atol=1e-14)
     for lengths in (None, rng.integers(0, T + 1, size=B)):
-        for a, b in zip(_flat(fast(x, state, lengths)), _flat(pure(x, state, lengths)),
-                        strict=True):
+        got = _flat(fast(x, state, lengths))
+        for a, b in zip(got, _flat(pure(x, state, lengths)), strict=True):
             np.testing.assert_allclose(a, b, **tol)
+        if by_rows:
+            lstm_xp.set_num_threads(1)
+            for a, b in zip(got, _flat(fast(x, state, lengths)), strict=True):
+                np.testing.assert_array_equal(a, b)
+            lstm_xp.set_num_threads(threads)
 
 
-def test_one_model_called_from_several_threads_while_its_calls_are_threaded(threaded, rng):
+def test_one_model_called_from_several_threads_while_its_calls_are_threaded(threaded, split,
+                                                                            rng):
     """Calls from several Python threads at once, each of which splits itself between the
-    kernel's threads: they take turns with those threads, and every caller gets exactly
-    the bits it gets alone."""
+    kernel's threads (by units: they take turns with those threads; by sequences: their
+    jobs share the pool): every caller gets exactly the bits it gets alone."""
     threaded(2)
     model = LSTM(6, 16, 2, seed=2)
     inputs = [rng.standard_normal((30, b, 6)).astype(np.float32) for b in (1, 2, 3, 4, 5, 6)]
@@ -159,9 +179,25 @@ def test_unit_slices_and_thread_counts():
             assert slices[0][0] == 0 and slices[-1][1] == hidden and len(slices) <= threads
             assert all(a[1] == b[0] for a, b in itertools.pairwise(slices))
             assert all(first % 4 == 0 for first, _ in slices)
-    assert numba_scan.threads_for(100, 1, 32, 64) == 1  # too little work to share
-    assert numba_scan.threads_for(100, 16, 128, 256) == min(2, lstm_xp.get_num_threads())
     assert numba_scan.unit_slices(256, 4)[-1] == (192, 256)
+    assert numba_scan.row_slices(17, 3) == [(0, 5), (5, 11), (11, 17)]
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_how_a_call_shares_its_threads(asked):
+    """By sequences whenever each thread gets 4 (and the weights are packed); by units only
+    where threads were asked for; neither without enough work."""
+    plan = numba_scan.plan
+    with thread_setting(2):
+        lstm_xp._threads._SETTING = (2, asked)
+        assert plan(100, 1, 32, 64, True) == (False, [(0, 64)])  # too little work to share
+        assert plan(100, 16, 128, 256, True) == (True, [(0, 8), (8, 16)])
+        assert plan(100, 8, 128, 256, True) == (True, [(0, 4), (4, 8)])
+        assert plan(100, 64, 128, 256, False)[0] is False  # rows need packed weights
+        split_units = (False, [(0, 128), (128, 256)])
+        assert plan(100, 7, 128, 256, True) == (split_units if asked else (False, [(0, 256)]))
+        assert plan(100, 7, 128, 256, True, lockstep=False) == (False, [(0, 256)])
+        assert plan(100, 64, 128, 256, True, threads=1) == (False, [(0, 256)])
 
 
 _FORK_SCRIPT = """
@@ -197,12 +233,13 @@ def test_a_forked_child_runs_threaded_calls():
 def test_thread_count_from_the_environment_and_set_num_threads(monkeypatch):
     from lstm_xp import _threads
 
-    monkeypatch.setattr(_threads, "_LIMIT", None)  # not read yet
+    monkeypatch.setattr(_threads, "_SETTING", None)  # not read yet
     monkeypatch.delenv("LSTM_XP_NUM_THREADS", raising=False)
-    assert lstm_xp.get_num_threads() == 1  # opt in: see lstm_xp._threads
-    monkeypatch.setattr(_threads, "_LIMIT", None)
+    assert lstm_xp.get_num_threads() == _threads.cores()
+    assert not _threads.threads_asked_for()  # so no lockstep: see lstm_xp._threads
+    monkeypatch.setattr(_threads, "_SETTING", None)
     monkeypatch.setenv("LSTM_XP_NUM_THREADS", "3")
-    assert lstm_xp.get_num_threads() == 3
+    assert lstm_xp.get_num_threads() == 3 and _threads.threads_asked_for()
     monkeypatch.setenv("LSTM_XP_NUM_THREADS", "5")
     assert lstm_xp.get_num_threads() == 3  # read once
     assert lstm_xp.set_num_threads("auto") == 3 and lstm_xp.get_num_threads() == _threads.cores()
@@ -212,7 +249,7 @@ def test_thread_count_from_the_environment_and_set_num_threads(monkeypatch):
             lstm_xp.set_num_threads(bad)
     assert lstm_xp.get_num_threads() == 2  # unchanged by the refusals
     assert _threads.thread_count("auto") == _threads.cores()
-    assert _threads.thread_count(" 2 ") == 2 and _threads.thread_count("") == 1
+    assert _threads.thread_count(" 2 ") == 2 and _threads.thread_count("") == _threads.cores()
     for bad in ("0", "-2", "two"):
         with pytest.warns(RuntimeWarning, match="LSTM_XP_NUM_THREADS must be a positive"):
             assert _threads.thread_count(bad) == 1
@@ -220,15 +257,15 @@ def test_thread_count_from_the_environment_and_set_num_threads(monkeypatch):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-def test_compiled_training_pass_equals_the_reference(threaded, products, monkeypatch, rng,
-                                                     threads, precision):
+def test_compiled_training_pass_equals_the_reference(threaded, products, split, monkeypatch,
+                                                     rng, threads, precision):
     """The compiled forward pass writes the tape the fused NumPy backward pass reads: the
     outputs and every gradient equal the pure path's, on one thread and split (the kernel
-    trains on one; the split is forced here), both directions, with and without a bias, and
-    from a given state."""
+    trains split by sequences at most; by units is forced here too), both directions, with
+    and without a bias, and from a given state."""
     threaded(threads)
     run = numba_scan._run
-    monkeypatch.setattr(numba_scan, "_run", lambda *a, threads=None: run(*a))
+    monkeypatch.setattr(numba_scan, "_run", lambda *a, lockstep=None: run(*a))
     T, B, I, H = 11, 3, 5, 14
     tol = dict(rtol=2e-5, atol=2e-6) if precision == "float32" else \
         dict(rtol=1e-11, atol=1e-13)
@@ -259,22 +296,26 @@ def test_packed_weights_and_their_product(rng, precision, hidden, inner, first, 
     """The panels hold each gate's columns of units first:last of ``w.T`` in gate-major
     order, zero past them; their product adds ``a @ W`` onto ``out`` for row counts that
     leave every remainder of the 4-row blocks, read from an offset row of ``a`` into an
-    offset row of ``out``. Checked against NumPy in float64."""
+    offset row of ``out``. Checked against NumPy in float64; and each row's result is the
+    same bits whichever block computed it (the threads split rows between calls)."""
     w = rng.standard_normal((4 * hidden, inner)).astype(precision)
     units = last - first
     columns = np.concatenate([w[q * hidden + first:q * hidden + last] for q in range(4)]).T
-    width = numba_scan.PANEL_BYTES // w.itemsize
-    panels = -(-4 * units // width)
+    panels, width = numba_scan.panels_for(units, precision)
     packed = np.full((panels, inner, width), np.nan, precision)
     numba_scan._pack(w, first, last, packed)
     flat = packed.transpose(1, 0, 2).reshape(inner, panels * width)
     assert np.array_equal(flat[:, :4 * units], columns)
     assert not flat[:, 4 * units:].any()
     tol = 1e-5 if precision == "float32" else 1e-12
-    for rows in range(1, 10):
+    for rows in range(1, 17):  # every mix of 6-row, 4-row and single-row blocks
         a = rng.standard_normal((rows + 3, inner)).astype(precision)
         out = rng.standard_normal((rows + 2, panels * width)).astype(precision)
         expected = out.astype(np.float64)
         expected[2:2 + rows] += a[1:1 + rows].astype(np.float64) @ flat.astype(np.float64)
+        alone = out.copy()
         numba_scan._packed_product_call(packed, a, 1, rows, out, 2)
         np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * inner)
+        for m in range(rows):  # one row at a time: outer1 only
+            numba_scan._packed_product_call(packed, a, 1 + m, 1, alone, 2 + m)
+        assert np.array_equal(alone, out)

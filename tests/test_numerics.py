@@ -36,9 +36,11 @@ def test_saturated_model_has_no_nan(case, to_np, precision):
     np.testing.assert_allclose(to_np(y)[0], np.tanh(1.0), rtol=1e-3)
 
 
-def test_compiled_float32_tanh_is_within_1e6_of_exact():
-    """The numba kernel's rational tanh (float32): within 1e-6 relative of the exact tanh
-    over |z| up to 1e4, tiny and denormal inputs included (there it returns z itself)."""
+@pytest.mark.parametrize("vectors", [True, False])
+def test_compiled_float32_tanh_is_within_1e6_of_exact(vectors):
+    """The numba kernel's rational tanh (float32), in vectors and one entry at a time:
+    within 1e-6 relative of the exact tanh over |z| up to 1e4, tiny and denormal inputs
+    included (there it returns z itself)."""
     numba_scan = pytest.importorskip("lstm_xp.kernels.numba_scan")
     tiny = np.array([1e-45, -1e-45, 1e-40, -3e-39, 1.2e-38, 1e-20, 1e-8, 3.9e-4, 4.1e-4],
                     np.float32)
@@ -46,7 +48,7 @@ def test_compiled_float32_tanh_is_within_1e6_of_exact():
                         np.linspace(-10, 10, 200001, dtype=np.float32), tiny, -tiny,
                         np.float32([0.0, -0.0])])
     got = np.empty_like(z)
-    numba_scan.tanh32_array(z, got)
+    numba_scan.tanh32_array(z, got, vectors)
     exact = np.tanh(z.astype(np.float64))
     rel = np.abs(got - exact) / np.maximum(np.abs(exact), np.finfo(np.float32).tiny)
     assert np.max(rel) <= 1e-6, float(z[np.argmax(rel)])

@@ -8,15 +8,15 @@ device. A contender that cannot run here raises :class:`Unavailable` with the re
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .._backend import Backend, resolve_backend
-from .._threads import set_num_threads, thread_count
+from .._threads import thread_count, thread_setting
 from ..errors import LSTMXPError
 from ..kernels._layout import stacked_width
 from ..lstm import LSTM
@@ -118,18 +118,10 @@ def lstm_xp(backend: str, device: Any = None, kernel: str = "auto",
     return Contender(label, "lstm-xp", where, prepare, memory)
 
 
-@contextmanager
-def _kernel_threads(threads: str | None) -> Iterator[None]:
+def _kernel_threads(threads: str | None) -> AbstractContextManager[None]:
     """The compiled kernel's thread count as ``LSTM_XP_NUM_THREADS=threads`` sets it, for
     the calls inside (restored after, for contenders timed in one process)."""
-    if threads is None:
-        yield
-        return
-    before = set_num_threads(thread_count(threads))
-    try:
-        yield
-    finally:
-        set_num_threads(before)
+    return thread_setting(None if threads is None else thread_count(threads))
 
 
 def _resolve(backend: str, device: Any) -> tuple[Backend, str]:

@@ -7,14 +7,17 @@ tree of 15 additions of shuffled pairs, where LLVM's vectorised loop ends each r
 its own (16 reductions of 4 steps each); for one row against 16 weight rows that is most of
 the work at small H.
 
-:data:`outer4` and :data:`outer1` are the other form, for weights packed into panels
-(``(P, K, C)``: panel ``p`` holds output columns ``p * C`` to ``p * C + C``, its row ``k``
-their weights on input ``k``, contiguous): ``rows`` rows of ``a`` against one vector of a
-panel's columns. Each step along ``k`` is one vector load of the panel, one broadcast
-element of each row of ``a``, and ``rows`` fused multiply-adds into running sums that stay
-in registers; no reduction at the end (a BLAS micro-kernel's shape). Every output entry is
-then the same sequence of multiply-adds along ``k`` whichever block computed it, so the
-result does not depend on how rows or columns are split between blocks or threads.
+:data:`outer6`, :data:`outer4` and :data:`outer1` are the other form, for weights packed
+into panels (``(P, K, C)``: panel ``p`` holds output columns ``p * C`` to ``p * C + C``, its
+row ``k`` their weights on input ``k``; ``C`` is one vector, :data:`TILE_BYTES`, so a
+panel is one contiguous strip): ``rows`` rows of ``a`` against one panel, or one row against
+:data:`ROW_PANELS` of them. Each step along ``k`` is one vector load of each panel, one
+broadcast element of each row of ``a``, and a fused multiply-add into each running sum,
+which stays in a register; no reduction at the end (a BLAS micro-kernel's shape). Every
+output entry is then the same sequence of multiply-adds along ``k`` whichever block
+computed it, so the result does not depend on how rows or columns are split between blocks
+or threads. (Panels of 4 vectors, their rows 256 bytes apart, ran 15-25% slower: a strip of
+one vector's columns then used a quarter of the L1 cache's sets, and did not stay there.)
 
 The IR is generic (``<16 x float>``, ``llvm.fma``): LLVM splits it into the registers of
 whatever CPU numba compiles for (AVX-512, AVX2, NEON).
@@ -38,13 +41,12 @@ def _has_avx512() -> bool:
         return False
 
 
-#: Bytes of the columns one 4-row block of :data:`outer4` covers: 4 x 2 registers of
-#: running sums (enough to hide the latency of the multiply-adds: 4 cycles, 2 a cycle) on
-#: AVX2 (``4 x 64``) and on AVX-512 (``4 x 128``) ...
+#: Bytes of the columns of a panel, one block's width: 2 registers of running sums a row
+#: on AVX2 (64 bytes) and on AVX-512 (128); 4 rows, 8 sums, are just enough to hide the
+#: latency of the multiply-adds (4 cycles, 2 a cycle), 6 rows leave room.
 TILE_BYTES = 128 if _has_avx512() else 64
-#: ... and of one panel row of packed weights: one row against a whole panel
-#: (:data:`outer1`) keeps 8 registers of sums.
-PANEL_BYTES = 4 * TILE_BYTES
+#: Panels :data:`outer1` takes at once: one row against 4 panels keeps 8 registers of sums.
+ROW_PANELS = 4
 
 
 def lanes(dtype: Any) -> int:
@@ -68,6 +70,27 @@ def _row_pointers(builder: Any, array: Any, first: Any, count: int, element: Any
     i64 = ir.IntType(64)
     return [_row_pointer(builder, array, builder.add(first, i64(i)), element)
             for i in range(count)]
+
+
+def _unpack(context: Any, builder: Any, signature: Any, args: Any) -> list[Any]:
+    """An intrinsic's arguments for its code: arrays as numba's array structures, the
+    rest as int64 (indices, counts), floats as they are."""
+    values = []
+    for ty, value in zip(signature.args, args, strict=True):
+        if isinstance(ty, types.Array):
+            values.append(context.make_array(ty)(context, builder, value))
+        elif isinstance(ty, types.Float):
+            values.append(value)
+        else:
+            values.append(context.cast(builder, value, ty, types.int64))
+    return values
+
+
+def _broadcast(builder: Any, value: Any, vector: Any) -> Any:
+    """``value`` (a scalar) in every lane of a ``vector`` (its type)."""
+    one = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.IntType(32)(0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count)
+    return builder.shuffle_vector(one, ir.Constant(vector, ir.Undefined), zeros)
 
 
 def _fma(builder: Any, vector: Any) -> Any:
@@ -143,16 +166,10 @@ def _dot_block(rows_a: int, rows_w: int) -> Any:
         width = lanes(w.dtype)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-            wty, wrty, aty, arty, kty, oty = signature.args
-            w_arr = context.make_array(wty)(context, builder, args[0])
-            a_arr = context.make_array(aty)(context, builder, args[2])
-            o_arr = context.make_array(oty)(context, builder, args[5])
-            element = context.get_data_type(wty.dtype)
+            w_arr, w0, a_arr, a0, k_last, o_arr = _unpack(context, builder, signature, args)
+            element = context.get_data_type(signature.args[0].dtype)
             vector = ir.VectorType(element, width)
             i64 = ir.IntType(64)
-            w0 = context.cast(builder, args[1], wrty, types.int64)
-            a0 = context.cast(builder, args[3], arty, types.int64)
-            k_last = context.cast(builder, args[4], kty, types.int64)
             w_rows = _row_pointers(builder, w_arr, w0, rows_w, element)
             a_rows = _row_pointers(builder, a_arr, a0, rows_a, element)
             fma = _fma(builder, vector)
@@ -180,13 +197,13 @@ def _dot_block(rows_a: int, rows_w: int) -> Any:
     return dot_block
 
 
-def _outer_block(rows: int, columns_bytes: int) -> Any:
-    """The intrinsic for ``rows`` rows of ``a`` times ``columns_bytes`` of a panel."""
+def _outer_block(rows: int, panels: int) -> Any:
+    """The intrinsic for ``rows`` rows of ``a`` times ``panels`` consecutive panels (one
+    vector of :data:`TILE_BYTES` each, at every ``k``)."""
 
     @intrinsic
-    def outer_block(typingctx: Any, packed: Any, panel: Any, column: Any, a: Any,
-                    first_a: Any, k_end: Any, out: Any, first_out: Any, out_column: Any,
-                    ) -> Any:
+    def outer_block(typingctx: Any, packed: Any, panel: Any, a: Any, first_a: Any,
+                    k_end: Any, out: Any, first_out: Any, out_column: Any) -> Any:
         arrays = ((packed, 3), (a, 2), (out, 2))
         if not all(isinstance(t, types.Array) and t.layout == "C" and t.ndim == n
                    for t, n in arrays):
@@ -194,62 +211,132 @@ def _outer_block(rows: int, columns_bytes: int) -> Any:
         if not (packed.dtype == a.dtype == out.dtype
                 and packed.dtype in (types.float32, types.float64)):
             return None
-        single = packed.dtype == types.float32
-        width = columns_bytes // (4 if single else 8)
+        width = TILE_BYTES // (packed.dtype.bitwidth // 8)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-            tys = signature.args
-            p_arr, a_arr, o_arr = (context.make_array(tys[n])(context, builder, args[n])
-                                   for n in (0, 3, 6))
-            element = context.get_data_type(tys[0].dtype)
+            p_arr, panel0, a_arr, a0, k_end, o_arr, o0, o_column = _unpack(
+                context, builder, signature, args)
+            dtype = signature.args[0].dtype
+            element = context.get_data_type(dtype)
             vector = ir.VectorType(element, width)
-
-            def index(n: int) -> Any:
-                return context.cast(builder, args[n], tys[n], types.int64)
-
-            # Row k of the panel, column `column`, is `base + k * k_stride` bytes.
-            base = builder.gep(_row_pointer(builder, p_arr, index(1), element), [index(2)])
+            i64 = ir.IntType(64)
+            # Row k of panel p + g is `bases[g] + k * k_stride` bytes (its own strip).
+            bases = _row_pointers(builder, p_arr, panel0, panels, element)
             k_stride = builder.extract_value(p_arr.strides, 1)
-            a_rows = _row_pointers(builder, a_arr, index(4), rows, element)
-            o_rows = [builder.gep(row, [index(8)])
-                      for row in _row_pointers(builder, o_arr, index(7), rows, element)]
-            align = 4 if single else 8  # aligned to the element only
+            a_rows = _row_pointers(builder, a_arr, a0, rows, element)
+            o_rows = [builder.gep(row, [builder.add(o_column, i64(g * width))])
+                      for row in _row_pointers(builder, o_arr, o0, rows, element)
+                      for g in range(panels)]
+            align = dtype.bitwidth // 8  # aligned to the element only
             fma = _fma(builder, vector)
-            undef = ir.Constant(vector, ir.Undefined)
-            lane0 = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
 
             def step(k: Any, sums: list[Any]) -> list[Any]:
-                w_k = _byte_offset(builder, base, builder.mul(k, k_stride), vector)
-                w_vec = builder.load(w_k, align=align)
+                offset = builder.mul(k, k_stride)
+                w_vec = [builder.load(_byte_offset(builder, base, offset, vector), align=align)
+                         for base in bases]
                 new = []
-                for row, total in zip(a_rows, sums, strict=True):
-                    one = builder.insert_element(undef, builder.load(builder.gep(row, [k])),
-                                                 ir.IntType(32)(0))
-                    new.append(builder.call(
-                        fma, [w_vec, builder.shuffle_vector(one, undef, lane0), total]))
+                for r, row in enumerate(a_rows):
+                    a_k = _broadcast(builder, builder.load(builder.gep(row, [k])), vector)
+                    new += [builder.call(fma, [w_vec[g], a_k, sums[r * panels + g]])
+                            for g in range(panels)]
                 return new
 
             start = [builder.load(builder.bitcast(p, vector.as_pointer()), align=align)
                      for p in o_rows]
-            sums = _sum_loop(builder, "outer", index(5), 1, start, step)
+            sums = _sum_loop(builder, "outer", k_end, 1, start, step)
             for pointer, total in zip(o_rows, sums, strict=True):
                 builder.store(total, builder.bitcast(pointer, vector.as_pointer()), align=align)
             return context.get_dummy_value()
 
-        return (types.void(packed, panel, column, a, first_a, k_end, out, first_out,
-                           out_column), codegen)
+        return (types.void(packed, panel, a, first_a, k_end, out, first_out, out_column),
+                codegen)
 
     return outer_block
 
 
 #: ``out[first_out + i, out_column + c] += a[first_a + i, :k_end] .
-#: packed[panel, :k_end, column + c]`` for ``i < 4`` and ``c`` in a vector of
-#: :data:`TILE_BYTES` ...
-outer4 = _outer_block(4, TILE_BYTES)
-#: ... and for one row against a whole panel (:data:`PANEL_BYTES`).
-outer1 = _outer_block(1, PANEL_BYTES)
+#: packed[panel, :k_end, c]`` for ``i < 6`` and ``c`` the panel's columns (12 registers of
+#: sums: 77 GFLOP/s against 69 for 4 rows at (K, 4H) = (256, 1024), one Zen 3 core) ...
+outer6 = _outer_block(6, 1)
+#: ... for ``i < 4`` (the rows a block of 6 would leave over, in 4s) ...
+outer4 = _outer_block(4, 1)
+#: ... and for one row against :data:`ROW_PANELS` panels, columns ``c`` of panel
+#: ``panel + g`` landing at ``out_column + g * C + c``.
+outer1 = _outer_block(1, ROW_PANELS)
 
 #: ``out[i * 4 + j] = a[first_a + i, :k_end] . w[first_w + j, :k_end]``, i, j < 4.
 dot4x4 = _dot_block(4, 4)
 #: ``out[j] = a[first_a, :k_end] . w[first_w + j, :k_end]``, j < 16.
 dot1x16 = _dot_block(1, 16)
+
+
+#: :func:`tanh32_span`'s rational function: ``tanh(x) ~ x * P(x^2) / Q(x^2)`` for ``|x|``
+#: up to :data:`TANH32_CLAMP` (where float32's tanh is 1), ``x`` itself below
+#: :data:`TANH32_LINEAR` (Eigen's coefficients, highest power first).
+TANH32_P = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
+            5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
+            4.89352455891786e-03)
+TANH32_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
+            4.89352518554385e-03)
+TANH32_CLAMP = 7.90531110763549805
+TANH32_LINEAR = 4e-4
+#: float32 entries :func:`tanh32_span` takes at a time.
+TANH32_LANES = 16
+
+
+@intrinsic
+def tanh32_span(typingctx: Any, v: Any, first: Any, count: Any, scale: Any) -> Any:
+    """``v[first:first + n] = tanh(scale * v[first:first + n])`` for ``v`` a contiguous 1-D
+    float32 array and ``n = count // TANH32_LANES * TANH32_LANES`` (the caller does the
+    rest): the rational function in vectors of :data:`TANH32_LANES`. (float64 arrays get the
+    same function, as accurate as float32's: the scan computes their tanh exactly and never
+    asks, but its one compiled body types both branches.) Written out because LLVM's loop
+    vectoriser left most of the scan's activation loops scalar (3.7 ns an entry where
+    vectors take under 1)."""
+    if not (isinstance(v, types.Array) and v.ndim == 1 and v.layout == "C"
+            and v.dtype in (types.float32, types.float64)):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        vty = signature.args[0]
+        array, start, total, _ = _unpack(context, builder, signature, args)
+        element = context.get_data_type(vty.dtype)
+        vector = ir.VectorType(element, TANH32_LANES)
+        i64 = ir.IntType(64)
+        whole = builder.mul(builder.sdiv(total, i64(TANH32_LANES)), i64(TANH32_LANES))
+        base = builder.gep(array.data, [start])  # layout C: contiguous
+        factor = context.cast(builder, args[3], signature.args[3], vty.dtype)
+        scale_vec = _broadcast(builder, factor, vector)
+        fma = _fma(builder, vector)
+        fast = ("nnan", "ninf", "nsz", "contract")  # no "arcp": keep the exact division
+
+        def splat(value: float) -> Any:
+            return ir.Constant(vector, [ir.Constant(element, value)] * TANH32_LANES)
+
+        def polynomial(coefficients: tuple[float, ...], x2: Any) -> Any:
+            total = splat(coefficients[0])
+            for c in coefficients[1:]:
+                total = builder.call(fma, [total, x2, splat(c)])
+            return total
+
+        def step(k: Any, sums: list[Any]) -> list[Any]:
+            pointer = builder.bitcast(builder.gep(base, [k]), vector.as_pointer())
+            x = builder.fmul(builder.load(pointer, align=vty.dtype.bitwidth // 8), scale_vec,
+                             flags=fast)
+            clamped = builder.select(builder.fcmp_ordered(">", x, splat(TANH32_CLAMP)),
+                                     splat(TANH32_CLAMP), x)
+            clamped = builder.select(builder.fcmp_ordered("<", clamped, splat(-TANH32_CLAMP)),
+                                     splat(-TANH32_CLAMP), clamped)
+            x2 = builder.fmul(clamped, clamped, flags=fast)
+            ratio = builder.fdiv(builder.fmul(polynomial(TANH32_P, x2), clamped, flags=fast),
+                                 polynomial(TANH32_Q, x2), flags=fast)
+            small = builder.and_(
+                builder.fcmp_ordered("<", x, splat(TANH32_LINEAR)),
+                builder.fcmp_ordered(">", x, splat(-TANH32_LINEAR)))
+            builder.store(builder.select(small, x, ratio), pointer, align=vty.dtype.bitwidth // 8)
+            return []
+
+        _sum_loop(builder, "tanh", whole, TANH32_LANES, [], step)
+        return context.get_dummy_value()
+
+    return types.void(v, first, count, scale), codegen

@@ -1,39 +1,42 @@
-"""A compiled layer scan (numba): the whole time loop in machine code, on one thread or
-(opt-in, :func:`lstm_xp.set_num_threads`) split between threads that meet after every step.
+"""A compiled layer scan (numba): the whole time loop in machine code, on the caller's thread
+or split between threads (:mod:`lstm_xp._threads`).
 
-Same signature and results as :func:`lstm_xp._functional.layer_scan` (tests hold them equal).
-At small batch sizes a NumPy step is a dozen library calls of a few microseconds each, so the
-calls, not the arithmetic, are the time; and NumPy's BLAS repacks the weights at every call.
-Here one compiled call runs the layer:
+Same signature and results as :func:`lstm_xp._functional.layer_scan` (tests hold them equal),
+for float32 and float64 at every size (float16 runs the fused NumPy scan). At small batch
+sizes a NumPy step is a dozen library calls of a few microseconds each, so the calls, not the
+arithmetic, are the time; and NumPy's BLAS repacks the weights at every call. Here one
+compiled call runs the layer:
 
 - **Products**: a call with at least :data:`PACK_MIN_ROWS` rows (``T * B``) first packs its
-  weights into panels (:func:`_pack`, BLAS's layout; about 1 ns an element, once a call),
-  then every product is :func:`_packed_product`'s: 4-row blocks against a vector of columns
-  with the running sums in registers (LLVM vector IR, :mod:`._simd`), 85-90 GFLOP/s at
-  B >= 4 on one core of a Zen 3 EPYC (AVX2; its peak is about 96), 2-3x the dot products
-  over the weights as they are (:func:`_matmul_nt`, 4x4 blocks of dot products along the
-  inner dimension, finished together), which the smaller calls keep (no packing). The
-  input is projected ``STEPS_AHEAD`` steps at a time, onto the bias; a step's recurrent
-  product adds onto its rows.
+  weights into panels (:func:`_pack`, BLAS's layout: one vector of columns a panel, each a
+  contiguous strip; about 1 ns an element, once a call, into 64-byte aligned memory), then
+  every product is :func:`_packed_product`'s: blocks of 6 or 4 rows against a panel with
+  the running sums in registers (LLVM vector IR, :mod:`._simd`), 75-80 GFLOP/s on one core
+  of a 2.45 GHz Zen 3 EPYC (AVX2; OpenBLAS's SGEMM reaches 73-89 there), 2-3x the dot
+  products over the weights as they are (:func:`_matmul_nt`, 4x4 blocks of dot products
+  along the inner dimension, finished together), which the smaller calls keep (no
+  packing). The input is projected ``STEPS_AHEAD`` steps at a time, onto the bias; a
+  step's recurrent product adds onto its rows.
 - **Element-wise passes**: activations and the state update in separate loops over
-  contiguous rows, which LLVM vectorises (one fused pass over the gates did not: 3x slower
-  at H = 64). float32 uses a rational approximation of ``tanh`` (13/6 degree, Eigen's
-  coefficients, clamped at +-7.9, ``tanh(x) = x`` below 4e-4) within 1e-6 relative of
-  ``numpy.tanh`` over the whole range, denormals included (tests); float64 calls the exact
-  ``tanh``; float16 runs the fused NumPy scan.
-- **Threads** (ONNX Runtime and oneDNN split work the same way, by output columns): each
-  thread owns a slice of the hidden units and computes those units' four gates for every
-  sequence, reading only its rows of the weights (at H = 256 the 1 MiB of recurrent weights
-  do not fit in one core's L2 cache; halves do), and the threads meet at a spin barrier
-  after each step (:mod:`._atomics`), the hidden state double-buffered so one barrier a step
-  suffices. No BLAS thread pool is involved (two pools on the same cores thrash). A call
-  takes the threads only with enough work (:func:`threads_for`); concurrent calls take
-  turns with them (:data:`_SPINNING`). One thread by default: see :mod:`lstm_xp._threads`.
-- **Training**: :class:`CompiledTrainer` runs the same loop (one thread) and has it write
-  the tape of the fused NumPy backward pass.
-
-Above :data:`MAX_WORK` (``B * H``) the scan is :mod:`.numpy_fused`'s, whose one OpenBLAS
-product a step, with its packed weights, is faster there (``benchmarks/RESULTS.md``).
+  contiguous rows. float32 uses a rational approximation of ``tanh`` (13/6 degree, Eigen's
+  coefficients, clamped at +-7.9, ``tanh(x) = x`` below 4e-4), in vectors of 16 written
+  out in LLVM IR (:func:`._simd.tanh32_span`: LLVM's own vectoriser left most of these
+  loops scalar), within 1e-6 relative of ``numpy.tanh`` over the whole range, denormals
+  included (tests); float64 calls the exact ``tanh``.
+- **Threads**, two ways (:func:`plan`). A batch with :data:`MIN_ROWS_PER_THREAD` sequences
+  a thread is split by sequences, as ONNX Runtime does: each thread runs the whole time
+  loop for its slice, reading one shared packed copy of the weights, and never waits for
+  another (on by default). Smaller batches can split the hidden units instead, as oneDNN
+  does: each thread computes its units' four gates for every sequence, reading only its
+  rows of the weights (at H = 256 the 1 MiB of recurrent weights do not fit in one core's
+  L2 cache; halves do), and the threads meet at a spin barrier after each step
+  (:mod:`._atomics`), the hidden state double-buffered so one barrier a step suffices;
+  that needs the cores to themselves, so it runs only where threads were asked for. No
+  BLAS thread pool is involved (two pools on the same cores thrash). A call takes threads
+  only with enough work; concurrent calls split by units take turns with them
+  (:data:`_SPINNING`).
+- **Training**: :class:`CompiledTrainer` runs the same loop (split by sequences at most)
+  and has it write the tape of the fused NumPy backward pass.
 
 Compiled code is cached on disk (``cache=True``); in a read-only install numba keeps it in its
 user-wide cache directory instead (or ``NUMBA_CACHE_DIR``). The first call in a process with
@@ -42,6 +45,7 @@ an empty cache compiles (seconds; ``benchmarks/RESULTS.md`` has the figure).
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -50,15 +54,28 @@ from typing import Any
 import numba
 import numpy as np
 
-from .._threads import get_num_threads
+from .._threads import get_num_threads, threads_asked_for
 from ._atomics import barrier
-from ._simd import PANEL_BYTES, TILE_BYTES, VECTOR_BYTES, dot1x16, dot4x4, outer1, outer4
+from ._simd import (
+    ROW_PANELS,
+    TANH32_CLAMP,
+    TANH32_LANES,
+    TANH32_LINEAR,
+    TANH32_P,
+    TANH32_Q,
+    TILE_BYTES,
+    VECTOR_BYTES,
+    dot1x16,
+    dot4x4,
+    outer1,
+    outer4,
+    outer6,
+    tanh32_span,
+)
 from .base import LayerwiseKernel
 from .numpy_fused import layer_scan_numpy
 from .numpy_train import FusedTape, NumpyTrainer
 
-#: ``B * H`` up to this runs the compiled loop; more runs the fused NumPy scan (see above).
-MAX_WORK = 2048
 #: Steps whose input is projected in one product, at most ...
 STEPS_AHEAD = 16
 #: ... and as many as keep a thread's projection block within this many elements (128 KiB
@@ -68,7 +85,11 @@ PROJ_ELEMENTS = 1 << 15
 #: Calls with at least this many rows (``T * B``) pack the weights into panels (see
 #: :func:`_pack`); fewer compute the dot products from the weights as they are.
 PACK_MIN_ROWS = 8
-#: A thread gets at least this many hidden units ...
+#: A call splits its batch between threads when each gets this many sequences (each
+#: thread then runs its own time loop, with no barrier; all of them read one packed copy
+#: of the weights) ...
+MIN_ROWS_PER_THREAD = 4
+#: ... else its hidden units, at least this many a thread ...
 MIN_UNITS_PER_THREAD = 32
 #: ... and this much work (matrix-product FLOPs of its slice).
 MIN_FLOPS_PER_THREAD = 15_000_000
@@ -76,31 +97,38 @@ MIN_FLOPS_PER_THREAD = 15_000_000
 _f32 = np.float32
 
 
+_P = tuple(_f32(c) for c in TANH32_P)
+_Q = tuple(_f32(c) for c in TANH32_Q)
+_CLAMP = _f32(TANH32_CLAMP)
+_LINEAR = _f32(TANH32_LINEAR)
+
+
 @numba.njit(inline="always", fastmath=True, error_model="numpy", cache=True, nogil=True)
 def tanh32(x):  # pragma: no cover - compiled
-    """float32 tanh as a rational function of x (clamped where tanh is 1 in float32)."""
-    a = min(max(x, _f32(-7.90531110763549805)), _f32(7.90531110763549805))
+    """float32 tanh as a rational function of x (clamped where tanh is 1 in float32), one
+    entry: :func:`._simd.tanh32_span`'s function, for the entries a row leaves over."""
+    a = min(max(x, -_CLAMP), _CLAMP)
     x2 = a * a
-    p = _f32(-2.76076847742355e-16)
-    p = p * x2 + _f32(2.00018790482477e-13)
-    p = p * x2 + _f32(-8.60467152213735e-11)
-    p = p * x2 + _f32(5.12229709037114e-08)
-    p = p * x2 + _f32(1.48572235717979e-05)
-    p = p * x2 + _f32(6.37261928875436e-04)
-    p = p * x2 + _f32(4.89352455891786e-03)
-    p = p * a
-    q = _f32(1.19825839466702e-06)
-    q = q * x2 + _f32(1.18534705686654e-04)
-    q = q * x2 + _f32(2.26843463243900e-03)
-    q = q * x2 + _f32(4.89352518554385e-03)
-    return x if abs(x) < _f32(4e-4) else p / q
+    p = _P[0]
+    for k in range(1, 7):
+        p = p * x2 + _P[k]
+    q = _Q[0]
+    for k in range(1, 4):
+        q = q * x2 + _Q[k]
+    return x if abs(x) < _LINEAR else p * a / q
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
-def tanh32_array(z, out):  # pragma: no cover - compiled
-    """:func:`tanh32` over a 1-D float32 array, compiled as in the scan (for tests)."""
-    for k in range(z.shape[0]):
-        out[k] = tanh32(z[k])
+def tanh32_array(z, out, vectors):  # pragma: no cover - compiled
+    """``out = tanh(z)`` for 1-D float32 arrays as the scan computes it (for tests): in
+    vectors of :data:`._simd.TANH32_LANES` and the rest one by one if ``vectors``, else
+    all one by one (:func:`tanh32`)."""
+    if vectors:
+        out[:] = z
+        _tanh_of(out, 0, out.shape[0], _f32(1), True)
+    else:
+        for k in range(z.shape[0]):
+            out[k] = tanh32(z[k])
 
 
 @numba.njit(inline="always", fastmath=True, error_model="numpy", cache=True, nogil=True)
@@ -109,7 +137,8 @@ def _tanh_of(v, first, last, scale, approximate):  # pragma: no cover - compiled
     Two loops, not one loop choosing per entry: LLVM did not unswitch that one, and the call
     to ``tanh`` it kept stopped the approximate branch from vectorising (5x slower)."""
     if approximate:
-        for r in range(first, last):
+        tanh32_span(v, first, last - first, scale)
+        for r in range(last - (last - first) % TANH32_LANES, last):
             v[r] = tanh32(scale * v[r])
     else:
         for r in range(first, last):
@@ -172,16 +201,26 @@ def _matmul_nt(w, first_r, last_r, a, first_a, rows, out, first_out,
             out_m[shift + r] = acc
 
 
+def panels_for(units: int, dtype: Any) -> tuple[int, int]:
+    """``(P, C)``: the panels of packed weights for ``units`` hidden units (``4 * units``
+    columns) in ``dtype``, ``C`` columns each (:data:`._simd.TILE_BYTES`), ``P`` a multiple
+    of :data:`._simd.ROW_PANELS`."""
+    width = TILE_BYTES // np.dtype(dtype).itemsize
+    group = ROW_PANELS * width
+    return -(-4 * units // group) * ROW_PANELS, width
+
+
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def _pack(w, first, last, packed):  # pragma: no cover - compiled
     """``packed`` (P, K, C) <- the columns of units ``first:last`` of each gate of ``w.T``
-    (``w`` (4H, K)), in panels of ``C`` columns (:data:`._simd.PANEL_BYTES`): column
+    (``w`` (4H, K)), in panels of ``C`` columns (:func:`panels_for`): column
     ``n = q * U + u`` (gate ``q``, unit ``first + u``, ``U = last - first``) is entry
     ``packed[n // C, :, n % C]``; columns past ``4U`` are zero."""
     hidden = w.shape[0] // 4
     units = last - first
     width = packed.shape[2]
-    packed[-1, :, 4 * units - (packed.shape[0] - 1) * width:] = 0  # only the last has padding
+    for n in range(4 * units, packed.shape[0] * width):  # the padding
+        packed[n // width, :, n % width] = 0
     for q in range(4):
         for u in range(units):
             n = q * units + u
@@ -195,22 +234,25 @@ def _pack(w, first, last, packed):  # pragma: no cover - compiled
 @numba.njit(inline="always", cache=True, nogil=True)
 def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cover - compiled
     """``out[first_out + m, :P * C] += a[first_a + m] @ W`` for ``m`` in ``range(rows)``,
-    ``W`` (K, P * C) the columns :func:`_pack` put in ``packed``: per panel, blocks of 4
-    rows against one vector of columns at a time (:data:`._simd.outer4`, the vector's
-    ``k`` column of the panel in L1 cache for every block), the rows left over against the
-    whole panel (:data:`._simd.outer1`)."""
+    ``W`` (K, P * C) the columns :func:`_pack` put in ``packed``: per panel, blocks of 6
+    rows, then of 4 (:data:`._simd.outer6`, :data:`._simd.outer4`; the panel stays in L1
+    cache for every block), the 1-3 rows left over against 4 panels at a time
+    (:data:`._simd.outer1`). 8 and 9 rows go as 4 + 4 (+ 1), not 6 + 2 or 6 + 3 single
+    rows."""
     inner = packed.shape[1]
     width = packed.shape[2]
-    tile = TILE_BYTES // packed.itemsize
-    whole = rows // 4 * 4
+    sixes = 0
+    while rows - 6 * sixes >= 6 and rows - 6 * sixes not in (8, 9):
+        sixes += 1
+    blocked = 6 * sixes + (rows - 6 * sixes) // 4 * 4
     for p in range(packed.shape[0]):
-        column = p * width
-        for sub in range(0, width, tile):
-            for n in range(0, whole, 4):
-                outer4(packed, p, sub, a, first_a + n, inner, out, first_out + n,
-                       column + sub)
-        for m in range(whole, rows):
-            outer1(packed, p, 0, a, first_a + m, inner, out, first_out + m, column)
+        for n in range(0, 6 * sixes, 6):
+            outer6(packed, p, a, first_a + n, inner, out, first_out + n, p * width)
+        for n in range(6 * sixes, blocked, 4):
+            outer4(packed, p, a, first_a + n, inner, out, first_out + n, p * width)
+    for p in range(0, packed.shape[0], ROW_PANELS):
+        for m in range(blocked, rows):
+            outer1(packed, p, a, first_a + m, inner, out, first_out + m, p * width)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -233,27 +275,33 @@ def _gate_product(w, first, last, a, first_a, rows, out):  # pragma: no cover - 
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, approximate,
-                proj, gates, cs, bias_own, packed_ih, packed_hh, sync, parties, tape_gates,
-                tape_cells, tape_tanh):  # pragma: no cover - compiled
-    """The layer scan for hidden units ``first:last`` of every sequence; ``parties`` calls
-    with disjoint unit ranges and one ``sync`` run it together, meeting after each step.
+def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, first, last, reverse,
+                approximate, proj, gates, cs, bias_own, packed_ih, packed_hh, pack, sync,
+                parties, tape_gates, tape_cells, tape_tanh):  # pragma: no cover - compiled
+    """The layer scan for hidden units ``first:last`` of sequences ``rows0:rows0 + B`` of
+    the batch; ``parties`` calls with disjoint unit ranges and one ``sync`` run it
+    together, meeting after each step, and calls with disjoint ranges of sequences (and
+    ``parties`` 1) run side by side without meeting.
 
-    ``x2`` (T * B, I) the input, ``w_ih`` (4H, I), ``w_hh`` (4H, H), ``bias`` (4H,); ``hs``
-    (2 * B, H) the hidden state, double-buffered (rows ``0:B`` hold it before the first
-    step, a step reads one half and writes the other, so one barrier a step suffices);
-    ``c`` (B, H) updated in place; ``y`` (T, B, H) written; ``lengths`` (B,) int64 (T when
-    none were given). Work buffers, this call's own: ``proj`` (S * B, 4U), ``gates``
+    ``x2`` (T * N, I) the input of the whole batch (N sequences), ``w_ih`` (4H, I),
+    ``w_hh`` (4H, H), ``bias`` (4H,); ``hs`` (2 * B, H) the hidden state of this call's B
+    sequences, double-buffered (rows ``0:B`` hold it before the first step, a step reads
+    one half and writes the other, so one barrier a step suffices); ``c`` (B, H) their cell
+    state, updated in place; ``y`` (T, N, H) the whole output, this call's rows written;
+    ``lengths`` (B,) int64 (T when none were given). Work buffers, this call's own:
+    ``proj`` (S * B, 4U), ``gates``
     (B, 4U), ``cs`` (B, U) and ``bias_own`` (4U,) (this thread's columns of c and its
     entries of the bias, contiguous: the loops over strided views did not vectorise), with
     ``U = last - first`` and ``S`` steps projected at once. With ``packed_ih`` (P, I, C)
-    and ``packed_hh`` (P, H, C) not empty, the call first packs its columns of the weights
-    into them (:func:`_pack`, ``P * C >= 4U``), and the products are
+    and ``packed_hh`` (P, H, C) not empty, the call's columns of the weights are packed in
+    them (:func:`_pack`, ``P * C >= 4U``; by this call first if ``pack``, else by the
+    caller, for calls that share them), and the products are
     :func:`_packed_product`'s, which add into ``proj`` (S * B, P * C) in place: the bias
     first, then the input's projection, then a step's recurrent product onto its rows
     (``gates`` is not used); empty, the products are :func:`_gate_product`'s dot products
-    over the weights as they are. Nothing is allocated and nothing raises (a thread that
-    stopped early would leave the others waiting at the barrier).
+    over the weights as they are (those need the whole batch: ``B = N``). Nothing is
+    allocated and nothing raises (a thread that stopped early would leave the others
+    waiting at the barrier).
 
     For training, the tape of :class:`.numpy_train.FusedTape` (every sequence running all
     T steps): ``tape_gates`` (T, 4H, B) the activations as columns in the fused order
@@ -268,14 +316,14 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, a
     pre-activation for the sigmoid gates (i, f, o) and of the whole for g."""
     batch = c.shape[0]
     hidden = c.shape[1]
-    steps = x2.shape[0] // batch
+    steps, everyone = y.shape[0], y.shape[1]
     units = last - first
     ahead = proj.shape[0] // batch
     half = x2.dtype.type(0.5)
     one = x2.dtype.type(1)
     record = tape_gates.shape[0] > 0
     packed = packed_hh.shape[0] > 0
-    if packed:
+    if packed and pack:
         _pack(w_ih, first, last, packed_ih)
         _pack(w_hh, first, last, packed_hh)
     for q in range(4):
@@ -294,7 +342,12 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, a
                     row[n] = bias_own[n]
                 for n in range(4 * units, row.shape[0]):
                     row[n] = 0
-            _packed_product(packed_ih, x2, low * batch, count * batch, proj, 0)
+            if batch == everyone:  # the block's rows are contiguous: one product
+                _packed_product(packed_ih, x2, low * batch, count * batch, proj, 0)
+            else:
+                for s in range(count):
+                    _packed_product(packed_ih, x2, (low + s) * everyone + rows0, batch,
+                                    proj, s * batch)
         else:
             _gate_product(w_ih, first, last, x2, low * batch, count * batch, proj)
         for s in range(count):
@@ -309,7 +362,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, a
             for i in range(batch):
                 h_old = hs[now + i, first:last]
                 h_new = hs[then + i, first:last]
-                y_t = y[t, i, first:last]
+                y_t = y[t, rows0 + i, first:last]
                 if t >= lengths[i]:  # past this sequence's end: state kept, output zero
                     for u in range(units):
                         h_new[u] = h_old[u]
@@ -335,15 +388,16 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, first, last, reverse, a
                     after = t if reverse else t + 1
                     for u in range(units):
                         j = first + u
-                        tape_gates[t, j, i] = half * g[3 * units + u] + half
-                        tape_gates[t, hidden + j, i] = half * g[u] + half
-                        tape_gates[t, 2 * hidden + j, i] = half * g[units + u] + half
-                        tape_gates[t, 3 * hidden + j, i] = g[2 * units + u]
-                        tape_cells[after, j, i] = h_new[u]
+                        n = rows0 + i
+                        tape_gates[t, j, n] = half * g[3 * units + u] + half
+                        tape_gates[t, hidden + j, n] = half * g[u] + half
+                        tape_gates[t, 2 * hidden + j, n] = half * g[units + u] + half
+                        tape_gates[t, 3 * hidden + j, n] = g[2 * units + u]
+                        tape_cells[after, j, n] = h_new[u]
                 _tanh_of(h_new, 0, units, one, approximate)
                 if record:
                     for u in range(units):
-                        tape_tanh[t, first + u, i] = h_new[u]
+                        tape_tanh[t, first + u, rows0 + i] = h_new[u]
                 for u in range(units):
                     hn = (half * g[3 * units + u] + half) * h_new[u]
                     h_new[u] = hn
@@ -368,7 +422,7 @@ def layer_scan_numba(
     lengths: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Compiled version of :func:`lstm_xp._functional.layer_scan` (same shapes)."""
-    if not use_compiled(x.shape[1], weight_hh.shape[1], x.dtype):
+    if not use_compiled(x.dtype):
         return layer_scan_numpy(xp, x, weight_ih, weight_hh, bias, h0, c0, reverse=reverse,
                                 lengths=lengths)
     none = np.empty((0, 0, 0), x.dtype)
@@ -378,10 +432,10 @@ def layer_scan_numba(
 def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.ndarray | None,
          h0: np.ndarray, c0: np.ndarray, reverse: bool, lengths: np.ndarray | None,
          tape: tuple[np.ndarray, np.ndarray, np.ndarray], threads: int | None = None,
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The compiled layer scan on ``threads`` threads (default :func:`threads_for`):
-    ``(y, h_n, c_n)``, and ``tape``'s arrays filled when they are not empty (see
-    :func:`_scan_units`)."""
+         lockstep: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The compiled layer scan, its threads as :func:`plan` shares ``threads`` of them
+    (default: :func:`lstm_xp.get_num_threads`): ``(y, h_n, c_n)``, and ``tape``'s arrays
+    filled when they are not empty (see :func:`_scan_units`)."""
     steps, batch, features = x.shape
     hidden = weight_hh.shape[1]
     dtype = x.dtype
@@ -389,56 +443,80 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     w_ih = np.ascontiguousarray(weight_ih)
     w_hh = np.ascontiguousarray(weight_hh)
     b = np.zeros(4 * hidden, dtype) if bias is None else np.ascontiguousarray(bias)
-    hs = np.empty((2 * batch, hidden), dtype)
-    hs[:batch] = h0
     c = np.array(c0, dtype=dtype, order="C")
     y = np.empty((steps, batch, hidden), dtype)
     valid = np.full(batch, steps, np.int64) if lengths is None else \
         np.asarray(lengths, dtype=np.int64)
-    shared = (x2, w_ih, w_hh, b, hs, c, y, valid)
     sync = np.zeros(2, np.int64)  # this call's own barrier
     none2, none3 = np.empty((0, 0), dtype), np.empty((0, 0, 0), dtype)
     # From the whole layer's size, so that the blocks do not depend on the split.
     ahead = max(1, min(steps, STEPS_AHEAD, PROJ_ELEMENTS // (4 * hidden * batch)))
-
     pack = steps * batch >= PACK_MIN_ROWS
-    width = PANEL_BYTES // x.itemsize  # columns in a panel of packed weights
 
-    def part(first: int, last: int, parties: int) -> tuple[Any, ...]:
-        units = last - first
+    def packed_weights(units: int) -> tuple[np.ndarray, np.ndarray]:
+        if not pack:
+            return none3, none3
+        panels, width = panels_for(units, dtype)
+        return (aligned_empty((panels, features, width), dtype),
+                aligned_empty((panels, hidden, width), dtype))
+
+    def state(rows: tuple[int, int]) -> np.ndarray:
+        """The double-buffered hidden state of sequences ``rows`` (see :func:`_scan_units`),
+        shared by the threads that split their units."""
+        hs = np.empty((2 * (rows[1] - rows[0]), hidden), dtype)
+        hs[:rows[1] - rows[0]] = h0[rows[0]:rows[1]]
+        return hs
+
+    def part(rows: tuple[int, int], units: tuple[int, int], hs: np.ndarray, parties: int,
+             weights: tuple[np.ndarray, np.ndarray], packs: bool) -> tuple[Any, ...]:
+        """The arguments of one :func:`_scan_units` call, with its own work buffers."""
+        (low, high), (first, last) = rows, units
+        size, count = high - low, last - first
         if pack:
-            panels = -(-4 * units // width)
-            weights = (np.empty((panels, features, width), dtype),
-                       np.empty((panels, hidden, width), dtype))
-            proj, gates = np.empty((ahead * batch, panels * width), dtype), none2
+            proj = aligned_empty((ahead * size, weights[0].shape[0] * weights[0].shape[2]),
+                                 dtype)
+            gates = none2
         else:
-            weights = (none3, none3)
-            proj = np.empty((ahead * batch, 4 * units), dtype)
-            gates = np.empty((batch, 4 * units), dtype)
-        return (*shared, first, last, reverse, dtype == np.float32, proj, gates,
-                np.empty((batch, units), dtype), np.empty(4 * units, dtype), *weights, sync,
-                parties, *tape)
+            proj = np.empty((ahead * size, 4 * count), dtype)
+            gates = np.empty((size, 4 * count), dtype)
+        return (x2, w_ih, w_hh, b, hs, c[low:high], y, valid[low:high], low, first, last,
+                reverse, dtype == np.float32, proj, gates, np.empty((size, count), dtype),
+                np.empty(4 * count, dtype), *weights, packs, sync, parties, *tape)
 
-    if threads is None:
-        threads = threads_for(steps, batch, features, hidden)
-    units = unit_slices(hidden, threads)
-    if len(units) == 1:
-        _scan_units(*part(0, hidden, 1))
+    by_rows, slices = plan(steps, batch, features, hidden, pack, lockstep, threads)
+    if by_rows:  # one packed copy of the weights, read by every thread
+        weights = packed_weights(hidden)
+        _pack(w_ih, 0, hidden, weights[0])
+        _pack(w_hh, 0, hidden, weights[1])
+        parts = [part(rows, (0, hidden), state(rows), 1, weights, False) for rows in slices]
+    else:
+        hs = state((0, batch))
+        parts = [part((0, batch), units, hs, len(slices),
+                      packed_weights(units[1] - units[0]), True) for units in slices]
+    if len(parts) == 1:
+        _scan_units(*parts[0])
+    elif by_rows:  # independent slices of the batch: no barrier, no turns to take
+        rest = [_pool(len(parts) - 1).submit(_scan_units, *args) for args in parts[1:]]
+        _scan_units(*parts[0])
+        for job in rest:
+            job.result()
     else:  # each slice of units on its own thread, all meeting after each step
-        parts = [part(first, last, len(units)) for first, last in units]
         with _SPINNING:
             pool = _pool(len(parts) - 1)
             rest = [pool.submit(_scan_units, *args) for args in parts[1:]]
             _scan_units(*parts[0])
             for job in rest:
                 job.result()
-    final = (steps % 2) * batch
-    return y, hs[final:final + batch].copy(), c
+    final = steps % 2  # the half of each hs the last step wrote
+    h_n = np.concatenate([args[4].reshape(2, -1, hidden)[final] for args in parts]) \
+        if by_rows else hs[final * batch:(final + 1) * batch].copy()
+    return y, h_n, c
 
 
 class CompiledTrainer(NumpyTrainer):
     """The fused NumPy training pair with the forward pass compiled: :meth:`scan_train`
-    runs :func:`_scan_units` on one thread and has it write the
+    runs :func:`_scan_units` (its batch split between threads at most, never its units)
+    and has it write the
     :class:`.numpy_train.FusedTape` the NumPy backward pass reads (where the compiled scan
     runs and no ``lengths`` are given; the fused NumPy forward pass otherwise). The backward
     pass is :class:`NumpyTrainer`'s."""
@@ -448,35 +526,66 @@ class CompiledTrainer(NumpyTrainer):
                    c0: np.ndarray, *, reverse: bool = False,
                    lengths: np.ndarray | None = None,
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, FusedTape]:
-        _, batch, features = x.shape
-        hidden = weight_hh.shape[1]
-        if lengths is not None or not use_compiled(batch, hidden, x.dtype):
+        features, hidden = x.shape[2], weight_hh.shape[1]
+        if lengths is not None or not use_compiled(x.dtype):
             return super().scan_train(xp, x, weight_ih, weight_hh, bias, h0, c0,
                                       reverse=reverse, lengths=lengths)
         tape = self.start_tape(x, weight_ih, weight_hh, bias, h0, c0, reverse)
-        # One thread: the backward passes between forward passes run OpenBLAS on both
-        # cores, and its idle threads spin for a while after each product, on the cores the
-        # barrier waits for (split, this pass took 74-103 ms at (4, 100, 128, 256) against
-        # 6.6 ms for the fused NumPy one).
+        # Never in lockstep: the backward passes between forward passes run OpenBLAS on
+        # both cores, and its idle threads spin for a while after each product, on the
+        # cores the barrier waits for (split by units, this pass took 74-103 ms at
+        # (4, 100, 128, 256) against 6.6 ms for the fused NumPy one). Split by sequences,
+        # a thread never waits for another.
         y, h_n, c_n = _run(x, weight_ih, weight_hh, bias, h0, c0, reverse, None,
-                           (tape.gates, tape.cells, tape.tanh_cells), threads=1)
+                           (tape.gates, tape.cells, tape.tanh_cells), lockstep=False)
         _, after = tape.slots()
         tape.inputs[features:features + hidden, after] = y.transpose(2, 0, 1)
         return y, h_n, c_n, tape
 
 
-def use_compiled(batch: int, hidden: int, dtype: Any) -> bool:
-    """Whether the compiled scan runs ``(B, H)`` in ``dtype``, or the fused NumPy one (see
-    the module; float16 runs there too)."""
-    return batch * hidden <= MAX_WORK and dtype in (np.float32, np.float64)
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An empty C-ordered array whose data start on a 64-byte boundary (a cache line):
+    vector loads from packed panels NumPy had placed 16 bytes past one cost 20-30% of the
+    product's speed, each load spanning two lines."""
+    itemsize = np.dtype(dtype).itemsize
+    count = int(np.prod(shape))
+    raw = np.empty(count * itemsize + 64, np.uint8)
+    skip = -raw.ctypes.data % 64
+    return raw[skip:skip + count * itemsize].view(dtype).reshape(shape)
 
 
-def threads_for(steps: int, batch: int, features: int, hidden: int) -> int:
-    """Threads for one layer scan: up to :func:`lstm_xp.get_num_threads`, each with at least
-    :data:`MIN_UNITS_PER_THREAD` hidden units and :data:`MIN_FLOPS_PER_THREAD` of work."""
-    flops = 8 * steps * batch * hidden * (features + hidden)
-    return max(1, min(get_num_threads(), hidden // MIN_UNITS_PER_THREAD,
-                      flops // MIN_FLOPS_PER_THREAD))
+def use_compiled(dtype: Any) -> bool:
+    """Whether the compiled scan runs ``dtype`` (float32, float64), or the fused NumPy one
+    (float16)."""
+    return dtype in (np.float32, np.float64)
+
+
+def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
+         lockstep: bool | None = None, threads: int | None = None,
+         ) -> tuple[bool, list[tuple[int, int]]]:
+    """How one layer scan shares up to ``threads`` threads (default
+    :func:`lstm_xp.get_num_threads`), each with at least :data:`MIN_FLOPS_PER_THREAD` of
+    work: ``(True, row ranges)`` splits the batch (:func:`row_slices`; packed weights, at
+    least :data:`MIN_ROWS_PER_THREAD` sequences a thread), else ``(False, unit ranges)``
+    (:func:`unit_slices`, at least :data:`MIN_UNITS_PER_THREAD` units a thread, only if
+    ``lockstep``: by default, where the thread count was asked for; see
+    :mod:`lstm_xp._threads`). One range: the caller's thread alone."""
+    limit = get_num_threads() if threads is None else threads
+    if lockstep is None:
+        lockstep = threads_asked_for()
+    limit = min(limit, 8 * steps * batch * hidden * (features + hidden) // MIN_FLOPS_PER_THREAD)
+    parts = min(limit, batch // MIN_ROWS_PER_THREAD)
+    if packed and parts > 1:
+        return True, row_slices(batch, parts)
+    parts = min(limit, hidden // MIN_UNITS_PER_THREAD) if lockstep else 1
+    return False, unit_slices(hidden, max(1, parts))
+
+
+def row_slices(batch: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ``(first, last)`` ranges of sequences covering ``batch``, as
+    even as they go."""
+    edges = [batch * n // parts for n in range(parts + 1)]
+    return list(itertools.pairwise(edges))
 
 
 def unit_slices(hidden: int, threads: int) -> list[tuple[int, int]]:
@@ -524,8 +633,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def make(reverse: bool = False) -> LayerwiseKernel:
-    """Compiled inference and training forward pass where ``B * H`` is small; the fused
-    NumPy backward pass."""
+    """Compiled inference and training forward pass (float32, float64); the fused NumPy
+    backward pass."""
     trainer = CompiledTrainer()
     return LayerwiseKernel("numba", layer_scan_numba, trainer.scan_train,
                            trainer.scan_backward, reverse)
