@@ -291,7 +291,8 @@ def test_compiled_training_pass_equals_the_reference(threaded, products, split, 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize(("hidden", "inner", "first", "last"),
-                         [(13, 5, 0, 13), (24, 7, 8, 20), (40, 3, 4, 40), (70, 33, 0, 70)])
+                         [(13, 5, 0, 13), (24, 7, 8, 20), (40, 3, 4, 40), (70, 33, 0, 70),
+                          (9, 700, 0, 9)])  # the last in chunks along the inner dimension
 def test_packed_weights_and_their_product(rng, precision, hidden, inner, first, last):
     """The panels hold each gate's columns of units first:last of ``w.T`` in gate-major
     order, zero past them; their product adds ``a @ W`` onto ``out`` for row counts that

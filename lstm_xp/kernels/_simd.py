@@ -102,8 +102,9 @@ def _fma(builder: Any, vector: Any) -> Any:
 
 
 def _sum_loop(builder: Any, name: str, k_end: Any, step: int, initial: list[Any],
-              body: Any) -> list[Any]:
-    """A loop over ``k`` in ``range(0, k_end, step)`` carrying the values ``initial``:
+              body: Any, k_first: Any = None) -> list[Any]:
+    """A loop over ``k`` in ``range(k_first, k_end, step)`` (``k_first`` an int64, default
+    0) carrying the values ``initial``:
     ``body(k, sums)`` emits one step and returns the new sums. Returns the sums after the
     last step, with the builder placed after the loop."""
     i64 = ir.IntType(64)
@@ -114,7 +115,7 @@ def _sum_loop(builder: Any, name: str, k_end: Any, step: int, initial: list[Any]
     builder.branch(head)
     builder.position_at_end(head)
     k = builder.phi(i64)
-    k.add_incoming(i64(0), entry)
+    k.add_incoming(i64(0) if k_first is None else k_first, entry)
     sums = []
     for value in initial:
         phi = builder.phi(value.type)
@@ -203,7 +204,8 @@ def _outer_block(rows: int, panels: int) -> Any:
 
     @intrinsic
     def outer_block(typingctx: Any, packed: Any, panel: Any, a: Any, first_a: Any,
-                    k_end: Any, out: Any, first_out: Any, out_column: Any) -> Any:
+                    k_first: Any, k_end: Any, out: Any, first_out: Any, out_column: Any,
+                    ) -> Any:
         arrays = ((packed, 3), (a, 2), (out, 2))
         if not all(isinstance(t, types.Array) and t.layout == "C" and t.ndim == n
                    for t, n in arrays):
@@ -214,7 +216,7 @@ def _outer_block(rows: int, panels: int) -> Any:
         width = TILE_BYTES // (packed.dtype.bitwidth // 8)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-            p_arr, panel0, a_arr, a0, k_end, o_arr, o0, o_column = _unpack(
+            p_arr, panel0, a_arr, a0, k0, k_end, o_arr, o0, o_column = _unpack(
                 context, builder, signature, args)
             dtype = signature.args[0].dtype
             element = context.get_data_type(dtype)
@@ -243,19 +245,19 @@ def _outer_block(rows: int, panels: int) -> Any:
 
             start = [builder.load(builder.bitcast(p, vector.as_pointer()), align=align)
                      for p in o_rows]
-            sums = _sum_loop(builder, "outer", k_end, 1, start, step)
+            sums = _sum_loop(builder, "outer", k_end, 1, start, step, k0)
             for pointer, total in zip(o_rows, sums, strict=True):
                 builder.store(total, builder.bitcast(pointer, vector.as_pointer()), align=align)
             return context.get_dummy_value()
 
-        return (types.void(packed, panel, a, first_a, k_end, out, first_out, out_column),
-                codegen)
+        return (types.void(packed, panel, a, first_a, k_first, k_end, out, first_out,
+                           out_column), codegen)
 
     return outer_block
 
 
-#: ``out[first_out + i, out_column + c] += a[first_a + i, :k_end] .
-#: packed[panel, :k_end, c]`` for ``i < 6`` and ``c`` the panel's columns (12 registers of
+#: ``out[first_out + i, out_column + c] += a[first_a + i, k_first:k_end] .
+#: packed[panel, k_first:k_end, c]`` for ``i < 6`` and ``c`` the panel's columns (12 registers of
 #: sums: 77 GFLOP/s against 69 for 4 rows at (K, 4H) = (256, 1024), one Zen 3 core) ...
 outer6 = _outer_block(6, 1)
 #: ... for ``i < 4`` (the rows a block of 6 would leave over, in 4s) ...
