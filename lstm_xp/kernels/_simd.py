@@ -7,11 +7,11 @@ tree of 15 additions of shuffled pairs, where LLVM's vectorised loop ends each r
 its own (16 reductions of 4 steps each); for one row against 16 weight rows that is most of
 the work at small H.
 
-:data:`outer6`, :data:`outer4` and :data:`outer1` are the other form, for weights packed
+:data:`outer6` to :data:`outer1` are the other form, for weights packed
 into panels (``(P, K, C)``: panel ``p`` holds output columns ``p * C`` to ``p * C + C``, its
 row ``k`` their weights on input ``k``; ``C`` is one vector, :data:`TILE_BYTES`, so a
-panel is one contiguous strip): ``rows`` rows of ``a`` against one panel, or one row against
-:data:`ROW_PANELS` of them. Each step along ``k`` is one vector load of each panel, one
+panel is one contiguous strip): ``rows`` rows of ``a`` against one panel, or a few rows against
+2 or :data:`ROW_PANELS` of them. Each step along ``k`` is one vector load of each panel, one
 broadcast element of each row of ``a``, and a fused multiply-add into each running sum,
 which stays in a register; no reduction at the end (a BLAS micro-kernel's shape). Every
 output entry is then the same sequence of multiply-adds along ``k`` whichever block
@@ -262,8 +262,11 @@ def _outer_block(rows: int, panels: int) -> Any:
 outer6 = _outer_block(6, 1)
 #: ... for ``i < 4`` (the rows a block of 6 would leave over, in 4s) ...
 outer4 = _outer_block(4, 1)
-#: ... and for one row against :data:`ROW_PANELS` panels, columns ``c`` of panel
-#: ``panel + g`` landing at ``out_column + g * C + c``.
+#: ... and for the 1-3 rows left over, against several panels at once (8-12 registers of
+#: sums), columns ``c`` of panel ``panel + g`` landing at ``out_column + g * C + c``: 3 or
+#: 2 rows against 2 panels, one row against :data:`ROW_PANELS`.
+outer3 = _outer_block(3, 2)
+outer2 = _outer_block(2, 2)
 outer1 = _outer_block(1, ROW_PANELS)
 
 #: ``out[i * 4 + j] = a[first_a + i, :k_end] . w[first_w + j, :k_end]``, i, j < 4.

@@ -69,6 +69,8 @@ from ._simd import (
     dot1x16,
     dot4x4,
     outer1,
+    outer2,
+    outer3,
     outer4,
     outer6,
     tanh32_span,
@@ -239,29 +241,39 @@ def _pack(w, first, last, packed):  # pragma: no cover - compiled
 def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cover - compiled
     """``out[first_out + m, :P * C] += a[first_a + m] @ W`` for ``m`` in ``range(rows)``,
     ``W`` (K, P * C) the columns :func:`_pack` put in ``packed``: per panel, blocks of 6
-    rows, then of 4 (:data:`._simd.outer6`, :data:`._simd.outer4`; the panel stays in L1
-    cache for every block), the 1-3 rows left over against 4 panels at a time
-    (:data:`._simd.outer1`). 8 and 9 rows go as 4 + 4 (+ 1), not 6 + 2 or 6 + 3 single
-    rows. ``K`` over :data:`DEPTH` goes in even chunks, each over every panel before the
-    next (a panel's strip of 512 rows filled all of a 32 KiB L1 cache); each entry still
-    sums along ``k`` in order, so the bits do not change."""
+    rows, then one of 4 (:data:`._simd.outer6`, :data:`._simd.outer4`; the panel stays in
+    L1 cache for every block), the 1-3 rows left over against 2 or 4 panels at a time
+    (:data:`._simd.outer3` to :data:`._simd.outer1`). ``K`` over :data:`DEPTH` goes in
+    even chunks, each over every panel before the next (a panel's strip of 512 rows filled
+    all of a 32 KiB L1 cache); each entry still sums along ``k`` in order, so the bits do
+    not change."""
     inner = packed.shape[1]
     width = packed.shape[2]
-    sixes = 0
-    while rows - 6 * sixes >= 6 and rows - 6 * sixes not in (8, 9):
-        sixes += 1
-    blocked = 6 * sixes + (rows - 6 * sixes) // 4 * 4
+    panels = packed.shape[0]
+    sixes = rows // 6 * 6
+    blocked = sixes + (rows - sixes) // 4 * 4
+    left = rows - blocked
     chunks = -(-inner // DEPTH)
     for chunk in range(chunks):
         k0, k1 = inner * chunk // chunks, inner * (chunk + 1) // chunks
-        for p in range(packed.shape[0]):
-            for n in range(0, 6 * sixes, 6):
+        for p in range(panels):
+            for n in range(0, sixes, 6):
                 outer6(packed, p, a, first_a + n, k0, k1, out, first_out + n, p * width)
-            for n in range(6 * sixes, blocked, 4):
-                outer4(packed, p, a, first_a + n, k0, k1, out, first_out + n, p * width)
-        for p in range(0, packed.shape[0], ROW_PANELS):
-            for m in range(blocked, rows):
-                outer1(packed, p, a, first_a + m, k0, k1, out, first_out + m, p * width)
+            if blocked > sixes:
+                outer4(packed, p, a, first_a + sixes, k0, k1, out, first_out + sixes,
+                       p * width)
+        if left == 1:
+            for p in range(0, panels, ROW_PANELS):
+                outer1(packed, p, a, first_a + blocked, k0, k1, out, first_out + blocked,
+                       p * width)
+        elif left > 1:
+            for p in range(0, panels, 2):
+                if left == 2:
+                    outer2(packed, p, a, first_a + blocked, k0, k1, out, first_out + blocked,
+                           p * width)
+                else:
+                    outer3(packed, p, a, first_a + blocked, k0, k1, out, first_out + blocked,
+                           p * width)
 
 
 @numba.njit(cache=True, nogil=True)
