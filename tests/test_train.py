@@ -171,11 +171,21 @@ def test_tape_holds_gates_and_cells(rng):
             assert t.hidden_in.shape == (6, 2, 4)
     # The fused NumPy tape: gates and cells as columns, plus one slot for the initial state;
     # input columns [x; h; 1] padded to 8 rows (layer 0: 3 + 4 + 1; layer 1: 8 + 4 + 1 -> 16).
-    _, _, tape = LSTM(3, 4, 2, bidirectional=True, seed=0).forward_train(x)
+    _, _, tape = LSTM(3, 4, 2, bidirectional=True, seed=0, kernel="numpy-fused",
+                      ).forward_train(x)
     for width, layer in zip((8, 16), tape.recorded.layers, strict=True):
         for t in layer:
             assert t.gates.shape == (6, 16, 2) and t.cells.shape == (7, 4, 2)
             assert t.tanh_cells.shape == (6, 4, 2) and t.inputs.shape == (width, 7, 2)
+    # The compiled tape (numba, where installed): rows, the input and the weights copied.
+    if importlib.util.find_spec("numba") is None:
+        return
+    _, _, tape = LSTM(3, 4, 2, bidirectional=True, seed=0, kernel="numba").forward_train(x)
+    for features, layer in zip((3, 8), tape.recorded.layers, strict=True):
+        for t in layer:
+            assert t.gates.shape == (6, 2, 16) and t.cells.shape == (7, 2, 4)
+            assert t.tanh_cells.shape == (6, 2, 4) and t.h_prev.shape == (6, 2, 4)
+            assert t.x.shape == (12, features) and t.weight_hh.shape == (16, 4)
 
 
 def test_backward_errors(rng):

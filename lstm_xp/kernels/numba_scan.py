@@ -35,8 +35,8 @@ compiled call runs the layer:
   BLAS thread pool is involved (two pools on the same cores thrash). A call takes threads
   only with enough work; concurrent calls split by units take turns with them
   (:data:`_SPINNING`).
-- **Training**: :class:`CompiledTrainer` runs the same loop (split by sequences at most)
-  and has it write the tape of the fused NumPy backward pass.
+- **Training**: :mod:`.numba_train` runs the same loop (split by sequences at most),
+  writing a tape, and a compiled backward walk.
 
 Compiled code is cached on disk (``cache=True``); in a read-only install numba keeps it in its
 user-wide cache directory instead (or ``NUMBA_CACHE_DIR``). The first call in a process with
@@ -77,7 +77,6 @@ from ._simd import (
 )
 from .base import LayerwiseKernel
 from .numpy_fused import layer_scan_numpy
-from .numpy_train import FusedTape, NumpyTrainer
 
 #: Steps whose input is projected in one product, at most ...
 STEPS_AHEAD = 16
@@ -88,6 +87,9 @@ PROJ_ELEMENTS = 1 << 15
 #: The most inputs (``K``) one pass of :func:`_packed_product` sums over: a panel's strip
 #: of them, 16 KiB in float32 on AVX2, stays in L1 cache beside the rows' inputs.
 DEPTH = 320
+#: Rows of :func:`_packed_product`'s blocks of 6 that go over every panel before the next
+#: rows do: their inputs, at most :data:`DEPTH` each, stay in L2 cache (96 KiB in float32).
+ROW_BLOCK = 96
 #: Calls with at least this many rows (``T * B``) pack the weights into panels (see
 #: :func:`_pack`); fewer compute the dot products from the weights as they are.
 PACK_MIN_ROWS = 8
@@ -209,11 +211,34 @@ def _matmul_nt(w, first_r, last_r, a, first_a, rows, out, first_out,
 
 def panels_for(units: int, dtype: Any) -> tuple[int, int]:
     """``(P, C)``: the panels of packed weights for ``units`` hidden units (``4 * units``
-    columns) in ``dtype``, ``C`` columns each (:data:`._simd.TILE_BYTES`), ``P`` a multiple
-    of :data:`._simd.ROW_PANELS`."""
+    columns) in ``dtype`` (:func:`panel_shape`)."""
+    return panel_shape(4 * units, dtype)
+
+
+def panel_shape(columns: int, dtype: Any) -> tuple[int, int]:
+    """``(P, C)``: panels for ``columns`` columns in ``dtype``, ``C`` columns each
+    (:data:`._simd.TILE_BYTES`), ``P`` a multiple of :data:`._simd.ROW_PANELS`."""
     width = TILE_BYTES // np.dtype(dtype).itemsize
     group = ROW_PANELS * width
-    return -(-4 * units // group) * ROW_PANELS, width
+    return -(-columns // group) * ROW_PANELS, width
+
+
+@numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
+def _pack_columns(w, packed):  # pragma: no cover - compiled
+    """``packed`` (P, K, C) <- ``w`` (K, N) in panels of ``C`` columns: column ``n`` is
+    ``packed[n // C, :, n % C]``; columns past ``N`` are zero (for ``a @ w``)."""
+    width = packed.shape[2]
+    columns = w.shape[1]
+    for k in range(w.shape[0]):
+        row = w[k]
+        for p in range(packed.shape[0]):
+            panel_row = packed[p, k]
+            first = p * width
+            filled = max(0, min(width, columns - first))
+            for c in range(filled):
+                panel_row[c] = row[first + c]
+            for c in range(filled, width):
+                panel_row[c] = 0
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
@@ -245,8 +270,9 @@ def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cov
     L1 cache for every block), the 1-3 rows left over against 2 or 4 panels at a time
     (:data:`._simd.outer3` to :data:`._simd.outer1`). ``K`` over :data:`DEPTH` goes in
     even chunks, each over every panel before the next (a panel's strip of 512 rows filled
-    all of a 32 KiB L1 cache); each entry still sums along ``k`` in order, so the bits do
-    not change."""
+    all of a 32 KiB L1 cache), and more than :data:`ROW_BLOCK` rows in blocks, each over
+    every panel before the next (BLAS's blocking); each entry still sums along ``k`` in
+    order, so the bits do not change."""
     inner = packed.shape[1]
     width = packed.shape[2]
     panels = packed.shape[0]
@@ -256,9 +282,12 @@ def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cov
     chunks = -(-inner // DEPTH)
     for chunk in range(chunks):
         k0, k1 = inner * chunk // chunks, inner * (chunk + 1) // chunks
+        for r0 in range(0, sixes, ROW_BLOCK):  # each block of rows' inputs stays in L2
+            r1 = min(sixes, r0 + ROW_BLOCK)
+            for p in range(panels):
+                for n in range(r0, r1, 6):
+                    outer6(packed, p, a, first_a + n, k0, k1, out, first_out + n, p * width)
         for p in range(panels):
-            for n in range(0, sixes, 6):
-                outer6(packed, p, a, first_a + n, k0, k1, out, first_out + n, p * width)
             if blocked > sixes:
                 outer4(packed, p, a, first_a + sixes, k0, k1, out, first_out + sixes,
                        p * width)
@@ -324,12 +353,11 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, first, last, rev
     allocated and nothing raises (a thread that stopped early would leave the others
     waiting at the barrier).
 
-    For training, the tape of :class:`.numpy_train.FusedTape` (every sequence running all
-    T steps): ``tape_gates`` (T, 4H, B) the activations as columns in the fused order
-    (o, i, f, g), ``tape_cells`` (T + 1, H, B) the cell states (slot 0 the initial one, slot
-    T in reverse, filled by the caller), ``tape_tanh`` (T, H, B) their tanh; for inference
-    all three are (0, 0, 0). A tape needs packed weights, and ``gates`` (B, U) for the
-    tanh of the cell states (:func:`_record`).
+    For training, the tape of :class:`.numba_train.RowTape` (every sequence running all
+    T steps), in rows of the whole batch: ``tape_gates`` (T, N, 4H) the activations i, f,
+    g, o, ``tape_cells`` (T + 1, N, H) the cell states (slot 0 the initial one, slot T in
+    reverse, filled by the caller), ``tape_tanh`` (T, N, H) their tanh; for inference all
+    three are (0, 0, 0).
 
     The input is projected ``S`` steps at a time (one product over all their rows, so even
     one sequence fills the 4-row blocks of :func:`_matmul_nt`); per step the recurrent
@@ -406,49 +434,31 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, first, last, rev
                         (half * g[u] + half) * g[2 * units + u]
                     c_i[u] = cn
                     h_new[u] = cn
-                _tanh_of(h_new, 0, units, one, approximate)
-                if record:  # tanh(c), for the tape below
+                if record:
+                    after = t if reverse else t + 1
+                    tape_g = tape_gates[t, rows0 + i]
+                    tape_c = tape_cells[after, rows0 + i]
                     for u in range(units):
-                        gates[i, u] = h_new[u]
+                        j = first + u
+                        tape_g[j] = half * g[u] + half
+                        tape_g[hidden + j] = half * g[units + u] + half
+                        tape_g[2 * hidden + j] = g[2 * units + u]
+                        tape_g[3 * hidden + j] = half * g[3 * units + u] + half
+                        tape_c[j] = h_new[u]
+                _tanh_of(h_new, 0, units, one, approximate)
+                if record:
+                    tape_t = tape_tanh[t, rows0 + i]
+                    for u in range(units):
+                        tape_t[first + u] = h_new[u]
                 for u in range(units):
                     hn = (half * g[3 * units + u] + half) * h_new[u]
                     h_new[u] = hn
                     y_t[u] = hn
-            if record:
-                _record(proj, (t - low) * batch, cs, gates, t, t if reverse else t + 1,
-                        first, rows0, tape_gates, tape_cells, tape_tanh)
             if parties > 1:
                 barrier(sync, parties)
     for i in range(batch):
         for u in range(units):
             c[i, first + u] = cs[i, u]
-
-
-@numba.njit(inline="always", fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _record(proj, base, cs, tanh_c, t, after, first, rows0, tape_gates, tape_cells,
-            tape_tanh):  # pragma: no cover - compiled
-    """Step ``t``'s entries of the tape (:func:`_scan_units`) for units ``first:`` of
-    sequences ``rows0:``, from the activations in ``proj`` rows ``base:`` (gates i, f, g,
-    o as ``tanh``), the cell states ``cs`` and their ``tanh`` (``tanh_c``), all (B, ...)
-    rows. After the step, not row by row: the tape holds columns, and each sequence's
-    entries, written one by one, fell B entries apart (the forward pass took 2.3x longer
-    with a tape than without, at (B, H) = (16, 256))."""
-    batch, units = cs.shape
-    hidden = tape_cells.shape[1]
-    half = proj.dtype.type(0.5)
-    for u in range(units):
-        j = first + u
-        o_t, i_t = tape_gates[t, j], tape_gates[t, hidden + j]
-        f_t, g_t = tape_gates[t, 2 * hidden + j], tape_gates[t, 3 * hidden + j]
-        c_t, tc_t = tape_cells[after, j], tape_tanh[t, j]
-        for n in range(batch):
-            row = proj[base + n]
-            o_t[rows0 + n] = half * row[3 * units + u] + half
-            i_t[rows0 + n] = half * row[u] + half
-            f_t[rows0 + n] = half * row[units + u] + half
-            g_t[rows0 + n] = row[2 * units + u]
-            c_t[rows0 + n] = cs[n, u]
-            tc_t[rows0 + n] = tanh_c[n, u]
 
 
 def layer_scan_numba(
@@ -493,8 +503,7 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     none2, none3 = np.empty((0, 0), dtype), np.empty((0, 0, 0), dtype)
     # From the whole layer's size, so that the blocks do not depend on the split.
     ahead = max(1, min(steps, STEPS_AHEAD, PROJ_ELEMENTS // (4 * hidden * batch)))
-    recording = tape[0].size > 0
-    pack = steps * batch >= PACK_MIN_ROWS or recording  # the tape is read from packed rows
+    pack = steps * batch >= PACK_MIN_ROWS
 
     def packed_weights(units: int) -> tuple[np.ndarray, np.ndarray]:
         if not pack:
@@ -518,7 +527,7 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
         if pack:
             proj = aligned_empty((ahead * size, weights[0].shape[0] * weights[0].shape[2]),
                                  dtype)
-            gates = np.empty((size, count), dtype) if recording else none2
+            gates = none2
         else:
             proj = np.empty((ahead * size, 4 * count), dtype)
             gates = np.empty((size, 4 * count), dtype)
@@ -554,36 +563,6 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     h_n = np.concatenate([args[4].reshape(2, -1, hidden)[final] for args in parts]) \
         if by_rows else hs[final * batch:(final + 1) * batch].copy()
     return y, h_n, c
-
-
-class CompiledTrainer(NumpyTrainer):
-    """The fused NumPy training pair with the forward pass compiled: :meth:`scan_train`
-    runs :func:`_scan_units` (its batch split between threads at most, never its units)
-    and has it write the
-    :class:`.numpy_train.FusedTape` the NumPy backward pass reads (where the compiled scan
-    runs and no ``lengths`` are given; the fused NumPy forward pass otherwise). The backward
-    pass is :class:`NumpyTrainer`'s."""
-
-    def scan_train(self, xp: Any, x: np.ndarray, weight_ih: np.ndarray,
-                   weight_hh: np.ndarray, bias: np.ndarray | None, h0: np.ndarray,
-                   c0: np.ndarray, *, reverse: bool = False,
-                   lengths: np.ndarray | None = None,
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, FusedTape]:
-        features, hidden = x.shape[2], weight_hh.shape[1]
-        if lengths is not None or not use_compiled(x.dtype):
-            return super().scan_train(xp, x, weight_ih, weight_hh, bias, h0, c0,
-                                      reverse=reverse, lengths=lengths)
-        tape = self.start_tape(x, weight_ih, weight_hh, bias, h0, c0, reverse)
-        # Never in lockstep: the backward passes between forward passes run OpenBLAS on
-        # both cores, and its idle threads spin for a while after each product, on the
-        # cores the barrier waits for (split by units, this pass took 74-103 ms at
-        # (4, 100, 128, 256) against 6.6 ms for the fused NumPy one). Split by sequences,
-        # a thread never waits for another.
-        y, h_n, c_n = _run(x, weight_ih, weight_hh, bias, h0, c0, reverse, None,
-                           (tape.gates, tape.cells, tape.tanh_cells), lockstep=False)
-        _, after = tape.slots()
-        tape.inputs[features:features + hidden, after] = y.transpose(2, 0, 1)
-        return y, h_n, c_n, tape
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -678,6 +657,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 def make(reverse: bool = False) -> LayerwiseKernel:
     """Compiled inference and training forward pass (float32, float64); the fused NumPy
     backward pass."""
+    from .numba_train import CompiledTrainer  # it builds on this module
+
     trainer = CompiledTrainer()
     return LayerwiseKernel("numba", layer_scan_numba, trainer.scan_train,
                            trainer.scan_backward, reverse)

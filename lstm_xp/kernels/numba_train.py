@@ -1,0 +1,263 @@
+"""The compiled (numba) training pass: forward with a tape, and the backward walk, both in
+machine code; the products over all steps at once in NumPy.
+
+Same signatures and results as :func:`lstm_xp._backprop.layer_scan_train` and
+``layer_scan_backward`` (tests hold them equal). Where :mod:`.numpy_train` keeps the gates as
+(4H, B) columns for OpenBLAS's per-step products, here everything is in rows, (B, ...), the
+layout the compiled scan (:mod:`.numba_scan`) computes in:
+
+- **Forward**: :func:`.numba_scan._scan_units` writes each step's activations (PyTorch's
+  gate order i, f, g, o), cell state and its tanh into the tape as it goes, each row
+  contiguous, its batch split between threads as for inference.
+- **Backward**: :func:`_walk_back` walks the steps in reverse, each thread over its slice
+  of the batch without meeting the others (a sequence's gradient needs only its own rows):
+  per step one fused pass over the tape's rows turns the activations into the gate
+  gradient ``dz`` in place (no per-step NumPy calls, no derivative factors stored for all
+  steps first), then ``dh = dz @ W_hh`` is :func:`.numba_scan._packed_product` against
+  ``W_hh`` packed once a call.
+- **Gradients of the weights** after the walk, one product over all steps' rows
+  (``[x | h_prev]^T dz``, ``dz`` packed once), and ``dz @ W_ih`` for the input, both
+  :func:`.numba_scan._packed_product`'s with the rows split between threads; the bias's
+  is the sum of ``dz``'s rows. All in PyTorch's order: nothing to permute. No OpenBLAS
+  anywhere in the pass (see :func:`CompiledTrainer.scan_backward`).
+
+Tape per layer and direction (:class:`RowTape`): ``4*T*B*H`` activations, ``(T + 1)*B*H``
+cell states, ``T*B*H`` of their tanh and of the hidden states each step read, and a copy of
+the input (``T*B*I``). With ``lengths`` the pass is :mod:`.numpy_train`'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+from .._threads import get_num_threads
+from ..errors import TapeError
+from .numba_scan import (
+    _pack_columns,
+    _packed_product,
+    _packed_product_call,
+    _pool,
+    _run,
+    aligned_empty,
+    panel_shape,
+    plan,
+    row_slices,
+    use_compiled,
+)
+from .numpy_train import FusedTape, NumpyTrainer
+
+
+@dataclass
+class RowTape:
+    """What :meth:`CompiledTrainer.scan_backward` needs, every array in rows.
+
+    Attributes
+    ----------
+    x : (T * B, I)
+        The layer's input, copied.
+    weight_ih : (4H, I), weight_hh : (4H, H)
+        The weights used, copied (an optimiser may update the model's before the backward
+        pass).
+    has_bias : bool
+    gates : (T, B, 4H)
+        Activations i, f, g, o of every step (PyTorch's order).
+    cells : (T + 1, B, H)
+        Cell states, the initial one in slot 0 (slot T in reverse).
+    tanh_cells : (T, B, H)
+        ``tanh`` of each step's new cell state.
+    h_prev : (T, B, H)
+        The hidden state each step started from.
+    reverse : bool
+    """
+
+    x: np.ndarray
+    weight_ih: np.ndarray
+    weight_hh: np.ndarray
+    has_bias: bool
+    gates: np.ndarray | None
+    cells: np.ndarray
+    tanh_cells: np.ndarray
+    h_prev: np.ndarray
+    reverse: bool
+
+
+@numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
+def _walk_back(dz, cells, tanh_cells, dy, packed_hh, dh, dc, rows0, reverse,
+               dz_packed):  # pragma: no cover - compiled
+    """The backward walk for sequences ``rows0:rows0 + b`` of the batch (``b`` the rows of
+    ``dc``); calls with disjoint ranges run side by side.
+
+    ``dz`` (T, N, 4H): the tape's activations (i, f, g, o) in, each step's gate gradient
+    out (the pre-activations' gradient), in place; ``cells`` (T + 1, N, H) and
+    ``tanh_cells`` (T, N, H) from the tape; ``dy`` (T, N, H) the outputs' gradient;
+    ``packed_hh`` (P, 4H, C) the columns of ``W_hh`` (4H, H) in panels
+    (:func:`.numba_scan._pack_columns`). ``dh`` (b, P * C) holds the gradient of the last
+    hidden state on entry (zero past column H) and of the first on return, ``dc`` (b, H)
+    likewise for the cell state. ``dz_packed`` (P', T * N, C) gets every step's gate
+    gradient again, its 4H columns in panels (:func:`.numba_scan._pack_columns`'s layout,
+    zero past them), for the weights' gradient after the walk."""
+    steps, hidden = tanh_cells.shape[0], tanh_cells.shape[2]
+    batch = dc.shape[0]
+    one = dz.dtype.type(1)
+    for walked in range(steps):
+        t = walked if reverse else steps - 1 - walked
+        before = t + 1 if reverse else t  # the cells slot this step started from
+        for n in range(batch):
+            row = rows0 + n
+            z = dz[t, row]
+            c_prev = cells[before, row]
+            tc = tanh_cells[t, row]
+            d_y = dy[t, row]
+            dh_n = dh[n]
+            dc_n = dc[n]
+            for j in range(hidden):
+                i = z[j]
+                f = z[hidden + j]
+                g = z[2 * hidden + j]
+                o = z[3 * hidden + j]
+                d_h = d_y[j] + dh_n[j]
+                d_c = dc_n[j] + d_h * o * (one - tc[j] * tc[j])
+                z[j] = d_c * g * i * (one - i)
+                z[hidden + j] = d_c * c_prev[j] * f * (one - f)
+                z[2 * hidden + j] = d_c * i * (one - g * g)
+                z[3 * hidden + j] = d_h * tc[j] * o * (one - o)
+                dc_n[j] = d_c * f
+            for k in range(dh_n.shape[0]):
+                dh_n[k] = 0
+            width = dz_packed.shape[2]
+            at = t * dz.shape[1] + row
+            for p in range(dz_packed.shape[0]):
+                target = dz_packed[p, at]
+                start = p * width
+                filled = max(0, min(width, 4 * hidden - start))
+                for c in range(filled):
+                    target[c] = z[start + c]
+                for c in range(filled, width):
+                    target[c] = 0
+        _packed_product(packed_hh, dz[t], rows0, batch, dh, 0)  # dh = dz @ W_hh
+
+
+class CompiledTrainer(NumpyTrainer):
+    """The compiled training pair (see the module); with ``lengths``, or in float16, the
+    fused NumPy pair it extends."""
+
+    def scan_train(self, xp: Any, x: np.ndarray, weight_ih: np.ndarray,
+                   weight_hh: np.ndarray, bias: np.ndarray | None, h0: np.ndarray,
+                   c0: np.ndarray, *, reverse: bool = False,
+                   lengths: np.ndarray | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, RowTape | FusedTape]:
+        if lengths is not None or not use_compiled(x.dtype):
+            return super().scan_train(xp, x, weight_ih, weight_hh, bias, h0, c0,
+                                      reverse=reverse, lengths=lengths)
+        take = self.workspace.take
+        steps, batch, features = x.shape
+        hidden = weight_hh.shape[1]
+        dtype = x.dtype
+        tape = RowTape(np.array(x, dtype=dtype, order="C").reshape(steps * batch, features),
+                       np.array(weight_ih, dtype=dtype, order="C"),
+                       np.array(weight_hh, dtype=dtype, order="C"), bias is not None,
+                       take((steps, batch, 4 * hidden), dtype),
+                       take((steps + 1, batch, hidden), dtype),
+                       take((steps, batch, hidden), dtype),
+                       take((steps, batch, hidden), dtype), reverse)
+        tape.cells[steps if reverse else 0] = c0
+        # Never in lockstep: the backward passes between forward passes run OpenBLAS on
+        # both cores, and its idle threads spin for a while after each product, on the
+        # cores a barrier would wait for (split by units, this pass took 74-103 ms at
+        # (4, 100, 128, 256) against 6.6 ms for the fused NumPy one). Split by sequences,
+        # a thread never waits for another.
+        y, h_n, c_n = _run(x, weight_ih, weight_hh, bias, h0, c0, reverse, None,
+                           (tape.gates, tape.cells, tape.tanh_cells), lockstep=False)
+        h_prev = tape.h_prev
+        if reverse:
+            h_prev[:-1], h_prev[-1] = y[1:], h0
+        else:
+            h_prev[1:], h_prev[0] = y[:-1], h0
+        return y, h_n, c_n, tape
+
+    def scan_backward(self, xp: Any, tape: RowTape | FusedTape, dy: np.ndarray,
+                      dh_n: np.ndarray | None, dc_n: np.ndarray | None,
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Compiled version of :func:`lstm_xp._backprop.layer_scan_backward` (same
+        shapes), for tapes of :meth:`scan_train`'s compiled pass. The tape's arrays go back
+        to the workspace: a second backward pass over the same tape raises
+        :class:`~lstm_xp.errors.TapeError`."""
+        if isinstance(tape, FusedTape):
+            return super().scan_backward(xp, tape, dy, dh_n, dc_n)
+        if tape.gates is None:
+            raise TapeError("this tape has already been through a backward pass; run "
+                            "forward_train again for another one.")
+        dz = tape.gates
+        steps, batch, hidden4 = dz.shape
+        hidden = hidden4 // 4
+        dtype = dz.dtype
+        features = tape.x.shape[1]
+        packed_hh = _packed_rows_of(tape.weight_hh)
+        width = packed_hh.shape[0] * packed_hh.shape[2]
+        dy_rows = np.ascontiguousarray(dy, dtype=dtype)
+        by_rows, slices = plan(steps, batch, hidden, hidden, True, lockstep=False)
+        if not by_rows:
+            slices = [(0, batch)]
+        panels, columns = panel_shape(hidden4, dtype)
+        packed_dz = aligned_empty((panels, steps * batch, columns), dtype)
+        parts = []
+        for low, high in slices:
+            dh = aligned_empty((high - low, width), dtype)
+            dh[:, hidden:] = 0
+            dh[:, :hidden] = 0 if dh_n is None else dh_n[low:high]
+            dc = np.zeros((high - low, hidden), dtype) if dc_n is None else \
+                np.array(dc_n[low:high], dtype=dtype, order="C")
+            parts.append((dz, tape.cells, tape.tanh_cells, dy_rows, packed_hh, dh, dc, low,
+                          tape.reverse, packed_dz))
+        rest = [_pool(len(parts) - 1).submit(_walk_back, *args) for args in parts[1:]] \
+            if len(parts) > 1 else []
+        _walk_back(*parts[0])
+        for job in rest:
+            job.result()
+        # The weights' gradients, transposed: [x | h_prev]^T @ dz (the walk packed dz);
+        # then dx = dz @ W_ih. In this module's products, not OpenBLAS's: its idle threads spin
+        # on both cores for a while after a product, and the next forward pass's threads,
+        # sharing those cores, took twice as long.
+        dz2 = dz.reshape(steps * batch, hidden4)
+        inputs_t = np.concatenate([tape.x, tape.h_prev.reshape(steps * batch, hidden)],
+                                  axis=1).T.copy()
+        d_w = _product(inputs_t, packed_dz)
+        grads = {"weight_ih": np.ascontiguousarray(d_w[:features, :hidden4].T),
+                 "weight_hh": np.ascontiguousarray(d_w[features:, :hidden4].T)}
+        if tape.has_bias:
+            grads["bias"] = dz2.sum(axis=0)
+        dx = np.ascontiguousarray(_product(dz2, _packed_rows_of(tape.weight_ih))[:, :features])
+        dx = dx.reshape(steps, batch, features)
+        dh0 = np.concatenate([args[5][:, :hidden] for args in parts])
+        dc0 = np.concatenate([args[6] for args in parts])
+        self.workspace.give(tape.gates, tape.cells, tape.tanh_cells, tape.h_prev)
+        tape.gates = None
+        return dx, dh0, dc0, grads
+
+
+def _packed_rows_of(w: np.ndarray) -> np.ndarray:
+    """``w`` (K, N) packed for ``a @ w``: its N columns in panels (P, K, C)."""
+    panels, width = panel_shape(w.shape[1], w.dtype)
+    packed = aligned_empty((panels, w.shape[0], width), w.dtype)
+    _pack_columns(w, packed)
+    return packed
+
+
+def _product(a: np.ndarray, packed: np.ndarray) -> np.ndarray:
+    """``a @ w`` (M, P * C), ``w`` packed by :func:`_packed_rows_of`: the rows of ``a``
+    split between threads (each computes its own rows; at least 16 a thread)."""
+    rows = a.shape[0]
+    out = aligned_empty((rows, packed.shape[0] * packed.shape[2]), a.dtype)
+    out[:] = 0
+    slices = row_slices(rows, max(1, min(get_num_threads(), rows // 16)))
+    rest = [_pool(len(slices) - 1).submit(_packed_product_call, packed, a, low, high - low,
+                                          out, low) for low, high in slices[1:]]
+    low, high = slices[0]
+    _packed_product_call(packed, a, low, high - low, out, low)
+    for job in rest:
+        job.result()
+    return out
