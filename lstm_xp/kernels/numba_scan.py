@@ -139,7 +139,7 @@ def tanh32_array(z, out, vectors):  # pragma: no cover - compiled
             out[k] = tanh32(z[k])
 
 
-@numba.njit(inline="always", fastmath=True, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def _tanh_of(v, first, last, scale, approximate):  # pragma: no cover - compiled
     """``v[first:last] = tanh(scale * v[first:last])``, :func:`tanh32` if ``approximate``.
     Two loops, not one loop choosing per entry: LLVM did not unswitch that one, and the call
@@ -262,7 +262,7 @@ def _pack(w, first, last, packed):  # pragma: no cover - compiled
                 panel[k, column] = row[k]
 
 
-@numba.njit(inline="always", cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True)
 def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cover - compiled
     """``out[first_out + m, :P * C] += a[first_a + m] @ W`` for ``m`` in ``range(rows)``,
     ``W`` (K, P * C) the columns :func:`_pack` put in ``packed``: per panel, blocks of 6
@@ -311,17 +311,19 @@ def _packed_product_call(packed, a, first_a, rows, out, first_out):  # pragma: n
     _packed_product(packed, a, first_a, rows, out, first_out)
 
 
-@numba.njit(inline="always", cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True)
 def _gate_product(w, first, last, a, first_a, rows, out):  # pragma: no cover - compiled
     """``out[:rows]`` = the columns of units ``first:last`` of each gate of
     ``a[first_a:first_a + rows] @ w.T`` (one product when the thread has every unit)."""
     hidden = w.shape[0] // 4
-    if last - first == hidden:
-        _matmul_nt(w, 0, 4 * hidden, a, first_a, rows, out, 0, 0)
-    else:
-        for q in range(4):
-            _matmul_nt(w, q * hidden + first, q * hidden + last, a, first_a, rows, out, 0,
-                       q * (last - first))
+    units = last - first
+    whole = units == hidden
+    # One call site, every argument an int64: each further site or literal argument was
+    # one more copy of the product for LLVM to compile (3-4 s each).
+    for q in range(1 if whole else 4):
+        low = q * hidden + first
+        high = 4 * hidden if whole else low + units
+        _matmul_nt(w, low, high, a, first_a, rows, out, np.int64(0), q * units)
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
@@ -371,6 +373,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, first, last, rev
     ahead = proj.shape[0] // batch
     half = x2.dtype.type(0.5)
     one = x2.dtype.type(1)
+    zero = np.int64(0)  # an int64 like the other calls' indices: a literal 0 compiled anew
     record = tape_gates.shape[0] > 0
     packed = packed_hh.shape[0] > 0
     if packed and pack:
@@ -392,12 +395,12 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, first, last, rev
                     row[n] = bias_own[n]
                 for n in range(4 * units, row.shape[0]):
                     row[n] = 0
-            if batch == everyone:  # the block's rows are contiguous: one product
-                _packed_product(packed_ih, x2, low * batch, count * batch, proj, 0)
-            else:
-                for s in range(count):
-                    _packed_product(packed_ih, x2, (low + s) * everyone + rows0, batch,
-                                    proj, s * batch)
+            # The whole batch: the block's rows are contiguous, one product; a slice of
+            # it, one product a step. (One call site: each is a copy to compile.)
+            whole = batch == everyone
+            for s in range(1 if whole else count):
+                _packed_product(packed_ih, x2, (low + s) * everyone + rows0,
+                                count * batch if whole else batch, proj, s * batch)
         else:
             _gate_product(w_ih, first, last, x2, low * batch, count * batch, proj)
         for s in range(count):
@@ -425,7 +428,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, first, last, rev
                     for r in range(4 * units):
                         g[r] += p[r] + bias_own[r]
                 # i, f, o: sigmoid(z) = (1 + tanh(z / 2)) / 2; g: tanh(z)
-                _tanh_of(g, 0, 2 * units, half, approximate)
+                _tanh_of(g, zero, 2 * units, half, approximate)
                 _tanh_of(g, 2 * units, 3 * units, one, approximate)
                 _tanh_of(g, 3 * units, 4 * units, half, approximate)
                 c_i = cs[i]
@@ -445,7 +448,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, first, last, rev
                         tape_g[2 * hidden + j] = g[2 * units + u]
                         tape_g[3 * hidden + j] = half * g[3 * units + u] + half
                         tape_c[j] = h_new[u]
-                _tanh_of(h_new, 0, units, one, approximate)
+                _tanh_of(h_new, zero, units, one, approximate)
                 if record:
                     tape_t = tape_tanh[t, rows0 + i]
                     for u in range(units):
