@@ -115,6 +115,46 @@ def test_one_model_called_from_several_threads_while_its_calls_are_threaded(thre
         np.testing.assert_array_equal(a, b)
 
 
+def test_training_calls_from_several_threads_while_split_by_sequences(threaded, monkeypatch,
+                                                                     rng):
+    """Compiled training passes from several Python threads at once, each splitting its
+    batch between the kernel's threads (forward, backward walk and the weights' gradient
+    products): every caller gets exactly its gradients alone, and its forward outputs."""
+    threaded(2)
+    monkeypatch.setattr(numba_scan, "MIN_ROWS_PER_THREAD", 1)
+    model = LSTM(5, 12, 2, bidirectional=True, seed=6)
+    inputs = [(rng.standard_normal((9, b, 5)).astype(np.float32),
+               rng.standard_normal((9, b, 24)).astype(np.float32)) for b in (2, 3, 5, 8)]
+
+    def step(i):
+        x, dy = inputs[i]
+        out, _, tape = model.forward_train(x)
+        dx, (dh0, dc0), grads = model.backward(tape, dy)
+        return out, dx, dh0, dc0, grads
+
+    alone = [step(i) for i in range(len(inputs))]
+    together: list = [None] * len(inputs)
+    start = threading.Barrier(len(inputs))
+
+    def run(i):
+        start.wait()
+        for _ in range(3):
+            together[i] = step(i)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert not any(w.is_alive() for w in workers), "a call did not finish (deadlock)"
+    for a, b in zip(alone, together, strict=True):
+        for x, y in zip(a[:4], b[:4], strict=True):
+            np.testing.assert_array_equal(x, y)
+        assert a[4].keys() == b[4].keys()
+        for k in a[4]:
+            np.testing.assert_array_equal(a[4][k], b[4][k], err_msg=k)
+
+
 def test_barrier_keeps_threads_in_step():
     """Each of 3 threads writes its round number, waits, then checks that every other
     thread has written the same round: a barrier that let one through early would show

@@ -95,7 +95,8 @@ def contender_specs(config: BenchConfig) -> list[list[Any]]:
             for kernel in kernels[1:]:  # e.g. numpy-fused beside numba
                 specs.append([ours, name, device, kernel])
             if not train and kernels[:1] == ["numba"] and cores() > 1:
-                # its threads are opt-in (see lstm_xp._threads): time both
+                # small batches split between threads only where threads were asked for
+                # (see lstm_xp._threads): time both
                 specs.append([ours, name, device, "numba", "none", "auto"])
             if config.pure and _has_fast_kernel(name):
                 specs.append([ours, name, device, "pure"])

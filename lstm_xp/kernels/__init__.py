@@ -75,9 +75,9 @@ class KernelEntry:
 #: Every kernel, in the order ``kernel="auto"`` prefers them.
 REGISTRY: tuple[KernelEntry, ...] = (
     KernelEntry("numba", ("numpy",), "lstm_xp.kernels.numba_scan:make",
-                "compiled time loop (threads: LSTM_XP_NUM_THREADS) where B*H <= 2048, "
-                "compiled training forward pass; fused NumPy above it and for the "
-                "backward pass", requires=(("numba", "numba"),)),
+                "compiled time loop and training pass, packed weights (threads: "
+                "LSTM_XP_NUM_THREADS); float16 and training with lengths run numpy-fused",
+                requires=(("numba", "numba"),)),
     KernelEntry("numpy-fused", ("numpy",), "lstm_xp.kernels.numpy_fused:make",
                 "gates as columns, one product and ~10 in-place calls a step; fused training"),
     KernelEntry("cupy-fused", ("cupy",), "lstm_xp.kernels.cupy_fused:make",
