@@ -141,9 +141,15 @@ def _walk_back(dz, cells, tanh_cells, dy, packed_hh, dh, dc, rows0, reverse,
         _packed_product(packed_hh, dz[t], rows0, batch, dh, 0)  # dh = dz @ W_hh
 
 
-class CompiledTrainer(NumpyTrainer):
-    """The compiled training pair (see the module); with ``lengths``, or in float16, the
-    fused NumPy pair it extends."""
+class CompiledTrainer:
+    """The compiled training pair (see the module), with :meth:`scan_train` and
+    :meth:`scan_backward` the signatures of :func:`lstm_xp._backprop.layer_scan_train` and
+    ``layer_scan_backward``; with ``lengths``, or in float16, the fused NumPy pair
+    (:class:`.numpy_train.NumpyTrainer`), sharing its workspace."""
+
+    def __init__(self) -> None:
+        self.fused = NumpyTrainer()
+        self.workspace = self.fused.workspace
 
     def scan_train(self, xp: Any, x: np.ndarray, weight_ih: np.ndarray,
                    weight_hh: np.ndarray, bias: np.ndarray | None, h0: np.ndarray,
@@ -151,16 +157,16 @@ class CompiledTrainer(NumpyTrainer):
                    lengths: np.ndarray | None = None,
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, RowTape | FusedTape]:
         if lengths is not None or not use_compiled(x.dtype):
-            return super().scan_train(xp, x, weight_ih, weight_hh, bias, h0, c0,
-                                      reverse=reverse, lengths=lengths)
+            return self.fused.scan_train(xp, x, weight_ih, weight_hh, bias, h0, c0,
+                                         reverse=reverse, lengths=lengths)
         take = self.workspace.take
         steps, batch, features = x.shape
         hidden = weight_hh.shape[1]
         dtype = x.dtype
+        gates = take((steps, batch, 4 * hidden), dtype)
         tape = RowTape(np.array(x, dtype=dtype, order="C").reshape(steps * batch, features),
                        np.array(weight_ih, dtype=dtype, order="C"),
-                       np.array(weight_hh, dtype=dtype, order="C"), bias is not None,
-                       take((steps, batch, 4 * hidden), dtype),
+                       np.array(weight_hh, dtype=dtype, order="C"), bias is not None, gates,
                        take((steps + 1, batch, hidden), dtype),
                        take((steps, batch, hidden), dtype),
                        take((steps, batch, hidden), dtype), reverse)
@@ -171,7 +177,7 @@ class CompiledTrainer(NumpyTrainer):
         # (4, 100, 128, 256) against 6.6 ms for the fused NumPy one). Split by sequences,
         # a thread never waits for another.
         y, h_n, c_n = _run(x, weight_ih, weight_hh, bias, h0, c0, reverse, None,
-                           (tape.gates, tape.cells, tape.tanh_cells), lockstep=False)
+                           (gates, tape.cells, tape.tanh_cells), lockstep=False)
         h_prev = tape.h_prev
         if reverse:
             h_prev[:-1], h_prev[-1] = y[1:], h0
@@ -187,7 +193,7 @@ class CompiledTrainer(NumpyTrainer):
         to the workspace: a second backward pass over the same tape raises
         :class:`~lstm_xp.errors.TapeError`."""
         if isinstance(tape, FusedTape):
-            return super().scan_backward(xp, tape, dy, dh_n, dc_n)
+            return self.fused.scan_backward(xp, tape, dy, dh_n, dc_n)
         if tape.gates is None:
             raise TapeError("this tape has already been through a backward pass; run "
                             "forward_train again for another one.")
