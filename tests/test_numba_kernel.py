@@ -360,3 +360,9 @@ def test_packed_weights_and_their_product(rng, precision, hidden, inner, first, 
         for m in range(rows):  # one row at a time: outer1 only
             numba_scan._packed_product_call(packed, a, 1 + m, 1, alone, 2 + m)
         assert np.array_equal(alone, out)
+    rows = 2 * numba_scan.ROW_BLOCK + 7  # blocks of rows over every panel, then the rest
+    a = rng.standard_normal((rows, inner)).astype(precision)
+    out = np.zeros((rows, panels * width), precision)
+    numba_scan._packed_product_call(packed, a, 0, rows, out, 0)
+    expected = a.astype(np.float64) @ flat.astype(np.float64)
+    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * inner)
