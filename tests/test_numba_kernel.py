@@ -366,3 +366,16 @@ def test_packed_weights_and_their_product(rng, precision, hidden, inner, first, 
     numba_scan._packed_product_call(packed, a, 0, rows, out, 0)
     expected = a.astype(np.float64) @ flat.astype(np.float64)
     np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * inner)
+
+
+def test_aligned_arrays_start_on_cache_lines_and_do_not_overlap():
+    shapes = [(3, 5, 16), (7, 9), (1,), (0, 4), (2, 3)]
+    for dtype in (np.float32, np.float64):
+        arrays = numba_scan.aligned_arrays(shapes, dtype)
+        assert [a.shape for a in arrays] == shapes
+        for k, a in enumerate(arrays):
+            assert a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+            assert a.ctypes.data % 64 == 0
+            a[...] = k
+        for k, a in enumerate(arrays):  # each kept its own values: no two overlap
+            assert np.all(a == k)

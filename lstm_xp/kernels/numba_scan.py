@@ -585,15 +585,16 @@ def aligned_arrays(shapes: list[tuple[int, ...]], dtype: Any) -> list[np.ndarray
     """:func:`aligned_empty` for each of ``shapes``, all in one allocation (each array
     starting on its own 64-byte boundary): one NumPy call and one address lookup instead of
     one each, a few microseconds a small call."""
-    itemsize = np.dtype(dtype).itemsize
-    sizes = [math.prod(shape) * itemsize for shape in shapes]  # numpy.prod took 5 us
-    starts = [0]
-    for size in sizes:
-        starts.append(starts[-1] + -(-size // 64) * 64)
-    raw = np.empty(starts[-1] + 64, np.uint8)
+    dtype = np.dtype(dtype)
+    starts, end = [], 0
+    for shape in shapes:
+        starts.append(end)
+        end += -(-math.prod(shape) * dtype.itemsize // 64) * 64  # numpy.prod took 5 us
+    raw = np.empty(end + 64, np.uint8)
     skip = -raw.ctypes.data % 64
-    return [raw[skip + start:skip + start + size].view(dtype).reshape(shape)
-            for shape, start, size in zip(shapes, starts, sizes, strict=False)]
+    # The ndarray constructor over the buffer: half the time of a slice, view and reshape.
+    return [np.ndarray(shape, dtype, raw, skip + start)
+            for shape, start in zip(shapes, starts, strict=True)]
 
 
 def use_compiled(dtype: Any) -> bool:
