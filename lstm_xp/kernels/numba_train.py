@@ -229,8 +229,9 @@ class CompiledTrainer:
         # on both cores for a while after a product, and the next forward pass's threads,
         # sharing those cores, took twice as long.
         dz2 = dz.reshape(steps * batch, hidden4)
-        inputs_t = np.concatenate([tape.x, tape.h_prev.reshape(steps * batch, hidden)],
-                                  axis=1).T.copy()
+        inputs_t = np.empty((features + hidden, steps * batch), dtype)  # one pass each
+        inputs_t[:features] = tape.x.T
+        inputs_t[features:] = tape.h_prev.reshape(steps * batch, hidden).T
         d_w = _product(inputs_t, packed_dz)
         grads = {"weight_ih": np.ascontiguousarray(d_w[:features, :hidden4].T),
                  "weight_hh": np.ascontiguousarray(d_w[features:, :hidden4].T)}
