@@ -11,7 +11,7 @@ compiled call runs the layer:
   weights into panels (:func:`_pack`, BLAS's layout: one vector of columns a panel, each a
   contiguous strip; about 1 ns an element, once a call, into 64-byte aligned memory), then
   every product is :func:`_packed_product`'s: blocks of 6 or 4 rows against a panel with
-  the running sums in registers (LLVM vector IR, :mod:`._simd`), 75-80 GFLOP/s on one core
+  the running sums in registers (LLVM vector IR, :mod:`._simd`), 70-95 GFLOP/s on one core
   of a 2.45 GHz Zen 3 EPYC (AVX2; OpenBLAS's SGEMM reaches 73-89 there), 2-3x the dot
   products over the weights as they are (:func:`_matmul_nt`, 4x4 blocks of dot products
   along the inner dimension, finished together), which the smaller calls keep (no
