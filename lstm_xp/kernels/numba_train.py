@@ -171,11 +171,11 @@ class CompiledTrainer:
                        take((steps, batch, hidden), dtype),
                        take((steps, batch, hidden), dtype), reverse)
         tape.cells[steps if reverse else 0] = c0
-        # Never in lockstep: the backward passes between forward passes run OpenBLAS on
-        # both cores, and its idle threads spin for a while after each product, on the
-        # cores a barrier would wait for (split by units, this pass took 74-103 ms at
-        # (4, 100, 128, 256) against 6.6 ms for the fused NumPy one). Split by sequences,
-        # a thread never waits for another.
+        # Never in lockstep: what runs between training steps (a loss, an optimiser, a
+        # layer in NumPy) may leave OpenBLAS's idle threads spinning on the cores a barrier
+        # would wait for (split by units behind the fused NumPy backward pass, this pass
+        # took 74-103 ms at (4, 100, 128, 256) against 6.6 ms). Split by sequences, a
+        # thread never waits for another.
         y, h_n, c_n = _run(x, weight_ih, weight_hh, bias, h0, c0, reverse, None,
                            (gates, tape.cells, tape.tanh_cells), lockstep=False)
         h_prev = tape.h_prev
