@@ -556,20 +556,11 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     else:
         hs = state((0, batch))
         parts = [part((0, batch), units, hs, len(slices), None) for units in slices]
-    if len(parts) == 1:
-        _scan_units(*parts[0])
-    elif by_rows:  # independent slices of the batch: no barrier, no turns to take
-        rest = [_pool(len(parts) - 1).submit(_scan_units, *args) for args in parts[1:]]
-        _scan_units(*parts[0])
-        for job in rest:
-            job.result()
+    if len(parts) == 1 or by_rows:  # independent slices of the batch: no turns to take
+        run_parts(_scan_units, parts)
     else:  # each slice of units on its own thread, all meeting after each step
         with _SPINNING:
-            pool = _pool(len(parts) - 1)
-            rest = [pool.submit(_scan_units, *args) for args in parts[1:]]
-            _scan_units(*parts[0])
-            for job in rest:
-                job.result()
+            run_parts(_scan_units, parts)
     final = steps % 2  # the half of each hs the last step wrote
     h_n = np.concatenate([args[4].reshape(2, -1, hidden)[final] for args in parts]) \
         if by_rows else hs[final * batch:(final + 1) * batch].copy()
@@ -662,6 +653,17 @@ def _forget_threads() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_threads)
+
+
+def run_parts(function: Any, parts: list[tuple[Any, ...]]) -> None:
+    """``function(*args)`` for each of ``parts`` at once: the first on the caller's thread,
+    the others on the pool (:func:`_pool`); returns when all have, raising what any
+    raised."""
+    rest = [_pool(len(parts) - 1).submit(function, *args) for args in parts[1:]] \
+        if len(parts) > 1 else []
+    function(*parts[0])
+    for job in rest:
+        job.result()
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:

@@ -40,12 +40,12 @@ from .numba_scan import (
     _pack_columns,
     _packed_product,
     _packed_product_call,
-    _pool,
     _run,
     aligned_empty,
     panel_shape,
     plan,
     row_slices,
+    run_parts,
     use_compiled,
 )
 from .numpy_train import FusedTape, NumpyTrainer
@@ -202,7 +202,7 @@ class CompiledTrainer:
         hidden = hidden4 // 4
         dtype = dz.dtype
         features = tape.x.shape[1]
-        packed_hh = _packed_rows_of(tape.weight_hh)
+        packed_hh = _packed_columns(tape.weight_hh)
         width = packed_hh.shape[0] * packed_hh.shape[2]
         dy_rows = np.ascontiguousarray(dy, dtype=dtype)
         by_rows, slices = plan(steps, batch, hidden, hidden, True, lockstep=False)
@@ -219,11 +219,7 @@ class CompiledTrainer:
                 np.array(dc_n[low:high], dtype=dtype, order="C")
             parts.append((dz, tape.cells, tape.tanh_cells, dy_rows, packed_hh, dh, dc, low,
                           tape.reverse, packed_dz))
-        rest = [_pool(len(parts) - 1).submit(_walk_back, *args) for args in parts[1:]] \
-            if len(parts) > 1 else []
-        _walk_back(*parts[0])
-        for job in rest:
-            job.result()
+        run_parts(_walk_back, parts)
         # The weights' gradients, transposed: [x | h_prev]^T @ dz (the walk packed dz);
         # then dx = dz @ W_ih. In this module's products, not OpenBLAS's: its idle threads spin
         # on both cores for a while after a product, and the next forward pass's threads,
@@ -237,7 +233,7 @@ class CompiledTrainer:
                  "weight_hh": np.ascontiguousarray(d_w[features:, :hidden4].T)}
         if tape.has_bias:
             grads["bias"] = dz2.sum(axis=0)
-        dx = np.ascontiguousarray(_product(dz2, _packed_rows_of(tape.weight_ih))[:, :features])
+        dx = np.ascontiguousarray(_product(dz2, _packed_columns(tape.weight_ih))[:, :features])
         dx = dx.reshape(steps, batch, features)
         dh0 = np.concatenate([args[5][:, :hidden] for args in parts])
         dc0 = np.concatenate([args[6] for args in parts])
@@ -246,7 +242,7 @@ class CompiledTrainer:
         return dx, dh0, dc0, grads
 
 
-def _packed_rows_of(w: np.ndarray) -> np.ndarray:
+def _packed_columns(w: np.ndarray) -> np.ndarray:
     """``w`` (K, N) packed for ``a @ w``: its N columns in panels (P, K, C)."""
     panels, width = panel_shape(w.shape[1], w.dtype)
     packed = aligned_empty((panels, w.shape[0], width), w.dtype)
@@ -255,16 +251,12 @@ def _packed_rows_of(w: np.ndarray) -> np.ndarray:
 
 
 def _product(a: np.ndarray, packed: np.ndarray) -> np.ndarray:
-    """``a @ w`` (M, P * C), ``w`` packed by :func:`_packed_rows_of`: the rows of ``a``
+    """``a @ w`` (M, P * C), ``w`` packed by :func:`_packed_columns`: the rows of ``a``
     split between threads (each computes its own rows; at least 16 a thread)."""
     rows = a.shape[0]
     out = aligned_empty((rows, packed.shape[0] * packed.shape[2]), a.dtype)
     out[:] = 0
     slices = row_slices(rows, max(1, min(get_num_threads(), rows // 16)))
-    rest = [_pool(len(slices) - 1).submit(_packed_product_call, packed, a, low, high - low,
-                                          out, low) for low, high in slices[1:]]
-    low, high = slices[0]
-    _packed_product_call(packed, a, low, high - low, out, low)
-    for job in rest:
-        job.result()
+    run_parts(_packed_product_call,
+              [(packed, a, low, high - low, out, low) for low, high in slices])
     return out
