@@ -50,6 +50,26 @@ def split(request, monkeypatch):
     return request.param
 
 
+def _together(count, rounds, work):
+    """``work(i)`` ``rounds`` times on each of ``count`` Python threads started together;
+    the last result of each (asserting that every thread finished: a deadlock would not)."""
+    results: list = [None] * count
+    start = threading.Barrier(count)
+
+    def run(i):
+        start.wait()
+        for _ in range(rounds):
+            results[i] = work(i)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert not any(w.is_alive() for w in workers), "a call did not finish (deadlock)"
+    return results
+
+
 def _flat(result):
     y, (h, c) = result
     return y, h, c
@@ -97,20 +117,7 @@ def test_one_model_called_from_several_threads_while_its_calls_are_threaded(thre
     model = LSTM(6, 16, 2, seed=2)
     inputs = [rng.standard_normal((30, b, 6)).astype(np.float32) for b in (1, 2, 3, 4, 5, 6)]
     alone = [model(x)[0] for x in inputs]
-    results: list = [None] * len(inputs)
-    start = threading.Barrier(len(inputs))
-
-    def run(i):
-        start.wait()
-        for _ in range(5):
-            results[i] = model(inputs[i])[0]
-
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=120)
-    assert not any(w.is_alive() for w in workers), "a call did not finish (deadlock)"
+    results = _together(len(inputs), 5, lambda i: model(inputs[i])[0])
     for a, b in zip(alone, results, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -133,20 +140,7 @@ def test_training_calls_from_several_threads_while_split_by_sequences(threaded, 
         return out, dx, dh0, dc0, grads
 
     alone = [step(i) for i in range(len(inputs))]
-    together: list = [None] * len(inputs)
-    start = threading.Barrier(len(inputs))
-
-    def run(i):
-        start.wait()
-        for _ in range(3):
-            together[i] = step(i)
-
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=120)
-    assert not any(w.is_alive() for w in workers), "a call did not finish (deadlock)"
+    together = _together(len(inputs), 3, step)
     for a, b in zip(alone, together, strict=True):
         for x, y in zip(a[:4], b[:4], strict=True):
             np.testing.assert_array_equal(x, y)
