@@ -62,6 +62,10 @@ class CallLayout:
         return "(B, T, F)" if self.batch_first else "(T, B, F)"
 
 
+_LAYOUTS = {(first, batched): CallLayout(first, batched)
+            for first in (False, True) for batched in (False, True)}
+
+
 def sequence_input(module: Module, X: Any, batch_first: bool,
                    features: int) -> tuple[Array, CallLayout]:
     """Validate a sequence ``X`` and return it as ``(T, B, F)`` with the call's layout."""
@@ -72,7 +76,7 @@ def sequence_input(module: Module, X: Any, batch_first: bool,
             f"X must be {expected} or unbatched (T, I) with I={features}; got an "
             f"array of shape {tuple(x.shape)}."
         )
-    layout = CallLayout(batch_first, x.ndim == 3)
+    layout = _LAYOUTS[batch_first, x.ndim == 3]
     x = layout.sequence_in(module.xp, x)
     steps, batch, size = x.shape
     if size != features:

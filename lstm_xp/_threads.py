@@ -57,6 +57,9 @@ def thread_count(text: str) -> int:
 
 def _setting() -> tuple[int, bool]:
     global _SETTING
+    setting = _SETTING  # read once: a tuple is replaced whole, never changed
+    if setting is not None:
+        return setting
     with _LOCK:
         if _SETTING is None:
             text = os.environ.get("LSTM_XP_NUM_THREADS", "")

@@ -265,8 +265,18 @@ class LSTM(Module, Training, SeedAPI, Exchange):
 
     def _layers(self) -> list[list[LayerWeights]]:
         """Weights grouped per layer and direction: ``(weight_ih, weight_hh, bias_ih,
-        bias_hh)``, the biases None without ``bias``."""
-        return group_layers(self._params, self.num_layers, self.bidirectional)
+        bias_hh)``, the biases None without ``bias``.
+
+        Grouped again only when a parameter was replaced (grouping took 3.7 us, a tenth of a
+        small call's Python): the cache is keyed on the parameters' identities, and holds
+        them, so that no identity can be reused while it is kept."""
+        params = self._params
+        key = tuple(map(id, params.values()))
+        cached = self.__dict__.get("_grouped")
+        if cached is None or cached[0] != key:
+            cached = (key, group_layers(params, self.num_layers, self.bidirectional))
+            self._grouped = cached
+        return cached[1]
 
     # -- whole sequences ---------------------------------------------------------------------
     @on_device

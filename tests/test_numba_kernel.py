@@ -373,3 +373,35 @@ def test_aligned_arrays_start_on_cache_lines_and_do_not_overlap():
             a[...] = k
         for k, a in enumerate(arrays):  # each kept its own values: no two overlap
             assert np.all(a == k)
+
+
+def test_calls_of_other_shapes_between_them_reuse_no_stale_buffers(rng):
+    """A thread keeps the work buffers of its last few call shapes: calls of every batch
+    size, length, direction and width, in an order that takes buffers back from the cache,
+    each equal the pure reference (a buffer of the wrong size, or one still holding a
+    previous call's state, would show); the cache stays within its bounds."""
+    shapes = [(7, 1, 5, 12), (1, 1, 5, 12), (7, 2, 5, 12), (30, 3, 5, 12), (7, 1, 5, 12),
+              (1, 2, 5, 12), (9, 1, 5, 33), (30, 3, 5, 12), (1, 1, 5, 12), (7, 2, 5, 12)]
+    models = {}
+    for T, B, I, H in shapes:
+        if H not in models:
+            models[H] = [LSTM(I, H, bidirectional=True, seed=H, kernel=k)
+                         for k in ("auto", "pure")]
+        fast, pure = models[H]
+        x = rng.standard_normal((T, B, I)).astype(np.float32)
+        state = tuple(rng.standard_normal((2, B, H)).astype(np.float32) for _ in range(2))
+        for a, b in zip(_flat(fast(x, state)), _flat(pure(x, state)), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+        cache = numba_scan._LOCAL.work
+        assert 0 < len(cache) <= numba_scan.WORK_CACHE_ENTRIES
+        assert all(w.nbytes <= numba_scan.WORK_CACHE_BYTES for w in cache.values())
+
+
+def test_calls_too_large_for_the_cache_are_not_kept(monkeypatch, rng):
+    monkeypatch.setattr(numba_scan, "WORK_CACHE_BYTES", 0)
+    numba_scan._LOCAL.work = {}
+    model = LSTM(4, 8, seed=1)
+    x = rng.standard_normal((5, 2, 4)).astype(np.float32)
+    first = model(x)[0]
+    assert numba_scan._LOCAL.work == {}
+    np.testing.assert_array_equal(model(x)[0], first)

@@ -98,3 +98,23 @@ def test_to_dtype():
     assert m64.state_dict()["weight_ih_l0"].dtype == np.float64
     np.testing.assert_array_equal(m64.state_dict()["weight_ih_l0"].astype(np.float32),
                                   model.state_dict()["weight_ih_l0"])
+
+
+def test_replaced_parameters_are_used_by_the_next_call(rng):
+    """The model groups its parameters once and keeps them until one is replaced:
+    update_parameters, load_state_dict and to() each change what the next call computes,
+    exactly as a fresh model with those parameters computes it."""
+    model = LSTM(3, 4, 2, seed=1)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    model(x)  # groups and keeps the first parameters
+    other = LSTM(3, 4, 2, seed=7)
+    model.update_parameters({"weight_hh_l1": other.state_dict()["weight_hh_l1"]})
+    mixed = LSTM(3, 4, 2, seed=1)
+    mixed.load_state_dict({**mixed.state_dict(),
+                           "weight_hh_l1": other.state_dict()["weight_hh_l1"]})
+    np.testing.assert_array_equal(model(x)[0], mixed(x)[0])
+    model.load_state_dict(other.state_dict())
+    np.testing.assert_array_equal(model(x)[0], other(x)[0])
+    twin = model.to(dtype="float64")
+    np.testing.assert_allclose(twin(x)[0], other(x)[0], rtol=1e-5, atol=1e-6)
+    assert twin(x)[0].dtype == np.float64

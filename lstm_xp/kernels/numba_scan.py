@@ -45,11 +45,13 @@ an empty cache compiles (seconds; ``benchmarks/RESULTS.md`` has the figure).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import numba
@@ -492,7 +494,12 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
          lockstep: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The compiled layer scan, its threads as :func:`plan` shares ``threads`` of them
     (default: :func:`lstm_xp.get_num_threads`): ``(y, h_n, c_n)``, and ``tape``'s arrays
-    filled when they are not empty (see :func:`_scan_units`)."""
+    filled when they are not empty (see :func:`_scan_units`).
+
+    The Python around the compiled loop is kept short (at (B, T, I, H) = (1, 100, 16, 32)
+    it had been 28 us against the loop's 38): the plan comes from a cache of shapes
+    (:func:`_call_plan`), the work buffers from the calling thread's own cache
+    (:func:`_work_for`)."""
     steps, batch, features = x.shape
     hidden = weight_hh.shape[1]
     dtype = x.dtype
@@ -502,69 +509,161 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     b = np.zeros(4 * hidden, dtype) if bias is None else np.ascontiguousarray(bias)
     c = np.array(c0, dtype=dtype, order="C")
     y = np.empty((steps, batch, hidden), dtype)
-    valid = np.full(batch, steps, np.int64) if lengths is None else \
-        np.asarray(lengths, dtype=np.int64)
-    sync = np.zeros(2, np.int64)  # this call's own barrier
-    none2, none3 = np.empty((0, 0), dtype), np.empty((0, 0, 0), dtype)
-    # From the whole layer's size, so that the blocks do not depend on the split.
-    ahead = max(1, min(steps, STEPS_AHEAD, PROJ_ELEMENTS // (4 * hidden * batch)))
-    pack = steps * batch >= PACK_MIN_ROWS
-
-    def packed(units: int, proj_rows: int) -> tuple[np.ndarray, ...]:
-        """Packed weights for ``units`` units and, with ``proj_rows``, a projection block
-        (see :func:`_scan_units`), in one allocation."""
-        panels, width = panels_for(units, dtype)
-        shapes = [(panels, features, width), (panels, hidden, width)]
-        return tuple(aligned_arrays(shapes + [(proj_rows, panels * width)] * (proj_rows > 0),
-                                    dtype))
-
-    def state(rows: tuple[int, int]) -> np.ndarray:
-        """The double-buffered hidden state of sequences ``rows`` (see :func:`_scan_units`),
-        shared by the threads that split their units."""
-        hs = np.empty((2 * (rows[1] - rows[0]), hidden), dtype)
-        hs[:rows[1] - rows[0]] = h0[rows[0]:rows[1]]
-        return hs
-
-    def part(rows: tuple[int, int], units: tuple[int, int], hs: np.ndarray, parties: int,
-             shared: tuple[np.ndarray, np.ndarray] | None) -> tuple[Any, ...]:
-        """The arguments of one :func:`_scan_units` call, with its own work buffers (and
-        its own packed weights unless ``shared``)."""
-        (low, high), (first, last) = rows, units
-        size, count = high - low, last - first
-        packs = shared is None
-        if pack and shared is None:
-            *weights, proj = packed(count, ahead * size)
-            gates = none2
-        elif pack and shared is not None:
-            weights = list(shared)
-            proj = aligned_empty((ahead * size, shared[0].shape[0] * shared[0].shape[2]), dtype)
-            gates = none2
-        else:
-            weights = [none3, none3]
-            proj = np.empty((ahead * size, 4 * count), dtype)
-            gates = np.empty((size, 4 * count), dtype)
-        return (x2, w_ih, w_hh, b, hs, c[low:high], y, valid[low:high], low, first, last,
-                reverse, dtype == np.float32, proj, gates, np.empty((size, count), dtype),
-                np.empty(4 * count, dtype), *weights, packs, sync, parties, *tape)
-
-    by_rows, slices = plan(steps, batch, features, hidden, pack, lockstep, threads)
-    if by_rows:  # one packed copy of the weights, read by every thread
-        w_ih_p, w_hh_p = packed(hidden, 0)
-        _pack(w_ih, 0, hidden, w_ih_p)
-        _pack(w_hh, 0, hidden, w_hh_p)
-        parts = [part(rows, (0, hidden), state(rows), 1, (w_ih_p, w_hh_p)) for rows in slices]
-    else:
-        hs = state((0, batch))
-        parts = [part((0, batch), units, hs, len(slices), None) for units in slices]
-    if len(parts) == 1 or by_rows:  # independent slices of the batch: no turns to take
+    call = _call_plan(steps, batch, features, hidden, dtype,
+                      get_num_threads() if threads is None else threads,
+                      threads_asked_for() if lockstep is None else lockstep,
+                      (STEPS_AHEAD, PROJ_ELEMENTS, PACK_MIN_ROWS, MIN_ROWS_PER_THREAD,
+                       MIN_UNITS_PER_THREAD, MIN_FLOPS_PER_THREAD))
+    valid = call.full_lengths if lengths is None else np.asarray(lengths, dtype=np.int64)
+    key = (call, features, hidden)
+    work = _work_for(key)
+    for hs, (low, high) in work.states:
+        hs[:high - low] = h0[low:high]
+    if work.shared is not None:  # one packed copy of the weights, read by every thread
+        _pack(w_ih, 0, hidden, work.shared[0])
+        _pack(w_hh, 0, hidden, work.shared[1])
+    approximate = dtype == np.float32
+    parts = [(x2, w_ih, w_hh, b, hs, c[low:high] if call.by_rows else c, y,
+              valid[low:high] if call.by_rows else valid, low, first, last, reverse,
+              approximate, *buffers, work.sync, parties, *tape)
+             for hs, (low, high), (first, last), parties, buffers in work.parts]
+    if len(parts) == 1 or call.by_rows:  # independent slices of the batch: no turns to take
         run_parts(_scan_units, parts)
     else:  # each slice of units on its own thread, all meeting after each step
         with _SPINNING:
             run_parts(_scan_units, parts)
     final = steps % 2  # the half of each hs the last step wrote
-    h_n = np.concatenate([args[4].reshape(2, -1, hidden)[final] for args in parts]) \
-        if by_rows else hs[final * batch:(final + 1) * batch].copy()
+    h_n = np.concatenate([hs.reshape(2, -1, hidden)[final] for hs, _ in work.states]) \
+        if call.by_rows else work.states[0][0][final * batch:(final + 1) * batch].copy()
+    _keep_work(key, work)
     return y, h_n, c
+
+
+@dataclass(frozen=True)
+class _CallPlan:
+    """How :func:`_run` runs ``batch`` sequences of ``dtype``: split by sequences
+    (``by_rows``) or by units into ``slices``, the input projected ``ahead`` steps at a
+    time, the weights packed (``pack``), and the lengths when none are given
+    (``full_lengths``, read-only)."""
+
+    batch: int
+    by_rows: bool
+    slices: tuple[tuple[int, int], ...]
+    ahead: int
+    pack: bool
+    dtype: np.dtype
+    full_lengths: np.ndarray = field(compare=False, hash=False)
+
+
+@functools.lru_cache(maxsize=256)
+def _call_plan(steps: int, batch: int, features: int, hidden: int, dtype: np.dtype,
+               threads: int, lockstep: bool, tunables: tuple[int, ...]) -> _CallPlan:
+    """The :class:`_CallPlan` of a shape (cached: computing it took 5-9 us a call), for the
+    module's settings ``tunables`` (a cached plan never outlives a change to them)."""
+    # From the whole layer's size, so that the blocks do not depend on the split.
+    ahead = max(1, min(steps, STEPS_AHEAD, PROJ_ELEMENTS // (4 * hidden * batch)))
+    pack = steps * batch >= PACK_MIN_ROWS
+    by_rows, slices = plan(steps, batch, features, hidden, pack, lockstep, threads)
+    full = np.full(batch, steps, np.int64)
+    full.flags.writeable = False
+    return _CallPlan(batch, by_rows, tuple(slices), ahead, pack, np.dtype(dtype), full)
+
+
+@dataclass
+class _Work:
+    """One call's work buffers (see :func:`_scan_units`): ``states`` the double-buffered
+    hidden states and the sequences each holds; ``parts`` per slice its hidden state, rows,
+    units, parties and the buffers ``(proj, gates, cs, bias_own, packed_ih, packed_hh,
+    pack)``; ``shared`` the packed weights every thread reads (split by sequences), else
+    None; ``sync`` the barrier's counters."""
+
+    states: list[tuple[np.ndarray, tuple[int, int]]]
+    parts: list[tuple[np.ndarray, tuple[int, int], tuple[int, int], int, tuple[Any, ...]]]
+    shared: tuple[np.ndarray, np.ndarray] | None
+    sync: np.ndarray
+    nbytes: int
+
+
+def _make_work(call: _CallPlan, features: int, hidden: int) -> _Work:
+    """New work buffers for a call of plan ``call``."""
+    dtype, ahead, pack = call.dtype, call.ahead, call.pack
+    batch = call.batch
+    none2, none3 = np.empty((0, 0), dtype), np.empty((0, 0, 0), dtype)
+
+    def packed(units: int, proj_rows: int) -> list[np.ndarray]:
+        """Packed weights for ``units`` units and, with ``proj_rows``, a projection block,
+        in one allocation."""
+        panels, width = panels_for(units, dtype)
+        shapes = [(panels, features, width), (panels, hidden, width)]
+        return aligned_arrays(shapes + [(proj_rows, panels * width)] * (proj_rows > 0), dtype)
+
+    def buffers(size: int, count: int, shared: tuple[np.ndarray, np.ndarray] | None,
+                ) -> tuple[Any, ...]:
+        """A slice's own buffers: ``size`` sequences, ``count`` units."""
+        if pack and shared is None:
+            packed_ih, packed_hh, proj = packed(count, ahead * size)
+            gates = none2
+        elif pack and shared is not None:
+            packed_ih, packed_hh = shared
+            proj = aligned_empty((ahead * size, shared[0].shape[0] * shared[0].shape[2]),
+                                 dtype)
+            gates = none2
+        else:
+            packed_ih = packed_hh = none3
+            proj = np.empty((ahead * size, 4 * count), dtype)
+            gates = np.empty((size, 4 * count), dtype)
+        return (proj, gates, np.empty((size, count), dtype), np.empty(4 * count, dtype),
+                packed_ih, packed_hh, shared is None)
+
+    shared = None
+    if call.by_rows:
+        w_ih_p, w_hh_p = packed(hidden, 0)
+        shared = (w_ih_p, w_hh_p)
+        states = [(np.empty((2 * (high - low), hidden), dtype), (low, high))
+                  for low, high in call.slices]
+        parts = [(hs, rows, (0, hidden), 1, buffers(rows[1] - rows[0], hidden, shared))
+                 for hs, rows in states]
+    else:
+        states = [(np.empty((2 * batch, hidden), dtype), (0, batch))]
+        parties = len(call.slices)
+        parts = [(states[0][0], (0, batch), units, parties,
+                  buffers(batch, units[1] - units[0], None)) for units in call.slices]
+    arrays = [a for _, _, _, _, own in parts for a in own[:6]] + [hs for hs, _ in states]
+    nbytes = sum({id(a): a.nbytes for a in arrays + list(shared or ())}.values())
+    return _Work(states, parts, shared, np.zeros(2, np.int64), nbytes)
+
+
+#: Each thread keeps the work buffers of its last few call shapes (:func:`_work_for`), at
+#: most this many ...
+WORK_CACHE_ENTRIES = 4
+#: ... each of at most this many bytes (larger calls allocate theirs: a few microseconds
+#: against milliseconds of arithmetic).
+WORK_CACHE_BYTES = 1 << 21
+_LOCAL = threading.local()
+
+
+def _work_for(key: tuple[Any, ...]) -> _Work:
+    """Work buffers for a call: the calling thread's own cached ones for ``key``, taken out
+    of its cache for the call (so that nothing else can use them meanwhile), else new ones.
+    A thread runs one call at a time, so no two calls ever share buffers; threads that
+    split a call use its caller's."""
+    cache: dict[tuple[Any, ...], _Work] | None = getattr(_LOCAL, "work", None)
+    work = None if cache is None else cache.pop(key, None)
+    return _make_work(*key) if work is None else work
+
+
+def _keep_work(key: tuple[Any, ...], work: _Work) -> None:
+    """Put a call's work buffers back in its thread's cache (the most recent last, the
+    oldest dropped past :data:`WORK_CACHE_ENTRIES`), unless they are over
+    :data:`WORK_CACHE_BYTES`."""
+    if work.nbytes > WORK_CACHE_BYTES:
+        return
+    cache = getattr(_LOCAL, "work", None)
+    if cache is None:
+        cache = _LOCAL.work = {}
+    cache[key] = work
+    while len(cache) > WORK_CACHE_ENTRIES:
+        del cache[next(iter(cache))]
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
