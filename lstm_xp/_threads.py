@@ -1,23 +1,26 @@
 """How many threads the compiled CPU kernel (``numba``) may split one call between.
 
-Every core this process may run on, by default, but two ways of sharing them behave
-differently:
+Every core this process may run on, by default, shared one of two ways (the kernel picks,
+:func:`lstm_xp.kernels.numba_scan.plan`):
 
 - **By sequences** (a call with at least 4 sequences a thread): each thread runs the whole
-  time loop for its slice of the batch and never waits for another, so a core taken by
-  something else slows only that core's slice. On by default, as torch's and ONNX
-  Runtime's threads are.
-- **By hidden units** (smaller batches): the threads meet at a barrier after every step and
-  need their cores to themselves. Right after a NumPy product, OpenBLAS's idle threads spin
-  on those cores for up to ~0.1 s, and a 2-thread call at (B, T, I, H) = (4, 100, 128, 256)
-  then took 105 ms instead of 2-3 ms (a tenth of the calls still took ~0.1 s with the
-  barrier yielding its core). So this runs only when threads were asked for: where nothing
-  else computes on the cores (an inference server, a benchmark), with
-  ``set_num_threads("auto")`` or ``LSTM_XP_NUM_THREADS=auto`` (or a number) in the
-  environment, read when the count is first needed.
+  time loop for its slice of the batch and never waits for another, as ONNX Runtime's
+  threads do.
+- **By hidden units** (smaller batches with enough work a step): each step's units come in
+  one chunk a thread, and the threads claim the chunks step by step. Each thread takes its
+  own chunk first (so its part of the weights stays in its core's cache), then any chunk of
+  the step nobody has taken, then waits for the step's last chunk. A thread that starts
+  late or loses its core (to OpenBLAS's idle threads spinning for up to ~0.1 s after a
+  NumPy product, say) finds its chunks done by the others and catches up, so a call never
+  waits for a thread that is not running; a barrier after every step did, and such a call
+  took 105 ms instead of 2-3 ms. A call still waits for a chunk whose thread lost its core
+  in the middle of it, so with the other cores busy it can take longer than on one thread
+  (``benchmarks/RESULTS.md`` has the figures).
 
-``set_num_threads(1)`` (or ``LSTM_XP_NUM_THREADS=1``) keeps every call on its caller's
-thread. This module imports no array library.
+Either way a call's results are the same bits whichever threads ran it, and
+``set_num_threads(1)`` (or ``LSTM_XP_NUM_THREADS=1`` in the environment, read when the count
+is first needed) keeps every call on its caller's thread. This module imports no array
+library.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ from contextlib import contextmanager
 
 from .errors import ConfigError
 
-#: ``(threads, asked)``: the count and whether it was asked for (an environment variable or
-#: :func:`set_num_threads`); None until the environment is read.
-_SETTING: tuple[int, bool] | None = None
+#: The thread count (from ``LSTM_XP_NUM_THREADS`` or :func:`set_num_threads`); None until
+#: the environment is read.
+_SETTING: int | None = None
 _LOCK = threading.Lock()
 
 
@@ -55,34 +58,22 @@ def thread_count(text: str) -> int:
     return 1
 
 
-def _setting() -> tuple[int, bool]:
+def get_num_threads() -> int:
+    """Threads the compiled CPU kernel may split one call between (see the module)."""
     global _SETTING
-    setting = _SETTING  # read once: a tuple is replaced whole, never changed
+    setting = _SETTING  # read once: another thread may replace it
     if setting is not None:
         return setting
     with _LOCK:
         if _SETTING is None:
-            text = os.environ.get("LSTM_XP_NUM_THREADS", "")
-            _SETTING = (thread_count(text), bool(text.strip()))
+            _SETTING = thread_count(os.environ.get("LSTM_XP_NUM_THREADS", ""))
         return _SETTING
-
-
-def get_num_threads() -> int:
-    """Threads the compiled CPU kernel may split one call between (see the module)."""
-    return _setting()[0]
-
-
-def threads_asked_for() -> bool:
-    """Whether the thread count was set (``LSTM_XP_NUM_THREADS`` or
-    :func:`set_num_threads`): only then do small calls split their hidden units between
-    threads that meet after every step (see the module)."""
-    return _setting()[1]
 
 
 def set_num_threads(threads: int | str) -> int:
     """Let the compiled CPU kernel split a call between up to ``threads`` threads (a positive
-    int, or ``"auto"`` for every core this process may run on), both ways (see the module);
-    returns the previous count. Calls already running keep theirs.
+    int, or ``"auto"`` for every core this process may run on; see the module); returns
+    the previous count. Calls already running keep theirs.
 
     Raises
     ------
@@ -98,7 +89,7 @@ def set_num_threads(threads: int | str) -> int:
         raise ConfigError(f"set_num_threads takes a positive int or 'auto'; got {threads!r}.")
     previous = get_num_threads()
     with _LOCK:
-        _SETTING = (count, True)
+        _SETTING = count
     return previous
 
 
@@ -107,7 +98,7 @@ def thread_setting(threads: int | str | None) -> Iterator[None]:
     """:func:`set_num_threads` (``threads``) for the calls inside, the setting before it
     restored after (None: as it is)."""
     global _SETTING
-    before = _setting()
+    before = get_num_threads()
     if threads is not None:
         set_num_threads(threads)
     try:

@@ -136,12 +136,12 @@ def test_backends_lists_every_kernel_and_why(capsys):
 
 def _beside_numba(label, threads=True):
     """With the numba extra, numba is NumPy's default kernel and the bench also times the
-    fused NumPy kernel beside it, and (forward, on more than one core) numba's threads."""
+    fused NumPy kernel beside it, and (forward, on more than one core) numba on one thread."""
     if not importlib.util.find_spec("numba"):
         return []
     from lstm_xp._threads import cores
 
-    extra = [f"{label} (numba) LSTM_XP_NUM_THREADS=auto"] if threads and cores() > 1 else []
+    extra = [f"{label} (numba) LSTM_XP_NUM_THREADS=1"] if threads and cores() > 1 else []
     return [f"{label} (numpy-fused)", *extra]
 
 

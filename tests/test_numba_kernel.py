@@ -1,4 +1,4 @@
-"""The compiled (numba) kernel: its threads, their barrier, and the bits a call gets.
+"""The compiled (numba) kernel: its threads, how they share steps, and the bits a call gets.
 
 The kernel's results against the reference at ordinary sizes are in test_kernels.py (every
 registered kernel); here the paths only larger calls take are forced at small sizes.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -26,10 +27,11 @@ def threaded(monkeypatch):
 
     def use(threads):
         lstm_xp.set_num_threads(threads)
-        monkeypatch.setattr(numba_scan, "MIN_FLOPS_PER_THREAD", 1)
-        monkeypatch.setattr(numba_scan, "MIN_UNITS_PER_THREAD", 1)
+        for name in ("MIN_FLOPS_PER_THREAD", "MIN_UNITS_PER_THREAD", "MIN_CHUNK_STEP_FLOPS",
+                     "MIN_CHUNK_CALL_FLOPS"):
+            monkeypatch.setattr(numba_scan, name, 1)
 
-    with thread_setting(None):  # restores the setting, asked for or not
+    with thread_setting(None):  # restores the setting
         yield use
 
 
@@ -149,40 +151,52 @@ def test_training_calls_from_several_threads_while_split_by_sequences(threaded, 
             np.testing.assert_array_equal(a[4][k], b[4][k], err_msg=k)
 
 
-def test_barrier_keeps_threads_in_step():
-    """Each of 3 threads writes its round number, waits, then checks that every other
-    thread has written the same round: a barrier that let one through early would show
-    an older round (and a hoisted load would hang, which the join's timeout catches)."""
+def test_claimed_chunks_run_once_each_and_in_step_order():
+    """The scan's way of sharing steps (:func:`numba_scan._scan_units`), alone: 3 threads,
+    one of them starting late, claim the 4 chunks of each of 3,000 rounds. Each chunk of a
+    round is computed exactly once, and only after every chunk of the round before: a wait
+    that let a thread through early would see an older round in a chunk's slot (and a
+    hoisted load would hang, which the join's timeout catches)."""
     import numba
 
     @numba.njit(nogil=True)
-    def lockstep(slots, me, rounds, sync, parties):
-        wrong = 0
-        for r in range(1, rounds + 1):
-            slots[me] = r
-            atomics.barrier(sync, parties)
-            for other in range(parties):
-                if slots[other] < r:
-                    wrong += 1
-            atomics.barrier(sync, parties)
-        return wrong
+    def share(slots, home, rounds, sync):
+        chunks = slots.shape[0]
+        done = wrong = 0
+        for r in range(rounds):
+            atomics.wait_at_least(sync, 0, r * chunks)
+            for turn in range(chunks):
+                k = (home + turn) % chunks
+                if atomics.atomic_add(sync, 8 + r * chunks + k, 1) > 0:
+                    continue
+                for other in range(chunks):  # the round before is complete everywhere
+                    if slots[other] < r:
+                        wrong += 1
+                slots[k] = r + 1
+                done += 1
+                atomics.atomic_add(sync, 0, 1)
+        return done, wrong
 
-    parties, rounds = 3, 2000
-    slots, sync = np.zeros(parties, np.int64), np.zeros(2, np.int64)
-    lockstep(np.zeros(1, np.int64), 0, 1, np.zeros(2, np.int64), 1)  # compile first
-    wrong = [-1] * parties
+    chunks, rounds = 4, 3000
+    slots, sync = np.zeros(chunks, np.int64), np.zeros(8 + chunks * rounds, np.int64)
+    share(np.zeros(1, np.int64), 0, 1, np.zeros(9, np.int64))  # compile first
+    results = [(-1, -1)] * 3
 
-    def run(me):
-        wrong[me] = lockstep(slots, me, rounds, sync, parties)
+    def run(home):
+        if home == 2:
+            time.sleep(0.01)
+        results[home] = share(slots, home, rounds, sync)
 
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(parties)]
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(3)]
     for w in workers:
         w.start()
     for w in workers:
         w.join(timeout=60)
     assert not any(w.is_alive() for w in workers)
-    assert wrong == [0] * parties and list(slots) == [rounds] * parties
-    assert sync[0] == 0 and sync[1] == 2 * rounds  # every generation opened once
+    assert [wrong for _, wrong in results] == [0, 0, 0]
+    assert sum(done for done, _ in results) == chunks * rounds
+    assert list(slots) == [rounds] * chunks and sync[0] == chunks * rounds
+    assert np.all(sync[8:] >= 1)  # every chunk of every round claimed
 
 
 def test_atomic_add_counts_every_increment():
@@ -217,19 +231,20 @@ def test_unit_slices_and_thread_counts():
     assert numba_scan.row_slices(17, 3) == [(0, 5), (5, 11), (11, 17)]
 
 
-@pytest.mark.parametrize("asked", [False, True])
-def test_how_a_call_shares_its_threads(asked):
-    """By sequences whenever each thread gets 4 (and the weights are packed); by units only
-    where threads were asked for; neither without enough work."""
+def test_how_a_call_shares_its_threads():
+    """By sequences whenever each thread gets 4 (and the weights are packed), else by
+    units (unless the caller says not to: training); neither without enough work."""
     plan = numba_scan.plan
     with thread_setting(2):
-        lstm_xp._threads._SETTING = (2, asked)
         assert plan(100, 1, 32, 64, True) == (False, [(0, 64)])  # too little work to share
+        assert plan(100, 1, 64, 128, True) == (False, [(0, 64), (64, 128)])
+        assert plan(100, 2, 32, 64, True) == (False, [(0, 64)])  # too little a step
+        assert plan(2, 1, 64, 128, True) == (False, [(0, 128)])  # too little a call
         assert plan(100, 16, 128, 256, True) == (True, [(0, 8), (8, 16)])
         assert plan(100, 8, 128, 256, True) == (True, [(0, 4), (4, 8)])
         assert plan(100, 64, 128, 256, False)[0] is False  # rows need packed weights
-        split_units = (False, [(0, 128), (128, 256)])
-        assert plan(100, 7, 128, 256, True) == (split_units if asked else (False, [(0, 256)]))
+        assert plan(100, 7, 128, 256, True) == (False, [(0, 128), (128, 256)])
+        assert plan(100, 1, 128, 256, True) == (False, [(0, 128), (128, 256)])
         assert plan(100, 7, 128, 256, True, lockstep=False) == (False, [(0, 256)])
         assert plan(100, 64, 128, 256, True, threads=1) == (False, [(0, 256)])
 
@@ -241,7 +256,8 @@ import lstm_xp.kernels.numba_scan as ns
 import lstm_xp
 from lstm_xp import LSTM, ConfigError
 lstm_xp.set_num_threads(2)
-ns.MIN_FLOPS_PER_THREAD, ns.MIN_UNITS_PER_THREAD = 1, 1
+ns.MIN_FLOPS_PER_THREAD = ns.MIN_UNITS_PER_THREAD = ns.MIN_CHUNK_STEP_FLOPS = 1
+ns.MIN_CHUNK_CALL_FLOPS = 1
 model = LSTM(5, 16, seed=3)
 x = np.random.default_rng(0).standard_normal((12, 3, 5)).astype(np.float32)
 expected = model(x)[0]  # starts the pool in the parent
@@ -270,10 +286,9 @@ def test_thread_count_from_the_environment_and_set_num_threads(monkeypatch):
     monkeypatch.setattr(_threads, "_SETTING", None)  # not read yet
     monkeypatch.delenv("LSTM_XP_NUM_THREADS", raising=False)
     assert lstm_xp.get_num_threads() == _threads.cores()
-    assert not _threads.threads_asked_for()  # so no lockstep: see lstm_xp._threads
     monkeypatch.setattr(_threads, "_SETTING", None)
     monkeypatch.setenv("LSTM_XP_NUM_THREADS", "3")
-    assert lstm_xp.get_num_threads() == 3 and _threads.threads_asked_for()
+    assert lstm_xp.get_num_threads() == 3
     monkeypatch.setenv("LSTM_XP_NUM_THREADS", "5")
     assert lstm_xp.get_num_threads() == 3  # read once
     assert lstm_xp.set_num_threads("auto") == 3 and lstm_xp.get_num_threads() == _threads.cores()

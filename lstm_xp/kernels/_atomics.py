@@ -1,9 +1,9 @@
-"""Atomic operations on int64 array elements for compiled (numba) code, and the spin barrier
-built on them that lets the threads of one layer scan meet after every step.
+"""Atomic operations on int64 array elements for compiled (numba) code, and the spin wait
+built on them with which the threads of one layer scan share its steps.
 
 numba has no CPU atomics of its own; these are LLVM's (``atomicrmw`` and atomic loads and
 stores, sequentially consistent), emitted through :func:`numba.extending.intrinsic`, so the
-barrier is correct on any CPU numba targets (x86-64 and ARM alike), not only on x86's strong
+wait is correct on any CPU numba targets (x86-64 and ARM alike), not only on x86's strong
 memory order. A plain load in a spin loop would also be wrong: the compiler may hoist it.
 """
 
@@ -100,21 +100,15 @@ SPINS_BEFORE_YIELD = 1000
 
 
 @numba.njit(inline="always", cache=True, nogil=True)
-def barrier(sync, parties):  # pragma: no cover - compiled
-    """Wait until ``parties`` threads have called this with the same ``sync`` (an int64
-    array of 2: arrivals, generation, both 0 to start). The last to arrive opens the next
-    generation; the others spin on it (each side's writes before the barrier are visible
-    to every side after it: the operations are sequentially consistent), and after
-    :data:`SPINS_BEFORE_YIELD` looks yield their core at each further look: a thread of
-    another pool spinning on the same core (OpenBLAS's, after a NumPy product) would
-    otherwise hold it for a whole time slice (a 100-step call took 105 ms instead of 2)."""
-    generation = atomic_load(sync, 1)
-    if atomic_add(sync, 0, 1) == parties - 1:
-        atomic_store(sync, 0, 0)
-        atomic_add(sync, 1, 1)
-    else:
-        spins = 0
-        while atomic_load(sync, 1) == generation:
-            spins += 1
-            if spins > SPINS_BEFORE_YIELD:
-                yield_cpu()
+def wait_at_least(sync, index, value):  # pragma: no cover - compiled
+    """Wait until ``sync[index]`` (an int64 array element that other threads increase) is
+    at least ``value``; what the threads that increased it wrote before is then visible
+    here (the operations are sequentially consistent). After
+    :data:`SPINS_BEFORE_YIELD` looks the thread yields its core at each further look: a
+    thread of another pool spinning on the same core (OpenBLAS's, after a NumPy product)
+    would otherwise hold it for a whole time slice."""
+    spins = 0
+    while atomic_load(sync, index) < value:
+        spins += 1
+        if spins > SPINS_BEFORE_YIELD:
+            yield_cpu()

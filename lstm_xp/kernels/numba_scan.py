@@ -26,15 +26,14 @@ compiled call runs the layer:
 - **Threads**, two ways (:func:`plan`). A batch with :data:`MIN_ROWS_PER_THREAD` sequences
   a thread is split by sequences, as ONNX Runtime does: each thread runs the whole time
   loop for its slice, reading one shared packed copy of the weights, and never waits for
-  another (on by default). Smaller batches can split the hidden units instead, as oneDNN
-  does: each thread computes its units' four gates for every sequence, reading only its
-  rows of the weights (at H = 256 the 1 MiB of recurrent weights do not fit in one core's
-  L2 cache; halves do), and the threads meet at a spin barrier after each step
-  (:mod:`._atomics`), the hidden state double-buffered so one barrier a step suffices;
-  that needs the cores to themselves, so it runs only where threads were asked for. No
-  BLAS thread pool is involved (two pools on the same cores thrash). A call takes threads
-  only with enough work; concurrent calls split by units take turns with them
-  (:data:`_SPINNING`).
+  another. Smaller batches split the hidden units into one chunk a thread, as oneDNN
+  does: the chunk's four gates for every sequence, from its rows of the weights only (at
+  H = 256 the 1 MiB of recurrent weights do not fit in one core's L2 cache; halves do).
+  The threads claim each step's chunks (:func:`_scan_units`), their own first: a thread
+  that is late or lost its core has its chunks done by the others, so a call never waits
+  for a thread that is not running, and the results are the same bits whoever ran which
+  chunk. The hidden state is double-buffered, so one wait a step suffices. No BLAS thread
+  pool is involved (two pools on the same cores thrash).
 - **Training**: :mod:`.numba_train` runs the same loop (split by sequences at most),
   writing a tape, and a compiled backward walk.
 
@@ -50,6 +49,7 @@ import itertools
 import math
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,8 +57,8 @@ from typing import Any
 import numba
 import numpy as np
 
-from .._threads import get_num_threads, threads_asked_for
-from ._atomics import barrier
+from .._threads import get_num_threads
+from ._atomics import atomic_add, wait_at_least
 from ._simd import (
     ROW_PANELS,
     TANH32_CLAMP,
@@ -96,13 +96,20 @@ ROW_BLOCK = 96
 #: :func:`_pack`); fewer compute the dot products from the weights as they are.
 PACK_MIN_ROWS = 8
 #: A call splits its batch between threads when each gets this many sequences (each
-#: thread then runs its own time loop, with no barrier; all of them read one packed copy
-#: of the weights) ...
+#: thread then runs its own time loop, never waiting for another; all of them read one
+#: packed copy of the weights) ...
 MIN_ROWS_PER_THREAD = 4
-#: ... else its hidden units, at least this many a thread ...
-MIN_UNITS_PER_THREAD = 32
-#: ... and this much work (matrix-product FLOPs of its slice).
+#: ... and this much work (matrix-product FLOPs of its slice) ...
 MIN_FLOPS_PER_THREAD = 15_000_000
+#: ... else its hidden units in chunks that the threads claim step by step, at least this
+#: many units a chunk ...
+MIN_UNITS_PER_THREAD = 32
+#: ... this much work a chunk and step (the threads' hand-over costs about 0.3 us a step:
+#: at (B, I, H) = (1, 64, 128), 98,000 FLOPs a chunk, two chunks took 390 us for 100
+#: steps against 490 for one; at (2, 32, 64), 49,000, 310 against 220) ...
+MIN_CHUNK_STEP_FLOPS = 64_000
+#: ... and this much in the whole call (handing a part to the pool takes ~10 us).
+MIN_CHUNK_CALL_FLOPS = 4_000_000
 
 _f32 = np.float32
 
@@ -330,34 +337,51 @@ def _gate_product(w, first, last, a, first_a, rows, out):  # pragma: no cover - 
         _matmul_nt(w, low, high, a, first_a, rows, out, np.int64(0), q * units)
 
 
+#: Where :func:`_scan_units`'s claims start in its ``sync`` array, past the count of chunks
+#: done (a cache line of its own: every thread polls it).
+CLAIMS = 8
+
+
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, first, last, reverse,
+def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, reverse,
                 approximate, proj, gates, cs, bias_own, packed_ih, packed_hh, pack, sync,
-                parties, tape_gates, tape_cells, tape_tanh):  # pragma: no cover - compiled
-    """The layer scan for hidden units ``first:last`` of sequences ``rows0:rows0 + B`` of
-    the batch; ``parties`` calls with disjoint unit ranges and one ``sync`` run it
-    together, meeting after each step, and calls with disjoint ranges of sequences (and
-    ``parties`` 1) run side by side without meeting.
+                tape_gates, tape_cells, tape_tanh):  # pragma: no cover - compiled
+    """The layer scan for sequences ``rows0:rows0 + B`` of the batch, their hidden units
+    in ``K`` chunks, ``chunks`` (K, 2) their ``(first, last)`` ranges. Calls with
+    disjoint ranges of sequences (and one chunk) run side by side without meeting.
+
+    With more than one chunk, several calls (``home`` 0, 1, ...: one per thread, the same
+    arguments otherwise) share the work of each step by claiming its chunks: at step ``t``
+    each call claims its own chunk first (``sync[CLAIMS + t * K + chunk]``, an atomic
+    increment that only one call sees at 0), computes it, then claims any other chunk of the
+    step not yet taken, and counts each chunk it finished in ``sync[0]``; before step
+    ``t + 1`` it waits until all ``K * (t + 1)`` chunks are done. A thread that started late
+    or lost its core finds its chunks taken and catches up, so no call ever waits for a
+    thread that is not running (a barrier after each step did: 105 ms instead of 2-3 when
+    a core was busy elsewhere), while with both running each keeps computing its own chunk
+    and keeps that chunk's weights in its core's cache. Every chunk is computed the same
+    way whoever claims it, so the results are the same bits however the threads ran.
+    ``home`` 0 returns once every chunk of the last step is done; the others may return
+    earlier (and their caller need not wait for them: ``sync`` is this call's own).
 
     ``x2`` (T * N, I) the input of the whole batch (N sequences), ``w_ih`` (4H, I),
     ``w_hh`` (4H, H), ``bias`` (4H,); ``hs`` (2 * B, H) the hidden state of this call's B
     sequences, double-buffered (rows ``0:B`` hold it before the first step, a step reads
-    one half and writes the other, so one barrier a step suffices); ``c`` (B, H) their cell
+    one half and writes the other, so one wait a step suffices); ``c`` (B, H) their cell
     state, updated in place; ``y`` (T, N, H) the whole output, this call's rows written;
-    ``lengths`` (B,) int64 (T when none were given). Work buffers, this call's own:
-    ``proj`` (S * B, 4U), ``gates``
-    (B, 4U), ``cs`` (B, U) and ``bias_own`` (4U,) (this thread's columns of c and its
-    entries of the bias, contiguous: the loops over strided views did not vectorise), with
-    ``U = last - first`` and ``S`` steps projected at once. With ``packed_ih`` (P, I, C)
-    and ``packed_hh`` (P, H, C) not empty, the call's columns of the weights are packed in
-    them (:func:`_pack`, ``P * C >= 4U``; by this call first if ``pack``, else by the
-    caller, for calls that share them), and the products are
-    :func:`_packed_product`'s, which add into ``proj`` (S * B, P * C) in place: the bias
-    first, then the input's projection, then a step's recurrent product onto its rows
-    (``gates`` is not used); empty, the products are :func:`_gate_product`'s dot products
-    over the weights as they are (those need the whole batch: ``B = N``). Nothing is
-    allocated and nothing raises (a thread that stopped early would leave the others
-    waiting at the barrier).
+    ``lengths`` (B,) int64 (T when none were given). Work buffers, one of each per chunk
+    (``U`` the most units a chunk has, ``S`` steps projected at once): ``proj`` (K, S * B,
+    W), ``gates`` (K, B, 4U), ``cs`` (K, B, U) and ``bias_own`` (K, 4U) (the chunk's
+    columns of c and its entries of the bias, contiguous: the loops over strided views did
+    not vectorise). With ``packed_ih`` (K, P, I, C) and ``packed_hh`` (K, P, H, C) not
+    empty, the chunk's columns of the weights are packed in them (:func:`_pack`,
+    ``P * C >= 4U``; by the chunk's first step if ``pack``, else by the caller, for calls
+    that share them), and the products are :func:`_packed_product`'s, which add into
+    ``proj`` (``W = P * C``) in place: the bias first, then the input's projection, then a
+    step's recurrent product onto its rows (``gates`` is not used); empty, the products are
+    :func:`_gate_product`'s dot products over the weights as they are (``W = 4U``; those
+    need the whole batch: ``B = N``). Nothing is allocated and nothing raises (a thread
+    that stopped with a chunk claimed would leave the others waiting).
 
     For training, the tape of :class:`.numba_train.RowTape` (every sequence running all
     T steps), in rows of the whole batch: ``tape_gates`` (T, N, 4H) the activations i, f,
@@ -373,99 +397,140 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, first, last, rev
     batch = c.shape[0]
     hidden = c.shape[1]
     steps, everyone = y.shape[0], y.shape[1]
-    units = last - first
-    ahead = proj.shape[0] // batch
+    count_chunks = chunks.shape[0]
+    claiming = count_chunks > 1
+    ahead = proj.shape[1] // batch
     half = x2.dtype.type(0.5)
     one = x2.dtype.type(1)
     zero = np.int64(0)  # an int64 like the other calls' indices: a literal 0 compiled anew
     record = tape_gates.shape[0] > 0
-    packed = packed_hh.shape[0] > 0
-    if packed and pack:
-        _pack(w_ih, first, last, packed_ih)
-        _pack(w_hh, first, last, packed_hh)
-    for q in range(4):
-        for u in range(units):
-            bias_own[q * units + u] = bias[q * hidden + first + u]
-    for i in range(batch):
-        for u in range(units):
-            cs[i, u] = c[i, first + u]
+    packed = packed_hh.shape[1] > 0
+    for turn in range(count_chunks):  # round 0: each chunk's weights, bias and cell state
+        k = home + turn
+        if k >= count_chunks:
+            k -= count_chunks
+        if claiming and atomic_add(sync, CLAIMS + k, 1) > 0:
+            continue  # another thread has it
+        first, last = chunks[k, 0], chunks[k, 1]
+        units = last - first
+        if packed and pack:
+            _pack(w_ih, first, last, packed_ih[k])
+            _pack(w_hh, first, last, packed_hh[k])
+        for q in range(4):
+            for u in range(units):
+                bias_own[k, q * units + u] = bias[q * hidden + first + u]
+        for i in range(batch):
+            for u in range(units):
+                cs[k, i, u] = c[i, first + u]
+        if claiming:
+            atomic_add(sync, 0, 1)
+    # One chunk: its views made once (made at each step, they cost 10 % at H = 32).
+    proj_0, cs_0, bias_0 = proj[0], cs[0], bias_own[0]
+    packed_ih_0, packed_hh_0 = packed_ih[0], packed_hh[0]
     for start in range(0, steps, ahead):
         count = min(ahead, steps - start)
         low = steps - start - count if reverse else start  # the block's first time index
-        if packed:
-            for r in range(count * batch):
-                row = proj[r]
-                for n in range(4 * units):
-                    row[n] = bias_own[n]
-                for n in range(4 * units, row.shape[0]):
-                    row[n] = 0
-            # The whole batch: the block's rows are contiguous, one product; a slice of
-            # it, one product a step. (One call site: each is a copy to compile.)
-            whole = batch == everyone
-            for s in range(1 if whole else count):
-                _packed_product(packed_ih, x2, (low + s) * everyone + rows0,
-                                count * batch if whole else batch, proj, s * batch)
-        else:
-            _gate_product(w_ih, first, last, x2, low * batch, count * batch, proj)
         for s in range(count):
             walked = start + s
             t = steps - 1 - walked if reverse else walked
             now = (walked % 2) * batch  # the half of hs holding the state before step t
             then = batch - now
-            if packed:
-                _packed_product(packed_hh, hs, now, batch, proj, (t - low) * batch)
-            else:
-                _gate_product(w_hh, first, last, hs, now, batch, gates)
-            for i in range(batch):
-                h_old = hs[now + i, first:last]
-                h_new = hs[then + i, first:last]
-                y_t = y[t, rows0 + i, first:last]
-                if t >= lengths[i]:  # past this sequence's end: state kept, output zero
-                    for u in range(units):
-                        h_new[u] = h_old[u]
-                        y_t[u] = 0
+            if claiming:  # every chunk of the round before is done
+                wait_at_least(sync, 0, (walked + 1) * count_chunks)
+            for turn in range(count_chunks):  # round walked + 1: the step
+                k = home + turn
+                if k >= count_chunks:
+                    k -= count_chunks
+                if claiming and atomic_add(sync, CLAIMS + (walked + 1) * count_chunks + k,
+                                           1) > 0:
                     continue
-                g = proj[(t - low) * batch + i]
-                if not packed:
-                    p = g
-                    g = gates[i]
-                    for r in range(4 * units):
-                        g[r] += p[r] + bias_own[r]
-                # i, f, o: sigmoid(z) = (1 + tanh(z / 2)) / 2; g: tanh(z)
-                _tanh_of(g, zero, 2 * units, half, approximate)
-                _tanh_of(g, 2 * units, 3 * units, one, approximate)
-                _tanh_of(g, 3 * units, 4 * units, half, approximate)
-                c_i = cs[i]
-                for u in range(units):
-                    cn = (half * g[units + u] + half) * c_i[u] + \
-                        (half * g[u] + half) * g[2 * units + u]
-                    c_i[u] = cn
-                    h_new[u] = cn
-                if record:
-                    after = t if reverse else t + 1
-                    tape_g = tape_gates[t, rows0 + i]
-                    tape_c = tape_cells[after, rows0 + i]
+                first, last = chunks[k, 0], chunks[k, 1]
+                units = last - first
+                if claiming:
+                    proj_k, cs_k, bias_k = proj[k], cs[k], bias_own[k]
+                    packed_ih_k, packed_hh_k = packed_ih[k], packed_hh[k]
+                else:
+                    proj_k, cs_k, bias_k = proj_0, cs_0, bias_0
+                    packed_ih_k, packed_hh_k = packed_ih_0, packed_hh_0
+                if s == 0:  # the block's input projection, onto the bias
+                    if packed:
+                        for r in range(count * batch):
+                            row = proj_k[r]
+                            for n in range(4 * units):
+                                row[n] = bias_k[n]
+                            for n in range(4 * units, row.shape[0]):
+                                row[n] = 0
+                        # The whole batch: the block's rows are contiguous, one product; a
+                        # slice of it, one product a step. (One call site: each is a copy
+                        # to compile.)
+                        whole = batch == everyone
+                        for b in range(1 if whole else count):
+                            _packed_product(packed_ih_k, x2, (low + b) * everyone + rows0,
+                                            count * batch if whole else batch, proj_k,
+                                            b * batch)
+                    else:
+                        _gate_product(w_ih, first, last, x2, low * batch, count * batch,
+                                      proj_k)
+                if packed:
+                    _packed_product(packed_hh_k, hs, now, batch, proj_k, (t - low) * batch)
+                else:
+                    _gate_product(w_hh, first, last, hs, now, batch, gates[k])
+                for i in range(batch):
+                    h_old = hs[now + i, first:last]
+                    h_new = hs[then + i, first:last]
+                    y_t = y[t, rows0 + i, first:last]
+                    if t >= lengths[i]:  # past this sequence's end: state kept, output zero
+                        for u in range(units):
+                            h_new[u] = h_old[u]
+                            y_t[u] = 0
+                        continue
+                    g = proj_k[(t - low) * batch + i]
+                    if not packed:
+                        p = g
+                        g = gates[k, i]
+                        for r in range(4 * units):
+                            g[r] += p[r] + bias_k[r]
+                    # i, f, o: sigmoid(z) = (1 + tanh(z / 2)) / 2; g: tanh(z)
+                    _tanh_of(g, zero, 2 * units, half, approximate)
+                    _tanh_of(g, 2 * units, 3 * units, one, approximate)
+                    _tanh_of(g, 3 * units, 4 * units, half, approximate)
+                    c_i = cs_k[i]
                     for u in range(units):
-                        j = first + u
-                        tape_g[j] = half * g[u] + half
-                        tape_g[hidden + j] = half * g[units + u] + half
-                        tape_g[2 * hidden + j] = g[2 * units + u]
-                        tape_g[3 * hidden + j] = half * g[3 * units + u] + half
-                        tape_c[j] = h_new[u]
-                _tanh_of(h_new, zero, units, one, approximate)
-                if record:
-                    tape_t = tape_tanh[t, rows0 + i]
+                        cn = (half * g[units + u] + half) * c_i[u] + \
+                            (half * g[u] + half) * g[2 * units + u]
+                        c_i[u] = cn
+                        h_new[u] = cn
+                    if record:
+                        after = t if reverse else t + 1
+                        tape_g = tape_gates[t, rows0 + i]
+                        tape_c = tape_cells[after, rows0 + i]
+                        for u in range(units):
+                            j = first + u
+                            tape_g[j] = half * g[u] + half
+                            tape_g[hidden + j] = half * g[units + u] + half
+                            tape_g[2 * hidden + j] = g[2 * units + u]
+                            tape_g[3 * hidden + j] = half * g[3 * units + u] + half
+                            tape_c[j] = h_new[u]
+                    _tanh_of(h_new, zero, units, one, approximate)
+                    if record:
+                        tape_t = tape_tanh[t, rows0 + i]
+                        for u in range(units):
+                            tape_t[first + u] = h_new[u]
                     for u in range(units):
-                        tape_t[first + u] = h_new[u]
-                for u in range(units):
-                    hn = (half * g[3 * units + u] + half) * h_new[u]
-                    h_new[u] = hn
-                    y_t[u] = hn
-            if parties > 1:
-                barrier(sync, parties)
-    for i in range(batch):
-        for u in range(units):
-            c[i, first + u] = cs[i, u]
+                        hn = (half * g[3 * units + u] + half) * h_new[u]
+                        h_new[u] = hn
+                        y_t[u] = hn
+                if claiming:
+                    atomic_add(sync, 0, 1)
+    if home > 0:
+        return
+    if claiming:  # the caller's thread: back once every chunk is done
+        wait_at_least(sync, 0, (steps + 1) * count_chunks)
+    for k in range(count_chunks):  # the cell states, back in place
+        first = chunks[k, 0]
+        for i in range(batch):
+            for u in range(chunks[k, 1] - first):
+                c[i, first + u] = cs[k, i, u]
 
 
 def layer_scan_numba(
@@ -511,9 +576,10 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     y = np.empty((steps, batch, hidden), dtype)
     call = _call_plan(steps, batch, features, hidden, dtype,
                       get_num_threads() if threads is None else threads,
-                      threads_asked_for() if lockstep is None else lockstep,
+                      True if lockstep is None else lockstep,
                       (STEPS_AHEAD, PROJ_ELEMENTS, PACK_MIN_ROWS, MIN_ROWS_PER_THREAD,
-                       MIN_UNITS_PER_THREAD, MIN_FLOPS_PER_THREAD))
+                       MIN_FLOPS_PER_THREAD, MIN_UNITS_PER_THREAD, MIN_CHUNK_STEP_FLOPS,
+                       MIN_CHUNK_CALL_FLOPS))
     valid = call.full_lengths if lengths is None else np.asarray(lengths, dtype=np.int64)
     key = (call, features, hidden)
     work = _work_for(key)
@@ -523,15 +589,21 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
         _pack(w_ih, 0, hidden, work.shared[0])
         _pack(w_hh, 0, hidden, work.shared[1])
     approximate = dtype == np.float32
-    parts = [(x2, w_ih, w_hh, b, hs, c[low:high] if call.by_rows else c, y,
-              valid[low:high] if call.by_rows else valid, low, first, last, reverse,
-              approximate, *buffers, work.sync, parties, *tape)
-             for hs, (low, high), (first, last), parties, buffers in work.parts]
-    if len(parts) == 1 or call.by_rows:  # independent slices of the batch: no turns to take
-        run_parts(_scan_units, parts)
-    else:  # each slice of units on its own thread, all meeting after each step
-        with _SPINNING:
-            run_parts(_scan_units, parts)
+    if call.by_rows:  # independent slices of the batch, each on its own thread
+        run_parts(_scan_units, [
+            (x2, w_ih, w_hh, b, hs, c[low:high], y, valid[low:high], low, call.chunks, 0,
+             reverse, approximate, *buffers, np.empty(0, np.int64), *tape)
+            for (hs, (low, high)), buffers in zip(work.states, work.parts, strict=True)])
+    else:  # the chunks of units, claimed step by step by as many threads (or one)
+        hs = work.states[0][0]
+        sync = np.zeros(CLAIMS + (steps + 1) * len(call.chunks), np.int64) \
+            if len(call.chunks) > 1 else np.empty(0, np.int64)
+        args = (x2, w_ih, w_hh, b, hs, c, y, valid, 0, call.chunks)
+        rest = (reverse, approximate, *work.parts[0], sync, *tape)
+        # Only the caller's own part is waited for: it returns once every chunk is done,
+        # whichever thread did it, and a thread that starts late finds nothing left.
+        run_parts(_scan_units, [(*args, home, *rest) for home in range(len(call.chunks))],
+                  wait=False)
     final = steps % 2  # the half of each hs the last step wrote
     h_n = np.concatenate([hs.reshape(2, -1, hidden)[final] for hs, _ in work.states]) \
         if call.by_rows else work.states[0][0][final * batch:(final + 1) * batch].copy()
@@ -541,10 +613,11 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
 
 @dataclass(frozen=True)
 class _CallPlan:
-    """How :func:`_run` runs ``batch`` sequences of ``dtype``: split by sequences
-    (``by_rows``) or by units into ``slices``, the input projected ``ahead`` steps at a
-    time, the weights packed (``pack``), and the lengths when none are given
-    (``full_lengths``, read-only)."""
+    """How :func:`_run` runs ``batch`` sequences of ``dtype``: split by sequences into
+    ``slices`` between threads (``by_rows``), or its hidden units in ``chunks`` (K, 2)
+    (``(first, last)`` each, read-only) that as many threads share (one chunk: the caller's
+    thread alone); the input projected ``ahead`` steps at a time, the weights packed
+    (``pack``), and the lengths when none are given (``full_lengths``, read-only)."""
 
     batch: int
     by_rows: bool
@@ -552,6 +625,7 @@ class _CallPlan:
     ahead: int
     pack: bool
     dtype: np.dtype
+    chunks: np.ndarray = field(compare=False, hash=False)
     full_lengths: np.ndarray = field(compare=False, hash=False)
 
 
@@ -564,73 +638,74 @@ def _call_plan(steps: int, batch: int, features: int, hidden: int, dtype: np.dty
     ahead = max(1, min(steps, STEPS_AHEAD, PROJ_ELEMENTS // (4 * hidden * batch)))
     pack = steps * batch >= PACK_MIN_ROWS
     by_rows, slices = plan(steps, batch, features, hidden, pack, lockstep, threads)
+    chunks = np.array([(0, hidden)] if by_rows else slices, np.int64).reshape(-1, 2)
     full = np.full(batch, steps, np.int64)
-    full.flags.writeable = False
-    return _CallPlan(batch, by_rows, tuple(slices), ahead, pack, np.dtype(dtype), full)
+    for a in (chunks, full):
+        a.flags.writeable = False
+    return _CallPlan(batch, by_rows, tuple(slices), ahead, pack, np.dtype(dtype), chunks, full)
 
 
 @dataclass
 class _Work:
     """One call's work buffers (see :func:`_scan_units`): ``states`` the double-buffered
-    hidden states and the sequences each holds; ``parts`` per slice its hidden state, rows,
-    units, parties and the buffers ``(proj, gates, cs, bias_own, packed_ih, packed_hh,
-    pack)``; ``shared`` the packed weights every thread reads (split by sequences), else
-    None; ``sync`` the barrier's counters."""
+    hidden states and the sequences each holds (one per slice of sequences, or one for
+    the whole batch); ``parts`` the buffers ``(proj, gates, cs, bias_own, packed_ih,
+    packed_hh, pack)`` of each slice of sequences, or of the chunks of units (one entry);
+    ``shared`` the packed weights every thread reads (split by sequences), else None."""
 
     states: list[tuple[np.ndarray, tuple[int, int]]]
-    parts: list[tuple[np.ndarray, tuple[int, int], tuple[int, int], int, tuple[Any, ...]]]
+    parts: list[tuple[Any, ...]]
     shared: tuple[np.ndarray, np.ndarray] | None
-    sync: np.ndarray
     nbytes: int
 
 
 def _make_work(call: _CallPlan, features: int, hidden: int) -> _Work:
     """New work buffers for a call of plan ``call``."""
-    dtype, ahead, pack = call.dtype, call.ahead, call.pack
-    batch = call.batch
-    none2, none3 = np.empty((0, 0), dtype), np.empty((0, 0, 0), dtype)
+    dtype, ahead, pack, batch = call.dtype, call.ahead, call.pack, call.batch
+    count = len(call.chunks)
+    units = int(max(last - first for first, last in call.chunks))
+    none3, none4 = np.empty((count, 0, 0), dtype), np.empty((count, 0, 0, 0), dtype)
 
-    def packed(units: int, proj_rows: int) -> list[np.ndarray]:
-        """Packed weights for ``units`` units and, with ``proj_rows``, a projection block,
-        in one allocation."""
-        panels, width = panels_for(units, dtype)
-        shapes = [(panels, features, width), (panels, hidden, width)]
-        return aligned_arrays(shapes + [(proj_rows, panels * width)] * (proj_rows > 0), dtype)
+    def own(size: int) -> tuple[Any, ...]:
+        """``(cs, bias_own)`` for ``size`` sequences, a pair for each chunk."""
+        return np.empty((count, size, units), dtype), np.empty((count, 4 * units), dtype)
 
-    def buffers(size: int, count: int, shared: tuple[np.ndarray, np.ndarray] | None,
-                ) -> tuple[Any, ...]:
-        """A slice's own buffers: ``size`` sequences, ``count`` units."""
-        if pack and shared is None:
-            packed_ih, packed_hh, proj = packed(count, ahead * size)
-            gates = none2
-        elif pack and shared is not None:
-            packed_ih, packed_hh = shared
-            proj = aligned_empty((ahead * size, shared[0].shape[0] * shared[0].shape[2]),
-                                 dtype)
-            gates = none2
-        else:
-            packed_ih = packed_hh = none3
-            proj = np.empty((ahead * size, 4 * count), dtype)
-            gates = np.empty((size, 4 * count), dtype)
-        return (proj, gates, np.empty((size, count), dtype), np.empty(4 * count, dtype),
-                packed_ih, packed_hh, shared is None)
-
-    shared = None
-    if call.by_rows:
-        w_ih_p, w_hh_p = packed(hidden, 0)
+    if call.by_rows:  # one packed copy of the weights, each slice its projection block
+        panels, width = panels_for(hidden, dtype)
+        w_ih_p, w_hh_p, *projs = aligned_arrays(
+            [(panels, features, width), (panels, hidden, width)]
+            + [(1, ahead * (high - low), panels * width) for low, high in call.slices], dtype)
         shared = (w_ih_p, w_hh_p)
         states = [(np.empty((2 * (high - low), hidden), dtype), (low, high))
                   for low, high in call.slices]
-        parts = [(hs, rows, (0, hidden), 1, buffers(rows[1] - rows[0], hidden, shared))
-                 for hs, rows in states]
-    else:
+        parts = [(proj, none3, *own(high - low), w_ih_p[None], w_hh_p[None], False)
+                 for proj, (low, high) in zip(projs, call.slices, strict=True)]
+    elif pack:  # each chunk its packed weights and projection block
+        panels, width = panels_for(units, dtype)
+        packed_ih, packed_hh, proj = aligned_arrays(
+            [(count, panels, features, width), (count, panels, hidden, width),
+             (count, ahead * batch, panels * width)], dtype)
+        shared = None
         states = [(np.empty((2 * batch, hidden), dtype), (0, batch))]
-        parties = len(call.slices)
-        parts = [(states[0][0], (0, batch), units, parties,
-                  buffers(batch, units[1] - units[0], None)) for units in call.slices]
-    arrays = [a for _, _, _, _, own in parts for a in own[:6]] + [hs for hs, _ in states]
-    nbytes = sum({id(a): a.nbytes for a in arrays + list(shared or ())}.values())
-    return _Work(states, parts, shared, np.zeros(2, np.int64), nbytes)
+        parts = [(proj, none3, *own(batch), packed_ih, packed_hh, True)]
+    else:  # dot products over the weights as they are
+        shared = None
+        states = [(np.empty((2 * batch, hidden), dtype), (0, batch))]
+        parts = [(np.empty((count, ahead * batch, 4 * units), dtype),
+                  np.empty((count, batch, 4 * units), dtype), *own(batch), none4, none4,
+                  True)]
+    arrays = [a for part in parts for a in part[:6]] + [hs for hs, _ in states]
+    return _Work(states, parts, shared, _footprint(arrays))
+
+
+def _footprint(arrays: list[np.ndarray]) -> int:
+    """Bytes of the allocations behind ``arrays`` (views of one counted once)."""
+    roots = {}
+    for a in arrays:
+        while isinstance(a.base, np.ndarray):
+            a = a.base
+        roots[id(a)] = a.nbytes
+    return sum(roots.values())
 
 
 #: Each thread keeps the work buffers of its last few call shapes (:func:`_work_for`), at
@@ -673,7 +748,7 @@ def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return aligned_arrays([shape], dtype)[0]
 
 
-def aligned_arrays(shapes: list[tuple[int, ...]], dtype: Any) -> list[np.ndarray]:
+def aligned_arrays(shapes: Sequence[tuple[int, ...]], dtype: Any) -> list[np.ndarray]:
     """:func:`aligned_empty` for each of ``shapes``, all in one allocation (each array
     starting on its own 64-byte boundary): one NumPy call and one address lookup instead of
     one each, a few microseconds a small call."""
@@ -696,23 +771,23 @@ def use_compiled(dtype: Any) -> bool:
 
 
 def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
-         lockstep: bool | None = None, threads: int | None = None,
+         lockstep: bool = True, threads: int | None = None,
          ) -> tuple[bool, list[tuple[int, int]]]:
     """How one layer scan shares up to ``threads`` threads (default
-    :func:`lstm_xp.get_num_threads`), each with at least :data:`MIN_FLOPS_PER_THREAD` of
-    work: ``(True, row ranges)`` splits the batch (:func:`row_slices`; packed weights, at
-    least :data:`MIN_ROWS_PER_THREAD` sequences a thread), else ``(False, unit ranges)``
-    (:func:`unit_slices`, at least :data:`MIN_UNITS_PER_THREAD` units a thread, only if
-    ``lockstep``: by default, where the thread count was asked for; see
-    :mod:`lstm_xp._threads`). One range: the caller's thread alone."""
+    :func:`lstm_xp.get_num_threads`): ``(True, row ranges)`` splits the batch
+    (:func:`row_slices`; packed weights, at least :data:`MIN_ROWS_PER_THREAD` sequences and
+    :data:`MIN_FLOPS_PER_THREAD` a thread), else ``(False, unit ranges)``
+    (:func:`unit_slices`, at least :data:`MIN_UNITS_PER_THREAD` units,
+    :data:`MIN_CHUNK_STEP_FLOPS` a step and :data:`MIN_CHUNK_CALL_FLOPS` a call each, the
+    threads sharing each step's chunks of units; unless ``lockstep`` is False). One range:
+    the caller's thread alone."""
     limit = get_num_threads() if threads is None else threads
-    if lockstep is None:
-        lockstep = threads_asked_for()
-    limit = min(limit, 8 * steps * batch * hidden * (features + hidden) // MIN_FLOPS_PER_THREAD)
-    parts = min(limit, batch // MIN_ROWS_PER_THREAD)
+    step = 8 * batch * hidden * (features + hidden)  # FLOPs of one step's products
+    parts = min(limit, steps * step // MIN_FLOPS_PER_THREAD, batch // MIN_ROWS_PER_THREAD)
     if packed and parts > 1:
         return True, row_slices(batch, parts)
-    parts = min(limit, hidden // MIN_UNITS_PER_THREAD) if lockstep else 1
+    parts = min(limit, hidden // MIN_UNITS_PER_THREAD, step // MIN_CHUNK_STEP_FLOPS,
+                steps * step // MIN_CHUNK_CALL_FLOPS) if lockstep else 1
     return False, unit_slices(hidden, max(1, parts))
 
 
@@ -733,42 +808,39 @@ def unit_slices(hidden: int, threads: int) -> list[tuple[int, int]]:
 
 _POOL: tuple[ThreadPoolExecutor, int] | None = None  # the pool and its size
 _POOL_LOCK = threading.Lock()
-#: Held by the one call whose threads spin at barriers; a second call at the same time waits
-#: for it (two groups of spinning threads on the same cores would starve each other, and the
-#: pool could not start every party of both). Waiting, not running alone on one thread,
-#: keeps a call's result the same bits whatever else runs: the vectorised loops round an
-#: entry differently from their scalar remainders, so the split between threads shows in
-#: the last bits.
-_SPINNING = threading.Lock()
 
 
 def _forget_threads() -> None:
     """In a forked child: the parent's pool threads do not exist there (a job sent to them
-    would never start, and its call would wait at the barrier for ever), and a lock another
-    parent thread held stays held; start afresh."""
-    global _POOL, _POOL_LOCK, _SPINNING
-    _POOL, _POOL_LOCK, _SPINNING = None, threading.Lock(), threading.Lock()
+    would never start, and a call split by sequences would wait for it for ever), and a
+    lock another parent thread held stays held; start afresh."""
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_threads)
 
 
-def run_parts(function: Any, parts: list[tuple[Any, ...]]) -> None:
+def run_parts(function: Any, parts: list[tuple[Any, ...]], wait: bool = True) -> Any:
     """``function(*args)`` for each of ``parts`` at once: the first on the caller's thread,
-    the others on the pool (:func:`_pool`); returns when all have, raising what any
-    raised."""
+    the others on the pool (:func:`_pool`); returns the first's result when all have
+    finished, raising what any raised, or (``wait`` False) once the first has: for parts
+    that need none of the others to finish (:func:`_scan_units`'s claimed chunks)."""
     rest = [_pool(len(parts) - 1).submit(function, *args) for args in parts[1:]] \
         if len(parts) > 1 else []
-    function(*parts[0])
-    for job in rest:
-        job.result()
+    first = function(*parts[0])
+    if wait:
+        for job in rest:
+            job.result()
+    return first
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
-    """The process-wide pool, with at least ``workers`` threads (the caller runs one slice
-    itself). Every party of a barrier must be running at once, so a pool too small for
-    the call is replaced, never queued on; only calls holding :data:`_SPINNING` submit."""
+    """The process-wide pool, with at least ``workers`` threads (the caller runs one part
+    itself); a smaller one is replaced. Parts of concurrent calls queue for its threads:
+    no part waits for another that has not started (a part split by chunks finds the
+    chunks of a part that has not started yet and does them itself)."""
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL[1] < workers:
