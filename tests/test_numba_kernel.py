@@ -306,15 +306,13 @@ def test_thread_count_from_the_environment_and_set_num_threads(monkeypatch):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-def test_compiled_training_pass_equals_the_reference(threaded, products, split, monkeypatch,
-                                                     rng, threads, precision):
-    """The compiled forward pass writes the tape the fused NumPy backward pass reads: the
-    outputs and every gradient equal the pure path's, on one thread and split (the kernel
-    trains split by sequences at most; by units is forced here too), both directions, with
-    and without a bias, and from a given state."""
+def test_compiled_training_pass_equals_the_reference(threaded, products, split, rng, threads,
+                                                     precision):
+    """The compiled training pass (the forward pass writing its tape, the backward walk
+    and products reading it): the outputs and every gradient equal the pure path's, on one
+    thread and split by units or by sequences, both directions, with and without a bias,
+    and from a given state."""
     threaded(threads)
-    run = numba_scan._run
-    monkeypatch.setattr(numba_scan, "_run", lambda *a, lockstep=None: run(*a))
     T, B, I, H = 11, 3, 5, 14
     tol = dict(rtol=2e-5, atol=2e-6) if precision == "float32" else \
         dict(rtol=1e-11, atol=1e-13)

@@ -34,7 +34,7 @@ compiled call runs the layer:
   for a thread that is not running, and the results are the same bits whoever ran which
   chunk. The hidden state is double-buffered, so one wait a step suffices. No BLAS thread
   pool is involved (two pools on the same cores thrash).
-- **Training**: :mod:`.numba_train` runs the same loop (split by sequences at most),
+- **Training**: :mod:`.numba_train` runs the same loop, threads as for inference,
   writing a tape, and a compiled backward walk.
 
 Compiled code is cached on disk (``cache=True``); in a read-only install numba keeps it in its

@@ -8,7 +8,7 @@ layout the compiled scan (:mod:`.numba_scan`) computes in:
 
 - **Forward**: :func:`.numba_scan._scan_units` writes each step's activations (PyTorch's
   gate order i, f, g, o), cell state and its tanh into the tape as it goes, each row
-  contiguous, its batch split between threads as for inference.
+  contiguous, its batch or its hidden units split between threads as for inference.
 - **Backward**: :func:`_walk_back` walks the steps in reverse, each thread over its slice
   of the batch without meeting the others (a sequence's gradient needs only its own rows):
   per step one fused pass over the tape's rows turns the activations into the gate
@@ -171,13 +171,14 @@ class CompiledTrainer:
                        take((steps, batch, hidden), dtype),
                        take((steps, batch, hidden), dtype), reverse)
         tape.cells[steps if reverse else 0] = c0
-        # Never in lockstep: what runs between training steps (a loss, an optimiser, a
-        # layer in NumPy) may leave OpenBLAS's idle threads spinning on the cores a barrier
-        # would wait for (split by units behind the fused NumPy backward pass, this pass
-        # took 74-103 ms at (4, 100, 128, 256) against 6.6 ms). Split by sequences, a
-        # thread never waits for another.
+        # Threads as for inference: what runs between training steps (a loss, an
+        # optimiser, a layer in NumPy) may leave OpenBLAS's idle threads spinning on the
+        # cores, but split by sequences a thread never waits for another, and split by
+        # units a thread that lost its core has its chunks done by the others (behind a
+        # barrier every step, this pass had taken 74-103 ms at (4, 100, 128, 256) against
+        # 6.6 ms).
         y, h_n, c_n = _run(x, weight_ih, weight_hh, bias, h0, c0, reverse, None,
-                           (gates, tape.cells, tape.tanh_cells), lockstep=False)
+                           (gates, tape.cells, tape.tanh_cells))
         h_prev = tape.h_prev
         if reverse:
             h_prev[:-1], h_prev[-1] = y[1:], h0
