@@ -362,17 +362,45 @@ def test_packed_weights_and_their_product(rng, precision, hidden, inner, first, 
         expected = out.astype(np.float64)
         expected[2:2 + rows] += a[1:1 + rows].astype(np.float64) @ flat.astype(np.float64)
         alone = out.copy()
-        numba_scan._packed_product_call(packed, a, 1, rows, out, 2)
+        _product_into(packed, a, 1, rows, out, 2)
         np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * inner)
         for m in range(rows):  # one row at a time: outer1 only
-            numba_scan._packed_product_call(packed, a, 1 + m, 1, alone, 2 + m)
+            _product_into(packed, a, 1 + m, 1, alone, 2 + m)
         assert np.array_equal(alone, out)
     rows = 2 * numba_scan.ROW_BLOCK + 7  # blocks of rows over every panel, then the rest
     a = rng.standard_normal((rows, inner)).astype(precision)
     out = np.zeros((rows, panels * width), precision)
-    numba_scan._packed_product_call(packed, a, 0, rows, out, 0)
+    _product_into(packed, a, 0, rows, out, 0)
     expected = a.astype(np.float64) @ flat.astype(np.float64)
     np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * inner)
+
+
+def _product_into(packed, a, first_a, rows, out, first_out, block=None):
+    """``out[first_out:first_out + rows] += a[first_a:first_a + rows] @ W``, one thread."""
+    numba_scan._packed_product_call(packed, a, first_a, rows, out, first_out,
+                                    np.zeros(1, np.int64), block or rows, False)
+
+
+def test_a_product_shared_in_claimed_blocks_equals_it_on_one_thread(rng):
+    """Threads claiming blocks of rows (zeroing theirs first) compute exactly the rows one
+    thread computes in one call, for block sizes that leave a short last block, and every
+    row is written (the result's rows start as NaN)."""
+    from lstm_xp.kernels import numba_train
+
+    w = rng.standard_normal((70, 45)).astype(np.float32)
+    packed = numba_train._packed_columns(w)
+    a = rng.standard_normal((100, 70)).astype(np.float32)
+    alone = np.zeros((100, packed.shape[0] * packed.shape[2]), np.float32)
+    _product_into(packed, a, 0, 100, alone, 0)
+    for block in (6, 12, 48, 100):
+        out = np.full_like(alone, np.nan)
+        sync = np.zeros(1, np.int64)
+        part = (packed, a, 0, 100, out, 0, sync, block, True)
+        _together(3, 1, lambda i, part=part: numba_scan._packed_product_call(*part))
+        assert np.array_equal(out, alone)
+        assert sync[0] >= -(-100 // block)  # every block was claimed
+    with thread_setting(2):
+        np.testing.assert_array_equal(numba_train._product(a, packed), alone)
 
 
 def test_aligned_arrays_start_on_cache_lines_and_do_not_overlap():

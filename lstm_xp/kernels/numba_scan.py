@@ -317,9 +317,27 @@ def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cov
 
 
 @numba.njit(cache=True, nogil=True)
-def _packed_product_call(packed, a, first_a, rows, out, first_out):  # pragma: no cover
-    """:func:`_packed_product` as a function of its own (for tests)."""
-    _packed_product(packed, a, first_a, rows, out, first_out)
+def _packed_product_call(packed, a, first_a, rows, out, first_out, sync, block,
+                         zero):  # pragma: no cover - compiled
+    """:func:`_packed_product` for ``rows`` rows, in blocks of ``block`` rows that calls
+    sharing ``sync`` (an int64 array, ``sync[0]`` 0 to start) claim one at a time, so
+    that threads sharing a product each take blocks until none are left (a thread on a
+    slower core takes fewer); with ``zero``, each block's rows of ``out`` are zeroed
+    first (``out = a @ W`` rather than ``+=``), by the thread that then computes them.
+    Each entry is the same bits whichever block computed it. (Its own function also for
+    tests; one call site of the product.)"""
+    blocks = -(-rows // block)
+    while True:
+        claimed = atomic_add(sync, 0, 1)
+        if claimed >= blocks:
+            return
+        first = claimed * block
+        count = min(block, rows - first)
+        if zero:
+            for r in range(first_out + first, first_out + first + count):
+                for n in range(out.shape[1]):
+                    out[r, n] = 0
+        _packed_product(packed, a, first_a + first, count, out, first_out + first)
 
 
 @numba.njit(cache=True, nogil=True)
