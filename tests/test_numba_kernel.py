@@ -438,6 +438,25 @@ def test_calls_of_other_shapes_between_them_reuse_no_stale_buffers(rng):
         assert all(w.nbytes <= numba_scan.WORK_CACHE_BYTES for w in cache.values())
 
 
+def test_a_call_owns_what_it_returns(rng):
+    """What a call returns is its own: the next call (which reuses the thread's work
+    buffers) leaves it as it was, and the final state is no view of the state given."""
+    for B, I, H in [(1, 5, 12), (3, 4, 64)]:
+        model = LSTM(I, H, seed=3)
+        x = rng.standard_normal((6, B, I)).astype(np.float32)
+        state = tuple(rng.standard_normal((1, B, H)).astype(np.float32) for _ in range(2))
+        given = tuple(s.copy() for s in state)
+        first = _flat(model(x, state))
+        kept = [a.copy() for a in first]
+        model(x[::-1].copy(), (state[1], state[0]))
+        for a, b in zip(first, kept, strict=True):
+            np.testing.assert_array_equal(a, b)
+        first[1][...] = 7
+        first[2][...] = 7
+        for s, g in zip(state, given, strict=True):
+            np.testing.assert_array_equal(s, g)
+
+
 def test_calls_too_large_for_the_cache_are_not_kept(monkeypatch, rng):
     monkeypatch.setattr(numba_scan, "WORK_CACHE_BYTES", 0)
     numba_scan._LOCAL.work = {}

@@ -71,6 +71,9 @@ class LayerwiseKernel:
     scan_train, scan_backward : callables
         The same with a tape, and its backward
         (:func:`lstm_xp._backprop.layer_scan_train` and ``layer_scan_backward``'s signatures).
+    fresh_state : bool
+        ``scan`` returns its final ``h`` and ``c`` as new arrays that nothing else holds
+        (see :func:`lstm_xp._functional.stack_forward`'s ``fresh``).
     """
 
     name: str
@@ -78,11 +81,12 @@ class LayerwiseKernel:
     scan_train: Callable[..., tuple[Array, Array, Array, Any]]
     scan_backward: Callable[..., tuple[Array, Array, Array, dict[str, Array]]]
     reverse: bool = False
+    fresh_state: bool = False
 
     def forward(self, xp: Namespace, x: Array, layers: Layers, h0: Array, c0: Array,
                 lengths: Array | None = None) -> tuple[Array, Array, Array]:
         y, h_n, c_n, _ = stack_forward(xp, x, layers, h0, c0, self.scan, lengths,
-                                       reverse=self.reverse)
+                                       reverse=self.reverse, fresh=self.fresh_state)
         return y, h_n, c_n
 
     def forward_train(self, xp: Namespace, x: Array, layers: Layers, h0: Array, c0: Array,

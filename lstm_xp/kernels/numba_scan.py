@@ -563,7 +563,8 @@ def layer_scan_numba(
     reverse: bool = False,
     lengths: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Compiled version of :func:`lstm_xp._functional.layer_scan` (same shapes)."""
+    """Compiled version of :func:`lstm_xp._functional.layer_scan` (same shapes); ``h_n``
+    and ``c_n`` are new arrays (the fused NumPy scan's too)."""
     if not use_compiled(x.dtype):
         return layer_scan_numpy(xp, x, weight_ih, weight_hh, bias, h0, c0, reverse=reverse,
                                 lengths=lengths)
@@ -869,10 +870,9 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def make(reverse: bool = False) -> LayerwiseKernel:
-    """Compiled inference and training forward pass (float32, float64); the fused NumPy
-    backward pass."""
+    """Compiled inference and training (float32, float64; :mod:`.numba_train`)."""
     from .numba_train import CompiledTrainer  # it builds on this module
 
     trainer = CompiledTrainer()
     return LayerwiseKernel("numba", layer_scan_numba, trainer.scan_train,
-                           trainer.scan_backward, reverse)
+                           trainer.scan_backward, reverse, fresh_state=True)
