@@ -124,13 +124,12 @@ def test_one_model_called_from_several_threads_while_its_calls_are_threaded(thre
         np.testing.assert_array_equal(a, b)
 
 
-def test_training_calls_from_several_threads_while_split_by_sequences(threaded, monkeypatch,
-                                                                     rng):
+def test_training_calls_from_several_threads_while_they_are_split(threaded, split, rng):
     """Compiled training passes from several Python threads at once, each splitting its
-    batch between the kernel's threads (forward, backward walk and the weights' gradient
-    products): every caller gets exactly its gradients alone, and its forward outputs."""
+    batch (by sequences, or its hidden units in claimed chunks) between the kernel's threads
+    (forward, backward walk and the weights' gradient products): every caller gets exactly
+    its gradients alone, and its forward outputs."""
     threaded(2)
-    monkeypatch.setattr(numba_scan, "MIN_ROWS_PER_THREAD", 1)
     model = LSTM(5, 12, 2, bidirectional=True, seed=6)
     inputs = [(rng.standard_normal((9, b, 5)).astype(np.float32),
                rng.standard_normal((9, b, 24)).astype(np.float32)) for b in (2, 3, 5, 8)]
@@ -480,3 +479,23 @@ def test_transposes_of_every_shape_and_layout(rng):
                     dst = np.full((columns, rows), np.nan, dtype)
                     numba_train._transpose_into(src, dst)
                     np.testing.assert_array_equal(dst, src.T)
+
+
+@pytest.mark.parametrize("hidden", [14, 64])
+def test_training_split_by_units_gives_one_threads_bits(threaded, split, rng, hidden):
+    """A training step's forward pass and backward walk split into chunks of units (or
+    slices of sequences) compute every entry as one thread does: outputs, input and state
+    gradients and the weights' gradients are the same bits, in both directions."""
+    T, B, I = 7, 3, 5
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    dy = rng.standard_normal((T, B, 2 * hidden)).astype(np.float32)
+    dh = tuple(rng.standard_normal((2, B, hidden)).astype(np.float32) for _ in range(2))
+    results = []
+    for threads in (1, 2):
+        threaded(threads)
+        model = LSTM(I, hidden, bidirectional=True, seed=4)
+        out, state, tape = model.forward_train(x)
+        dx, ds, grads = model.backward(tape, dy, dh)
+        results.append([out, *state, dx, *ds, *(grads[k] for k in sorted(grads))])
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)

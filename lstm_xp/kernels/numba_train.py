@@ -37,7 +37,9 @@ import numpy as np
 
 from .._threads import get_num_threads
 from ..errors import TapeError
+from ._atomics import atomic_add, wait_at_least
 from .numba_scan import (
+    CLAIMS,
     _pack_columns,
     _packed_product,
     _packed_product_call,
@@ -86,59 +88,90 @@ class RowTape:
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _walk_back(dz, cells, tanh_cells, dy, packed_hh, dh, dc, rows0, reverse,
-               dz_packed):  # pragma: no cover - compiled
+def _walk_back(dz, cells, tanh_cells, dy, packed_hh, dh, dc, rows0, reverse, dz_packed,
+               chunks, home, sync):  # pragma: no cover - compiled
     """The backward walk for sequences ``rows0:rows0 + b`` of the batch (``b`` the rows of
-    ``dc``); calls with disjoint ranges run side by side.
+    ``dc``), their hidden units in ``K`` chunks, ``chunks`` (K, 2) the ``(first, last)``
+    of each. Calls with disjoint ranges of sequences (and one chunk) run side by side;
+    with more than one chunk, calls with ``home`` 0, 1, ... (the same arguments otherwise)
+    share each step's chunks as :func:`.numba_scan._scan_units` shares its steps (claims
+    and the count of chunks done in ``sync``), in two rounds a step: the chunk's gate
+    gradients, then once every chunk's are done, its columns of ``dh = dz @ W_hh`` (which
+    read all of them). ``home`` 0 returns once every round is done.
 
     ``dz`` (T, N, 4H): the tape's activations (i, f, g, o) in, each step's gate gradient
     out (the pre-activations' gradient), in place; ``cells`` (T + 1, N, H) and
     ``tanh_cells`` (T, N, H) from the tape; ``dy`` (T, N, H) the outputs' gradient;
-    ``packed_hh`` (P, 4H, C) the columns of ``W_hh`` (4H, H) in panels
-    (:func:`.numba_scan._pack_columns`). ``dh`` (b, P * C) holds the gradient of the last
-    hidden state on entry (zero past column H) and of the first on return, ``dc`` (b, H)
-    likewise for the cell state. ``dz_packed`` (P', T * N, C) gets every step's gate
-    gradient again, its 4H columns in panels (:func:`.numba_scan._pack_columns`'s layout,
-    zero past them), for the weights' gradient after the walk."""
+    ``packed_hh`` (K, P, 4H, C) each chunk's columns of ``W_hh`` (4H, H) in panels
+    (:func:`.numba_scan._pack_columns`). ``dh`` (K, b, P * C) holds each chunk's units'
+    gradient of the last hidden state on entry (zero past them) and of the first on
+    return, ``dc`` (b, H) likewise for the cell state. ``dz_packed`` (P', T * N, C) gets
+    every step's gate gradient again, its 4H columns in panels
+    (:func:`.numba_scan._pack_columns`'s layout, zero past them), for the weights'
+    gradient after the walk."""
     steps, hidden = tanh_cells.shape[0], tanh_cells.shape[2]
     batch = dc.shape[0]
     one = dz.dtype.type(1)
+    count_chunks = chunks.shape[0]
+    claiming = count_chunks > 1
+    width = dz_packed.shape[2]
     for walked in range(steps):
         t = walked if reverse else steps - 1 - walked
         before = t + 1 if reverse else t  # the cells slot this step started from
-        for n in range(batch):
-            row = rows0 + n
-            z = dz[t, row]
-            c_prev = cells[before, row]
-            tc = tanh_cells[t, row]
-            d_y = dy[t, row]
-            dh_n = dh[n]
-            dc_n = dc[n]
-            for j in range(hidden):
-                i = z[j]
-                f = z[hidden + j]
-                g = z[2 * hidden + j]
-                o = z[3 * hidden + j]
-                d_h = d_y[j] + dh_n[j]
-                d_c = dc_n[j] + d_h * o * (one - tc[j] * tc[j])
-                z[j] = d_c * g * i * (one - i)
-                z[hidden + j] = d_c * c_prev[j] * f * (one - f)
-                z[2 * hidden + j] = d_c * i * (one - g * g)
-                z[3 * hidden + j] = d_h * tc[j] * o * (one - o)
-                dc_n[j] = d_c * f
-            for k in range(dh_n.shape[0]):
-                dh_n[k] = 0
-            width = dz_packed.shape[2]
-            at = t * dz.shape[1] + row
-            for p in range(dz_packed.shape[0]):
-                target = dz_packed[p, at]
-                start = p * width
-                filled = max(0, min(width, 4 * hidden - start))
-                for c in range(filled):
-                    target[c] = z[start + c]
-                for c in range(filled, width):
-                    target[c] = 0
-        _packed_product(packed_hh, dz[t], rows0, batch, dh, 0)  # dh = dz @ W_hh
+        for phase in range(2):  # the gate gradients, then dh = dz @ W_hh
+            now = 2 * walked + phase
+            if claiming:  # every chunk of the round before is done
+                wait_at_least(sync, 0, now * count_chunks)
+            for turn in range(count_chunks):
+                k = home + turn
+                if k >= count_chunks:
+                    k -= count_chunks
+                if claiming and atomic_add(sync, CLAIMS + now * count_chunks + k, 1) > 0:
+                    continue  # another thread has it
+                first, last = chunks[k, 0], chunks[k, 1]
+                dh_k = dh[k]
+                if phase == 1:
+                    _packed_product(packed_hh[k], dz[t], rows0, batch, dh_k, 0)
+                else:
+                    for n in range(batch):
+                        row = rows0 + n
+                        z = dz[t, row]
+                        c_prev = cells[before, row]
+                        tc = tanh_cells[t, row]
+                        d_y = dy[t, row]
+                        dh_n = dh_k[n]
+                        dc_n = dc[n]
+                        for j in range(first, last):
+                            i = z[j]
+                            f = z[hidden + j]
+                            g = z[2 * hidden + j]
+                            o = z[3 * hidden + j]
+                            d_h = d_y[j] + dh_n[j - first]
+                            d_c = dc_n[j] + d_h * o * (one - tc[j] * tc[j])
+                            z[j] = d_c * g * i * (one - i)
+                            z[hidden + j] = d_c * c_prev[j] * f * (one - f)
+                            z[2 * hidden + j] = d_c * i * (one - g * g)
+                            z[3 * hidden + j] = d_h * tc[j] * o * (one - o)
+                            dc_n[j] = d_c * f
+                        for u in range(dh_n.shape[0]):
+                            dh_n[u] = 0
+                        at = t * dz.shape[1] + row
+                        for q in range(4):  # the chunk's columns of each gate, in panels
+                            column = q * hidden + first
+                            p = column // width
+                            c = column - p * width
+                            for j in range(column, column + last - first):
+                                dz_packed[p, at, c] = z[j]
+                                c += 1
+                                if c == width:
+                                    p, c = p + 1, 0
+                        if k == count_chunks - 1:  # the last panel past 4H
+                            for column in range(4 * hidden, dz_packed.shape[0] * width):
+                                dz_packed[column // width, at, column % width] = 0
+                if claiming:
+                    atomic_add(sync, 0, 1)
+    if claiming and home == 0:  # the caller's thread: back once every round is done
+        wait_at_least(sync, 0, 2 * steps * count_chunks)
 
 
 class CompiledTrainer:
@@ -203,24 +236,8 @@ class CompiledTrainer:
         hidden = hidden4 // 4
         dtype = dz.dtype
         features = tape.x.shape[1]
-        packed_hh = _packed_columns(tape.weight_hh)
-        width = packed_hh.shape[0] * packed_hh.shape[2]
         dy_rows = np.ascontiguousarray(dy, dtype=dtype)
-        by_rows, slices = plan(steps, batch, hidden, hidden, True, lockstep=False)
-        if not by_rows:
-            slices = [(0, batch)]
-        panels, columns = panel_shape(hidden4, dtype)
-        packed_dz = aligned_empty((panels, steps * batch, columns), dtype)
-        parts = []
-        for low, high in slices:
-            dh = aligned_empty((high - low, width), dtype)
-            dh[:, hidden:] = 0
-            dh[:, :hidden] = 0 if dh_n is None else dh_n[low:high]
-            dc = np.zeros((high - low, hidden), dtype) if dc_n is None else \
-                np.array(dc_n[low:high], dtype=dtype, order="C")
-            parts.append((dz, tape.cells, tape.tanh_cells, dy_rows, packed_hh, dh, dc, low,
-                          tape.reverse, packed_dz))
-        run_parts(_walk_back, parts)
+        dh0, dc0, packed_dz = self._walk(tape, dz, dy_rows, dh_n, dc_n)
         # The weights' gradients, transposed: [x | h_prev]^T @ dz (the walk packed dz);
         # then dx = dz @ W_ih. In this module's products, not OpenBLAS's: its idle threads spin
         # on both cores for a while after a product, and the next forward pass's threads,
@@ -238,11 +255,53 @@ class CompiledTrainer:
             grads["bias"] = dz2.sum(axis=0)
         dx = np.ascontiguousarray(_product(dz2, _packed_columns(tape.weight_ih))[:, :features])
         dx = dx.reshape(steps, batch, features)
-        dh0 = np.concatenate([args[5][:, :hidden] for args in parts])
-        dc0 = np.concatenate([args[6] for args in parts])
         self.workspace.give(tape.gates, tape.cells, tape.tanh_cells, tape.h_prev)
         tape.gates = None
         return dx, dh0, dc0, grads
+
+    @staticmethod
+    def _walk(tape: RowTape, dz: np.ndarray, dy: np.ndarray, dh_n: np.ndarray | None,
+              dc_n: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The backward walk (:func:`_walk_back`), the batch split between threads by
+        sequences or by hidden units as the forward pass splits it (:func:`plan`): the
+        gate gradients in place of the activations in ``dz`` (``tape.gates``); returns
+        ``dh0`` and ``dc0`` (B, H) and the gate gradients in panels (P, T * B, C)."""
+        steps, batch, hidden4 = dz.shape
+        hidden = hidden4 // 4
+        dtype = dz.dtype
+        by_rows, slices = plan(steps, batch, hidden, hidden, True)
+        chunks = [(0, hidden)] if by_rows else slices
+        parts = [(0, batch)] if not by_rows else slices
+        units = max(last - first for first, last in chunks)
+        panels, width = panel_shape(units, dtype)
+        packed_hh = aligned_empty((len(chunks), panels, hidden4, width), dtype)
+        for k, (first, last) in enumerate(chunks):
+            _pack_columns(np.ascontiguousarray(tape.weight_hh[:, first:last]), packed_hh[k])
+        dh = [aligned_empty((len(chunks), high - low, panels * width), dtype)
+              for low, high in parts]
+        for (low, high), d in zip(parts, dh, strict=True):
+            d[...] = 0
+            if dh_n is not None:
+                for k, (first, last) in enumerate(chunks):
+                    d[k, :, :last - first] = dh_n[low:high, first:last]
+        dc = np.zeros((batch, hidden), dtype) if dc_n is None else \
+            np.array(dc_n, dtype=dtype, order="C")
+        p4, c4 = panel_shape(hidden4, dtype)
+        packed_dz = aligned_empty((p4, steps * batch, c4), dtype)
+        table = np.array(chunks, np.int64)
+        head = (dz, tape.cells, tape.tanh_cells, dy, packed_hh)
+        if by_rows:  # each slice of sequences on its own thread
+            run_parts(_walk_back, [(*head, d, dc[low:high], low, tape.reverse, packed_dz,
+                                    table, 0, np.empty(0, np.int64))
+                                   for (low, high), d in zip(parts, dh, strict=True)])
+            dh0 = np.concatenate([d[0, :, :hidden] for d in dh])
+        else:  # the chunks of units, claimed round by round (one chunk: this thread alone)
+            sync = np.zeros(CLAIMS + 2 * steps * len(chunks), np.int64)
+            run_parts(_walk_back, [(*head, dh[0], dc, 0, tape.reverse, packed_dz, table, home,
+                                    sync) for home in range(len(chunks))], wait=False)
+            dh0 = np.concatenate([dh[0][k, :, :last - first]
+                                  for k, (first, last) in enumerate(chunks)], axis=1)
+        return dh0, dc, packed_dz
 
 
 #: Side of the square tiles :func:`_transpose_rows` copies (a tile's rows of the source and
