@@ -9,12 +9,14 @@ layout the compiled scan (:mod:`.numba_scan`) computes in:
 - **Forward**: :func:`.numba_scan._scan_units` writes each step's activations (PyTorch's
   gate order i, f, g, o), cell state and its tanh into the tape as it goes, each row
   contiguous, its batch or its hidden units split between threads as for inference.
-- **Backward**: :func:`_walk_back` walks the steps in reverse, each thread over its slice
-  of the batch without meeting the others (a sequence's gradient needs only its own rows):
-  per step one fused pass over the tape's rows turns the activations into the gate
-  gradient ``dz`` in place (no per-step NumPy calls, no derivative factors stored for all
-  steps first), then ``dh = dz @ W_hh`` is :func:`.numba_scan._packed_product` against
-  ``W_hh`` packed once a call.
+- **Backward**: :func:`_walk_back` walks the steps in reverse, split between threads as
+  the forward pass is: by sequences, each thread over its slice of the batch without
+  meeting the others (a sequence's gradient needs only its own rows), or (small batches)
+  by hidden units, the threads claiming each step's chunks in two rounds. Per step one
+  fused pass over the tape's rows turns the activations into the gate gradient ``dz`` in
+  place (no per-step NumPy calls, no derivative factors stored for all steps first), then
+  ``dh = dz @ W_hh`` is :func:`.numba_scan._packed_product` against ``W_hh`` packed once
+  a call.
 - **Gradients of the weights** after the walk, one product over all steps' rows
   (``[x | h_prev]^T dz``, ``dz`` packed once), and ``dz @ W_ih`` for the input, both
   :func:`.numba_scan._packed_product`'s with the rows split between threads; the bias's
