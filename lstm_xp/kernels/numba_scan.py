@@ -104,9 +104,9 @@ MIN_FLOPS_PER_THREAD = 15_000_000
 #: ... else its hidden units in chunks that the threads claim step by step, at least this
 #: many units a chunk ...
 MIN_UNITS_PER_THREAD = 32
-#: ... this much work a chunk and step (the threads' hand-over costs about 0.3 us a step:
-#: at (B, I, H) = (1, 64, 128), 98,000 FLOPs a chunk, two chunks took 390 us for 100
-#: steps against 490 for one; at (2, 32, 64), 49,000, 310 against 220) ...
+#: ... this much work a chunk and step (at (B, I, H) = (1, 64, 128), 98,000 FLOPs a chunk,
+#: two chunks took 392-436 us for 100 steps against 502-690 for one; at (2, 32, 64),
+#: 49,000, 308-339 against 221-236) ...
 MIN_CHUNK_STEP_FLOPS = 64_000
 #: ... and this much in the whole call (handing a part to the pool takes ~10 us).
 MIN_CHUNK_CALL_FLOPS = 4_000_000
