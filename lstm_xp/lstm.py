@@ -358,7 +358,8 @@ class LSTM(Module, Training, SeedAPI, Exchange):
         if reset is not None:
             keep = reset_factor(self, reset, batch, layout.batched)
             h0, c0 = h0 * keep, c0 * keep
-        valid = sequence_lengths(self, lengths, mask, steps, batch, layout.batched)
+        valid = None if lengths is None and mask is None else \
+            sequence_lengths(self, lengths, mask, steps, batch, layout.batched)
         return _Run(x, h0, c0, valid, keep, layout)
 
     # -- training ----------------------------------------------------------------------------

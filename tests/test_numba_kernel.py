@@ -499,3 +499,15 @@ def test_training_split_by_units_gives_one_threads_bits(threaded, split, rng, hi
         results.append([out, *state, dx, *ds, *(grads[k] for k in sorted(grads))])
     for a, b in zip(*results, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_calls_with_and_without_lengths_share_one_compiled_scan(rng):
+    """Arrays the kernel shares between calls (the plan's chunks and full lengths, the
+    empty tape) must not be flagged read-only: numba types a read-only array apart and
+    would compile the whole scan again (~10 s) for calls with lengths."""
+    model = LSTM(5, 12, seed=2)
+    x = rng.standard_normal((6, 3, 5)).astype(np.float32)
+    model(x)
+    model(x, lengths=np.array([6, 2, 4]))
+    signatures = numba_scan._scan_units.signatures
+    assert signatures and all("readonly" not in str(t) for sig in signatures for t in sig)

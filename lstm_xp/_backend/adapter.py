@@ -36,6 +36,8 @@ class Adapter:
     #: Whether the library computes on an accelerator (the benchmark then times its own GEMM
     #: floor there too).
     accelerator = False
+    #: Whether every array of the library lives on the one device it has (no device to check).
+    single_device = False
 
     # -- the library and its namespace --------------------------------------------------------
     def library(self) -> Any:

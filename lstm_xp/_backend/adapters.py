@@ -29,6 +29,7 @@ __all__ = ["ADAPTERS", "BACKENDS", "Adapter", "BackendStatus", "CupyAdapter", "G
 
 class NumpyAdapter(Adapter):
     name, module, pip_name, extra = "numpy", "numpy", "numpy", "numpy"
+    single_device = True
     compat = "array_api_compat.numpy"
     is_namespace = staticmethod(array_api_compat.is_numpy_namespace)
     is_array = staticmethod(array_api_compat.is_numpy_array)

@@ -568,8 +568,14 @@ def layer_scan_numba(
     if not use_compiled(x.dtype):
         return layer_scan_numpy(xp, x, weight_ih, weight_hh, bias, h0, c0, reverse=reverse,
                                 lengths=lengths)
-    none = np.empty((0, 0, 0), x.dtype)
-    return _run(x, weight_ih, weight_hh, bias, h0, c0, reverse, lengths, (none, none, none))
+    return _run(x, weight_ih, weight_hh, bias, h0, c0, reverse, lengths, _NO_TAPE[x.dtype])
+
+
+#: The arguments of a call with one chunk and no claims, and of one that writes no tape
+#: (empty: nothing is ever written into them; not flagged read-only, which numba would
+#: compile the scan for again, ~10 s).
+_NO_SYNC = np.empty(0, np.int64)
+_NO_TAPE = {np.dtype(t): (np.empty((0, 0, 0), t),) * 3 for t in (np.float32, np.float64)}
 
 
 def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.ndarray | None,
@@ -611,13 +617,15 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     if call.by_rows:  # independent slices of the batch, each on its own thread
         run_parts(_scan_units, [
             (x2, w_ih, w_hh, b, hs, c[low:high], y, valid[low:high], low, call.chunks, 0,
-             reverse, approximate, *buffers, np.empty(0, np.int64), *tape)
+             reverse, approximate, *buffers, _NO_SYNC, *tape)
             for (hs, (low, high)), buffers in zip(work.states, work.parts, strict=True)])
-    else:  # the chunks of units, claimed step by step by as many threads (or one)
-        hs = work.states[0][0]
-        sync = np.zeros(CLAIMS + (steps + 1) * len(call.chunks), np.int64) \
-            if len(call.chunks) > 1 else np.empty(0, np.int64)
-        args = (x2, w_ih, w_hh, b, hs, c, y, valid, 0, call.chunks)
+    elif len(call.chunks) == 1:  # the caller's thread alone
+        run_parts(_scan_units, [(x2, w_ih, w_hh, b, work.states[0][0], c, y, valid, 0,
+                                 call.chunks, 0, reverse, approximate, *work.parts[0],
+                                 _NO_SYNC, *tape)])
+    else:  # the chunks of units, claimed step by step by as many threads
+        sync = np.zeros(CLAIMS + (steps + 1) * len(call.chunks), np.int64)
+        args = (x2, w_ih, w_hh, b, work.states[0][0], c, y, valid, 0, call.chunks)
         rest = (reverse, approximate, *work.parts[0], sync, *tape)
         # Only the caller's own part is waited for: it returns once every chunk is done,
         # whichever thread did it, and a thread that starts late finds nothing left.
@@ -634,9 +642,10 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
 class _CallPlan:
     """How :func:`_run` runs ``batch`` sequences of ``dtype``: split by sequences into
     ``slices`` between threads (``by_rows``), or its hidden units in ``chunks`` (K, 2)
-    (``(first, last)`` each, read-only) that as many threads share (one chunk: the caller's
+    (``(first, last)`` each) that as many threads share (one chunk: the caller's
     thread alone); the input projected ``ahead`` steps at a time, the weights packed
-    (``pack``), and the lengths when none are given (``full_lengths``, read-only)."""
+    (``pack``), and the lengths when none are given (``full_lengths``); the arrays are
+    shared by every call and never written."""
 
     batch: int
     by_rows: bool
@@ -658,9 +667,9 @@ def _call_plan(steps: int, batch: int, features: int, hidden: int, dtype: np.dty
     pack = steps * batch >= PACK_MIN_ROWS
     by_rows, slices = plan(steps, batch, features, hidden, pack, lockstep, threads)
     chunks = np.array([(0, hidden)] if by_rows else slices, np.int64).reshape(-1, 2)
+    # Shared by every call of the plan and never written; writable all the same: numba
+    # compiles the scan anew for a read-only array (and calls with lengths pass writable).
     full = np.full(batch, steps, np.int64)
-    for a in (chunks, full):
-        a.flags.writeable = False
     return _CallPlan(batch, by_rows, tuple(slices), ahead, pack, np.dtype(dtype), chunks, full)
 
 
