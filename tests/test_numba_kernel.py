@@ -377,7 +377,8 @@ def test_packed_weights_and_their_product(rng, precision, hidden, inner, first, 
 def _product_into(packed, a, first_a, rows, out, first_out, block=None):
     """``out[first_out:first_out + rows] += a[first_a:first_a + rows] @ W``, one thread."""
     numba_scan._packed_product_call(packed, a, first_a, rows, out, first_out,
-                                    np.zeros(1, np.int64), block or rows, False)
+                                    np.zeros(numba_scan.CLAIMS + 1, np.int64), block or rows,
+                                    False, 0)
 
 
 def test_a_product_shared_in_claimed_blocks_equals_it_on_one_thread(rng):
@@ -393,11 +394,12 @@ def test_a_product_shared_in_claimed_blocks_equals_it_on_one_thread(rng):
     _product_into(packed, a, 0, 100, alone, 0)
     for block in (6, 12, 48, 100):
         out = np.full_like(alone, np.nan)
-        sync = np.zeros(1, np.int64)
+        sync = np.zeros(numba_scan.CLAIMS + 1, np.int64)
         part = (packed, a, 0, 100, out, 0, sync, block, True)
-        _together(3, 1, lambda i, part=part: numba_scan._packed_product_call(*part))
+        _together(3, 1, lambda i, part=part: numba_scan._packed_product_call(*part, i))
         assert np.array_equal(out, alone)
-        assert sync[0] >= -(-100 // block)  # every block was claimed
+        blocks = -(-100 // block)
+        assert sync[0] >= blocks and sync[numba_scan.CLAIMS] == blocks  # each block once
     with thread_setting(2):
         np.testing.assert_array_equal(numba_train._product(a, packed), alone)
 
@@ -511,3 +513,40 @@ def test_calls_with_and_without_lengths_share_one_compiled_scan(rng):
     model(x, lengths=np.array([6, 2, 4]))
     signatures = numba_scan._scan_units.signatures
     assert signatures and all("readonly" not in str(t) for sig in signatures for t in sig)
+
+
+def test_a_split_call_never_waits_for_a_thread_that_is_not_running(threaded, split, rng):
+    """The pool's only worker is held up by another job for the whole call: a call split
+    into chunks of units or slices of sequences (inference, and a training step's forward
+    pass, backward walk and products) must finish anyway, its caller doing every part (a
+    barrier after each step, or a part handed to that thread, would wait for it for ever),
+    with the bits of one thread."""
+    import threading as _threading
+
+    threaded(2)
+    model = LSTM(5, 64, seed=9)
+    x = rng.standard_normal((12, 2, 5)).astype(np.float32)
+    dy = rng.standard_normal((12, 2, 64)).astype(np.float32)
+    T, B, I, H = 12, 2, 5, 64
+    assert numba_scan.plan(T, B, I, H, True) == ((True, [(0, 1), (1, 2)]) if split == "rows"
+                                                 else (False, [(0, 32), (32, 64)]))
+
+    def step():
+        out, _, tape = model.forward_train(x)
+        dx, _, grads = model.backward(tape, dy)
+        return model(x)[0], out, dx, grads["weight_hh_l0"]
+
+    release = _threading.Event()
+    held = numba_scan._pool(1).submit(release.wait, 60)  # the one worker, busy
+    try:
+        results: list = []
+        caller = _threading.Thread(target=lambda: results.append(step()))
+        caller.start()
+        caller.join(timeout=60)
+        assert not caller.is_alive(), "the call waited for the held-up thread"
+    finally:
+        release.set()
+        held.result()
+    threaded(1)
+    for a, b in zip(results[0], step(), strict=True):
+        np.testing.assert_array_equal(a, b)

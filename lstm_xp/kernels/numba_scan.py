@@ -316,21 +316,30 @@ def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cov
                            p * width)
 
 
+#: Where :func:`_scan_units`'s claims start in its ``sync`` array, past the count of chunks
+#: done (a cache line of its own: every thread polls it); where
+#: :func:`_packed_product_call` counts its blocks done.
+CLAIMS = 8
+
+
 @numba.njit(cache=True, nogil=True)
-def _packed_product_call(packed, a, first_a, rows, out, first_out, sync, block,
-                         zero):  # pragma: no cover - compiled
+def _packed_product_call(packed, a, first_a, rows, out, first_out, sync, block, zero,
+                         home):  # pragma: no cover - compiled
     """:func:`_packed_product` for ``rows`` rows, in blocks of ``block`` rows that calls
-    sharing ``sync`` (an int64 array, ``sync[0]`` 0 to start) claim one at a time, so
-    that threads sharing a product each take blocks until none are left (a thread on a
-    slower core takes fewer); with ``zero``, each block's rows of ``out`` are zeroed
-    first (``out = a @ W`` rather than ``+=``), by the thread that then computes them.
-    Each entry is the same bits whichever block computed it. (Its own function also for
-    tests; one call site of the product.)"""
+    sharing ``sync`` (int64, at least ``CLAIMS + 1`` entries, all 0 to start) claim one at
+    a time (``sync[0]``), so that threads sharing a product each take blocks until none
+    are left (a thread on a slower core takes fewer, one that has not started takes none),
+    and count as done (``sync[CLAIMS]``); the call with ``home`` 0 returns once every
+    block is done, the others as soon as none is left to claim (nobody need wait for
+    them). With ``zero``, each block's rows of ``out`` are zeroed first (``out = a @ W``
+    rather than ``+=``), by the thread that then computes them. Each entry is the same bits
+    whichever block computed it. (Its own function also for tests; one call site of the
+    product.)"""
     blocks = -(-rows // block)
     while True:
         claimed = atomic_add(sync, 0, 1)
         if claimed >= blocks:
-            return
+            break
         first = claimed * block
         count = min(block, rows - first)
         if zero:
@@ -338,6 +347,9 @@ def _packed_product_call(packed, a, first_a, rows, out, first_out, sync, block,
                 for n in range(out.shape[1]):
                     out[r, n] = 0
         _packed_product(packed, a, first_a + first, count, out, first_out + first)
+        atomic_add(sync, CLAIMS, 1)
+    if home == 0:
+        wait_at_least(sync, CLAIMS, blocks)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -353,11 +365,6 @@ def _gate_product(w, first, last, a, first_a, rows, out):  # pragma: no cover - 
         low = q * hidden + first
         high = 4 * hidden if whole else low + units
         _matmul_nt(w, low, high, a, first_a, rows, out, np.int64(0), q * units)
-
-
-#: Where :func:`_scan_units`'s claims start in its ``sync`` array, past the count of chunks
-#: done (a cache line of its own: every thread polls it).
-CLAIMS = 8
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
@@ -851,17 +858,44 @@ if hasattr(os, "register_at_fork"):
 
 
 def run_parts(function: Any, parts: list[tuple[Any, ...]], wait: bool = True) -> Any:
-    """``function(*args)`` for each of ``parts`` at once: the first on the caller's thread,
-    the others on the pool (:func:`_pool`); returns the first's result when all have
-    finished, raising what any raised, or (``wait`` False) once the first has: for parts
-    that need none of the others to finish (:func:`_scan_units`'s claimed chunks)."""
-    rest = [_pool(len(parts) - 1).submit(function, *args) for args in parts[1:]] \
-        if len(parts) > 1 else []
-    first = function(*parts[0])
-    if wait:
-        for job in rest:
-            job.result()
-    return first
+    """``function(*args)`` once for each of ``parts``, on the caller's thread and the pool's
+    (:func:`_pool`): the result of the first part once every part has run, raising what
+    any raised. Each part is claimed by whichever thread comes for it first, the caller
+    included, so a pool thread that has not started (busy with another call's part, or
+    without a core) holds nothing up: the caller then runs its parts too. With ``wait``
+    False, for parts that share their work among themselves and need none of the others
+    to have run (:func:`_scan_units`'s claimed chunks, :func:`_packed_product_call`'s
+    blocks): the first runs on the caller's thread, the others are handed to the pool and
+    not waited for."""
+    if len(parts) == 1:
+        return function(*parts[0])
+    pool = _pool(len(parts) - 1)
+    if not wait:
+        for args in parts[1:]:
+            pool.submit(function, *args)
+        return function(*parts[0])
+    claims = itertools.count()  # next() on it is atomic under the GIL
+    results: list[Any] = [None] * len(parts)
+    finished = [threading.Event() for _ in parts]
+    failures: list[BaseException] = []
+
+    def claim() -> None:
+        while (k := next(claims)) < len(parts):
+            try:
+                results[k] = function(*parts[k])
+            except BaseException as exc:  # re-raised on the caller's thread
+                failures.append(exc)
+            finally:
+                finished[k].set()
+
+    for _ in parts[1:]:
+        pool.submit(claim)
+    claim()
+    for event in finished:
+        event.wait()
+    if failures:
+        raise failures[0]
+    return results[0]
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:

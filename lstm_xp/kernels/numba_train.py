@@ -30,7 +30,6 @@ the input (``T*B*I``). With ``lengths`` the pass is :mod:`.numpy_train`'s.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -329,13 +328,9 @@ def _transpose_rows(src, dst, first, last):  # pragma: no cover - compiled
 
 
 def _transpose_into(src: np.ndarray, dst: np.ndarray) -> None:
-    """``dst[...] = src.T`` for 2-D arrays (``dst`` C-contiguous), the rows of ``src``
-    split between threads when there are enough (:func:`_transpose_rows`)."""
-    rows = src.shape[0]
-    threads = max(1, min(get_num_threads(), src.size // (1 << 16)))
-    edges = [rows * n // threads // TILE * TILE for n in range(threads)] + [rows]
-    run_parts(_transpose_rows, [(src, dst, low, high)
-                                for low, high in itertools.pairwise(edges)])
+    """``dst[...] = src.T`` for 2-D arrays (``dst`` C-contiguous), on the caller's thread
+    (:func:`_transpose_rows`; two threads gained nothing measurable at these sizes)."""
+    _transpose_rows(src, dst, 0, src.shape[0])
 
 
 def _packed_columns(w: np.ndarray) -> np.ndarray:
@@ -357,6 +352,9 @@ def _product(a: np.ndarray, packed: np.ndarray) -> np.ndarray:
     out = aligned_empty((rows, packed.shape[0] * packed.shape[2]), a.dtype)
     threads = max(1, min(get_num_threads(), rows // 16))
     block = 6 * max(1, min(16, rows // (24 * threads)))
-    part = (packed, a, 0, rows, out, 0, np.zeros(1, np.int64), block, True)
-    run_parts(_packed_product_call, [part] * threads)
+    sync = np.zeros(CLAIMS + 1, np.int64)
+    # The caller's part returns once every block is done, whoever did it; a thread that
+    # starts late finds none left.
+    run_parts(_packed_product_call, [(packed, a, 0, rows, out, 0, sync, block, True, home)
+                                     for home in range(threads)], wait=False)
     return out
