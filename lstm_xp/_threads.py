@@ -5,7 +5,8 @@ Every core this process may run on, by default, shared one of two ways (the kern
 
 - **By sequences** (a call with at least 4 sequences a thread): each thread runs the whole
   time loop for its slice of the batch and never waits for another, as ONNX Runtime's
-  threads do.
+  threads do; each slice goes to whichever thread claims it first, the caller included,
+  so a pool thread busy elsewhere holds no call up.
 - **By hidden units** (smaller batches with enough work a step): each step's units come in
   one chunk a thread, and the threads claim the chunks step by step. Each thread takes its
   own chunk first (so its part of the weights stays in its core's cache), then any chunk of
