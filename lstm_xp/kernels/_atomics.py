@@ -112,3 +112,18 @@ def wait_at_least(sync, index, value):  # pragma: no cover - compiled
         spins += 1
         if spins > SPINS_BEFORE_YIELD:
             yield_cpu()
+
+
+@numba.njit(inline="always", cache=True, nogil=True)
+def take(sync, first, round_, count, home, turn):  # pragma: no cover - compiled
+    """The item of ``count`` a thread looks at on its ``turn``-th try in round ``round_``,
+    starting from its own (``home``), and whether it gets it: the item, or -1 if another
+    thread has it. The claims are ``sync[first + round_ * count + item]``, 0 to start, and
+    only one atomic increment of each finds 0; with one item nothing is claimed (one
+    thread, and ``sync`` may be empty)."""
+    item = home + turn
+    if item >= count:
+        item -= count
+    if count > 1 and atomic_add(sync, first + round_ * count + item, 1) > 0:
+        return -1
+    return item

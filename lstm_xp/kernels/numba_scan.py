@@ -58,7 +58,7 @@ import numba
 import numpy as np
 
 from .._threads import get_num_threads
-from ._atomics import atomic_add, wait_at_least
+from ._atomics import atomic_add, take, wait_at_least
 from ._simd import (
     ROW_PANELS,
     TANH32_CLAMP,
@@ -431,10 +431,8 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
     record = tape_gates.shape[0] > 0
     packed = packed_hh.shape[1] > 0
     for turn in range(count_chunks):  # round 0: each chunk's weights, bias and cell state
-        k = home + turn
-        if k >= count_chunks:
-            k -= count_chunks
-        if claiming and atomic_add(sync, CLAIMS + k, 1) > 0:
+        k = take(sync, CLAIMS, 0, count_chunks, home, turn)
+        if k < 0:
             continue  # another thread has it
         first, last = chunks[k, 0], chunks[k, 1]
         units = last - first
@@ -463,11 +461,8 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
             if claiming:  # every chunk of the round before is done
                 wait_at_least(sync, 0, (walked + 1) * count_chunks)
             for turn in range(count_chunks):  # round walked + 1: the step
-                k = home + turn
-                if k >= count_chunks:
-                    k -= count_chunks
-                if claiming and atomic_add(sync, CLAIMS + (walked + 1) * count_chunks + k,
-                                           1) > 0:
+                k = take(sync, CLAIMS, walked + 1, count_chunks, home, turn)
+                if k < 0:
                     continue
                 first, last = chunks[k, 0], chunks[k, 1]
                 units = last - first

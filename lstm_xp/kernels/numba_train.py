@@ -38,7 +38,7 @@ import numpy as np
 
 from .._threads import get_num_threads
 from ..errors import TapeError
-from ._atomics import atomic_add, wait_at_least
+from ._atomics import atomic_add, take, wait_at_least
 from .numba_scan import (
     CLAIMS,
     _pack_columns,
@@ -124,10 +124,8 @@ def _walk_back(dz, cells, tanh_cells, dy, packed_hh, dh, dc, rows0, reverse, dz_
             if claiming:  # every chunk of the round before is done
                 wait_at_least(sync, 0, now * count_chunks)
             for turn in range(count_chunks):
-                k = home + turn
-                if k >= count_chunks:
-                    k -= count_chunks
-                if claiming and atomic_add(sync, CLAIMS + now * count_chunks + k, 1) > 0:
+                k = take(sync, CLAIMS, now, count_chunks, home, turn)
+                if k < 0:
                     continue  # another thread has it
                 first, last = chunks[k, 0], chunks[k, 1]
                 dh_k = dh[k]
