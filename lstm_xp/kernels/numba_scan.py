@@ -842,8 +842,8 @@ _POOL_LOCK = threading.Lock()
 
 def _forget_threads() -> None:
     """In a forked child: the parent's pool threads do not exist there (a job sent to them
-    would never start, and a call split by sequences would wait for it for ever), and a
-    lock another parent thread held stays held; start afresh."""
+    would never start: the caller would run every part itself, and the pool's queue grow
+    with each call), and a lock another parent thread held stays held; start afresh."""
     global _POOL, _POOL_LOCK
     _POOL, _POOL_LOCK = None, threading.Lock()
 

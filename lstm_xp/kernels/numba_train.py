@@ -40,6 +40,7 @@ from .._threads import get_num_threads
 from ..errors import TapeError
 from ._atomics import atomic_add, take, wait_at_least
 from .numba_scan import (
+    _NO_SYNC,
     CLAIMS,
     _pack_columns,
     _packed_product,
@@ -291,7 +292,7 @@ class CompiledTrainer:
         head = (dz, tape.cells, tape.tanh_cells, dy, packed_hh)
         if by_rows:  # each slice of sequences on its own thread
             run_parts(_walk_back, [(*head, d, dc[low:high], low, tape.reverse, packed_dz,
-                                    table, 0, np.empty(0, np.int64))
+                                    table, 0, _NO_SYNC)
                                    for (low, high), d in zip(parts, dh, strict=True)])
             dh0 = np.concatenate([d[0, :, :hidden] for d in dh])
         else:  # the chunks of units, claimed round by round (one chunk: this thread alone)
@@ -303,32 +304,26 @@ class CompiledTrainer:
         return dh0, dc, packed_dz
 
 
-#: Side of the square tiles :func:`_transpose_rows` copies (a tile's rows of the source and
+#: Side of the square tiles :func:`_transpose_into` copies (a tile's rows of the source and
 #: of the destination stay in L1 cache while it is copied).
 TILE = 16
 
 
 @numba.njit(cache=True, nogil=True)
-def _transpose_rows(src, dst, first, last):  # pragma: no cover - compiled
-    """``dst[j, i] = src[i, j]`` for the rows ``first:last`` of ``src`` (K, N) and every
-    column, ``dst`` (N, K), in square tiles of :data:`TILE`. NumPy's copy of a transposed
-    array read or wrote a cache line for every entry: 4.6-7 ns an entry at the sizes of
-    the backward pass (at (B, T, I, H) = (4, 100, 128, 256) its transposes took 2.4 of its
-    14 ms)."""
-    columns = src.shape[1]
-    for i0 in range(first, last, TILE):
-        i1 = min(last, i0 + TILE)
+def _transpose_into(src, dst):  # pragma: no cover - compiled
+    """``dst[...] = src.T`` for ``src`` (K, N) and a C-contiguous ``dst`` (N, K), in square
+    tiles of :data:`TILE`, on the caller's thread (two threads gained nothing measurable at
+    these sizes). NumPy's copy of a transposed array read or wrote a cache line for every
+    entry: 4.6-7 ns an entry at the sizes of the backward pass (at (B, T, I, H) =
+    (4, 100, 128, 256) its transposes took 2.4 of its 14 ms)."""
+    rows, columns = src.shape
+    for i0 in range(0, rows, TILE):
+        i1 = min(rows, i0 + TILE)
         for j0 in range(0, columns, TILE):
             for j in range(j0, min(columns, j0 + TILE)):
                 row = dst[j]
                 for i in range(i0, i1):
                     row[i] = src[i, j]
-
-
-def _transpose_into(src: np.ndarray, dst: np.ndarray) -> None:
-    """``dst[...] = src.T`` for 2-D arrays (``dst`` C-contiguous), on the caller's thread
-    (:func:`_transpose_rows`; two threads gained nothing measurable at these sizes)."""
-    _transpose_rows(src, dst, 0, src.shape[0])
 
 
 def _packed_columns(w: np.ndarray) -> np.ndarray:
