@@ -44,6 +44,27 @@ def _flat(layers: Layers) -> tuple[list[Any], bool]:
     return flat, has_bias
 
 
+def _cudnn_layout(flat: list[Any], has_bias: bool, layers: int,
+                  bidirectional: bool) -> list[Any]:
+    """``flat`` as cuDNN wants it on a GPU: copies laid out in one contiguous buffer (what
+    ``torch.nn.LSTM.flatten_parameters`` does to a module's own weights). Given weights that
+    are not, cuDNN compacts them at every call and warns each time. The model's parameters
+    stay untouched; on the CPU, or where cuDNN does not run, ``flat`` is returned as it is."""
+    first = flat[0]
+    if not (first.is_cuda and torch._use_cudnn_rnn_flatten_weight()
+            and torch.backends.cudnn.is_acceptable(first)):
+        return flat
+    from torch.backends.cudnn.rnn import get_cudnn_mode
+
+    copies = [w.detach().clone() for w in flat]  # the flattening re-points these to its buffer
+    hidden, size_in = first.shape[0] // 4, first.shape[1]
+    with torch.cuda.device_of(first):
+        torch._cudnn_rnn_flatten_weight(copies, 4 if has_bias else 2, size_in,
+                                        get_cudnn_mode("LSTM"), hidden, 0, layers, False,
+                                        bidirectional)
+    return copies
+
+
 class TorchNativeKernel:
     """``torch.nn.LSTM``'s kernel behind lstm-xp's kernel interface."""
 
@@ -62,9 +83,12 @@ class TorchNativeKernel:
         return lengths is not None and bool(torch.any(lengths == 0))
 
     def _run(self, x: Any, h0: Any, c0: Any, flat: list[Any], has_bias: bool, layers: int,
-             bidirectional: bool, lengths: Any) -> tuple[Any, Any, Any]:
+             bidirectional: bool, lengths: Any, train: bool = False) -> tuple[Any, Any, Any]:
+        # cuDNN runs its backward only after a forward in training mode (dropout is 0 here,
+        # so both modes compute the same outputs), and refuses a state that is a strided view
+        h0, c0 = h0.contiguous(), c0.contiguous()
         if lengths is None:
-            y, h_n, c_n = torch._VF.lstm(x, (h0, c0), flat, has_bias, layers, 0.0, False,
+            y, h_n, c_n = torch._VF.lstm(x, (h0, c0), flat, has_bias, layers, 0.0, train,
                                          bidirectional, False)
             return y, h_n, c_n
         rnn = torch.nn.utils.rnn
@@ -73,7 +97,7 @@ class TorchNativeKernel:
         order, back = packed.sorted_indices, packed.unsorted_indices
         data, h_n, c_n = torch._VF.lstm(packed.data, packed.batch_sizes,
                                         (h0[:, order], c0[:, order]), flat, has_bias, layers,
-                                        0.0, False, bidirectional)
+                                        0.0, train, bidirectional)
         out = rnn.PackedSequence(data, packed.batch_sizes, order, back)
         y, _ = rnn.pad_packed_sequence(out, total_length=x.shape[0])
         return y, h_n[:, back], c_n[:, back]
@@ -84,6 +108,7 @@ class TorchNativeKernel:
             return self._pure.forward(xp, x, layers, h0, c0, lengths)
         flat, has_bias = _flat(layers)
         with torch.no_grad():
+            flat = _cudnn_layout(flat, has_bias, len(layers), len(layers[0]) == 2)
             return self._run(x, h0, c0, flat, has_bias, len(layers), len(layers[0]) == 2,
                              lengths)
 
@@ -94,10 +119,12 @@ class TorchNativeKernel:
         if self._falls_back(x, lengths, dropout_masks):
             return self._pure.forward_train(xp, x, layers, h0, c0, lengths, dropout_masks)
         flat, has_bias = _flat(layers)
+        with torch.no_grad():
+            flat = _cudnn_layout(flat, has_bias, len(layers), len(layers[0]) == 2)
         leaves = [a.detach().requires_grad_(True) for a in (x, h0, c0, *flat)]
         with torch.enable_grad():
             y, h_n, c_n = self._run(leaves[0], leaves[1], leaves[2], leaves[3:], has_bias,
-                                    len(layers), len(layers[0]) == 2, lengths)
+                                    len(layers), len(layers[0]) == 2, lengths, train=True)
         per = [[4 if has_bias else 2] * len(d) for d in layers]
         return y.detach(), h_n.detach(), c_n.detach(), _TorchTape((y, h_n, c_n), leaves, per,
                                                                    has_bias)
