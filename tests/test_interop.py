@@ -165,6 +165,15 @@ def test_onnx_no_bias_round_trip(tmp_path):
     _assert_same_weights(model, LSTM.from_onnx(model.to_onnx(tmp_path / "m.onnx")))
 
 
+def test_onnx_export_asks_for_the_oldest_ir_version_of_its_opset(tmp_path):
+    """ONNX's versioning table pairs opset 14 with IR version 7 (onnx 1.9): a file marked
+    with the newest IR version the installed onnx knows is refused by an ONNX Runtime a
+    release behind it ("Unsupported model IR version")."""
+    onnx = pytest.importorskip("onnx")
+    path = _model().to_onnx(tmp_path / "m.onnx")
+    assert onnx.load(str(path)).ir_version == 7
+
+
 def test_onnx_garbage_file(tmp_path):
     pytest.importorskip("onnx")
     from lstm_xp.io import ModelFileError

@@ -197,7 +197,7 @@ def onnxruntime_lstm() -> Contender:
             [h.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None)],
             [onnx.numpy_helper.from_array(a, n) for a, n in ((w, "W"), (r, "R"), (bias, "B"))],
         )
-        model = h.make_model(graph, opset_imports=[h.make_opsetid("", 14)])
+        model = h.make_model_gen_version(graph, opset_imports=[h.make_opsetid("", 14)])
         session = ort.InferenceSession(model.SerializeToString(),
                                        providers=["CPUExecutionProvider"])
         x = np.ascontiguousarray(x_host, dtype=np.float32)

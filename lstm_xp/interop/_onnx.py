@@ -103,8 +103,10 @@ def to_onnx_model(params: Mapping[str, np.ndarray], config: Mapping[str, Any],
          helper.make_tensor_value_info("Y_c", elem, state_shape)],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="lstm-xp")
+    # The oldest IR version that carries the opset, not the newest the installed onnx knows:
+    # an ONNX Runtime a release behind refuses files of an IR version it does not know.
+    model = helper.make_model_gen_version(graph, producer_name="lstm-xp",
+                                          opset_imports=[helper.make_opsetid("", opset)])
     model.metadata_props.add(key="lstm_xp.batch_first", value=str(bool(config["batch_first"])))
     onnx.checker.check_model(model)
     return model
