@@ -36,6 +36,29 @@ def test_bench_quick_writes_table_json_markdown_png(tmp_path, capsys):
     assert not list(out.glob(".*"))  # no temporary files left behind
 
 
+def test_rows_on_a_gpu_compare_with_torch_on_that_gpu():
+    """'x torch' divides torch.nn.LSTM's time on the row's own device by the row's: a GPU row
+    against torch on that GPU, not against torch on the CPU."""
+    from lstm_xp.bench.report import text_table
+
+    def row(name, kind, device, ms):
+        return {"contender": name, "kind": kind, "device": device, "shape": [4, 10, 3, 5],
+                "median_s": ms / 1e3, "sequences_per_s": 4e3 / ms, "gflops": 1.0,
+                "peak_bytes": None, "skipped": None}
+
+    gpu = "cuda:0 (Some GPU)"
+    report = {"results": [row("lstm-xp cupy cuda:0 (Some GPU)", "lstm-xp", gpu, 4.0),
+                          row("lstm-xp torch cuda:0", "lstm-xp", "cuda:0", 8.0),
+                          row("lstm-xp numpy cpu", "lstm-xp", "cpu", 5.0),
+                          row("torch.nn.LSTM cpu", "peer", "cpu", 10.0),
+                          row("torch.nn.LSTM cuda:0 (Some GPU)", "peer", gpu, 2.0)]}
+    lines = {line.split("  ")[0]: line.split() for line in text_table(report).splitlines()}
+    assert lines["lstm-xp cupy cuda:0 (Some GPU)"][-1] == "0.50"  # 2 ms / 4 ms
+    assert lines["lstm-xp torch cuda:0"][-1] == "0.25"
+    assert lines["lstm-xp numpy cpu"][-1] == "2.00"  # 10 ms / 5 ms
+    assert lines["torch.nn.LSTM cpu"][2:] == ["10.000", "400", "1.0"]  # none with itself
+
+
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "lstm_xp", "backends"], capture_output=True,
                          text=True, check=True)

@@ -88,6 +88,10 @@ class TorchAdapter(Adapter):
             )
         return xp.empty(0, device=dev).device
 
+    def bench_devices(self) -> list[Any]:
+        torch = self.library()
+        return [None] + (["cuda:0"] if torch.cuda.is_available() else [])
+
     def synchronize(self, device: Device, arrays: Sequence[Array]) -> None:
         if getattr(device, "type", "cpu") == "cuda":
             self.library().cuda.synchronize(device)

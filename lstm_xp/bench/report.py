@@ -11,6 +11,26 @@ from ..io import write_atomic
 PEERS = (("torch.nn.LSTM cpu", "x torch"), ("onnxruntime LSTM op cpu", "x ORT"),
          ("seed (NumPy, per-gate, column vectors)", "x seed"),
          ("torch.nn.LSTM train step cpu", "x torch train"))
+#: Peers that also run on GPUs: a row is compared with the one on its own device.
+_TORCH = ("torch.nn.LSTM cpu", "torch.nn.LSTM train step cpu")
+
+
+def _device(label: str) -> str:
+    """The device of a row without the GPU's name: ``"cuda:0 (NVIDIA H200)"`` -> ``"cuda:0"``."""
+    return label.split(" (")[0]
+
+
+def _peer_for(row: dict[str, Any], peer: str, here: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The measured ``peer`` to compare ``row`` with: torch on the row's own device, the
+    others (CPU only) as they are; None where it did not run, or for the peer itself."""
+    if peer in _TORCH:
+        stem = peer.removesuffix(" cpu")
+        found = [r for r in here if r["kind"] == "peer" and r["contender"].startswith(stem)
+                 and "train" not in r["contender"].removeprefix(stem)
+                 and _device(r["device"]) == _device(row["device"]) and r["median_s"]]
+    else:
+        found = [r for r in here if r["contender"] == peer and r["median_s"]]
+    return found[0] if found and found[0] is not row else None
 
 
 def _table(results: list[dict[str, Any]]) -> tuple[list[str], list[tuple[tuple[int, ...],
@@ -28,7 +48,6 @@ def _table(results: list[dict[str, Any]]) -> tuple[list[str], list[tuple[tuple[i
     out = []
     for shape in shapes:
         here = [r for r in results if tuple(r["shape"]) == shape]
-        by_name = {r["contender"]: r for r in here if r["median_s"]}
         floors = {r["device"]: r["median_s"] for r in here
                   if r["kind"] == "floor" and r["median_s"]}
         rows = []
@@ -40,8 +59,8 @@ def _table(results: list[dict[str, Any]]) -> tuple[list[str], list[tuple[tuple[i
                 continue
             ratios = []
             for peer, _ in peers:
-                p = by_name.get(peer)
-                ratios.append(f"{p['median_s'] / t:.2f}" if p and peer != r["contender"] else "")
+                p = _peer_for(r, peer, here)
+                ratios.append(f"{p['median_s'] / t:.2f}" if p else "")
             floor = floors.get(r["device"])
             rows.append([
                 r["contender"], f"{t * 1e3:.3f}", f"{r['sequences_per_s']:.0f}",
@@ -64,7 +83,8 @@ def text_table(report: dict[str, Any]) -> str:
         for row in (header, *rows):
             lines.append("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=False)))
     lines.append("\n'x peer' = the peer's median time / this row's (above 1: faster than the "
-                 "peer); '/ floor' = this row's time / the GEMM floor's on its device.")
+                 "peer; torch on the row's own device); '/ floor' = this row's time / the GEMM "
+                 "floor's on its device.")
     return "\n".join(lines)
 
 
@@ -124,15 +144,14 @@ def plot(report: dict[str, Any], path: Path) -> str | None:
                 color=[colour.get(here[n]["kind"], "tab:green") for n in order])
         ax.set_yticks(range(len(order)), order, fontsize=7)
         ax.invert_yaxis()
-        torch_ref = next((here[n]["sequences_per_s"] for n in order
-                          if n.startswith("torch.nn.LSTM") and "train" not in n
-                          and here[n]["device"] == "cpu"), None)
         for k, n in enumerate(order):
-            label = "" if torch_ref is None else f" {here[n]['sequences_per_s'] / torch_ref:.2f}x"
+            ref = _peer_for(here[n], _TORCH[1] if "train" in n else _TORCH[0],
+                            list(here.values()))
+            label = "" if ref is None else f" {ref['median_s'] / here[n]['median_s']:.2f}x"
             ax.text(speeds[k], k, label, va="center", fontsize=7)
         ax.set_xlim(0, max(speeds) * 1.2)  # linear from 0: bar lengths compare as ratios
         ax.set_title(f"(B, T, I, H) = {shape}", fontsize=9)
-        ax.set_xlabel("sequences / s (labels: x torch.nn.LSTM on the CPU)", fontsize=7)
+        ax.set_xlabel("sequences / s (labels: x torch.nn.LSTM on the same device)", fontsize=7)
         ax.grid(True, axis="x", alpha=0.3)
     for ax in list(axes.flat)[len(shapes):]:
         ax.axis("off")
