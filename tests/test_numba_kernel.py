@@ -230,9 +230,11 @@ def test_unit_slices_and_thread_counts():
     assert numba_scan.row_slices(17, 3) == [(0, 5), (5, 11), (11, 17)]
 
 
-def test_how_a_call_shares_its_threads():
-    """By sequences whenever each thread gets 4 (and the weights are packed), else by
-    units (unless the caller says not to: training); neither without enough work."""
+def test_how_a_call_shares_its_threads(monkeypatch):
+    """By sequences whenever each thread gets 4 (and the weights are packed), unless units
+    put more threads to work or give each a slice of the weights that fits its L2 cache;
+    else by units (unless the caller says not to: training); neither without enough
+    work."""
     plan = numba_scan.plan
     with thread_setting(2):
         assert plan(100, 1, 32, 64, True) == (False, [(0, 64)])  # too little work to share
@@ -246,6 +248,37 @@ def test_how_a_call_shares_its_threads():
         assert plan(100, 1, 128, 256, True) == (False, [(0, 128), (128, 256)])
         assert plan(100, 7, 128, 256, True, lockstep=False) == (False, [(0, 256)])
         assert plan(100, 64, 128, 256, True, threads=1) == (False, [(0, 256)])
+    monkeypatch.setattr(numba_scan, "L2_SLICE_BYTES", 512 * 1024)  # whatever this machine's
+    with thread_setting(16):  # many cores: units where that puts more threads to work ...
+        assert plan(100, 8, 128, 256, True) == (False, [(k, k + 32) for k in range(0, 256, 32)])
+        assert plan(100, 64, 128, 256, True) == (True, [(k, k + 4) for k in range(0, 64, 4)])
+        # ... or as many, each with a slice of the weights that fits its L2 cache
+        # (6 MiB of float32 weights in 16 slices of 384 KiB; of float64, 768 KiB)
+        units = (False, [(k, k + 32) for k in range(0, 512, 32)])
+        assert plan(50, 64, 256, 512, True) == units
+        assert plan(50, 64, 256, 512, True, itemsize=8) == (True, [(k, k + 4)
+                                                                  for k in range(0, 64, 4)])
+        monkeypatch.setattr(numba_scan, "L2_SLICE_BYTES", 2 * 1024 * 1024)  # ... (per core)
+        assert plan(50, 64, 256, 512, True, threads=4) == (False, [(k, k + 128)
+                                                                   for k in range(0, 512, 128)])
+        assert plan(50, 64, 256, 512, True, threads=2)[0] is True  # 2 threads: by sequences
+
+
+def test_l2_size_is_read_or_defaulted(monkeypatch, tmp_path):
+    """The L2 size as Linux's sysfs writes it ("512K", "2048K", "2M"), else the default."""
+    cache = tmp_path / "cache"
+    for index, (level, size) in enumerate([("1", "32K"), ("2", "2048K"), ("3", "32M")]):
+        (cache / f"index{index}").mkdir(parents=True)
+        (cache / f"index{index}" / "level").write_text(level + "\n")
+        (cache / f"index{index}" / "size").write_text(size + "\n")
+    real_path = numba_scan.Path
+    monkeypatch.setattr(numba_scan, "Path", lambda p: cache if "cpu0/cache" in p else real_path(p))
+    assert numba_scan.l2_bytes() == 2048 * 1024
+    (cache / "index1" / "size").write_text("1M\n")
+    (cache / "index1" / "level").write_text("2\n")
+    assert numba_scan.l2_bytes() == 1024 * 1024  # index1 now comes first
+    monkeypatch.setattr(numba_scan, "Path", lambda p: tmp_path / "none")
+    assert numba_scan.l2_bytes(default=12345) == 12345
 
 
 _FORK_SCRIPT = """
