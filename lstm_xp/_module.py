@@ -43,15 +43,21 @@ def on_device(method: F) -> F:
         try:
             with self._backend.context():
                 return method(self, *args, **kwargs)
+        except AllocationError:
+            raise
         except MemoryError as exc:
-            if isinstance(exc, AllocationError):
-                raise
-            raise AllocationError(
-                f"{type(self).__name__}.{method.__name__} ran out of memory ({exc}). Pass "
-                "smaller batches, or a long sequence in chunks with the state carried from "
-                "one to the next, or use a device with more memory.") from exc
+            raise out_of_memory(self, method.__name__, exc) from exc
 
     return placed  # type: ignore[return-value]
+
+
+def out_of_memory(module: Module, method: str, exc: MemoryError) -> AllocationError:
+    """The :class:`AllocationError` that says what to do when ``method`` ran out of memory
+    (``exc``, a plain :class:`MemoryError`)."""
+    return AllocationError(
+        f"{type(module).__name__}.{method} ran out of memory ({exc}). Pass smaller batches, "
+        "or a long sequence in chunks with the state carried from one to the next, or use a "
+        "device with more memory.")
 
 
 class Module:

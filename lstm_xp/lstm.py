@@ -17,14 +17,14 @@ from ._checks import check_flag, check_real, check_size
 from ._exchange import Exchange
 from ._init import dropout_generator
 from ._inputs import CallLayout, reset_factor, sequence_input, sequence_lengths
-from ._module import Module, on_device
+from ._module import Module, on_device, out_of_memory
 from ._naming import group_layers, layer_inputs, param_shapes
 from ._seed_api import SeedAPI
 from ._training import Tape, Training
 from ._typing import Array, LayerWeights
 from ._variants import DEFAULT_OPTIONS, variant_options
 from .cell import LSTMCell
-from .errors import ConfigError
+from .errors import AllocationError, ConfigError
 from .kernels import select_kernel
 
 __all__ = ["LSTM", "LSTMCell", "Tape"]
@@ -193,6 +193,11 @@ class LSTM(Module, Training, SeedAPI, Exchange):
         self._kernel = select_kernel(self._backend, self._kernel_request,
                                      reverse=self.direction == "reverse",
                                      variants=self.variants)
+        # The kernel's shorter way through (see LayerwiseKernel.plain), for the models it
+        # covers: one layer, one direction, sequences as (T, B, I).
+        plain = getattr(self._kernel, "plain", None)
+        self._plain = plain if (self.num_layers == 1 and not self.bidirectional
+                                and not self.batch_first and not self.proj_size) else None
         self._identity = object()  # what this model's tapes are marked with
 
     @property
@@ -279,7 +284,6 @@ class LSTM(Module, Training, SeedAPI, Exchange):
         return cached[1]
 
     # -- whole sequences ---------------------------------------------------------------------
-    @on_device
     def __call__(
         self,
         X: Any,
@@ -326,6 +330,23 @@ class LSTM(Module, Training, SeedAPI, Exchange):
         call's ``(h_n, c_n)`` as the next call's ``state`` gives the same outputs as one call
         over the whole sequence, for any split.
         """
+        plain = self._plain
+        if plain is not None and state is None and lengths is None and mask is None \
+                and reset is None:
+            try:
+                out = plain(X, self._layers())
+            except AllocationError:
+                raise
+            except MemoryError as exc:
+                raise out_of_memory(self, "__call__", exc) from exc
+            if out is not None:
+                return out
+        return self._forward(X, state, lengths, mask, reset)
+
+    @on_device
+    def _forward(self, X: Any, state: tuple[Any, Any] | None, lengths: Any, mask: Any,
+                 reset: Any) -> tuple[Array, tuple[Array, Array]]:
+        """:meth:`__call__`'s full path: every input checked and converted, any kernel."""
         xp = self.xp
         run = self._prepare(X, state, lengths, mask, reset)
         y, h_n, c_n = self._kernel.forward(xp, run.x, self._layers(), run.h0, run.c0,

@@ -371,7 +371,8 @@ def test_compiled_training_pass_equals_the_reference(threaded, products, split, 
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize(("hidden", "inner", "first", "last"),
                          [(13, 5, 0, 13), (24, 7, 8, 20), (40, 3, 4, 40), (70, 33, 0, 70),
-                          (9, 700, 0, 9)])  # the last in chunks along the inner dimension
+                          (9, 700, 0, 9),  # the last in chunks along the inner dimension
+                          (32, 64, 0, 32), (64, 40, 16, 48)])  # all in 8 x 8 blocks
 def test_packed_weights_and_their_product(rng, precision, hidden, inner, first, last):
     """The panels hold each gate's columns of units first:last of ``w.T`` in gate-major
     order, zero past them; their product adds ``a @ W`` onto ``out`` for row counts that
@@ -582,3 +583,53 @@ def test_a_split_call_never_waits_for_a_thread_that_is_not_running(threaded, spl
     threaded(1)
     for a, b in zip(results[0], step(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_plain_call_is_the_full_paths_result(rng, precision, direction, bias):
+    """A call with nothing but a plain (T, B, I) array takes the kernel's shorter way
+    (numba_scan.plain_forward) and returns the full path's bits; what that way does not take
+    (another dtype, a strided array, a list, unbatched input) returns None there and runs
+    the full path, with the same results."""
+    model = LSTM(5, 12, direction=direction, bias=bias, dtype=precision, seed=4)
+    assert model._plain is not None
+    x = rng.standard_normal((7, 3, 5)).astype(precision)
+    plain = model._plain(x, model._layers())
+    assert plain is not None
+    full = model._forward(x, None, None, None, None)
+    got = model(x)
+    for a, b, c in zip((plain[0], *plain[1]), (full[0], *full[1]), (got[0], *got[1]),
+                       strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(c, b)
+    other = "float64" if precision == "float32" else "float32"
+    for refused in (x.astype(other), np.asfortranarray(x), x[:, ::2], x.tolist(), x[:, 0],
+                    x[:0], x.reshape(7, 3, 5, 1)[..., 0][:, :, :4]):
+        assert model._plain(refused, model._layers()) is None
+    np.testing.assert_array_equal(model(x.tolist())[0], full[0])
+    np.testing.assert_array_equal(model(np.asfortranarray(x))[0], full[0])
+    tol = 1e-6 if precision == "float32" else 1e-13  # one sequence: other blocks of sums
+    np.testing.assert_allclose(model(x[:, 0])[0], full[0][:, 0], rtol=tol, atol=tol)
+
+
+def test_models_the_plain_call_does_not_cover():
+    """Stacked, bidirectional, batch-first and projected models keep the full path."""
+    for kwargs in ({"num_layers": 2}, {"bidirectional": True}, {"batch_first": True},
+                   {"proj_size": 3}):
+        assert LSTM(5, 6, **kwargs)._plain is None, kwargs
+    assert LSTM(5, 6, kernel="numpy-fused")._plain is None
+
+
+def test_the_plain_call_reports_memory_as_the_full_path_does(monkeypatch, rng):
+    """Out of memory on the shorter way: the same AllocationError as on the full path."""
+    model = LSTM(5, 6, seed=0)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(numba_scan, "_run", no_memory)
+    with pytest.raises(lstm_xp.AllocationError, match=r"LSTM.__call__ ran out of memory"):
+        model(rng.standard_normal((4, 2, 5)).astype(np.float32))

@@ -275,6 +275,59 @@ dot4x4 = _dot_block(4, 4)
 dot1x16 = _dot_block(1, 16)
 
 
+# The masks of an 8 x 8 transpose in three rounds of shuffles of two vectors: interleave the
+# pairs of rows, then pairs of pairs, then the 128-bit halves (what unpcklps/unpckhps,
+# shufps and vperm2f128 do on AVX; LLVM picks the instructions of the CPU it compiles for).
+_INTERLEAVE = ([0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15])
+_PAIRS = ([0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15])
+_HALVES = ([0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15])
+
+
+@intrinsic
+def transpose8(typingctx: Any, w: Any, first_w: Any, k: Any, out: Any, first_out: Any,
+               column: Any) -> Any:
+    """``out[first_out + j, column + i] = w[first_w + i, k + j]`` for ``i, j < 8``: an 8 x 8
+    block of ``w`` transposed into ``out`` (both 2-D, C-ordered, of one dtype), for packing
+    weights into panels. float32 goes through registers (8 vector loads, 24 shuffles, 8
+    vector stores; the element-by-element copy was bound by its 64 single stores);
+    float64, element by element."""
+    if not all(isinstance(t, types.Array) and t.ndim == 2 and t.layout == "C" for t in (w, out)):
+        return None
+    if not (w.dtype == out.dtype and w.dtype in (types.float32, types.float64)):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        w_arr, w0, k0, o_arr, o0, c0 = _unpack(context, builder, signature, args)
+        dtype = signature.args[0].dtype
+        element = context.get_data_type(dtype)
+        align = dtype.bitwidth // 8
+        sources = [builder.gep(p, [k0]) for p in _row_pointers(builder, w_arr, w0, 8, element)]
+        targets = [builder.gep(p, [c0]) for p in _row_pointers(builder, o_arr, o0, 8, element)]
+        if dtype == types.float64:
+            i64 = ir.IntType(64)
+            for i, source in enumerate(sources):
+                for j, target in enumerate(targets):
+                    value = builder.load(builder.gep(source, [i64(j)]), align=align)
+                    builder.store(value, builder.gep(target, [i64(i)]), align=align)
+            return context.get_dummy_value()
+        vector = ir.VectorType(element, 8)
+        lanes = ir.VectorType(ir.IntType(32), 8)
+
+        def mix(a: Any, b: Any, mask: list[int]) -> Any:
+            return builder.shuffle_vector(a, b, ir.Constant(lanes, mask))
+
+        rows = [builder.load(builder.bitcast(p, vector.as_pointer()), align=align)
+                for p in sources]
+        pairs = [mix(rows[i], rows[i + 1], m) for i in range(0, 8, 2) for m in _INTERLEAVE]
+        quads = [mix(pairs[a], pairs[a + 2], m) for a in (0, 1, 4, 5) for m in _PAIRS]
+        columns = [mix(quads[j], quads[j + 4], m) for m in _HALVES for j in range(4)]
+        for value, target in zip(columns, targets, strict=True):
+            builder.store(value, builder.bitcast(target, vector.as_pointer()), align=align)
+        return context.get_dummy_value()
+
+    return types.void(w, first_w, k, out, first_out, column), codegen
+
+
 #: :func:`tanh32_span`'s rational function: ``tanh(x) ~ x * P(x^2) / Q(x^2)`` for ``|x|``
 #: up to :data:`TANH32_CLAMP` (where float32's tanh is 1), ``x`` itself below
 #: :data:`TANH32_LINEAR` (Eigen's coefficients, highest power first).

@@ -77,6 +77,7 @@ from ._simd import (
     outer4,
     outer6,
     tanh32_span,
+    transpose8,
 )
 from .base import LayerwiseKernel
 from .numpy_fused import layer_scan_numpy
@@ -284,20 +285,39 @@ def _pack(w, first, last, packed):  # pragma: no cover - compiled
     """``packed`` (P, K, C) <- the columns of units ``first:last`` of each gate of ``w.T``
     (``w`` (4H, K)), in panels of ``C`` columns (:func:`panels_for`): column
     ``n = q * U + u`` (gate ``q``, unit ``first + u``, ``U = last - first``) is entry
-    ``packed[n // C, :, n % C]``; columns past ``4U`` are zero."""
+    ``packed[n // C, :, n % C]``; columns past ``4U`` are zero. Each 8 columns of a panel
+    that are 8 consecutive rows of ``w`` (one gate's units) go in 8 x 8 transposed blocks
+    (:data:`._simd.transpose8`: 2-2.7x faster in float32, 10.7 against 4.0 us for both
+    weights at (I, H) = (32, 64), a tenth of a call of 100 steps), the rest one by one."""
     hidden = w.shape[0] // 4
     units = last - first
     width = packed.shape[2]
-    for n in range(4 * units, packed.shape[0] * width):  # the padding
-        packed[n // width, :, n % width] = 0
-    for q in range(4):
-        for u in range(units):
-            n = q * units + u
-            row = w[q * hidden + first + u]
-            panel = packed[n // width]
-            column = n % width
-            for k in range(row.shape[0]):
-                panel[k, column] = row[k]
+    depth = w.shape[1]
+    blocked = depth - depth % 8
+    total = 4 * units
+    for p in range(packed.shape[0]):
+        panel = packed[p]
+        for column in range(0, width, 8):
+            n = p * width + column
+            q = n // units
+            u = n - q * units
+            if n + 8 <= total and u + 8 <= units:
+                row = q * hidden + first + u
+                for k in range(0, blocked, 8):
+                    transpose8(w, row, k, panel, k, column)
+                for k in range(blocked, depth):
+                    for c in range(8):
+                        panel[k, column + c] = w[row + c, k]
+                continue
+            for c in range(8):
+                if n + c < total:
+                    q = (n + c) // units
+                    source = w[q * hidden + first + n + c - q * units]
+                    for k in range(depth):
+                        panel[k, column + c] = source[k]
+                else:  # the padding
+                    for k in range(depth):
+                        panel[k, column + c] = 0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -600,6 +620,26 @@ def layer_scan_numba(
         return layer_scan_numpy(xp, x, weight_ih, weight_hh, bias, h0, c0, reverse=reverse,
                                 lengths=lengths)
     return _run(x, weight_ih, weight_hh, bias, h0, c0, reverse, lengths, _NO_TAPE[x.dtype])
+
+
+def plain_forward(X: Any, layers: Any, *, reverse: bool = False) -> Any:
+    """A one-layer, one-direction model's forward pass over ``X`` (T, B, I) from a zero
+    state, for calls that pass nothing else (:attr:`.base.LayerwiseKernel.plain`):
+    ``(y, (h_n, c_n))``, ``y`` (T, B, H), ``h_n`` and ``c_n`` (1, B, H); None unless ``X`` is
+    a C-ordered NumPy array of the weights' dtype (float32 or float64) and of their input
+    size, with a step and a sequence at least, which it then needs no conversion or check
+    for. The model's full path took 14 us more of a 27 us call at (B, T, I, H) =
+    (1, 1, 16, 32) (validation, a zero state of the model's namespace, the stack of one
+    layer), where ONNX Runtime's whole call takes 14 us."""
+    w_ih, w_hh, b_ih, b_hh = layers[0][0][:4]
+    if not (type(X) is np.ndarray and X.ndim == 3 and X.dtype == w_ih.dtype
+            and X.shape[2] == w_ih.shape[1] and X.shape[0] > 0 and X.shape[1] > 0
+            and X.flags.c_contiguous and use_compiled(X.dtype)):
+        return None
+    zeros = np.zeros((X.shape[1], w_hh.shape[1]), X.dtype)  # h0 and c0: _run copies both
+    y, h_n, c_n = _run(X, w_ih, w_hh, None if b_ih is None else b_ih + b_hh, zeros, zeros,
+                       reverse, None, _NO_TAPE[X.dtype])
+    return y, (h_n[None], c_n[None])
 
 
 #: The arguments of a call with one chunk and no claims, and of one that writes no tape
@@ -947,4 +987,5 @@ def make(reverse: bool = False) -> LayerwiseKernel:
 
     trainer = CompiledTrainer()
     return LayerwiseKernel("numba", layer_scan_numba, trainer.scan_train,
-                           trainer.scan_backward, reverse, fresh_state=True)
+                           trainer.scan_backward, reverse, fresh_state=True,
+                           plain=functools.partial(plain_forward, reverse=reverse))
