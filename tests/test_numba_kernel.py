@@ -633,3 +633,28 @@ def test_the_plain_call_reports_memory_as_the_full_path_does(monkeypatch, rng):
     monkeypatch.setattr(numba_scan, "_run", no_memory)
     with pytest.raises(lstm_xp.AllocationError, match=r"LSTM.__call__ ran out of memory"):
         model(rng.standard_normal((4, 2, 5)).astype(np.float32))
+
+
+def test_run_parts_runs_each_part_once_and_raises_what_a_part_raised():
+    """Every part runs exactly once (whichever thread claims it), the first part's result
+    comes back once all have finished, and an exception of any part reaches the caller
+    after the others have finished."""
+    ran = []
+    lock = threading.Lock()
+
+    def part(k, fail=False):
+        time.sleep(0.001 * (k % 3))
+        with lock:
+            ran.append(k)
+        if fail:
+            raise ValueError(f"part {k}")
+        return k * 10
+
+    for count in (2, 3, 5):
+        ran.clear()
+        assert numba_scan.run_parts(part, [(k,) for k in range(count)]) == 0
+        assert sorted(ran) == list(range(count))
+        ran.clear()
+        with pytest.raises(ValueError, match="part 1"):
+            numba_scan.run_parts(part, [(k, k == 1) for k in range(count)])
+        assert sorted(ran) == list(range(count))

@@ -943,25 +943,30 @@ def run_parts(function: Any, parts: list[tuple[Any, ...]], wait: bool = True) ->
         for args in parts[1:]:
             pool.submit(function, *args)
         return function(*parts[0])
-    claims = itertools.count()  # next() on it is atomic under the GIL
-    results: list[Any] = [None] * len(parts)
-    finished = [threading.Event() for _ in parts]
+    count = len(parts)
+    claims = itertools.count()  # next() on these is atomic under the GIL
+    finishing = itertools.count(1)
+    results: list[Any] = [None] * count
     failures: list[BaseException] = []
+    # Released by whichever thread finishes the last part: a bare lock, where an event for
+    # each part took 6 us of the 40 that handing out two parts cost.
+    all_done = threading.Lock()
+    all_done.acquire()
 
     def claim() -> None:
-        while (k := next(claims)) < len(parts):
+        while (k := next(claims)) < count:
             try:
                 results[k] = function(*parts[k])
             except BaseException as exc:  # re-raised on the caller's thread
                 failures.append(exc)
             finally:
-                finished[k].set()
+                if next(finishing) == count:
+                    all_done.release()
 
     for _ in parts[1:]:
         pool.submit(claim)
     claim()
-    for event in finished:
-        event.wait()
+    all_done.acquire()
     if failures:
         raise failures[0]
     return results[0]
