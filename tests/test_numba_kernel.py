@@ -503,17 +503,21 @@ def test_calls_too_large_for_the_cache_are_not_kept(monkeypatch, rng):
 
 
 def test_transposes_of_every_shape_and_layout(rng):
-    """The backward pass's transposes (in tiles) equal NumPy's, for sizes that leave
-    partial tiles, strided sources, and both precisions."""
+    """The backward pass's transposes (in 8 x 8 blocks where rows are contiguous, else in
+    tiles) equal NumPy's, for sizes that leave partial blocks and tiles, row slices of
+    larger arrays on either side, a source with strided rows, and both precisions."""
     from lstm_xp.kernels import numba_train
 
-    for rows, columns in [(1, 1), (5, 17), (16, 16), (33, 70), (700, 300)]:
+    for rows, columns in [(1, 1), (5, 17), (16, 16), (33, 70), (700, 300), (48, 1024)]:
         for dtype in (np.float32, np.float64):
             wide = rng.standard_normal((rows, columns + 9)).astype(dtype)
-            for src in (wide[:, :columns], np.ascontiguousarray(wide[:, 3:3 + columns])):
-                dst = np.full((columns, rows), np.nan, dtype)
-                numba_train._transpose_into(src, dst)
-                np.testing.assert_array_equal(dst, src.T)
+            tall = np.full((columns + 5, rows + 7), np.nan, dtype)
+            every_other = rng.standard_normal((rows, 2 * columns)).astype(dtype)[:, ::2]
+            for src in (wide[:, :columns], np.ascontiguousarray(wide[:, 3:3 + columns]),
+                        every_other):
+                for dst in (np.full((columns, rows), np.nan, dtype), tall[2:2 + columns, :rows]):
+                    numba_train._transpose_into(src, dst)
+                    np.testing.assert_array_equal(dst, src.T)
 
 
 @pytest.mark.parametrize("hidden", [14, 64])

@@ -287,11 +287,13 @@ _HALVES = ([0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15])
 def transpose8(typingctx: Any, w: Any, first_w: Any, k: Any, out: Any, first_out: Any,
                column: Any) -> Any:
     """``out[first_out + j, column + i] = w[first_w + i, k + j]`` for ``i, j < 8``: an 8 x 8
-    block of ``w`` transposed into ``out`` (both 2-D, C-ordered, of one dtype), for packing
-    weights into panels. float32 goes through registers (8 vector loads, 24 shuffles, 8
-    vector stores; the element-by-element copy was bound by its 64 single stores);
-    float64, element by element."""
-    if not all(isinstance(t, types.Array) and t.ndim == 2 and t.layout == "C" for t in (w, out)):
+    block of ``w`` transposed into ``out`` (both 2-D, of one dtype, their rows contiguous:
+    C-ordered, or row slices of C-ordered arrays, which the caller checks), for packing
+    weights into panels and the backward pass's transposes. float32 goes through registers
+    (8 vector loads, 24 shuffles, 8 vector stores; the element-by-element copy was bound by
+    its 64 single stores); float64, element by element."""
+    if not all(isinstance(t, types.Array) and t.ndim == 2 and t.layout in "CA"
+               for t in (w, out)):
         return None
     if not (w.dtype == out.dtype and w.dtype in (types.float32, types.float64)):
         return None

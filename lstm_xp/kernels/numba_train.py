@@ -39,6 +39,7 @@ import numpy as np
 from .._threads import get_num_threads
 from ..errors import TapeError
 from ._atomics import atomic_add, take, wait_at_least
+from ._simd import transpose8
 from .numba_scan import (
     _NO_SYNC,
     CLAIMS,
@@ -317,7 +318,22 @@ def _transpose_into(src, dst):  # pragma: no cover - compiled
     entry: 4.6-7 ns an entry at the sizes of the backward pass (at (B, T, I, H) =
     (4, 100, 128, 256) its transposes took 2.4 of its 14 ms)."""
     rows, columns = src.shape
-    for i0 in range(0, rows, TILE):
+    done_rows = 0
+    if src.strides[1] == src.itemsize and dst.strides[1] == dst.itemsize:
+        # Rows contiguous: 8 x 8 blocks in registers (:data:`._simd.transpose8`), two side by
+        # side so that each row of dst gets whole cache lines: 0.85-1.8 ns an entry in the
+        # tiles below, ~0.2 in blocks (float32).
+        done_rows = rows - rows % 16
+        blocked_columns = columns - columns % 8
+        for i0 in range(0, done_rows, 16):
+            for j0 in range(0, blocked_columns, 8):
+                transpose8(src, i0, j0, dst, j0, i0)
+                transpose8(src, i0 + 8, j0, dst, j0, i0 + 8)
+            for j in range(blocked_columns, columns):
+                row = dst[j]
+                for i in range(i0, i0 + 16):
+                    row[i] = src[i, j]
+    for i0 in range(done_rows, rows, TILE):
         i1 = min(rows, i0 + TILE)
         for j0 in range(0, columns, TILE):
             for j in range(j0, min(columns, j0 + TILE)):
