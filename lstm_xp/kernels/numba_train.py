@@ -159,13 +159,15 @@ def _walk_back(dz, cells, tanh_cells, dy, packed_hh, dh, dc, rows0, reverse, dz_
                         at = t * dz.shape[1] + row
                         for q in range(4):  # the chunk's columns of each gate, in panels
                             column = q * hidden + first
-                            p = column // width
-                            c = column - p * width
-                            for j in range(column, column + last - first):
-                                dz_packed[p, at, c] = z[j]
-                                c += 1
-                                if c == width:
-                                    p, c = p + 1, 0
+                            end = column + last - first
+                            while column < end:  # a contiguous run a panel: one copy each
+                                p = column // width
+                                c = column - p * width
+                                run = min(width - c, end - column)
+                                target = dz_packed[p, at]
+                                for m in range(run):
+                                    target[c + m] = z[column + m]
+                                column += run
                         if k == count_chunks - 1:  # the last panel past 4H
                             for column in range(4 * hidden, dz_packed.shape[0] * width):
                                 dz_packed[column // width, at, column % width] = 0
