@@ -33,10 +33,11 @@ DEFAULT_DTYPE = "float32"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def on_device(method: F) -> F:
+def on_device(method: F, name: str | None = None) -> F:
     """Run a model method inside its backend's device context (a CUDA device for CuPy,
     where arrays are created and kernels launched; nothing for libraries that honour
-    ``device=``)."""
+    ``device=``); out of memory, an :class:`AllocationError` that names the method as
+    ``name`` (default: its own name; a private method behind a public one names that)."""
 
     @functools.wraps(method)
     def placed(self: Module, *args: Any, **kwargs: Any) -> Any:
@@ -46,7 +47,7 @@ def on_device(method: F) -> F:
         except AllocationError:
             raise
         except MemoryError as exc:
-            raise out_of_memory(self, method.__name__, exc) from exc
+            raise out_of_memory(self, name or method.__name__, exc) from exc
 
     return placed  # type: ignore[return-value]
 

@@ -10,6 +10,7 @@ library's layout, and converts the results back. The seed's one-step API comes f
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -343,7 +344,7 @@ class LSTM(Module, Training, SeedAPI, Exchange):
                 return out
         return self._forward(X, state, lengths, mask, reset)
 
-    @on_device
+    @functools.partial(on_device, name="__call__")
     def _forward(self, X: Any, state: tuple[Any, Any] | None, lengths: Any, mask: Any,
                  reset: Any) -> tuple[Array, tuple[Array, Array]]:
         """:meth:`__call__`'s full path: every input checked and converted, any kernel."""
