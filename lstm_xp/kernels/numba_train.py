@@ -142,18 +142,31 @@ def _walk_back(dz, cells, tanh_cells, dy, packed_hh, dh, dc, rows0, reverse, dz_
                         d_y = dy[t, row]
                         dh_n = dh_k[n]
                         dc_n = dc[n]
-                        for j in range(first, last):
-                            i = z[j]
-                            f = z[hidden + j]
-                            g = z[2 * hidden + j]
-                            o = z[3 * hidden + j]
-                            d_h = d_y[j] + dh_n[j - first]
-                            d_c = dc_n[j] + d_h * o * (one - tc[j] * tc[j])
-                            z[j] = d_c * g * i * (one - i)
-                            z[hidden + j] = d_c * c_prev[j] * f * (one - f)
-                            z[2 * hidden + j] = d_c * i * (one - g * g)
-                            z[3 * hidden + j] = d_h * tc[j] * o * (one - o)
-                            dc_n[j] = d_c * f
+                        # In passes over few arrays each, which LLVM vectorises (one pass
+                        # over all nine stayed scalar); d_h and d_c kept in dh_n and dc_n.
+                        units = last - first
+                        d_hs, d_cs = dh_n[:units], dc_n[first:last]
+                        zi, zf = z[first:last], z[hidden + first:hidden + last]
+                        zg, zo = z[2 * hidden + first:2 * hidden + last], \
+                            z[3 * hidden + first:3 * hidden + last]
+                        tcs = tc[first:last]
+                        for u in range(units):
+                            d_h = d_y[first + u] + d_hs[u]
+                            d_hs[u] = d_h
+                            d_cs[u] = d_cs[u] + d_h * zo[u] * (one - tcs[u] * tcs[u])
+                        for u in range(units):
+                            o = zo[u]
+                            zo[u] = d_hs[u] * tcs[u] * o * (one - o)
+                        for u in range(units):
+                            i = zi[u]
+                            g = zg[u]
+                            zi[u] = d_cs[u] * g * i * (one - i)
+                            zg[u] = d_cs[u] * i * (one - g * g)
+                        cps = c_prev[first:last]
+                        for u in range(units):
+                            f = zf[u]
+                            zf[u] = d_cs[u] * cps[u] * f * (one - f)
+                            d_cs[u] = d_cs[u] * f
                         for u in range(dh_n.shape[0]):
                             dh_n[u] = 0
                         at = t * dz.shape[1] + row
