@@ -1,31 +1,22 @@
 """The numba kernel's forward time at each thread count, in one process (a many-core check).
 
 Usage: ``python benchmarks/thread_sweep.py [B,T,I,H ...]``. For each shape and each count in
-1, 2, 4, ... up to the machine's cores, prints the median of 7 timed model calls (after two
-warm-ups) and the speed-up over one thread.
+1, 2, 4, ... up to the machine's cores, prints the median of 7 samples (the benchmark's
+:func:`lstm_xp.bench.runner.time_runner`: two warm-ups, each sample the mean of back-to-back
+calls) and the speed-up over one thread.
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 import sys
-import time
 
 import numpy as np
 
 from lstm_xp import LSTM
 from lstm_xp._threads import cores, set_num_threads
-
-
-def median_ms(model: LSTM, x: np.ndarray, repeats: int = 7) -> float:
-    for _ in range(2):
-        model(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+from lstm_xp.bench.runner import time_runner
 
 
 def main(argv: list[str]) -> None:
@@ -34,10 +25,11 @@ def main(argv: list[str]) -> None:
     for b, t, i, h in shapes:
         model = LSTM(i, h, seed=0)
         x = np.random.default_rng(0).standard_normal((t, b, i)).astype(np.float32)
+        run = functools.partial(model, x)
         base = None
         for n in counts:
             set_num_threads(n)
-            ms = median_ms(model, x)
+            ms = 1e3 * statistics.median(time_runner(run, 7, 6.0))
             base = base or ms
             print(f"({b}, {t}, {i}, {h}) threads {n:3d}: {ms:9.3f} ms  x{base / ms:5.2f}",
                   flush=True)

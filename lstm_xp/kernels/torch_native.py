@@ -58,7 +58,7 @@ def _cudnn_layout(flat: list[Any], has_bias: bool, layers: int,
 
     copies = [w.detach().clone() for w in flat]  # the flattening re-points these to its buffer
     hidden, size_in = first.shape[0] // 4, first.shape[1]
-    with torch.cuda.device_of(first):
+    with torch.cuda.device_of(first), torch.no_grad():  # it changes the copies in place
         torch._cudnn_rnn_flatten_weight(copies, 4 if has_bias else 2, size_in,
                                         get_cudnn_mode("LSTM"), hidden, 0, layers, False,
                                         bidirectional)
@@ -107,8 +107,8 @@ class TorchNativeKernel:
         if self._falls_back(x, lengths):
             return self._pure.forward(xp, x, layers, h0, c0, lengths)
         flat, has_bias = _flat(layers)
+        flat = _cudnn_layout(flat, has_bias, len(layers), len(layers[0]) == 2)
         with torch.no_grad():
-            flat = _cudnn_layout(flat, has_bias, len(layers), len(layers[0]) == 2)
             return self._run(x, h0, c0, flat, has_bias, len(layers), len(layers[0]) == 2,
                              lengths)
 
@@ -119,8 +119,7 @@ class TorchNativeKernel:
         if self._falls_back(x, lengths, dropout_masks):
             return self._pure.forward_train(xp, x, layers, h0, c0, lengths, dropout_masks)
         flat, has_bias = _flat(layers)
-        with torch.no_grad():
-            flat = _cudnn_layout(flat, has_bias, len(layers), len(layers[0]) == 2)
+        flat = _cudnn_layout(flat, has_bias, len(layers), len(layers[0]) == 2)
         leaves = [a.detach().requires_grad_(True) for a in (x, h0, c0, *flat)]
         with torch.enable_grad():
             y, h_n, c_n = self._run(leaves[0], leaves[1], leaves[2], leaves[3:], has_bias,
