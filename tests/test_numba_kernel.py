@@ -389,7 +389,7 @@ def test_packed_weights_and_their_product(rng, precision, hidden, inner, first, 
     assert np.array_equal(flat[:, :4 * units], columns)
     assert not flat[:, 4 * units:].any()
     tol = 1e-5 if precision == "float32" else 1e-12
-    for rows in range(1, 17):  # every mix of blocks of 6 or 4 rows and 1-3 rows left
+    for rows in range(1, 17):  # every mix of blocks of 3-6 rows, and 1 or 2 rows alone
         a = rng.standard_normal((rows + 3, inner)).astype(precision)
         out = rng.standard_normal((rows + 2, panels * width)).astype(precision)
         expected = out.astype(np.float64)

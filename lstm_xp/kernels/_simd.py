@@ -260,12 +260,16 @@ def _outer_block(rows: int, panels: int) -> Any:
 #: packed[panel, k_first:k_end, c]`` for ``i < 6`` and ``c`` the panel's columns (12 registers of
 #: sums: 77 GFLOP/s against 69 for 4 rows at (K, 4H) = (256, 1024), one Zen 3 core) ...
 outer6 = _outer_block(6, 1)
-#: ... for ``i < 4`` (the rows a block of 6 would leave over, in 4s) ...
+#: ... for ``i < 5``, ``i < 4`` and ``i < 3`` (the rows blocks of 6 leave over) ...
+outer5 = _outer_block(5, 1)
 outer4 = _outer_block(4, 1)
-#: ... and for the 1-3 rows left over, against several panels at once (8-12 registers of
-#: sums), columns ``c`` of panel ``panel + g`` landing at ``out_column + g * C + c``: 3 or
-#: 2 rows against 2 panels, one row against :data:`ROW_PANELS`.
-outer3 = _outer_block(3, 2)
+#: (3 rows against 2 panels, 12 registers of sums and 4 of weights, spilled: 40 GFLOP/s
+#: against 55-64 against one panel.)
+outer3 = _outer_block(3, 1)
+#: ... and for 1 or 2 rows, against several panels at once (8 registers of sums; against
+#: one panel, 2 or 4, they wait on the multiply-adds' latency), columns ``c`` of panel
+#: ``panel + g`` landing at ``out_column + g * C + c``: 2 rows against 2 panels, one row
+#: against :data:`ROW_PANELS`.
 outer2 = _outer_block(2, 2)
 outer1 = _outer_block(1, ROW_PANELS)
 

@@ -10,7 +10,7 @@ compiled call runs the layer:
 - **Products**: a call with at least :data:`PACK_MIN_ROWS` rows (``T * B``) first packs its
   weights into panels (:func:`_pack`, BLAS's layout: one vector of columns a panel, each a
   contiguous strip; about 1 ns an element, once a call, into 64-byte aligned memory), then
-  every product is :func:`_packed_product`'s: blocks of 6 or 4 rows against a panel with
+  every product is :func:`_packed_product`'s: blocks of 3-6 rows against a panel with
   the running sums in registers (LLVM vector IR, :mod:`._simd`), 70-95 GFLOP/s on one core
   of a 2.45 GHz Zen 3 EPYC (AVX2; OpenBLAS's SGEMM reaches 73-89 there), 2-3x the dot
   products over the weights as they are (:func:`_matmul_nt`, 4x4 blocks of dot products
@@ -75,6 +75,7 @@ from ._simd import (
     outer2,
     outer3,
     outer4,
+    outer5,
     outer6,
     tanh32_span,
     transpose8,
@@ -323,46 +324,72 @@ def _pack(w, first, last, packed):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True)
 def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cover - compiled
     """``out[first_out + m, :P * C] += a[first_a + m] @ W`` for ``m`` in ``range(rows)``,
-    ``W`` (K, P * C) the columns :func:`_pack` put in ``packed``: per panel, blocks of 6
-    rows, then of 4 (:data:`._simd.outer6`, :data:`._simd.outer4`; the panel stays in L1
-    cache for every block; 2 more than a multiple of 6, as 8, go as 4 + 4, 5-7 % faster
-    than 6 + 2), the 1-3 rows left over against 2 or 4 panels at a time
-    (:data:`._simd.outer3` to :data:`._simd.outer1`). ``K`` over :data:`DEPTH` goes in
-    even chunks, each over every panel before the next (a panel's strip of 512 rows filled
-    all of a 32 KiB L1 cache), and more than :data:`ROW_BLOCK` rows in blocks, each over
-    every panel before the next (BLAS's blocking); each entry still sums along ``k`` in
+    ``W`` (K, P * C) the columns :func:`_pack` put in ``packed``: blocks of 6 rows, then
+    the 3-5 rows left in one block or two (7 more than a multiple of 6 as 4 + 3, 8 as
+    4 + 4, which ran 5-7 % faster than 6 + 2), all against one panel while it is in L1
+    cache (:data:`._simd.outer6` to :data:`._simd.outer3`); 1 or 2 rows alone against 2 or
+    4 panels at a time (:data:`._simd.outer2`, :data:`._simd.outer1`). (The rows left
+    over had gone over every panel in a pass of their own, reading the weights from beyond
+    L2 cache again: 100 steps of 5 sequences at (I, H) = (128, 256), one thread, took
+    6.0-6.7 ms as 4 + 1 rows, 5.0-5.4 as one block of 5; of 3, 5.1-5.5 as 3 rows against 2
+    panels, 3.7-3.8 against one.)
+    ``K`` over :data:`DEPTH` goes in even chunks, each over every panel before the next (a
+    panel's strip of 512 rows filled all of a 32 KiB L1 cache), and more than
+    :data:`ROW_BLOCK` rows of 6-blocks in blocks, each over every panel before the next
+    (BLAS's blocking; the rest go with the last); each entry still sums along ``k`` in
     order, so the bits do not change."""
     inner = packed.shape[1]
     width = packed.shape[2]
     panels = packed.shape[0]
-    sixes = rows // 6 * 6
-    if rows - sixes == 2 and sixes > 0:
-        sixes -= 6
-    blocked = sixes + (rows - sixes) // 4 * 4
-    left = rows - blocked
+    sixes, tail, narrow = _row_blocks(rows)
     chunks = -(-inner // DEPTH)
     for chunk in range(chunks):
         k0, k1 = inner * chunk // chunks, inner * (chunk + 1) // chunks
-        for r0 in range(0, sixes, ROW_BLOCK):  # each block of rows' inputs stays in L2
+        r0 = 0
+        while True:  # each block of rows' inputs stays in L2
             r1 = min(sixes, r0 + ROW_BLOCK)
-            for p in range(panels):
-                for n in range(r0, r1, 6):
-                    outer6(packed, p, a, first_a + n, k0, k1, out, first_out + n, p * width)
-        for p in range(panels):
-            for n in range(sixes, blocked, 4):
-                outer4(packed, p, a, first_a + n, k0, k1, out, first_out + n, p * width)
-        if left == 1:
-            for p in range(0, panels, ROW_PANELS):
-                outer1(packed, p, a, first_a + blocked, k0, k1, out, first_out + blocked,
-                       p * width)
-        elif left > 1:
-            for p in range(0, panels, 2):
-                if left == 2:
-                    outer2(packed, p, a, first_a + blocked, k0, k1, out, first_out + blocked,
-                           p * width)
-                else:
-                    outer3(packed, p, a, first_a + blocked, k0, k1, out, first_out + blocked,
-                           p * width)
+            last = r1 == sixes
+            for group in range(0, panels, ROW_PANELS):
+                for p in range(group, group + ROW_PANELS):
+                    column = p * width
+                    for n in range(r0, r1, 6):
+                        outer6(packed, p, a, first_a + n, k0, k1, out, first_out + n, column)
+                    n = sixes
+                    while last and n < rows - narrow:  # the tail: 3-5 rows, or 4 + 3, 4 + 4
+                        size = min(tail, rows - narrow - n)
+                        if size == 5:
+                            outer5(packed, p, a, first_a + n, k0, k1, out, first_out + n,
+                                   column)
+                        elif size == 4:
+                            outer4(packed, p, a, first_a + n, k0, k1, out, first_out + n,
+                                   column)
+                        else:
+                            outer3(packed, p, a, first_a + n, k0, k1, out, first_out + n,
+                                   column)
+                        n += size
+                if last and narrow == 1:
+                    outer1(packed, group, a, first_a, k0, k1, out, first_out, group * width)
+                elif last and narrow == 2:
+                    for p in range(group, group + ROW_PANELS, 2):
+                        outer2(packed, p, a, first_a, k0, k1, out, first_out, p * width)
+            if last:
+                break
+            r0 = r1
+
+
+@numba.njit(inline="always", cache=True, nogil=True)
+def _row_blocks(rows):  # pragma: no cover - compiled
+    """How :func:`_packed_product` splits ``rows``: ``(sixes, tail, narrow)``, the rows in
+    blocks of 6, then blocks of ``tail`` rows (3-5; 4 + 3 when 7 are left, the last block
+    the smaller) up to ``rows - narrow``, then ``narrow`` rows (1 or 2, only when there are
+    no other rows) against several panels at once."""
+    if rows < 3:
+        return 0, 0, rows
+    sixes = rows // 6 * 6
+    left = rows - sixes
+    if 0 < left < 3 and sixes > 0:  # 7 as 4 + 3, 8 as 4 + 4
+        return sixes - 6, 4, 0
+    return sixes, left, 0
 
 
 #: Where :func:`_scan_units`'s claims start in its ``sync`` array, past the count of chunks
