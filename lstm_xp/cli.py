@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16"))
     bench.add_argument("--repeats", type=int, default=None,
                        help="timed runs per cell (median reported). Default 7, --quick 3")
+    bench.add_argument("--rounds", type=int, default=None,
+                       help="the contenders take turns this many times, each turn a share "
+                            "of the repeats in a fresh process, so that a machine whose speed "
+                            "drifts slows them all alike. Default 3, --quick 1")
     bench.add_argument("--max-seconds", type=float, default=None,
                        help="stop repeating a cell after this many seconds (at least 3 runs)")
     bench.add_argument("--pure", action="store_true",
@@ -74,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = BenchConfig(
         shapes=tuple(shapes), backends=args.backends, peers=args.peers, dtype=args.dtype,
         repeats=args.repeats or (3 if args.quick else 7),
+        rounds=args.rounds or (1 if args.quick else 3),
         max_seconds=args.max_seconds or (1.0 if args.quick else 6.0), pure=args.pure,
         lengths=args.lengths, mode="train" if args.train else "forward")
     report = run_bench(config)

@@ -12,6 +12,7 @@ import pytest
 
 from lstm_xp import BACKENDS
 from lstm_xp.bench.contenders import gemm_floor, lstm_xp, lstm_xp_train, seed, train_gemm_floor
+from lstm_xp.bench.report import markdown
 from lstm_xp.bench.runner import BenchConfig, lstm_flops, run_bench, time_runner
 from lstm_xp.cli import main
 
@@ -207,3 +208,28 @@ def test_threaded_numba_contender_sets_and_restores_the_thread_count(rng):
     assert contender.name == "lstm-xp numpy cpu (numba) LSTM_XP_NUM_THREADS=2"
     assert contender.prepare((2, 3, 4, 5), "float32", x)().shape == (3, 2, 5)
     assert get_num_threads() == before
+
+
+def test_rounds_take_turns_and_pool_each_cells_samples(monkeypatch):
+    """With rounds, every contender runs once a round (A B A B, not A A B B), each time for
+    its share of the repeats, and a cell's median is over the samples of all rounds."""
+    from lstm_xp.bench import runner
+
+    turns = []
+    measure = runner.measure
+
+    def recording(spec, config, progress):
+        turns.append(spec[0])
+        assert config.repeats == 2 and config.memory == (len(turns) <= 2)
+        return measure(spec, config, progress)
+
+    monkeypatch.setattr(runner, "measure", recording)
+    config = BenchConfig(shapes=[(1, 3, 2, 2), (2, 3, 2, 2)], backends=(), peers=("seed",),
+                         repeats=4, rounds=2, max_seconds=60, isolate=False)
+    report = run_bench(config, progress=None)
+    assert turns == ["floor", "seed", "floor", "seed"]
+    assert len(report["results"]) == 4  # (contender, shape) cells, not one per round
+    for r in report["results"]:
+        assert len(r["times_s"]) == 4
+        assert r["median_s"] == sorted(r["times_s"])[1] / 2 + sorted(r["times_s"])[2] / 2
+    assert "2 in each of 2 rounds" in markdown(report)

@@ -98,8 +98,7 @@ def markdown(report: dict[str, Any]) -> str:
              + "".join(f", BLAS {b.get('internal_api')} {b.get('version')} "
                        f"{b.get('architecture')} x{b.get('num_threads')}"
                        for b in m.get("blas", [])),
-             "", f"dtype {report['config']['dtype']}, median of up to "
-             f"{report['config']['repeats']} runs after 2 warm-ups.", ""]
+             "", f"dtype {report['config']['dtype']}, {_sampling(report['config'])}.", ""]
     header, tables = _table(report["results"])
     for shape, rows in tables:
         lines += [f"**(B, T, I, H) = {shape}**", "",
@@ -177,3 +176,12 @@ def write_all(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
         del paths["png"]
     return paths
 
+
+def _sampling(config: dict[str, Any]) -> str:
+    """How each cell's median was taken, in words."""
+    rounds = int(config.get("rounds", 1))
+    if rounds <= 1:
+        return f"median of up to {config['repeats']} runs after 2 warm-ups"
+    share = -(-int(config["repeats"]) // rounds)
+    return (f"median of up to {share * rounds} runs, {share} in each of {rounds} rounds in "
+            "which the contenders take turns (2 warm-ups a turn)")

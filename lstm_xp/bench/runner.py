@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TextIO
 
 import numpy as np
@@ -79,6 +79,9 @@ class BenchConfig:
     pure: bool = False  # also time the pure Array-API path beside the chosen kernel
     memory: bool = True
     isolate: bool = True  # each contender in its own process
+    # The contenders take turns this many times, each time for its share of the repeats
+    # (a fresh process each turn when isolated): see :func:`run_bench`.
+    rounds: int = 1
     lengths: Sequence[str] = ()  # also time with lengths: "one-short", "random"
     mode: str = "forward"  # or "train": forward_train + backward against torch autograd
 
@@ -204,6 +207,18 @@ def measure(spec: list[Any], config: BenchConfig,
     return out
 
 
+def _measure_turn(spec: Sequence[Any], config: BenchConfig,
+                  progress: Progress) -> list[Measurement] | str:
+    """One contender's turn: :func:`measure`, in its own process when ``config.isolate``."""
+    if not config.isolate:
+        return measure(list(spec), config, progress)
+    label = " ".join(str(a) for a in spec if a is not None)
+    progress.advance(0, label)
+    got = _measure_isolated(spec, config, progress)
+    progress.advance(len(config.shapes), label)
+    return got
+
+
 def _measure_isolated(spec: Sequence[Any], config: BenchConfig,
                       progress: Progress) -> list[Measurement] | str:
     """:func:`measure` in a fresh Python process, so that one library's thread pool (torch's
@@ -230,25 +245,38 @@ def _config_dict(config: BenchConfig) -> dict[str, Any]:
 
 def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict[str, Any]:
     """Run the grid and return a JSON-ready dict: machine, versions, config and measurements.
-    ``progress``: where to show how far it is (a bar on a terminal with ``rich``)."""
+    ``progress``: where to show how far it is (a bar on a terminal with ``rich``).
+
+    With ``config.rounds`` above 1 the contenders take turns: each round times every
+    contender on every shape for its share of the repeats and of ``max_seconds``, and a
+    cell's samples from all rounds make its median (memory is measured in the first round).
+    On a shared machine whose speed drifts over seconds (a 2-vCPU guest ran the same call
+    at 8.5 ms for a while, then at 15), timing each contender in one stretch compared
+    them at different speeds of the machine; taking turns spreads the drift over all."""
     specs = contender_specs(config)
-    results: list[Measurement] = []
+    rounds = max(1, config.rounds)
+    share = replace(config, repeats=max(1, -(-config.repeats // rounds)),
+                    max_seconds=config.max_seconds / rounds)
+    cells: dict[tuple[str, int], Measurement] = {}  # (spec, shape's index): all rounds
     skipped: dict[str, str] = {}
-    with Progress(len(specs) * len(config.shapes), progress) as bar:
-        for spec in specs:
-            name = " ".join(str(a) for a in spec)
-            if config.isolate:
-                label = " ".join(str(a) for a in spec if a is not None)
-                bar.advance(0, label)
-                got = _measure_isolated(spec, config, bar)
-                bar.advance(len(config.shapes), label)
-            else:
-                got = measure(spec, config, bar)
-            if isinstance(got, str):
-                skipped[name] = got
-                bar.note(f"skipping {name}: {got}")
-            else:
-                results.extend(got)
+    with Progress(rounds * len(specs) * len(config.shapes), progress) as bar:
+        for turn in range(rounds):
+            for spec in specs:
+                name = " ".join(str(a) for a in spec)
+                if name in skipped:
+                    bar.advance(len(config.shapes), name)
+                    continue
+                got = _measure_turn(spec, share if turn == 0 else replace(share, memory=False),
+                                    bar)
+                if isinstance(got, str):
+                    skipped[name] = got
+                    bar.note(f"skipping {name}: {got}")
+                    continue
+                for index, m in enumerate(got):
+                    kept = cells.setdefault((name, index), m)
+                    if kept is not m:
+                        kept.times_s += m.times_s
+    results = list(cells.values())
     return {
         "lstm_xp_version": __version__,
         "machine": machine_info(),
