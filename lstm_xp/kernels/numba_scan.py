@@ -341,37 +341,37 @@ def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cov
     inner = packed.shape[1]
     width = packed.shape[2]
     panels = packed.shape[0]
-    sixes, tail, narrow = _row_blocks(rows)
+    sixes, first_tail, second_tail = _row_blocks(rows)
     chunks = -(-inner // DEPTH)
     for chunk in range(chunks):
         k0, k1 = inner * chunk // chunks, inner * (chunk + 1) // chunks
+        if rows < 3:  # 1 or 2 rows alone, against several panels at once
+            for group in range(0, panels, ROW_PANELS):
+                if rows == 1:
+                    outer1(packed, group, a, first_a, k0, k1, out, first_out, group * width)
+                else:
+                    for p in range(group, group + ROW_PANELS, 2):
+                        outer2(packed, p, a, first_a, k0, k1, out, first_out, p * width)
+            continue
         r0 = 0
         while True:  # each block of rows' inputs stays in L2
             r1 = min(sixes, r0 + ROW_BLOCK)
             last = r1 == sixes
-            for group in range(0, panels, ROW_PANELS):
-                for p in range(group, group + ROW_PANELS):
-                    column = p * width
-                    for n in range(r0, r1, 6):
-                        outer6(packed, p, a, first_a + n, k0, k1, out, first_out + n, column)
-                    n = sixes
-                    while last and n < rows - narrow:  # the tail: 3-5 rows, or 4 + 3, 4 + 4
-                        size = min(tail, rows - narrow - n)
-                        if size == 5:
-                            outer5(packed, p, a, first_a + n, k0, k1, out, first_out + n,
-                                   column)
-                        elif size == 4:
-                            outer4(packed, p, a, first_a + n, k0, k1, out, first_out + n,
-                                   column)
-                        else:
-                            outer3(packed, p, a, first_a + n, k0, k1, out, first_out + n,
-                                   column)
-                        n += size
-                if last and narrow == 1:
-                    outer1(packed, group, a, first_a, k0, k1, out, first_out, group * width)
-                elif last and narrow == 2:
-                    for p in range(group, group + ROW_PANELS, 2):
-                        outer2(packed, p, a, first_a, k0, k1, out, first_out, p * width)
+            for p in range(panels):
+                column = p * width
+                for n in range(r0, r1, 6):
+                    outer6(packed, p, a, first_a + n, k0, k1, out, first_out + n, column)
+                if not last:
+                    continue
+                n = sixes
+                for size in (first_tail, second_tail):  # one call site a kernel
+                    if size == 5:
+                        outer5(packed, p, a, first_a + n, k0, k1, out, first_out + n, column)
+                    elif size == 4:
+                        outer4(packed, p, a, first_a + n, k0, k1, out, first_out + n, column)
+                    elif size == 3:
+                        outer3(packed, p, a, first_a + n, k0, k1, out, first_out + n, column)
+                    n += size
             if last:
                 break
             r0 = r1
@@ -379,16 +379,13 @@ def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cov
 
 @numba.njit(inline="always", cache=True, nogil=True)
 def _row_blocks(rows):  # pragma: no cover - compiled
-    """How :func:`_packed_product` splits ``rows``: ``(sixes, tail, narrow)``, the rows in
-    blocks of 6, then blocks of ``tail`` rows (3-5; 4 + 3 when 7 are left, the last block
-    the smaller) up to ``rows - narrow``, then ``narrow`` rows (1 or 2, only when there are
-    no other rows) against several panels at once."""
-    if rows < 3:
-        return 0, 0, rows
+    """How :func:`_packed_product` splits ``rows`` (3 or more): ``(sixes, first, second)``,
+    the rows in blocks of 6, then a block of ``first`` and one of ``second`` rows (3-5 each,
+    or 0: none; 7 left as 4 + 3, 8 as 4 + 4)."""
     sixes = rows // 6 * 6
     left = rows - sixes
-    if 0 < left < 3 and sixes > 0:  # 7 as 4 + 3, 8 as 4 + 4
-        return sixes - 6, 4, 0
+    if 0 < left < 3 and sixes > 0:
+        return sixes - 6, 4, left + 2
     return sixes, left, 0
 
 
