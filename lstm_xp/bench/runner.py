@@ -268,8 +268,9 @@ def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict
                     continue
                 got = _measure_turn(spec, share if turn == 0 else replace(share, memory=False),
                                     bar)
-                if isinstance(got, str):
-                    skipped[name] = got
+                if isinstance(got, str):  # a later round's failure keeps the first's cells
+                    if turn == 0:
+                        skipped[name] = got
                     bar.note(f"skipping {name}: {got}")
                     continue
                 for index, m in enumerate(got):
