@@ -9,6 +9,8 @@
 #   many CPU cores beside torch and ONNX Runtime, and its speed at 1, 2, 4, ... threads;
 #   6. long sequences for peak memory.
 # Needs array-api-compat and array-api-strict wheels in .whl/ (the device README says how).
+# The benches run one round (--rounds 1): each round starts every contender's process again
+# (CUDA set-up included), and the stages' timeouts were sized for one.
 set -u
 OUT=${OUT:-/tmp/gpu-out}
 WORK=/tmp/gpu-work
@@ -41,22 +43,22 @@ timeout 150 python3 -m pytest tests -q -p no:cacheprovider -m gpu --maxfail=60 -
 
 SHAPES="1,100,32,64 16,100,128,256 64,50,256,512 256,50,512,512 1024,50,512,512"
 stage "3. forward on the GPU"
-timeout 140 python3 -m lstm_xp bench --backends cupy,torch --peers torch --pure --repeats 5 \
+timeout 140 python3 -m lstm_xp bench --rounds 1 --backends cupy,torch --peers torch --pure --repeats 5 \
   --max-seconds 2 --shapes $SHAPES --out "$WORK/forward" 2>&1 | grep -v '^\[' | grep -v 'median '
 
 stage "4. training step on the GPU"
-timeout 60 python3 -m lstm_xp bench --train --backends cupy,torch --peers torch --repeats 5 \
+timeout 60 python3 -m lstm_xp bench --rounds 1 --train --backends cupy,torch --peers torch --repeats 5 \
   --max-seconds 2 --shapes $SHAPES --out "$WORK/train" 2>&1 | grep -v '^\[' | grep -v 'median '
 
 stage "5. numba on $(nproc) CPU cores"
-timeout 70 python3 -m lstm_xp bench --backends numpy --peers torch,onnxruntime --repeats 5 \
+timeout 70 python3 -m lstm_xp bench --rounds 1 --backends numpy --peers torch,onnxruntime --repeats 5 \
   --max-seconds 2 --shapes 1,100,32,64 8,100,128,256 64,50,256,512 256,50,512,512 \
   --out "$WORK/cpu" 2>&1 | grep -v '^\[' | grep -v 'median '
 grep -H . /sys/devices/system/cpu/cpu0/cache/index*/{level,size} 2>/dev/null
 timeout 60 python3 benchmarks/thread_sweep.py 8,100,128,256 64,50,256,512 256,50,512,512
 
 stage "6. long sequences"
-timeout 40 python3 -m lstm_xp bench --backends cupy --peers torch --repeats 3 --max-seconds 4 \
+timeout 40 python3 -m lstm_xp bench --rounds 1 --backends cupy --peers torch --repeats 3 --max-seconds 4 \
   --shapes 1,10000,32,64 16,10000,128,256 --out "$WORK/long" 2>&1 | grep -v '^\[' \
   | grep -v 'median '
 
