@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_atomic
+from .runner import repeats_a_round
 
 PEERS = (("torch.nn.LSTM cpu", "x torch"), ("onnxruntime LSTM op cpu", "x ORT"),
          ("seed (NumPy, per-gate, column vectors)", "x seed"),
@@ -182,6 +183,6 @@ def _sampling(config: dict[str, Any]) -> str:
     rounds = int(config.get("rounds", 1))
     if rounds <= 1:
         return f"median of up to {config['repeats']} runs after 2 warm-ups"
-    share = -(-int(config["repeats"]) // rounds)
+    share = repeats_a_round(int(config["repeats"]), rounds)
     return (f"median of up to {share * rounds} runs, {share} in each of {rounds} rounds in "
             "which the contenders take turns (2 warm-ups a turn)")

@@ -243,6 +243,11 @@ def _config_dict(config: BenchConfig) -> dict[str, Any]:
     return {**asdict(config), "shapes": [list(s) for s in config.shapes]}
 
 
+def repeats_a_round(repeats: int, rounds: int) -> int:
+    """The timed samples each of ``rounds`` turns takes for ``repeats`` in all (rounded up)."""
+    return max(1, -(-repeats // max(1, rounds)))
+
+
 def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict[str, Any]:
     """Run the grid and return a JSON-ready dict: machine, versions, config and measurements.
     ``progress``: where to show how far it is (a bar on a terminal with ``rich``).
@@ -255,7 +260,7 @@ def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict
     them at different speeds of the machine; taking turns spreads the drift over all."""
     specs = contender_specs(config)
     rounds = max(1, config.rounds)
-    share = replace(config, repeats=max(1, -(-config.repeats // rounds)),
+    share = replace(config, repeats=repeats_a_round(config.repeats, rounds),
                     max_seconds=config.max_seconds / rounds)
     cells: dict[tuple[str, int], Measurement] = {}  # (spec, shape's index): all rounds
     skipped: dict[str, str] = {}
