@@ -16,6 +16,7 @@ import pytest
 import lstm_xp
 from lstm_xp import LSTM, ConfigError
 from lstm_xp._threads import thread_setting
+from lstm_xp.kernels._workspace import aligned_arrays
 
 numba_scan = pytest.importorskip("lstm_xp.kernels.numba_scan")
 atomics = pytest.importorskip("lstm_xp.kernels._atomics")
@@ -422,7 +423,8 @@ def test_a_product_shared_in_claimed_blocks_equals_it_on_one_thread(rng):
     from lstm_xp.kernels import numba_train
 
     w = rng.standard_normal((70, 45)).astype(np.float32)
-    packed = numba_train._packed_columns(w)
+    panels, width = numba_scan.panel_shape(45, np.float32)
+    packed = numba_train._pack_columns_into(w, np.full((panels, 70, width), np.nan, np.float32))
     a = rng.standard_normal((100, 70)).astype(np.float32)
     alone = np.zeros((100, packed.shape[0] * packed.shape[2]), np.float32)
     _product_into(packed, a, 0, 100, alone, 0)
@@ -435,13 +437,15 @@ def test_a_product_shared_in_claimed_blocks_equals_it_on_one_thread(rng):
         blocks = -(-100 // block)
         assert sync[0] >= blocks and sync[numba_scan.CLAIMS] == blocks  # each block once
     with thread_setting(2):
-        np.testing.assert_array_equal(numba_train._product(a, packed), alone)
+        out = np.full_like(alone, np.nan)
+        assert numba_train._product(a, packed, out) is out
+        np.testing.assert_array_equal(out, alone)
 
 
 def test_aligned_arrays_start_on_cache_lines_and_do_not_overlap():
     shapes = [(3, 5, 16), (7, 9), (1,), (0, 4), (2, 3)]
     for dtype in (np.float32, np.float64):
-        arrays = numba_scan.aligned_arrays(shapes, dtype)
+        arrays = aligned_arrays(shapes, dtype)
         assert [a.shape for a in arrays] == shapes
         for k, a in enumerate(arrays):
             assert a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable

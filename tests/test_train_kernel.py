@@ -163,6 +163,42 @@ def test_reused_buffers_leak_nothing(rng, monkeypatch):
     assert taken["pooled"] > 0, "the second step of a shape should find its arrays pooled"
 
 
+@pytest.mark.parametrize("size_in", [5, 16])  # dx from a padded product, and in place
+def test_a_compiled_step_takes_its_scratch_arrays_from_the_workspace(rng, monkeypatch,
+                                                                     size_in):
+    """The compiled pass's tape and the backward pass's scratch arrays (packed weights and
+    gate gradients, transposed inputs, the weights' product) come from the workspace: the
+    second step of a shape allocates none of them afresh, and what it returns is the
+    caller's own (the third step leaves the second's results as they were)."""
+    if LSTM(size_in, 16).kernel != "numba":
+        pytest.skip("the compiled kernel is not installed")
+    taken = []
+    take = Workspace.take
+
+    def counted(self, shape, dtype):
+        pooled_before = self.pooled_bytes
+        array = take(self, shape, dtype)
+        taken.append(self.pooled_bytes < pooled_before)
+        return array
+
+    monkeypatch.setattr(Workspace, "take", counted)
+    model = LSTM(size_in, 16, seed=0)
+    x = rng.standard_normal((7, 3, size_in)).astype(np.float32)
+    dy = rng.standard_normal((7, 3, 16)).astype(np.float32)
+    _step(model, x, None, dy, None)
+    first = len(taken)
+    second = _step(model, x, None, dy, None)
+    kept = [np.copy(a) for a in (second[0], second[2], *second[4].values())]
+    # Tape (4 + copies of x and both weights), packed W_hh, W_ih and dz, the inputs
+    # transposed, the weights' product, and dx's padded product when I = 5.
+    assert first >= (13 if size_in == 5 else 12)
+    assert len(taken) == 2 * first and all(taken[first:]), "every take of step 2 pooled"
+    third = _step(model, 2 * x, None, dy, None)
+    for before, now in zip(kept, (second[0], second[2], *second[4].values()), strict=True):
+        np.testing.assert_array_equal(before, now)
+    assert not np.array_equal(third[2], second[2])
+
+
 def test_workspace_reuses_and_stays_bounded():
     pool = Workspace()
     a = pool.take((4, 5), np.float32)

@@ -1,8 +1,11 @@
-"""Arrays a fused NumPy kernel keeps from one call to the next."""
+"""Arrays a training pass keeps from one call to the next, and arrays aligned to cache lines."""
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +46,9 @@ class Workspace:
             return [key for key, stack in self._free.items() for _ in stack]
 
     def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """An uninitialised C-contiguous array: a pooled one if there is one."""
+        """An uninitialised C-contiguous array starting on a cache line
+        (:func:`aligned_empty`: the compiled products read packed panels from these): a
+        pooled one if there is one."""
         key = (tuple(shape), np.dtype(dtype).str)
         with self._lock:
             stack = self._free.get(key)
@@ -51,7 +56,7 @@ class Workspace:
             if array is not None:
                 self._pooled -= array.nbytes
         if array is None:
-            array = np.empty(shape, dtype=dtype)
+            array = aligned_empty(shape, dtype)
         with self._lock:
             self._in_use += array.nbytes
             self._peak = max(self._peak, self._in_use)
@@ -70,3 +75,26 @@ class Workspace:
                 key = next(iter(self._free))
                 stack = self._free.pop(key)
                 self._pooled -= sum(a.nbytes for a in stack)
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An empty C-ordered array whose data start on a 64-byte boundary (a cache line):
+    vector loads from packed panels NumPy had placed 16 bytes past one cost 20-30% of the
+    product's speed, each load spanning two lines."""
+    return aligned_arrays([shape], dtype)[0]
+
+
+def aligned_arrays(shapes: Sequence[tuple[int, ...]], dtype: Any) -> list[np.ndarray]:
+    """:func:`aligned_empty` for each of ``shapes``, all in one allocation (each array
+    starting on its own 64-byte boundary): one NumPy call and one address lookup instead of
+    one each, a few microseconds a small call."""
+    dtype = np.dtype(dtype)
+    starts, end = [], 0
+    for shape in shapes:
+        starts.append(end)
+        end += -(-math.prod(shape) * dtype.itemsize // 64) * 64  # numpy.prod took 5 us
+    raw = np.empty(end + 64, np.uint8)
+    skip = -raw.ctypes.data % 64
+    # The ndarray constructor over the buffer: half the time of a slice, view and reshape.
+    return [np.ndarray(shape, dtype, raw, skip + start)
+            for shape, start in zip(shapes, starts, strict=True)]

@@ -46,10 +46,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
 import os
 import threading
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +78,7 @@ from ._simd import (
     tanh32_span,
     transpose8,
 )
+from ._workspace import aligned_arrays
 from .base import LayerwiseKernel
 from .numpy_fused import layer_scan_numpy
 
@@ -863,29 +862,6 @@ def _keep_work(key: tuple[Any, ...], work: _Work) -> None:
     cache[key] = work
     while len(cache) > WORK_CACHE_ENTRIES:
         del cache[next(iter(cache))]
-
-
-def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """An empty C-ordered array whose data start on a 64-byte boundary (a cache line):
-    vector loads from packed panels NumPy had placed 16 bytes past one cost 20-30% of the
-    product's speed, each load spanning two lines."""
-    return aligned_arrays([shape], dtype)[0]
-
-
-def aligned_arrays(shapes: Sequence[tuple[int, ...]], dtype: Any) -> list[np.ndarray]:
-    """:func:`aligned_empty` for each of ``shapes``, all in one allocation (each array
-    starting on its own 64-byte boundary): one NumPy call and one address lookup instead of
-    one each, a few microseconds a small call."""
-    dtype = np.dtype(dtype)
-    starts, end = [], 0
-    for shape in shapes:
-        starts.append(end)
-        end += -(-math.prod(shape) * dtype.itemsize // 64) * 64  # numpy.prod took 5 us
-    raw = np.empty(end + 64, np.uint8)
-    skip = -raw.ctypes.data % 64
-    # The ndarray constructor over the buffer: half the time of a slice, view and reshape.
-    return [np.ndarray(shape, dtype, raw, skip + start)
-            for shape, start in zip(shapes, starts, strict=True)]
 
 
 def use_compiled(dtype: Any) -> bool:

@@ -40,6 +40,7 @@ from .._threads import get_num_threads
 from ..errors import TapeError
 from ._atomics import atomic_add, take, wait_at_least
 from ._simd import transpose8
+from ._workspace import aligned_empty
 from .numba_scan import (
     _NO_SYNC,
     CLAIMS,
@@ -47,7 +48,6 @@ from .numba_scan import (
     _packed_product,
     _packed_product_call,
     _run,
-    aligned_empty,
     panel_shape,
     plan,
     run_parts,
@@ -213,9 +213,8 @@ class CompiledTrainer:
         hidden = weight_hh.shape[1]
         dtype = x.dtype
         gates = take((steps, batch, 4 * hidden), dtype)
-        tape = RowTape(np.array(x, dtype=dtype, order="C").reshape(steps * batch, features),
-                       np.array(weight_ih, dtype=dtype, order="C"),
-                       np.array(weight_hh, dtype=dtype, order="C"), bias is not None, gates,
+        tape = RowTape(self._copy(x.reshape(steps * batch, features)),
+                       self._copy(weight_ih), self._copy(weight_hh), bias is not None, gates,
                        take((steps + 1, batch, hidden), dtype),
                        take((steps, batch, hidden), dtype),
                        take((steps, batch, hidden), dtype), reverse)
@@ -235,6 +234,12 @@ class CompiledTrainer:
             h_prev[1:], h_prev[0] = y[:-1], h0
         return y, h_n, c_n, tape
 
+    def _copy(self, a: np.ndarray) -> np.ndarray:
+        """A copy of ``a`` in an array of the workspace (see :meth:`scan_backward`)."""
+        out = self.workspace.take(a.shape, a.dtype)
+        out[...] = a
+        return out
+
     def scan_backward(self, xp: Any, tape: RowTape | FusedTape, dy: np.ndarray,
                       dh_n: np.ndarray | None, dc_n: np.ndarray | None,
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -253,35 +258,51 @@ class CompiledTrainer:
         dtype = dz.dtype
         features = tape.x.shape[1]
         dy_rows = np.ascontiguousarray(dy, dtype=dtype)
-        dh0, dc0, packed_dz = self._walk(tape, dz, dy_rows, dh_n, dc_n)
+        # Every scratch array from the workspace, as the tape's are: fresh ones of these
+        # sizes came from the operating system as untouched pages (after other calls had
+        # freed memory in some orders: 1,200-1,500 page faults a step at (B, T, I, H) =
+        # (4, 100, 128, 256), 3-4 us each, a third of the step).
+        scratch = self.workspace.take
+        dh0, dc0, packed_dz, packed_hh = self._walk(scratch, tape, dz, dy_rows, dh_n, dc_n)
         # The weights' gradients, transposed: [x | h_prev]^T @ dz (the walk packed dz);
         # then dx = dz @ W_ih. In this module's products, not OpenBLAS's: its idle threads spin
         # on both cores for a while after a product, and the next forward pass's threads,
         # sharing those cores, took twice as long.
         dz2 = dz.reshape(steps * batch, hidden4)
-        inputs_t = np.empty((features + hidden, steps * batch), dtype)
+        p4, _, c4 = packed_dz.shape
+        inputs_t = scratch((features + hidden, steps * batch), dtype)
         _transpose_into(tape.x, inputs_t[:features])
         _transpose_into(tape.h_prev.reshape(steps * batch, hidden), inputs_t[features:])
-        d_w = _product(inputs_t, packed_dz)
+        d_w = _product(inputs_t, packed_dz, scratch((features + hidden, p4 * c4), dtype))
         grads = {"weight_ih": np.empty((hidden4, features), dtype),
                  "weight_hh": np.empty((hidden4, hidden), dtype)}
         _transpose_into(d_w[:features, :hidden4], grads["weight_ih"])
         _transpose_into(d_w[features:, :hidden4], grads["weight_hh"])
         if tape.has_bias:
             grads["bias"] = dz2.sum(axis=0)
-        dx = np.ascontiguousarray(_product(dz2, _packed_columns(tape.weight_ih))[:, :features])
-        dx = dx.reshape(steps, batch, features)
-        self.workspace.give(tape.gates, tape.cells, tape.tanh_cells, tape.h_prev)
+        panels, width = panel_shape(features, dtype)
+        packed_ih = _pack_columns_into(tape.weight_ih, scratch((panels, hidden4, width), dtype))
+        # dx, the caller's: written in place when the panels have no padding, else copied
+        # out of a padded scratch product.
+        padded = panels * width != features
+        dx_all = _product(dz2, packed_ih, scratch((steps * batch, panels * width), dtype)
+                          if padded else aligned_empty((steps * batch, features), dtype))
+        dx = (dx_all[:, :features].copy() if padded else dx_all).reshape(steps, batch, features)
+        self.workspace.give(tape.gates, tape.cells, tape.tanh_cells, tape.h_prev, tape.x,
+                            tape.weight_ih, tape.weight_hh, packed_dz, packed_hh, inputs_t,
+                            d_w, packed_ih, *([dx_all] if padded else []))
         tape.gates = None
         return dx, dh0, dc0, grads
 
     @staticmethod
-    def _walk(tape: RowTape, dz: np.ndarray, dy: np.ndarray, dh_n: np.ndarray | None,
-              dc_n: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _walk(scratch: Any, tape: RowTape, dz: np.ndarray, dy: np.ndarray,
+              dh_n: np.ndarray | None, dc_n: np.ndarray | None,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The backward walk (:func:`_walk_back`), the batch split between threads by
         sequences or by hidden units as the forward pass splits it (:func:`plan`): the
         gate gradients in place of the activations in ``dz`` (``tape.gates``); returns
-        ``dh0`` and ``dc0`` (B, H) and the gate gradients in panels (P, T * B, C)."""
+        ``dh0`` and ``dc0`` (B, H), the gate gradients in panels (P, T * B, C) and the
+        packed ``W_hh``, the last two from ``scratch`` (:meth:`.Workspace.take`)."""
         steps, batch, hidden4 = dz.shape
         hidden = hidden4 // 4
         dtype = dz.dtype
@@ -290,7 +311,7 @@ class CompiledTrainer:
         parts = [(0, batch)] if not by_rows else slices
         units = max(last - first for first, last in chunks)
         panels, width = panel_shape(units, dtype)
-        packed_hh = aligned_empty((len(chunks), panels, hidden4, width), dtype)
+        packed_hh = scratch((len(chunks), panels, hidden4, width), dtype)
         for k, (first, last) in enumerate(chunks):
             _pack_columns(np.ascontiguousarray(tape.weight_hh[:, first:last]), packed_hh[k])
         dh = [aligned_empty((len(chunks), high - low, panels * width), dtype)
@@ -303,7 +324,7 @@ class CompiledTrainer:
         dc = np.zeros((batch, hidden), dtype) if dc_n is None else \
             np.array(dc_n, dtype=dtype, order="C")
         p4, c4 = panel_shape(hidden4, dtype)
-        packed_dz = aligned_empty((p4, steps * batch, c4), dtype)
+        packed_dz = scratch((p4, steps * batch, c4), dtype)
         table = np.array(chunks, np.int64)
         head = (dz, tape.cells, tape.tanh_cells, dy, packed_hh)
         if by_rows:  # each slice of sequences on its own thread
@@ -317,7 +338,7 @@ class CompiledTrainer:
                                     sync) for home in range(len(chunks))], wait=False)
             dh0 = np.concatenate([dh[0][k, :, :last - first]
                                   for k, (first, last) in enumerate(chunks)], axis=1)
-        return dh0, dc, packed_dz
+        return dh0, dc, packed_dz, packed_hh
 
 
 #: Side of the square tiles :func:`_transpose_into` copies (a tile's rows of the source and
@@ -357,23 +378,22 @@ def _transpose_into(src, dst):  # pragma: no cover - compiled
                     row[i] = src[i, j]
 
 
-def _packed_columns(w: np.ndarray) -> np.ndarray:
-    """``w`` (K, N) packed for ``a @ w``: its N columns in panels (P, K, C)."""
-    panels, width = panel_shape(w.shape[1], w.dtype)
-    packed = aligned_empty((panels, w.shape[0], width), w.dtype)
+def _pack_columns_into(w: np.ndarray, packed: np.ndarray) -> np.ndarray:
+    """``packed`` (P, K, C) <- ``w`` (K, N) in panels for ``a @ w``
+    (:func:`.numba_scan._pack_columns`, ``P * C >= N``; zero past ``N``); returns it."""
     _pack_columns(w, packed)
     return packed
 
 
-def _product(a: np.ndarray, packed: np.ndarray) -> np.ndarray:
-    """``a @ w`` (M, P * C), ``w`` packed by :func:`_packed_columns`: the rows in blocks
+def _product(a: np.ndarray, packed: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out`` (M, P * C) <- ``a`` (M, K) ``@ w``, ``w`` (K, N) packed by
+    :func:`_pack_columns_into` (``packed`` (P, K, C)); returns ``out``. The rows in blocks
     that the threads claim (:func:`.numba_scan._packed_product_call`; blocks of at least 6
     rows, about four a thread, at most 96), each thread zeroing its blocks' rows of the
     result before it sums into them. Split evenly instead, one thread had waited ~5 ms for
     the other at (B, T, I, H) = (16, 100, 128, 256) (the cores ran at 70 and 48
     GFLOP/s)."""
     rows = a.shape[0]
-    out = aligned_empty((rows, packed.shape[0] * packed.shape[2]), a.dtype)
     threads = max(1, min(get_num_threads(), rows // 16))
     block = 6 * max(1, min(16, rows // (24 * threads)))
     sync = np.zeros(CLAIMS + 1, np.int64)
