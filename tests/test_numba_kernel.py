@@ -233,23 +233,29 @@ def test_unit_slices_and_thread_counts():
 
 def test_how_a_call_shares_its_threads(monkeypatch):
     """By sequences whenever each thread gets 4 (and the weights are packed), unless units
-    put more threads to work or give each a slice of the weights that fits its L2 cache;
-    else by units (unless the caller says not to: training); neither without enough
-    work."""
+    put more threads to work or give each a slice of the weights that fits its L2 cache,
+    or (inference, weights beyond L2) give each thread fewer blocks of rows; else by
+    units (unless the caller says not to); neither without enough work."""
     plan = numba_scan.plan
+    monkeypatch.setattr(numba_scan, "L2_SLICE_BYTES", 512 * 1024)  # whatever this machine's
     with thread_setting(2):
         assert plan(100, 1, 32, 64, True) == (False, [(0, 64)])  # too little work to share
         assert plan(100, 1, 64, 128, True) == (False, [(0, 64), (64, 128)])
         assert plan(100, 2, 32, 64, True) == (False, [(0, 64)])  # too little a step
         assert plan(2, 1, 64, 128, True) == (False, [(0, 128)])  # too little a call
-        assert plan(100, 16, 128, 256, True) == (True, [(0, 8), (8, 16)])
+        # 16 sequences: 8 a thread in blocks of 4 + 4, or all 16 in 6 + 6 + 4 by units,
+        # three blocks for two threads; the weights (1.5 MiB) do not fit in L2
+        assert plan(100, 16, 128, 256, True) == (False, [(0, 128), (128, 256)])
+        assert plan(100, 16, 128, 256, True, training=True) == (True, [(0, 8), (8, 16)])
+        assert plan(100, 16, 64, 128, True) == (True, [(0, 8), (8, 16)])  # 384 KiB: fit
+        assert plan(100, 24, 128, 256, True) == (True, [(0, 12), (12, 24)])  # 2 blocks each
+        assert plan(50, 64, 256, 512, True)[0] is True  # 5.5 blocks a thread against 6
         assert plan(100, 8, 128, 256, True) == (True, [(0, 4), (4, 8)])
         assert plan(100, 64, 128, 256, False)[0] is False  # rows need packed weights
         assert plan(100, 7, 128, 256, True) == (False, [(0, 128), (128, 256)])
         assert plan(100, 1, 128, 256, True) == (False, [(0, 128), (128, 256)])
         assert plan(100, 7, 128, 256, True, lockstep=False) == (False, [(0, 256)])
         assert plan(100, 64, 128, 256, True, threads=1) == (False, [(0, 256)])
-    monkeypatch.setattr(numba_scan, "L2_SLICE_BYTES", 512 * 1024)  # whatever this machine's
     with thread_setting(16):  # many cores: units where that puts more threads to work ...
         assert plan(100, 8, 128, 256, True) == (False, [(k, k + 32) for k in range(0, 256, 32)])
         assert plan(100, 64, 128, 256, True) == (True, [(k, k + 4) for k in range(0, 64, 4)])

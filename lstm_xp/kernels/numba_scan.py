@@ -26,7 +26,9 @@ compiled call runs the layer:
 - **Threads**, two ways (:func:`plan`). A batch with :data:`MIN_ROWS_PER_THREAD` sequences
   a thread is split by sequences, as ONNX Runtime does: each thread runs the whole time
   loop for its slice, reading one shared packed copy of the weights, and never waits for
-  another. Smaller batches split the hidden units into one chunk a thread, as oneDNN
+  another. Smaller batches (and, for inference on 2-3 threads, batches whose slices would
+  take more blocks of rows through each panel than the whole batch takes a thread split
+  by units: :data:`FEWER_BLOCKS`) split the hidden units into one chunk a thread, as oneDNN
   does: the chunk's four gates for every sequence, from its rows of the weights only (at
   H = 256 the 1 MiB of recurrent weights do not fit in one core's L2 cache; halves do).
   The threads claim each step's chunks (:func:`_scan_units`), their own first: a thread
@@ -140,6 +142,20 @@ def l2_bytes(default: int = 512 * 1024) -> int:
 #: Zen 3 the batch split was as fast or faster (0.59x-1.06x the time).
 L2_SLICE_BYTES = l2_bytes()
 MANY_THREADS = 4
+#: With weights beyond L2 the units split also wins where it gives each thread at most
+#: this fraction of the blocks of rows (:func:`_row_blocks`) a panel goes through that the
+#: batch split gives the busiest thread: each block is one pass of the panel's inputs, and
+#: a thread of the units split reads half the weights. 2 threads of the Zen 3 guest, (B,
+#: 100, 128, 256), units against sequences paired call by call, 700-1,800 pairs each: B =
+#: 14, 16, 18 (7, 8, 9 rows a thread: blocks 4 + 3, 4 + 4, 6 + 3; by units 6 + 4 + 4,
+#: 6 + 6 + 4, 6 + 6 + 6, three blocks for two threads) 1.05x-1.08x faster by units; B = 8,
+#: 9, 10, 12, 20, 24, 32 (as many blocks a thread either way) 1.03x faster to 1.12x slower;
+#: (16, 100, 256, 512) 1.075x faster; (64, 50, 256, 512), 5.5 blocks against 6, 1.03x
+#: slower. With weights within L2 ((16, 200, 64, 128)), 1.06x slower. Not for training: its
+#: steps write the tape, and its backward walk waits twice a step; at B = 14 and 16 a
+#: training step ran 1.03x slower by units. Measured on 2 threads; from
+#: :data:`MANY_THREADS` on, the rule above alone.
+FEWER_BLOCKS = 0.8
 
 _f32 = np.float32
 
@@ -695,10 +711,10 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     y = np.empty((steps, batch, hidden), dtype)
     call = _call_plan(steps, batch, features, hidden, dtype,
                       get_num_threads() if threads is None else threads,
-                      True if lockstep is None else lockstep,
+                      True if lockstep is None else lockstep, tape[0].shape[0] > 0,
                       (STEPS_AHEAD, PROJ_ELEMENTS, PACK_MIN_ROWS, MIN_ROWS_PER_THREAD,
                        MIN_FLOPS_PER_THREAD, MIN_UNITS_PER_THREAD, MIN_CHUNK_STEP_FLOPS,
-                       MIN_CHUNK_CALL_FLOPS, L2_SLICE_BYTES, MANY_THREADS))
+                       MIN_CHUNK_CALL_FLOPS, L2_SLICE_BYTES, MANY_THREADS, FEWER_BLOCKS))
     valid = call.full_lengths if lengths is None else np.asarray(lengths, dtype=np.int64)
     key = (call, features, hidden)
     work = _work_for(key)
@@ -753,14 +769,16 @@ class _CallPlan:
 
 @functools.lru_cache(maxsize=256)
 def _call_plan(steps: int, batch: int, features: int, hidden: int, dtype: np.dtype,
-               threads: int, lockstep: bool, tunables: tuple[int, ...]) -> _CallPlan:
+               threads: int, lockstep: bool, training: bool, tunables: tuple[int, ...],
+               ) -> _CallPlan:
     """The :class:`_CallPlan` of a shape (cached: computing it took 5-9 us a call), for the
-    module's settings ``tunables`` (a cached plan never outlives a change to them)."""
+    module's settings ``tunables`` (a cached plan never outlives a change to them);
+    ``training`` for a pass that writes a tape (see :func:`plan`)."""
     # From the whole layer's size, so that the blocks do not depend on the split.
     ahead = max(1, min(steps, STEPS_AHEAD, PROJ_ELEMENTS // (4 * hidden * batch)))
     pack = steps * batch >= PACK_MIN_ROWS
     by_rows, slices = plan(steps, batch, features, hidden, pack, lockstep, threads,
-                           np.dtype(dtype).itemsize)
+                           np.dtype(dtype).itemsize, training)
     chunks = np.array([(0, hidden)] if by_rows else slices, np.int64).reshape(-1, 2)
     # Shared by every call of the plan and never written; writable all the same: numba
     # compiles the scan anew for a read-only array (and calls with lengths pass writable).
@@ -872,7 +890,7 @@ def use_compiled(dtype: Any) -> bool:
 
 def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
          lockstep: bool = True, threads: int | None = None, itemsize: int = 4,
-         ) -> tuple[bool, list[tuple[int, int]]]:
+         training: bool = False) -> tuple[bool, list[tuple[int, int]]]:
     """How one layer scan shares up to ``threads`` threads (default
     :func:`lstm_xp.get_num_threads`): ``(True, row ranges)`` splits the batch
     (:func:`row_slices`; packed weights, at least :data:`MIN_ROWS_PER_THREAD` sequences and
@@ -880,8 +898,8 @@ def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
     (:func:`unit_slices`, at least :data:`MIN_UNITS_PER_THREAD` units,
     :data:`MIN_CHUNK_STEP_FLOPS` a step and :data:`MIN_CHUNK_CALL_FLOPS` a call each, the
     threads sharing each step's chunks of units; unless ``lockstep`` is False). Where both
-    apply, the units split is taken as :data:`L2_SLICE_BYTES` says. One range: the caller's
-    thread alone."""
+    apply, the units split is taken as :data:`L2_SLICE_BYTES` says, and for inference (not
+    ``training``) as :data:`FEWER_BLOCKS` says. One range: the caller's thread alone."""
     limit = get_num_threads() if threads is None else threads
     step = 8 * batch * hidden * (features + hidden)  # FLOPs of one step's products
     by_units = min(limit, hidden // MIN_UNITS_PER_THREAD, step // MIN_CHUNK_STEP_FLOPS,
@@ -889,10 +907,24 @@ def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
     by_rows = min(limit, steps * step // MIN_FLOPS_PER_THREAD, batch // MIN_ROWS_PER_THREAD)
     weights = 4 * hidden * (features + hidden) * itemsize
     slice_fits = by_units >= MANY_THREADS and weights // by_units <= L2_SLICE_BYTES < weights
-    if packed and by_rows > 1 and by_rows >= by_units and not (by_rows == by_units
-                                                              and slice_fits):
-        return True, row_slices(batch, by_rows)
+    if packed and by_rows > 1 and by_rows >= by_units:
+        slices = row_slices(batch, by_rows)
+        busiest = max(block_count(last - first) for first, last in slices)
+        fewer_blocks = (not training and 1 < by_units < MANY_THREADS
+                        and weights > L2_SLICE_BYTES
+                        and block_count(batch) / by_units <= FEWER_BLOCKS * busiest)
+        if not ((by_rows == by_units and slice_fits) or fewer_blocks):
+            return True, slices
     return False, unit_slices(hidden, max(1, by_units))
+
+
+def block_count(rows: int) -> int:
+    """How many blocks of rows :func:`_packed_product` takes ``rows`` rows in (1 for 1 or 2
+    rows, which go against several panels at once)."""
+    if rows < 3:
+        return 1
+    sixes, first_tail, second_tail = _row_blocks(rows)
+    return sixes // 6 + (first_tail > 0) + (second_tail > 0)
 
 
 def row_slices(batch: int, parts: int) -> list[tuple[int, int]]:

@@ -306,7 +306,8 @@ class CompiledTrainer:
         steps, batch, hidden4 = dz.shape
         hidden = hidden4 // 4
         dtype = dz.dtype
-        by_rows, slices = plan(steps, batch, hidden, hidden, True, itemsize=dtype.itemsize)
+        by_rows, slices = plan(steps, batch, hidden, hidden, True, itemsize=dtype.itemsize,
+                               training=True)
         chunks = [(0, hidden)] if by_rows else slices
         parts = [(0, batch)] if not by_rows else slices
         units = max(last - first for first, last in chunks)
