@@ -243,6 +243,8 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         assert plan(100, 1, 64, 128, True) == (False, [(0, 64), (64, 128)])
         assert plan(100, 2, 32, 64, True) == (False, [(0, 64)])  # too little a step
         assert plan(2, 1, 64, 128, True) == (False, [(0, 128)])  # too little a call
+        # Blocks of rows through a panel: 1-6 rows one, 7 (4 + 3) to 12 (6 + 6) two, ...
+        assert [numba_scan.block_count(r) for r in range(1, 16)] == [1] * 6 + [2] * 6 + [3] * 3
         # 16 sequences: 8 a thread in blocks of 4 + 4, or all 16 in 6 + 6 + 4 by units,
         # three blocks for two threads; the weights (1.5 MiB) do not fit in L2
         assert plan(100, 16, 128, 256, True) == (False, [(0, 128), (128, 256)])

@@ -143,7 +143,7 @@ def l2_bytes(default: int = 512 * 1024) -> int:
 L2_SLICE_BYTES = l2_bytes()
 MANY_THREADS = 4
 #: With weights beyond L2 the units split also wins where it gives each thread at most
-#: this fraction of the blocks of rows (:func:`_row_blocks`) a panel goes through that the
+#: this fraction of the blocks of rows (:func:`row_blocks`) a panel goes through that the
 #: batch split gives the busiest thread: each block is one pass of the panel's inputs, and
 #: a thread of the units split reads half the weights. 2 threads of the Zen 3 guest, (B,
 #: 100, 128, 256), units against sequences paired call by call, 700-1,800 pairs each: B =
@@ -392,16 +392,20 @@ def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cov
             r0 = r1
 
 
-@numba.njit(inline="always", cache=True, nogil=True)
-def _row_blocks(rows):  # pragma: no cover - compiled
+def row_blocks(rows: int) -> tuple[int, int, int]:
     """How :func:`_packed_product` splits ``rows`` (3 or more): ``(sixes, first, second)``,
     the rows in blocks of 6, then a block of ``first`` and one of ``second`` rows (3-5 each,
-    or 0: none; 7 left as 4 + 3, 8 as 4 + 4)."""
+    or 0: none; 7 left as 4 + 3, 8 as 4 + 4). Compiled as ``_row_blocks``; plain Python
+    for :func:`block_count` (a compiled function called from Python first took 0.3 s to
+    load)."""
     sixes = rows // 6 * 6
     left = rows - sixes
     if 0 < left < 3 and sixes > 0:
         return sixes - 6, 4, left + 2
     return sixes, left, 0
+
+
+_row_blocks = numba.njit(inline="always", cache=True, nogil=True)(row_blocks)
 
 
 #: Where :func:`_scan_units`'s claims start in its ``sync`` array, past the count of chunks
@@ -923,7 +927,7 @@ def block_count(rows: int) -> int:
     rows, which go against several panels at once)."""
     if rows < 3:
         return 1
-    sixes, first_tail, second_tail = _row_blocks(rows)
+    sixes, first_tail, second_tail = row_blocks(rows)
     return sixes // 6 + (first_tail > 0) + (second_tail > 0)
 
 
