@@ -213,8 +213,9 @@ class CompiledTrainer:
         hidden = weight_hh.shape[1]
         dtype = x.dtype
         gates = take((steps, batch, 4 * hidden), dtype)
-        tape = RowTape(self._copy(x.reshape(steps * batch, features)),
-                       self._copy(weight_ih), self._copy(weight_hh), bias is not None, gates,
+        tape = RowTape(self._copy(x, dtype, (steps * batch, features)),
+                       self._copy(weight_ih, dtype), self._copy(weight_hh, dtype),
+                       bias is not None, gates,
                        take((steps + 1, batch, hidden), dtype),
                        take((steps, batch, hidden), dtype),
                        take((steps, batch, hidden), dtype), reverse)
@@ -234,10 +235,13 @@ class CompiledTrainer:
             h_prev[1:], h_prev[0] = y[:-1], h0
         return y, h_n, c_n, tape
 
-    def _copy(self, a: np.ndarray) -> np.ndarray:
-        """A copy of ``a`` in an array of the workspace (see :meth:`scan_backward`)."""
-        out = self.workspace.take(a.shape, a.dtype)
-        out[...] = a
+    def _copy(self, a: np.ndarray, dtype: np.dtype,
+              shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """A copy of ``a`` in ``dtype`` in an array of the workspace (see
+        :meth:`scan_backward`), reshaped to ``shape`` (one copy, whatever ``a``'s
+        strides)."""
+        out = self.workspace.take(a.shape if shape is None else shape, dtype)
+        out.reshape(a.shape)[...] = a
         return out
 
     def scan_backward(self, xp: Any, tape: RowTape | FusedTape, dy: np.ndarray,
