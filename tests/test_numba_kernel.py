@@ -432,7 +432,8 @@ def test_a_product_shared_in_claimed_blocks_equals_it_on_one_thread(rng):
 
     w = rng.standard_normal((70, 45)).astype(np.float32)
     panels, width = numba_scan.panel_shape(45, np.float32)
-    packed = numba_train._pack_columns_into(w, np.full((panels, 70, width), np.nan, np.float32))
+    packed = np.full((panels, 70, width), np.nan, np.float32)
+    numba_scan._pack_columns(w, packed)
     a = rng.standard_normal((100, 70)).astype(np.float32)
     alone = np.zeros((100, packed.shape[0] * packed.shape[2]), np.float32)
     _product_into(packed, a, 0, 100, alone, 0)

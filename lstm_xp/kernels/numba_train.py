@@ -285,7 +285,8 @@ class CompiledTrainer:
         if tape.has_bias:
             grads["bias"] = dz2.sum(axis=0)
         panels, width = panel_shape(features, dtype)
-        packed_ih = _pack_columns_into(tape.weight_ih, scratch((panels, hidden4, width), dtype))
+        packed_ih = scratch((panels, hidden4, width), dtype)
+        _pack_columns(tape.weight_ih, packed_ih)
         # dx, the caller's: written in place when the panels have no padding, else copied
         # out of a padded scratch product.
         padded = panels * width != features
@@ -383,19 +384,12 @@ def _transpose_into(src, dst):  # pragma: no cover - compiled
                     row[i] = src[i, j]
 
 
-def _pack_columns_into(w: np.ndarray, packed: np.ndarray) -> np.ndarray:
-    """``packed`` (P, K, C) <- ``w`` (K, N) in panels for ``a @ w``
-    (:func:`.numba_scan._pack_columns`, ``P * C >= N``; zero past ``N``); returns it."""
-    _pack_columns(w, packed)
-    return packed
-
-
 def _product(a: np.ndarray, packed: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out`` (M, P * C) <- ``a`` (M, K) ``@ w``, ``w`` (K, N) packed by
-    :func:`_pack_columns_into` (``packed`` (P, K, C)); returns ``out``. The rows in blocks
-    that the threads claim (:func:`.numba_scan._packed_product_call`; blocks of at least 6
-    rows, about four a thread, at most 96), each thread zeroing its blocks' rows of the
-    result before it sums into them. Split evenly instead, one thread had waited ~5 ms for
+    :func:`.numba_scan._pack_columns` (``packed`` (P, K, C)); returns ``out``. The rows in
+    blocks that the threads claim (:func:`.numba_scan._packed_product_call`; blocks of at
+    least 6 rows, about four a thread, at most 96), each thread zeroing its blocks' rows of
+    the result before it sums into them. Split evenly instead, one thread had waited ~5 ms for
     the other at (B, T, I, H) = (16, 100, 128, 256) (the cores ran at 70 and 48
     GFLOP/s)."""
     rows = a.shape[0]
