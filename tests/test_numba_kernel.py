@@ -20,6 +20,7 @@ from lstm_xp.kernels._workspace import aligned_arrays
 
 numba_scan = pytest.importorskip("lstm_xp.kernels.numba_scan")
 atomics = pytest.importorskip("lstm_xp.kernels._atomics")
+_pool = pytest.importorskip("lstm_xp.kernels._pool")
 
 
 @pytest.fixture
@@ -586,8 +587,8 @@ def test_a_split_call_never_waits_for_a_thread_that_is_not_running(threaded, spl
         dx, _, grads = model.backward(tape, dy)
         return model(x)[0], out, dx, grads["weight_hh_l0"]
 
-    release = _threading.Event()
-    held = numba_scan._pool(1).submit(release.wait, 60)  # the one worker, busy
+    release, freed = _threading.Event(), _threading.Event()
+    _pool.pool(1).submit(lambda: (release.wait(60), freed.set()))  # the one worker, busy
     try:
         results: list = []
         caller = _threading.Thread(target=lambda: results.append(step()))
@@ -596,7 +597,7 @@ def test_a_split_call_never_waits_for_a_thread_that_is_not_running(threaded, spl
         assert not caller.is_alive(), "the call waited for the held-up thread"
     finally:
         release.set()
-        held.result()
+        assert freed.wait(60)
     threaded(1)
     for a, b in zip(results[0], step(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -655,6 +656,59 @@ def test_the_plain_call_reports_memory_as_the_full_path_does(monkeypatch, rng):
             model(call)
 
 
+def test_run_claimed_runs_each_part_once_and_returns_when_all_are_done():
+    """The split by sequences' way of handing out its parts (:func:`_pool.run_claimed`),
+    alone: compiled parts that claim themselves, 2 to 5 of them, 200 calls each, with the
+    pool's worker free and held up (the caller then runs every part). Each part runs
+    exactly once a call, and the call returns only once every part has counted itself done
+    (its result written before)."""
+    import numba
+
+    @numba.njit(nogil=True)
+    def part(sync, p, runs, results, work):
+        if atomics.atomic_add(sync, 8 + p, 1) > 0:
+            return
+        total = 0
+        for k in range(work * (p + 1)):
+            total += k % 7
+        results[p] = total + 1
+        atomics.atomic_add(runs, p, 1)
+        atomics.atomic_add(sync, 1, 1)
+
+    part(np.zeros(9, np.int64), 0, np.zeros(1, np.int64), np.zeros(1, np.int64), 1)
+
+    def calls(count):
+        for _ in range(200):
+            sync, runs = np.zeros(8 + count, np.int64), np.zeros(count, np.int64)
+            results = np.zeros(count, np.int64)
+            _pool.run_claimed(part, [(sync, p, runs, results, 2000) for p in range(count)],
+                              sync, 8, 1)
+            assert list(runs) == [1] * count and sync[1] == count
+            assert np.all(results > 0)  # every part's result there when the call returns
+
+    for count in (2, 3, 5):
+        calls(count)
+    release, freed = threading.Event(), threading.Event()
+    _pool.pool(1).submit(lambda: (release.wait(60), freed.set()))  # the worker, busy
+    failures: list[BaseException] = []
+
+    def held_up() -> None:
+        try:
+            calls(3)
+        except BaseException as exc:  # reported below, on the test's thread
+            failures.append(exc)
+
+    try:
+        caller = threading.Thread(target=held_up)
+        caller.start()
+        caller.join(timeout=60)
+        assert not caller.is_alive(), "the call waited for the held-up worker"
+        assert not failures, failures
+    finally:
+        release.set()
+        assert freed.wait(60)
+
+
 def test_run_parts_runs_each_part_once_and_raises_what_a_part_raised():
     """Every part runs exactly once (whichever thread claims it), the first part's result
     comes back once all have finished, and an exception of any part reaches the caller
@@ -672,9 +726,9 @@ def test_run_parts_runs_each_part_once_and_raises_what_a_part_raised():
 
     for count in (2, 3, 5):
         ran.clear()
-        assert numba_scan.run_parts(part, [(k,) for k in range(count)]) == 0
+        assert _pool.run_parts(part, [(k,) for k in range(count)]) == 0
         assert sorted(ran) == list(range(count))
         ran.clear()
         with pytest.raises(ValueError, match="part 1"):
-            numba_scan.run_parts(part, [(k, k == 1) for k in range(count)])
+            _pool.run_parts(part, [(k, k == 1) for k in range(count)])
         assert sorted(ran) == list(range(count))

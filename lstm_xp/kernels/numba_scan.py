@@ -25,12 +25,14 @@ compiled call runs the layer:
   included (tests); float64 calls the exact ``tanh``.
 - **Threads**, two ways (:func:`plan`). A batch with :data:`MIN_ROWS_PER_THREAD` sequences
   a thread is split by sequences, as ONNX Runtime does: each thread runs the whole time
-  loop for its slice, reading one shared packed copy of the weights, and never waits for
-  another. Smaller batches (and, for inference on 2-3 threads, batches whose slices would
-  take more blocks of rows through each panel than the whole batch takes a thread split
-  by units: :data:`FEWER_BLOCKS`) split the hidden units into one chunk a thread, as oneDNN
-  does: the chunk's four gates for every sequence, from its rows of the weights only (at
-  H = 256 the 1 MiB of recurrent weights do not fit in one core's L2 cache; halves do).
+  loop for its slice, reading one shared packed copy of the weights (which the threads
+  pack together as they start, one weight each), and waits for the others only there and
+  at the end (in compiled code: :func:`._pool.run_claimed`). Smaller batches (and, for
+  inference on 2-3 threads, batches whose slices would take more blocks of rows through
+  each panel than the whole batch takes a thread split by units: :data:`FEWER_BLOCKS`)
+  split the hidden units into one chunk a thread, as oneDNN does: the chunk's four gates
+  for every sequence, from its rows of the weights only (at H = 256 the 1 MiB of
+  recurrent weights do not fit in one core's L2 cache; halves do).
   The threads claim each step's chunks (:func:`_scan_units`), their own first: a thread
   that is late or lost its core has its chunks done by the others, so a call never waits
   for a thread that is not running, and the results are the same bits whoever ran which
@@ -48,9 +50,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ import numpy as np
 
 from .._threads import get_num_threads
 from ._atomics import atomic_add, take, wait_at_least
+from ._pool import run_claimed, run_parts
 from ._simd import (
     ROW_PANELS,
     TANH32_CLAMP,
@@ -481,6 +482,17 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
     ``home`` 0 returns once every chunk of the last step is done; the others may return
     earlier (and their caller need not wait for them: ``sync`` is this call's own).
 
+    With one chunk and ``sync`` not empty, the call is part ``home`` of a call split by
+    sequences (:func:`run_claimed`), its parts sharing ``sync`` (``CLAIMS + 2 + parts``
+    entries, all 0 to start) and one packed copy of the weights (``packed_ih[0]``,
+    ``packed_hh[0]``): the part first claims itself (``sync[CLAIMS + 2 + home]``; a part
+    found claimed returns at once, another thread runs it), then, with ``pack``, the two
+    weights' packing is claimed one weight at a time (``sync[CLAIMS]``, ``sync[CLAIMS + 1]``,
+    the part's own first) and counted in ``sync[0]``, and no part starts its steps before
+    both are packed; each part counts itself done in ``sync[1]`` once its outputs and cell
+    states are written. So a thread that starts late packs nothing twice and waits for no
+    one, and the caller's thread packs while the others wake up.
+
     ``x2`` (T * N, I) the input of the whole batch (N sequences), ``w_ih`` (4H, I),
     ``w_hh`` (4H, H), ``bias`` (4H,); ``hs`` (2 * B, H) the hidden state of this call's B
     sequences, double-buffered (rows ``0:B`` hold it before the first step, a step reads
@@ -522,13 +534,28 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
     zero = np.int64(0)  # an int64 like the other calls' indices: a literal 0 compiled anew
     record = tape_gates.shape[0] > 0
     packed = packed_hh.shape[1] > 0
+    sharing = not claiming and sync.shape[0] > 0  # a part of a split by sequences
+    own = home if claiming else 0  # the chunk a thread looks at first (a part: its only one)
+    if sharing:
+        if atomic_add(sync, CLAIMS + 2 + home, 1) > 0:
+            return  # another thread runs this part
+        if packed and pack:
+            for turn in range(2):  # the shared copy, one weight each
+                piece = take(sync, CLAIMS, 0, 2, home % 2, turn)
+                if piece == 0:
+                    _pack(w_ih, 0, hidden, packed_ih[0])
+                elif piece == 1:
+                    _pack(w_hh, 0, hidden, packed_hh[0])
+                if piece >= 0:
+                    atomic_add(sync, 0, 1)
+            wait_at_least(sync, 0, 2)
     for turn in range(count_chunks):  # round 0: each chunk's weights, bias and cell state
-        k = take(sync, CLAIMS, 0, count_chunks, home, turn)
+        k = take(sync, CLAIMS, 0, count_chunks, own, turn)
         if k < 0:
             continue  # another thread has it
         first, last = chunks[k, 0], chunks[k, 1]
         units = last - first
-        if packed and pack:
+        if packed and pack and not sharing:
             _pack(w_ih, first, last, packed_ih[k])
             _pack(w_hh, first, last, packed_hh[k])
         for q in range(4):
@@ -553,7 +580,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
             if claiming:  # every chunk of the round before is done
                 wait_at_least(sync, 0, (walked + 1) * count_chunks)
             for turn in range(count_chunks):  # round walked + 1: the step
-                k = take(sync, CLAIMS, walked + 1, count_chunks, home, turn)
+                k = take(sync, CLAIMS, walked + 1, count_chunks, own, turn)
                 if k < 0:
                     continue
                 first, last = chunks[k, 0], chunks[k, 1]
@@ -634,15 +661,17 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
                         y_t[u] = hn
                 if claiming:
                     atomic_add(sync, 0, 1)
-    if home > 0:
-        return
-    if claiming:  # the caller's thread: back once every chunk is done
-        wait_at_least(sync, 0, (steps + 1) * count_chunks)
+    if claiming:
+        if home > 0:
+            return
+        wait_at_least(sync, 0, (steps + 1) * count_chunks)  # every chunk done
     for k in range(count_chunks):  # the cell states, back in place
         first = chunks[k, 0]
         for i in range(batch):
             for u in range(chunks[k, 1] - first):
                 c[i, first + u] = cs[k, i, u]
+    if sharing:
+        atomic_add(sync, 1, 1)
 
 
 def layer_scan_numba(
@@ -724,15 +753,14 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     work = _work_for(key)
     for hs, (low, high) in work.states:
         hs[:high - low] = h0[low:high]
-    if work.shared is not None:  # one packed copy of the weights, read by every thread
-        _pack(w_ih, 0, hidden, work.shared[0])
-        _pack(w_hh, 0, hidden, work.shared[1])
     approximate = dtype == np.float32
     if call.by_rows:  # independent slices of the batch, each on its own thread
-        run_parts(_scan_units, [
-            (x2, w_ih, w_hh, b, hs, c[low:high], y, valid[low:high], low, call.chunks, 0,
-             reverse, approximate, *buffers, _NO_SYNC, *tape)
-            for (hs, (low, high)), buffers in zip(work.states, work.parts, strict=True)])
+        sync = np.zeros(CLAIMS + 2 + len(work.parts), np.int64)
+        run_claimed(_scan_units, [
+            (x2, w_ih, w_hh, b, hs, c[low:high], y, valid[low:high], low, call.chunks, home,
+             reverse, approximate, *buffers, sync, *tape)
+            for home, ((hs, (low, high)), buffers)
+            in enumerate(zip(work.states, work.parts, strict=True))], sync, CLAIMS + 2, 1)
     elif len(call.chunks) == 1:  # the caller's thread alone
         run_parts(_scan_units, [(x2, w_ih, w_hh, b, work.states[0][0], c, y, valid, 0,
                                  call.chunks, 0, reverse, approximate, *work.parts[0],
@@ -795,12 +823,11 @@ class _Work:
     """One call's work buffers (see :func:`_scan_units`): ``states`` the double-buffered
     hidden states and the sequences each holds (one per slice of sequences, or one for
     the whole batch); ``parts`` the buffers ``(proj, gates, cs, bias_own, packed_ih,
-    packed_hh, pack)`` of each slice of sequences, or of the chunks of units (one entry);
-    ``shared`` the packed weights every thread reads (split by sequences), else None."""
+    packed_hh, pack)`` of each slice of sequences (their packed weights one shared copy,
+    which they fill together), or of the chunks of units (one entry)."""
 
     states: list[tuple[np.ndarray, tuple[int, int]]]
     parts: list[tuple[Any, ...]]
-    shared: tuple[np.ndarray, np.ndarray] | None
     nbytes: int
 
 
@@ -820,27 +847,24 @@ def _make_work(call: _CallPlan, features: int, hidden: int) -> _Work:
         w_ih_p, w_hh_p, *projs = aligned_arrays(
             [(panels, features, width), (panels, hidden, width)]
             + [(1, ahead * (high - low), panels * width) for low, high in call.slices], dtype)
-        shared = (w_ih_p, w_hh_p)
         states = [(np.empty((2 * (high - low), hidden), dtype), (low, high))
                   for low, high in call.slices]
-        parts = [(proj, none3, *own(high - low), w_ih_p[None], w_hh_p[None], False)
+        parts = [(proj, none3, *own(high - low), w_ih_p[None], w_hh_p[None], True)
                  for proj, (low, high) in zip(projs, call.slices, strict=True)]
     elif pack:  # each chunk its packed weights and projection block
         panels, width = panels_for(units, dtype)
         packed_ih, packed_hh, proj = aligned_arrays(
             [(count, panels, features, width), (count, panels, hidden, width),
              (count, ahead * batch, panels * width)], dtype)
-        shared = None
         states = [(np.empty((2 * batch, hidden), dtype), (0, batch))]
         parts = [(proj, none3, *own(batch), packed_ih, packed_hh, True)]
     else:  # dot products over the weights as they are
-        shared = None
         states = [(np.empty((2 * batch, hidden), dtype), (0, batch))]
         parts = [(np.empty((count, ahead * batch, 4 * units), dtype),
                   np.empty((count, batch, 4 * units), dtype), *own(batch), none4, none4,
                   True)]
     arrays = [a for part in parts for a in part[:6]] + [hs for hs, _ in states]
-    return _Work(states, parts, shared, _footprint(arrays))
+    return _Work(states, parts, _footprint(arrays))
 
 
 def _footprint(arrays: list[np.ndarray]) -> int:
@@ -944,82 +968,6 @@ def unit_slices(hidden: int, threads: int) -> list[tuple[int, int]]:
     size = -(-hidden // threads)
     size = -(-size // 4) * 4
     return [(first, min(first + size, hidden)) for first in range(0, hidden, size)]
-
-
-_POOL: tuple[ThreadPoolExecutor, int] | None = None  # the pool and its size
-_POOL_LOCK = threading.Lock()
-
-
-def _forget_threads() -> None:
-    """In a forked child: the parent's pool threads do not exist there (a job sent to them
-    would never start: the caller would run every part itself, and the pool's queue grow
-    with each call), and a lock another parent thread held stays held; start afresh."""
-    global _POOL, _POOL_LOCK
-    _POOL, _POOL_LOCK = None, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_threads)
-
-
-def run_parts(function: Any, parts: list[tuple[Any, ...]], wait: bool = True) -> Any:
-    """``function(*args)`` once for each of ``parts``, on the caller's thread and the pool's
-    (:func:`_pool`): the result of the first part once every part has run, raising what
-    any raised. Each part is claimed by whichever thread comes for it first, the caller
-    included, so a pool thread that has not started (busy with another call's part, or
-    without a core) holds nothing up: the caller then runs its parts too. With ``wait``
-    False, for parts that share their work among themselves and need none of the others
-    to have run (:func:`_scan_units`'s claimed chunks, :func:`_packed_product_call`'s
-    blocks): the first runs on the caller's thread, the others are handed to the pool and
-    not waited for."""
-    if len(parts) == 1:
-        return function(*parts[0])
-    pool = _pool(len(parts) - 1)
-    if not wait:
-        for args in parts[1:]:
-            pool.submit(function, *args)
-        return function(*parts[0])
-    count = len(parts)
-    claims = itertools.count()  # next() on these is atomic under the GIL
-    finishing = itertools.count(1)
-    results: list[Any] = [None] * count
-    failures: list[BaseException] = []
-    # Released by whichever thread finishes the last part: a bare lock, where an event for
-    # each part took 6 us of the 40 that handing out two parts cost.
-    all_done = threading.Lock()
-    all_done.acquire()
-
-    def claim() -> None:
-        while (k := next(claims)) < count:
-            try:
-                results[k] = function(*parts[k])
-            except BaseException as exc:  # re-raised on the caller's thread
-                failures.append(exc)
-            finally:
-                if next(finishing) == count:
-                    all_done.release()
-
-    for _ in parts[1:]:
-        pool.submit(claim)
-    claim()
-    all_done.acquire()
-    if failures:
-        raise failures[0]
-    return results[0]
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """The process-wide pool, with at least ``workers`` threads (the caller runs one part
-    itself); a smaller one is replaced. Parts of concurrent calls queue for its threads:
-    no part waits for another that has not started (a part split by chunks finds the
-    chunks of a part that has not started yet and does them itself)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL[1] < workers:
-            if _POOL is not None:
-                _POOL[0].shutdown(wait=False)
-            _POOL = (ThreadPoolExecutor(workers, thread_name_prefix="lstm-xp"), workers)
-        return _POOL[0]
 
 
 def make(reverse: bool = False) -> LayerwiseKernel:

@@ -39,6 +39,7 @@ import numpy as np
 from .._threads import get_num_threads
 from ..errors import TapeError
 from ._atomics import atomic_add, take, wait_at_least
+from ._pool import run_parts
 from ._simd import transpose8
 from ._workspace import aligned_empty
 from .numba_scan import (
@@ -50,7 +51,6 @@ from .numba_scan import (
     _run,
     panel_shape,
     plan,
-    run_parts,
     use_compiled,
 )
 from .numpy_train import FusedTape, NumpyTrainer
