@@ -177,8 +177,10 @@ def torch_lstm(device: str = "cpu") -> Contender:
     return Contender(f"torch.nn.LSTM {label}", "peer", label, prepare, memory)
 
 
-def onnxruntime_lstm() -> Contender:
-    """ONNX Runtime's ``LSTM`` operator on the CPU (its own MLAS GEMM)."""
+def onnxruntime_lstm(spinning: bool = True) -> Contender:
+    """ONNX Runtime's ``LSTM`` operator on the CPU (its own MLAS GEMM); ``spinning`` False
+    makes its idle threads sleep at once (``session.intra_op.allow_spinning``), for timing it
+    in one process beside another library, whose threads its spinning would slow."""
     onnx = _optional("onnx")
     ort = _optional("onnxruntime")
 
@@ -200,12 +202,16 @@ def onnxruntime_lstm() -> Contender:
             [onnx.numpy_helper.from_array(a, n) for a, n in ((w, "W"), (r, "R"), (bias, "B"))],
         )
         model = h.make_model_gen_version(graph, opset_imports=[h.make_opsetid("", 14)])
-        session = ort.InferenceSession(model.SerializeToString(),
+        options = ort.SessionOptions()
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
         x = np.ascontiguousarray(x_host, dtype=np.float32)
         return lambda: session.run(None, {"X": x})[0]
 
-    return Contender("onnxruntime LSTM op cpu", "peer", "cpu", prepare)
+    label = "onnxruntime LSTM op cpu" + ("" if spinning else " (no spinning)")
+    return Contender(label, "peer", "cpu", prepare)
 
 
 def seed() -> Contender:
