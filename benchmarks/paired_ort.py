@@ -15,8 +15,8 @@ ONNX Runtime runs with ``allow_spinning`` off, so that its idle threads sleep ra
 take the cores from lstm-xp's next call. From two sequences on (ONNX Runtime's threads then
 split the batch, one parallel section a call) that made it as fast as or faster than its
 default here; at B = 1 it runs a parallel product at every step, which without spinning
-took twice as long (0.86 against 0.45 ms at (1, 100, 64, 128)), so B = 1 is left to
-``lstm-xp bench``.
+took 1.3x-2x as long (0.85-1.12 against 0.46-0.82 ms at (1, 100, 64, 128), 1 s windows of
+each, alternating processes), so B = 1 is left to ``lstm-xp bench``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ DEFAULT_SHAPES = ["2,100,32,64", "3,100,64,128", "4,100,128,256", "5,50,32,64", 
                   "64,50,256,512"]
 
 
-def pair(shape: tuple[int, int, int, int], seconds: float) -> dict[str, object]:
+Shape = tuple[int, int, int, int]
+
+
+def pair(shape: Shape, seconds: float) -> dict[str, list[float]]:
     """Both contenders on ``shape``, in turns for ``seconds``: their sample times (s)."""
     x = input_for(shape, "float32")
     runs = {"lstm-xp": contenders.lstm_xp("numpy").prepare(shape, "float32", x),
@@ -59,19 +62,17 @@ def pair(shape: tuple[int, int, int, int], seconds: float) -> dict[str, object]:
             for _ in range(calls[name]):
                 runs[name]()
             times[name].append((time.perf_counter() - t0) / calls[name])
-    return {"shape": list(shape), "times_s": times}
+    return times
 
 
-def summary(result: dict[str, object]) -> str:
+def summary(shape: Shape, times: dict[str, list[float]]) -> str:
     """One line: medians, the median ratio ONNX Runtime / lstm-xp (above 1: lstm-xp faster)
     over all pairs and over lstm-xp's fastest third, and the ratios' interquartile range."""
-    times = result["times_s"]
-    assert isinstance(times, dict)
     ours, ort = np.array(times["lstm-xp"]), np.array(times["onnxruntime"])
     ratio = ort / ours
     quiet = ours <= np.percentile(ours, 100 / 3)
     q1, q3 = np.percentile(ratio, [25, 75])
-    return (f"{tuple(result['shape'])!s:22s} pairs {len(ours):6d}  lstm-xp "
+    return (f"{shape!s:22s} pairs {len(ours):6d}  lstm-xp "
             f"{1e3 * np.median(ours):8.3f} ms  ORT {1e3 * np.median(ort):8.3f} ms  "
             f"ORT/lstm-xp {np.median(ratio):5.2f} (fastest third {np.median(ratio[quiet]):5.2f}, "
             f"IQR {q1:.2f}-{q3:.2f})")
@@ -81,17 +82,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("shapes", nargs="*", default=DEFAULT_SHAPES, metavar="B,T,I,H")
     parser.add_argument("--seconds", type=float, default=20.0, help="turns a shape (20)")
-    parser.add_argument("--out", help="write every sample and the machine as JSON here")
+    parser.add_argument("--out", help="write every sample (us) and the machine as JSON here")
     args = parser.parse_args()
-    results = []
+    samples = []
     for text in args.shapes:
         b, t, i, h = (int(v) for v in text.split(","))
-        results.append(pair((b, t, i, h), args.seconds))
-        print(summary(results[-1]), flush=True)
+        times = pair((b, t, i, h), args.seconds)
+        print(summary((b, t, i, h), times), flush=True)
+        samples.append({"shape": [b, t, i, h],
+                        "times_us": {name: [round(1e6 * s, 1) for s in values]
+                                     for name, values in times.items()}})
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"machine": machine_info(), "seconds": args.seconds,
-                       "results": results}, f)
+                       "results": samples}, f)
 
 
 if __name__ == "__main__":
