@@ -937,10 +937,10 @@ def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
     slice_fits = by_units >= MANY_THREADS and weights // by_units <= L2_SLICE_BYTES < weights
     if packed and by_rows > 1 and by_rows >= by_units:
         slices = row_slices(batch, by_rows)
-        busiest = max(block_count(last - first) for first, last in slices)
         fewer_blocks = (not training and 1 < by_units < MANY_THREADS
                         and weights > L2_SLICE_BYTES
-                        and block_count(batch) / by_units <= FEWER_BLOCKS * busiest)
+                        and block_count(batch) / by_units <= FEWER_BLOCKS * max(
+                            block_count(last - first) for first, last in slices))
         if not ((by_rows == by_units and slice_fits) or fewer_blocks):
             return True, slices
     return False, unit_slices(hidden, max(1, by_units))
