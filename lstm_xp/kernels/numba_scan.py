@@ -462,7 +462,7 @@ def _gate_product(w, first, last, a, first_a, rows, out):  # pragma: no cover - 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, reverse,
-                approximate, proj, gates, cs, bias_own, packed_ih, packed_hh, pack, sync,
+                approximate, proj, gates, cs, bias_own, packed_ih, packed_hh, sync,
                 tape_gates, tape_cells, tape_tanh):  # pragma: no cover - compiled
     """The layer scan for sequences ``rows0:rows0 + B`` of the batch, their hidden units
     in ``K`` chunks, ``chunks`` (K, 2) their ``(first, last)`` ranges. Calls with
@@ -486,8 +486,8 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
     sequences (:func:`run_claimed`), its parts sharing ``sync`` (``CLAIMS + 2 + parts``
     entries, all 0 to start) and one packed copy of the weights (``packed_ih[0]``,
     ``packed_hh[0]``): the part first claims itself (``sync[CLAIMS + 2 + home]``; a part
-    found claimed returns at once, another thread runs it), then, with ``pack``, the two
-    weights' packing is claimed one weight at a time (``sync[CLAIMS]``, ``sync[CLAIMS + 1]``,
+    found claimed returns at once, another thread runs it), then the two weights' packing
+    is claimed one weight at a time (``sync[CLAIMS]``, ``sync[CLAIMS + 1]``,
     the part's own first) and counted in ``sync[0]``, and no part starts its steps before
     both are packed; each part counts itself done in ``sync[1]`` once its outputs and cell
     states are written. So a thread that starts late packs nothing twice and waits for no
@@ -504,8 +504,8 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
     columns of c and its entries of the bias, contiguous: the loops over strided views did
     not vectorise). With ``packed_ih`` (K, P, I, C) and ``packed_hh`` (K, P, H, C) not
     empty, the chunk's columns of the weights are packed in them (:func:`_pack`,
-    ``P * C >= 4U``; by the chunk's first step if ``pack``, else by the caller, for calls
-    that share them), and the products are :func:`_packed_product`'s, which add into
+    ``P * C >= 4U``; in round 0, by whichever thread claims the chunk, or the part, as
+    above), and the products are :func:`_packed_product`'s, which add into
     ``proj`` (``W = P * C``) in place: the bias first, then the input's projection, then a
     step's recurrent product onto its rows (``gates`` is not used); empty, the products are
     :func:`_gate_product`'s dot products over the weights as they are (``W = 4U``; those
@@ -539,7 +539,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
     if sharing:
         if atomic_add(sync, CLAIMS + 2 + home, 1) > 0:
             return  # another thread runs this part
-        if packed and pack:
+        if packed:
             for turn in range(2):  # the shared copy, one weight each
                 piece = take(sync, CLAIMS, 0, 2, home % 2, turn)
                 if piece == 0:
@@ -555,7 +555,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
             continue  # another thread has it
         first, last = chunks[k, 0], chunks[k, 1]
         units = last - first
-        if packed and pack and not sharing:
+        if packed and not sharing:
             _pack(w_ih, first, last, packed_ih[k])
             _pack(w_hh, first, last, packed_hh[k])
         for q in range(4):
@@ -823,7 +823,7 @@ class _Work:
     """One call's work buffers (see :func:`_scan_units`): ``states`` the double-buffered
     hidden states and the sequences each holds (one per slice of sequences, or one for
     the whole batch); ``parts`` the buffers ``(proj, gates, cs, bias_own, packed_ih,
-    packed_hh, pack)`` of each slice of sequences (their packed weights one shared copy,
+    packed_hh)`` of each slice of sequences (their packed weights one shared copy,
     which they fill together), or of the chunks of units (one entry)."""
 
     states: list[tuple[np.ndarray, tuple[int, int]]]
@@ -849,7 +849,7 @@ def _make_work(call: _CallPlan, features: int, hidden: int) -> _Work:
             + [(1, ahead * (high - low), panels * width) for low, high in call.slices], dtype)
         states = [(np.empty((2 * (high - low), hidden), dtype), (low, high))
                   for low, high in call.slices]
-        parts = [(proj, none3, *own(high - low), w_ih_p[None], w_hh_p[None], True)
+        parts = [(proj, none3, *own(high - low), w_ih_p[None], w_hh_p[None])
                  for proj, (low, high) in zip(projs, call.slices, strict=True)]
     elif pack:  # each chunk its packed weights and projection block
         panels, width = panels_for(units, dtype)
@@ -857,13 +857,12 @@ def _make_work(call: _CallPlan, features: int, hidden: int) -> _Work:
             [(count, panels, features, width), (count, panels, hidden, width),
              (count, ahead * batch, panels * width)], dtype)
         states = [(np.empty((2 * batch, hidden), dtype), (0, batch))]
-        parts = [(proj, none3, *own(batch), packed_ih, packed_hh, True)]
+        parts = [(proj, none3, *own(batch), packed_ih, packed_hh)]
     else:  # dot products over the weights as they are
         states = [(np.empty((2 * batch, hidden), dtype), (0, batch))]
         parts = [(np.empty((count, ahead * batch, 4 * units), dtype),
-                  np.empty((count, batch, 4 * units), dtype), *own(batch), none4, none4,
-                  True)]
-    arrays = [a for part in parts for a in part[:6]] + [hs for hs, _ in states]
+                  np.empty((count, batch, 4 * units), dtype), *own(batch), none4, none4)]
+    arrays = [a for part in parts for a in part] + [hs for hs, _ in states]
     return _Work(states, parts, _footprint(arrays))
 
 
