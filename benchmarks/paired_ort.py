@@ -12,11 +12,12 @@ all pairs, and over the third of the pairs where lstm-xp was fastest (the host's
 stretches).
 
 ONNX Runtime runs with ``allow_spinning`` off, so that its idle threads sleep rather than
-take the cores from lstm-xp's next call. From two sequences on (ONNX Runtime's threads then
-split the batch, one parallel section a call) that made it as fast as or faster than its
-default here; at B = 1 it runs a parallel product at every step, which without spinning
-took 1.3x-2x as long (0.85-1.12 against 0.46-0.82 ms at (1, 100, 64, 128), 1 s windows of
-each, alternating processes), so B = 1 is left to ``lstm-xp bench``.
+take the cores from lstm-xp's next call. That costs it something (alternating processes,
+1 s windows of each): nothing at (8, 100, 64, 128) (1.21-1.36 against 1.26-1.63 ms with
+spinning), up to 5 % at (64, 50, 256, 512), 6-25 % at (16, 100, 128, 256) (8.99-12.03 against
+8.47-9.59 ms), so from B = 16 on the ratios may favour lstm-xp by that much; at B = 1,
+where ONNX Runtime runs a parallel product at every step, 1.3x-2x (0.85-1.12 against
+0.46-0.82 ms at (1, 100, 64, 128)), so B = 1 is left to ``lstm-xp bench``.
 """
 
 from __future__ import annotations
