@@ -566,14 +566,40 @@ def test_calls_with_and_without_lengths_share_one_compiled_scan(rng):
     assert signatures and all("readonly" not in str(t) for sig in signatures for t in sig)
 
 
+def _with_the_worker_held(work):
+    """``work()`` on a thread of its own while the pool's worker (the only one, with two
+    threads) is busy with another job until ``work`` is done: its result, or what it
+    raised, raised here; fails if it did not finish within 60 s (it waited for the
+    worker)."""
+    release, freed = threading.Event(), threading.Event()
+    _pool.pool(1).submit(lambda: (release.wait(60), freed.set()))
+    got: list = []
+
+    def run():
+        try:
+            got.append(work())
+        except BaseException as exc:  # raised below, on the test's thread
+            got.append(exc)
+
+    try:
+        caller = threading.Thread(target=run)
+        caller.start()
+        caller.join(timeout=60)
+        assert not caller.is_alive(), "the call waited for the held-up worker"
+    finally:
+        release.set()
+        assert freed.wait(60)
+    if isinstance(got[0], BaseException):
+        raise got[0]
+    return got[0]
+
+
 def test_a_split_call_never_waits_for_a_thread_that_is_not_running(threaded, split, rng):
     """The pool's only worker is held up by another job for the whole call: a call split
     into chunks of units or slices of sequences (inference, and a training step's forward
     pass, backward walk and products) must finish anyway, its caller doing every part (a
     barrier after each step, or a part handed to that thread, would wait for it for ever),
     with the bits of one thread."""
-    import threading as _threading
-
     threaded(2)
     model = LSTM(5, 64, seed=9)
     x = rng.standard_normal((12, 2, 5)).astype(np.float32)
@@ -587,19 +613,9 @@ def test_a_split_call_never_waits_for_a_thread_that_is_not_running(threaded, spl
         dx, _, grads = model.backward(tape, dy)
         return model(x)[0], out, dx, grads["weight_hh_l0"]
 
-    release, freed = _threading.Event(), _threading.Event()
-    _pool.pool(1).submit(lambda: (release.wait(60), freed.set()))  # the one worker, busy
-    try:
-        results: list = []
-        caller = _threading.Thread(target=lambda: results.append(step()))
-        caller.start()
-        caller.join(timeout=60)
-        assert not caller.is_alive(), "the call waited for the held-up thread"
-    finally:
-        release.set()
-        assert freed.wait(60)
+    held_up = _with_the_worker_held(step)
     threaded(1)
-    for a, b in zip(results[0], step(), strict=True):
+    for a, b in zip(held_up, step(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -688,25 +704,7 @@ def test_run_claimed_runs_each_part_once_and_returns_when_all_are_done():
 
     for count in (2, 3, 5):
         calls(count)
-    release, freed = threading.Event(), threading.Event()
-    _pool.pool(1).submit(lambda: (release.wait(60), freed.set()))  # the worker, busy
-    failures: list[BaseException] = []
-
-    def held_up() -> None:
-        try:
-            calls(3)
-        except BaseException as exc:  # reported below, on the test's thread
-            failures.append(exc)
-
-    try:
-        caller = threading.Thread(target=held_up)
-        caller.start()
-        caller.join(timeout=60)
-        assert not caller.is_alive(), "the call waited for the held-up worker"
-        assert not failures, failures
-    finally:
-        release.set()
-        assert freed.wait(60)
+    _with_the_worker_held(lambda: calls(3))
 
 
 def test_run_parts_runs_each_part_once_and_raises_what_a_part_raised():
