@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=None,
                        help="timed runs per cell (median reported). Default 7, --quick 3")
     bench.add_argument("--rounds", type=int, default=None,
-                       help="the contenders take turns this many times, each turn a share "
-                            "of the repeats in a fresh process, so that a machine whose speed "
+                       help="the contenders take turns this many times at each shape, "
+                            "each turn a share of the repeats, so that a machine whose speed "
                             "drifts slows them all alike. Default 3, --quick 1")
     bench.add_argument("--max-seconds", type=float, default=None,
                        help="stop repeating a cell after this many seconds (at least 3 runs)")

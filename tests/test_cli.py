@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import subprocess
 import sys
@@ -189,7 +190,6 @@ def test_progress_prints_lines_off_a_terminal_and_a_bar_on_one():
 
     tty = Terminal()
     with Progress(3, tty) as p:
-        assert p.quiet_workers  # the bar, not the workers, reports progress
         p.advance(3, "cells")
     assert "3/3" in tty.getvalue() and "cells" in tty.getvalue()
 
@@ -210,26 +210,149 @@ def test_threaded_numba_contender_sets_and_restores_the_thread_count(rng):
     assert get_num_threads() == before
 
 
-def test_rounds_take_turns_and_pool_each_cells_samples(monkeypatch):
-    """With rounds, every contender runs once a round (A B A B, not A A B B), each time for
-    its share of the repeats, and a cell's median is over the samples of all rounds."""
-    from lstm_xp.bench import runner
+def test_rounds_take_turns_shape_by_shape_and_pool_each_cells_samples(monkeypatch):
+    """At each shape every contender runs once a round, the order rotated a round, each
+    time for its share of the repeats (memory in the first round), ``pause_s`` between one
+    turn's end and the next one's start; a cell's median is over the samples of all rounds."""
+    from lstm_xp.bench import turns as t
 
-    turns = []
-    measure = runner.measure
+    record = []
+    turn = t.Turns.turn
 
-    def recording(spec, config, progress):
-        turns.append(spec[0])
-        assert config.repeats == 2 and config.memory == (len(turns) <= 2)
-        return measure(spec, config, progress)
+    def recording(self, index, repeats, max_seconds, memory):
+        start = time.perf_counter()
+        m = turn(self, index, repeats, max_seconds, memory)
+        record.append((self.contender.kind, index, repeats, memory, start,
+                       time.perf_counter()))
+        return m
 
-    monkeypatch.setattr(runner, "measure", recording)
+    monkeypatch.setattr(t.Turns, "turn", recording)
     config = BenchConfig(shapes=[(1, 3, 2, 2), (2, 3, 2, 2)], backends=(), peers=("seed",),
-                         repeats=4, rounds=2, max_seconds=60, isolate=False)
+                         repeats=4, rounds=2, max_seconds=60, isolate=False, pause_s=0.05)
     report = run_bench(config, progress=None)
-    assert turns == ["floor", "seed", "floor", "seed"]
-    assert len(report["results"]) == 4  # (contender, shape) cells, not one per round
+    assert [(kind, index, memory) for kind, index, _, memory, _, _ in record] == [
+        ("floor", 0, True), ("peer", 0, True), ("peer", 0, False), ("floor", 0, False),
+        ("floor", 1, True), ("peer", 1, True), ("peer", 1, False), ("floor", 1, False)]
+    assert {repeats for _, _, repeats, _, _, _ in record} == {2}
+    gaps = [b[4] - a[5] for a, b in itertools.pairwise(record)]
+    assert min(gaps) >= 0.05
+    assert [r["contender"] for r in report["results"]] == [  # the specs' order, shape by shape
+        "GEMM floor numpy cpu", "GEMM floor numpy cpu",
+        "seed (NumPy, per-gate, column vectors)", "seed (NumPy, per-gate, column vectors)"]
     for r in report["results"]:
         assert len(r["times_s"]) == 4
         assert r["median_s"] == sorted(r["times_s"])[1] / 2 + sorted(r["times_s"])[2] / 2
     assert "2 in each of 2 rounds" in markdown(report)
+
+
+def _counting_contender(monkeypatch, fail_at=None):
+    """A contender ``["counting"]`` that records each shape it prepares and each call, and
+    whose turns raise Unavailable from shape index ``fail_at`` on (as a worker that exited
+    would); returns the record."""
+    from lstm_xp.bench import contenders as c
+    from lstm_xp.bench import turns as t
+
+    record = {"prepared": [], "calls": 0}
+
+    def counting():
+        def prepare(shape, dtype, x_host):
+            record["prepared"].append(shape)
+
+            def run():  # longer than a sample's least: one call a sample
+                record["calls"] += 1
+                time.sleep(0.03)
+            return run
+        return c.Contender("counting", "peer", "cpu", prepare)
+
+    monkeypatch.setitem(c.FACTORIES, "counting", counting)
+    monkeypatch.setattr("lstm_xp.bench.runner.contender_specs",
+                        lambda config: [["counting"], ["seed"]])
+    turn = t.Turns.turn
+
+    def failing(self, index, *args):
+        if self.contender.name == "counting" and fail_at is not None and index >= fail_at:
+            raise c.Unavailable("its worker process exited with code -9")
+        return turn(self, index, *args)
+
+    monkeypatch.setattr(t.Turns, "turn", failing)
+    return record
+
+
+def test_a_contender_prepares_each_shape_once_and_warms_up_once_a_later_turn(monkeypatch):
+    record = _counting_contender(monkeypatch)
+    config = BenchConfig(shapes=[(1, 3, 2, 2), (2, 3, 2, 2)], repeats=3, rounds=3,
+                         max_seconds=60, isolate=False, pause_s=0)
+    report = run_bench(config, progress=None)
+    assert record["prepared"] == [(1, 3, 2, 2), (2, 3, 2, 2)]
+    counted = [r for r in report["results"] if r["contender"] == "counting"]
+    assert [len(r["times_s"]) for r in counted] == [3, 3]
+    # Each shape: 2 warm-ups in its first turn, 1 in each later one, and 1 sample a turn.
+    assert record["calls"] == 2 * (2 + 1 + 1 + 3)
+
+
+def test_a_contender_that_fails_mid_run_keeps_its_cells_and_the_others_go_on(monkeypatch):
+    _counting_contender(monkeypatch, fail_at=1)
+    shapes = [(1, 3, 2, 2), (2, 3, 2, 2), (3, 3, 2, 2)]
+    config = BenchConfig(shapes=shapes, repeats=2, rounds=2, max_seconds=60, isolate=False,
+                         pause_s=0)
+    report = run_bench(config, progress=None)
+    cells = {(r["contender"], tuple(r["shape"])) for r in report["results"]}
+    seed_name = "seed (NumPy, per-gate, column vectors)"
+    assert cells == {("counting", shapes[0])} | {(seed_name, s) for s in shapes}
+    assert report["skipped"] == {}  # it ran a shape: its cells stand, the rest are missing
+
+
+def test_worker_serves_turns_and_exits_when_its_input_ends():
+    from lstm_xp.bench import contenders as c
+    from lstm_xp.bench.turns import WorkerTurns
+
+    config = BenchConfig(shapes=[(1, 3, 2, 2), (2, 3, 2, 2)], dtype="float32")
+    worker = WorkerTurns(["lstm_xp", "numpy"], config)
+    try:
+        assert worker.ready() == "lstm-xp numpy cpu"
+        m = worker.turn(1, 3, 10.0, True)
+    finally:
+        worker.close()
+    assert m.shape == (2, 3, 2, 2) and len(m.times_s) == 3 and m.peak_bytes > 0
+    assert worker._proc.returncode == 0
+    with pytest.raises(c.Unavailable, match="unknown backend 'nonsense'"):
+        WorkerTurns(["lstm_xp", "nonsense"], config).ready()
+
+
+def test_a_killed_worker_reads_as_a_contender_that_cannot_go_on():
+    from lstm_xp.bench import contenders as c
+    from lstm_xp.bench.turns import WorkerTurns
+
+    worker = WorkerTurns(["seed"], BenchConfig(shapes=[(1, 3, 2, 2)]))
+    try:
+        worker.ready()
+        worker._proc.kill()
+        with pytest.raises(c.Unavailable, match="exited with code -9"):
+            worker.turn(0, 3, 10.0, False)
+    finally:
+        worker.close()
+
+
+def test_what_a_contender_prints_does_not_reach_the_workers_answers(tmp_path):
+    """The worker's answers are the only lines on its stdout: what a library prints there,
+    from Python or from C (fd 1), goes to stderr."""
+    script = tmp_path / "noisy.py"
+    script.write_text(
+        "import os, sys\n"
+        "from lstm_xp.bench import contenders as c, worker\n"
+        "def noisy():\n"
+        "    print('from python'); os.write(1, b'from C\\n')\n"
+        "    return c.seed()\n"
+        "c.FACTORIES['noisy'] = noisy\n"
+        "worker.main()\n")
+    config = BenchConfig(shapes=[(1, 3, 2, 2)])
+    requests = (json.dumps({"spec": ["noisy"], "config": config.as_dict()}) + "\n"
+                + json.dumps({"shape": 0, "repeats": 3, "max_seconds": 5.0, "memory": False})
+                + "\n")
+    out = subprocess.run([sys.executable, str(script)], input=requests, capture_output=True,
+                         text=True, check=True, timeout=120)
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and json.loads(lines[0]) == {
+        "ready": "seed (NumPy, per-gate, column vectors)"}
+    assert len(json.loads(lines[1])["times_s"]) == 3
+    assert "from python" in out.stderr and "from C" in out.stderr

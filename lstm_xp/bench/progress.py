@@ -1,5 +1,5 @@
 """Progress of a benchmark run: a ``rich`` progress bar on a terminal when ``rich`` is
-installed (the ``bench`` extra), otherwise one plain line per cell."""
+installed (the ``bench`` extra), otherwise one plain line per turn."""
 
 from __future__ import annotations
 
@@ -8,19 +8,18 @@ from typing import Any, TextIO
 
 
 class Progress:
-    """Counts timed cells (contender x shape) out of ``total``; a context manager.
+    """Counts turns (a contender timing a shape for a round) out of ``total``; a context
+    manager.
 
-    ``step(label)`` starts the next cell, ``advance(n, label)`` counts ``n`` cells run
-    elsewhere (in a worker process), ``note(msg)`` prints a line above the bar. ``done`` is
-    where the count starts (a worker's first cell); ``bar=False`` prints lines even on a
-    terminal; ``stream=None`` prints nothing."""
+    ``step(label)`` starts the next turn, ``advance(n, label)`` counts ``n`` turns passed
+    over (a contender that cannot run a shape), ``note(msg)`` prints a line above the bar;
+    ``stream=None`` prints nothing."""
 
-    def __init__(self, total: int, stream: TextIO | None = sys.stderr, *, done: int = 0,
-                 bar: bool = True) -> None:
-        self.total, self.done, self.stream = total, done, stream
+    def __init__(self, total: int, stream: TextIO | None = sys.stderr) -> None:
+        self.total, self.done, self.stream = total, 0, stream
         self._bar: Any = None
         self._task: Any = None
-        if bar and stream is not None and stream.isatty():
+        if stream is not None and stream.isatty():
             try:
                 from rich.console import Console
                 from rich.progress import (
@@ -45,12 +44,6 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
-
-    @property
-    def quiet_workers(self) -> bool:
-        """Whether worker processes should keep their per-cell lines to themselves (the
-        bar shows the progress)."""
-        return self._bar is not None
 
     def advance(self, cells: int, label: str) -> None:
         self.done += cells

@@ -185,4 +185,5 @@ def _sampling(config: dict[str, Any]) -> str:
         return f"median of up to {config['repeats']} runs after 2 warm-ups"
     share = repeats_a_round(int(config["repeats"]), rounds)
     return (f"median of up to {share * rounds} runs, {share} in each of {rounds} rounds in "
-            "which the contenders take turns (2 warm-ups a turn)")
+            "which the contenders take turns at each shape (2 warm-ups in a contender's "
+            "first turn at a shape, 1 in each later one)")

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import gc
-import json
 import platform
-import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TextIO
 
 import numpy as np
@@ -20,70 +14,19 @@ from .._backend.adapters import ADAPTERS
 from .._threads import cores
 from ..kernels import kernel_report, kernels_for
 from . import contenders as c
+from .cells import (  # noqa: F401  (the names the runner has always offered)
+    DEFAULT_GRID,
+    MIN_SAMPLE_S,
+    QUICK_GRID,
+    BenchConfig,
+    Measurement,
+    Shape,
+    input_for,
+    lstm_flops,
+    time_runner,
+)
 from .progress import Progress
-
-Shape = tuple[int, int, int, int]
-
-#: (B, T, I, H): the grid of the issue, float32 forward over the whole sequence.
-DEFAULT_GRID: tuple[Shape, ...] = ((1, 100, 32, 64), (16, 100, 128, 256), (64, 50, 256, 512),
-                                   (256, 50, 512, 512))
-#: A small grid that finishes in well under a minute on a laptop CPU.
-QUICK_GRID: tuple[Shape, ...] = ((1, 20, 16, 32), (8, 20, 32, 64), (32, 20, 64, 128))
-
-
-def lstm_flops(shape: Shape, mode: str = "forward") -> int:
-    """Matrix-product FLOPs of one single-layer forward pass, 2 * T * B * 4H * (I + H); a
-    training step (``mode="train"``) does three times that (the forward pass, the gradient
-    of the inputs and hidden states, the gradient of the weights)."""
-    batch, steps, size_in, hidden = shape
-    return (3 if mode == "train" else 1) * 2 * steps * batch * 4 * hidden * (size_in + hidden)
-
-
-@dataclass
-class Measurement:
-    """One contender on one shape."""
-
-    contender: str
-    kind: str
-    device: str
-    shape: Shape
-    times_s: list[float] = field(default_factory=list)
-    peak_bytes: int | None = None
-    skipped: str | None = None
-    mode: str = "forward"
-
-    @property
-    def median_s(self) -> float | None:
-        return statistics.median(self.times_s) if self.times_s else None
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        t = self.median_s
-        out["median_s"] = t
-        out["sequences_per_s"] = self.shape[0] / t if t else None
-        out["gflops"] = lstm_flops(self.shape, self.mode) / t / 1e9 if t else None
-        return out
-
-
-@dataclass
-class BenchConfig:
-    """What to run. ``backends`` are lstm-xp backend names; ``peers`` a subset of
-    ``("torch", "onnxruntime", "seed")``."""
-
-    shapes: Sequence[Shape] = DEFAULT_GRID
-    backends: Sequence[str] = ("numpy", "cupy", "torch", "jax")
-    peers: Sequence[str] = ("torch", "onnxruntime", "seed")
-    dtype: str = "float32"
-    repeats: int = 7
-    max_seconds: float = 6.0  # per contender and shape: stop repeating once past this
-    pure: bool = False  # also time the pure Array-API path beside the chosen kernel
-    memory: bool = True
-    isolate: bool = True  # each contender in its own process
-    # The contenders take turns this many times, each time for its share of the repeats
-    # (a fresh process each turn when isolated): see :func:`run_bench`.
-    rounds: int = 1
-    lengths: Sequence[str] = ()  # also time with lengths: "one-short", "random"
-    mode: str = "forward"  # or "train": forward_train + backward against torch autograd
+from .turns import Turns, WorkerTurns
 
 
 def contender_specs(config: BenchConfig) -> list[list[Any]]:
@@ -136,113 +79,6 @@ def _devices(backend: str) -> list[Any]:
     return adapter.bench_devices() if adapter is not None else [None]
 
 
-#: A timed sample lasts at least this long: shorter calls are repeated within one sample.
-MIN_SAMPLE_S = 0.02
-
-
-def time_runner(run: Callable[[], Any], repeats: int, max_seconds: float,
-                min_sample_s: float = MIN_SAMPLE_S) -> list[float]:
-    """Two warm-up calls, then up to ``repeats`` timed samples (at least 3, or until
-    ``max_seconds`` have been spent); each sample is the mean time of ``n`` back-to-back calls,
-    ``n`` chosen from the warm-ups so that a sample lasts ``min_sample_s``, with the garbage
-    collector run before and held off during it (as :mod:`timeit` does). One call per sample
-    measured a sub-millisecond call with the caches a ``gc.collect()`` had just cooled:
-    0.55 ms against 0.07 ms a call in a loop."""
-    spent, last = 0.0, 0.0
-    for _ in range(2):
-        t0 = time.perf_counter()
-        run()
-        last = time.perf_counter() - t0
-        spent += last
-        if spent > max_seconds:
-            break
-    calls = max(1, min(1000, int(min_sample_s / max(last, 1e-9))))
-    times: list[float] = []
-    for _ in range(repeats):
-        gc.collect()
-        gc.disable()
-        try:
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                run()
-            times.append((time.perf_counter() - t0) / calls)
-        finally:
-            gc.enable()
-        if len(times) >= 3 and sum(times) * calls > max_seconds:
-            break
-    return times
-
-
-def input_for(shape: Sequence[int], dtype: str) -> np.ndarray:
-    """The input of a shape, ``(T, B, I)``: the same for every contender."""
-    batch, steps, size_in, _ = shape
-    rng = np.random.default_rng(list(shape))
-    return rng.standard_normal((steps, batch, size_in)).astype(dtype)
-
-
-def measure(spec: list[Any], config: BenchConfig,
-            progress: Progress) -> list[Measurement] | str:
-    """Time one contender on every shape; the reason instead if it cannot run here."""
-    try:
-        contender = c.make(spec)
-    except c.Unavailable as exc:
-        return str(exc)
-    out = []
-    for raw in config.shapes:  # lists when the config came through JSON
-        shape: Shape = (int(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]))
-        m = Measurement(contender.name, contender.kind, contender.device, shape,
-                        mode=config.mode)
-        progress.step(f"{contender.name} (B, T, I, H)={tuple(shape)}")
-        x_host = input_for(shape, config.dtype)
-        try:
-            run = contender.prepare(shape, config.dtype, x_host)
-            m.times_s = time_runner(run, config.repeats, config.max_seconds)
-            if config.memory and contender.memory is not None:
-                m.peak_bytes = contender.memory(shape, config.dtype, x_host)
-            progress.note(f"    median {(m.median_s or 0.0) * 1e3:.3f} ms over "
-                          f"{len(m.times_s)} samples")
-        except c.Unavailable as exc:
-            m.skipped = str(exc)
-        out.append(m)
-    return out
-
-
-def _measure_turn(spec: Sequence[Any], config: BenchConfig,
-                  progress: Progress) -> list[Measurement] | str:
-    """One contender's turn: :func:`measure`, in its own process when ``config.isolate``."""
-    if not config.isolate:
-        return measure(list(spec), config, progress)
-    label = " ".join(str(a) for a in spec if a is not None)
-    progress.advance(0, label)
-    got = _measure_isolated(spec, config, progress)
-    progress.advance(len(config.shapes), label)
-    return got
-
-
-def _measure_isolated(spec: Sequence[Any], config: BenchConfig,
-                      progress: Progress) -> list[Measurement] | str:
-    """:func:`measure` in a fresh Python process, so that one library's thread pool (torch's
-    OpenMP workers spin after each call, say) cannot slow the next library down. The worker
-    prints its own lines unless ``progress`` draws a bar."""
-    request = {"spec": list(spec), "config": _config_dict(config), "start": progress.done,
-               "total": progress.total, "quiet": progress.quiet_workers}
-    proc = subprocess.run([sys.executable, "-m", "lstm_xp.bench.worker"],
-                          input=json.dumps(request), capture_output=False,
-                          stdout=subprocess.PIPE, text=True, check=False)
-    if proc.returncode != 0:
-        return f"worker for {spec} failed with exit code {proc.returncode}"
-    answer = json.loads(proc.stdout)
-    if isinstance(answer, str):
-        return answer
-    names = [f.name for f in fields(Measurement)]
-    return [Measurement(**{**{k: a[k] for k in names}, "shape": tuple(a["shape"])})
-            for a in answer]
-
-
-def _config_dict(config: BenchConfig) -> dict[str, Any]:
-    return {**asdict(config), "shapes": [list(s) for s in config.shapes]}
-
-
 def repeats_a_round(repeats: int, rounds: int) -> int:
     """The timed samples each of ``rounds`` turns takes for ``repeats`` in all (rounded up)."""
     return max(1, -(-repeats // max(1, rounds)))
@@ -252,44 +88,106 @@ def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict
     """Run the grid and return a JSON-ready dict: machine, versions, config and measurements.
     ``progress``: where to show how far it is (a bar on a terminal with ``rich``).
 
-    With ``config.rounds`` above 1 the contenders take turns: each round times every
-    contender on every shape for its share of the repeats and of ``max_seconds``, and a
-    cell's samples from all rounds make its median (memory is measured in the first round).
-    On a shared machine whose speed drifts over seconds (a 2-vCPU guest ran the same call
-    at 8.5 ms for a while, then at 15), timing each contender in one stretch compared
-    them at different speeds of the machine; taking turns spreads the drift over all."""
+    The contenders take turns shape by shape: at each shape, ``config.rounds`` rounds in
+    which each contender times its share of the repeats and of ``max_seconds`` (memory in
+    the first), the order rotated a round (A B C, B C A, C A B, ...), ``config.pause_s``
+    between turns; a cell's median is over the samples of all its rounds. On a shared
+    machine whose speed drifts (a 2-vCPU guest ran the same call at 8.5 ms for a while,
+    then at 15, and switched every few seconds), timing each contender in one stretch, or
+    over the whole grid a round, compared them at different speeds of the machine; turns
+    at one shape seconds apart meet the same speeds. With ``config.isolate`` each contender
+    runs in a worker process of its own for the whole run (:class:`.turns.WorkerTurns`)."""
     specs = contender_specs(config)
     rounds = max(1, config.rounds)
-    share = replace(config, repeats=repeats_a_round(config.repeats, rounds),
-                    max_seconds=config.max_seconds / rounds)
-    cells: dict[tuple[str, int], Measurement] = {}  # (spec, shape's index): all rounds
+    repeats = repeats_a_round(config.repeats, rounds)
+    seconds = config.max_seconds / rounds
     skipped: dict[str, str] = {}
-    with Progress(rounds * len(specs) * len(config.shapes), progress) as bar:
-        for turn in range(rounds):
-            for spec in specs:
-                name = " ".join(str(a) for a in spec)
-                if name in skipped:
-                    bar.advance(len(config.shapes), name)
-                    continue
-                got = _measure_turn(spec, share if turn == 0 else replace(share, memory=False),
-                                    bar)
-                if isinstance(got, str):  # a later round's failure keeps the first's cells
-                    if turn == 0:
-                        skipped[name] = got
-                    bar.note(f"skipping {name}: {got}")
-                    continue
-                for index, m in enumerate(got):
-                    kept = cells.setdefault((name, index), m)
-                    if kept is not m:
-                        kept.times_s += m.times_s
-    results = list(cells.values())
+    players = _start(specs, config, skipped)
+    cells: dict[tuple[str, int], Measurement] = {}  # (spec's name, shape's index)
+    try:
+        with Progress(rounds * len(players) * len(config.shapes), progress) as bar:
+            last_turn = None
+            for index, shape in enumerate(config.shapes):
+                for turn in range(rounds):
+                    names = list(players)
+                    for name in names[turn % len(names):] + names[:turn % len(names)]:
+                        if name not in players:  # its worker exited in this round
+                            continue
+                        cell = cells.get((name, index))
+                        if cell is not None and cell.skipped:  # it cannot run this shape
+                            bar.advance(1, name)
+                            continue
+                        if last_turn is not None:
+                            time.sleep(max(0.0, config.pause_s - (time.perf_counter()
+                                                                   - last_turn)))
+                        bar.step(f"{players[name].name} (B, T, I, H)={tuple(shape)} "
+                                 f"round {turn + 1}")
+                        try:
+                            m = players[name].turn(index, repeats, seconds,
+                                                   config.memory and turn == 0)
+                        except c.Unavailable as exc:
+                            _drop(players, name, str(exc), cells, skipped, bar)
+                            bar.advance((len(config.shapes) - index) * rounds - turn - 1, name)
+                            continue
+                        finally:
+                            last_turn = time.perf_counter()
+                        kept = cells.setdefault((name, index), m)
+                        if kept is not m:
+                            kept.times_s += m.times_s
+                for name, player in players.items():
+                    cell = cells.get((name, index))
+                    if cell is not None and cell.median_s:
+                        bar.note(f"    {player.name}: median {cell.median_s * 1e3:.3f} ms "
+                                 f"over {len(cell.times_s)} samples")
+    finally:
+        for player in players.values():
+            player.close()
+    order = {" ".join(str(a) for a in spec): n for n, spec in enumerate(specs)}
+    results = [cells[key] for key in sorted(cells, key=lambda k: (order[k[0]], k[1]))]
     return {
         "lstm_xp_version": __version__,
         "machine": machine_info(),
-        "config": _config_dict(config),
+        "config": config.as_dict(),
         "results": [m.as_dict() for m in results],
         "skipped": skipped,
     }
+
+
+def _start(specs: list[list[Any]], config: BenchConfig,
+           skipped: dict[str, str]) -> dict[str, Turns | WorkerTurns]:
+    """The contenders that run here, by name (their workers started together, then waited
+    for); those that cannot go in ``skipped`` with the reason."""
+    players: dict[str, Turns | WorkerTurns] = {}
+    starting: dict[str, WorkerTurns] = {}
+    for spec in specs:
+        name = " ".join(str(a) for a in spec)
+        try:
+            if config.isolate:
+                starting[name] = WorkerTurns(spec, config)
+            else:
+                players[name] = Turns(spec, config)
+        except c.Unavailable as exc:
+            skipped[name] = str(exc)
+    for name, worker in starting.items():
+        try:
+            worker.ready()
+            players[name] = worker
+        except c.Unavailable as exc:
+            skipped[name] = str(exc)
+    return {name: players[name] for name in (" ".join(str(a) for a in s) for s in specs)
+            if name in players}
+
+
+def _drop(players: dict[str, Turns | WorkerTurns], name: str, why: str,
+          cells: dict[tuple[str, int], Measurement], skipped: dict[str, str],
+          bar: Progress) -> None:
+    """Take a contender whose worker exited out of the run: its cells so far stay; one
+    that has none is reported skipped."""
+    player = players.pop(name)
+    player.close()
+    if not any(key[0] == name and m.times_s for key, m in cells.items()):
+        skipped[name] = why
+    bar.note(f"skipping {player.name} from here on: {why}")
 
 
 def machine_info() -> dict[str, Any]:

@@ -1,28 +1,22 @@
-"""One benchmark contender in its own process: ``python -m lstm_xp.bench.worker``.
-
-Reads ``{"spec", "config", "start", "total", "quiet"}`` as JSON on stdin, writes progress to
-stderr (unless quiet: the parent draws a bar) and the measurements (or the reason it cannot
-run) as JSON on stdout.
-"""
+"""One benchmark contender in its own process: ``python -m lstm_xp.bench.worker``, serving
+its turns over stdin and stdout (:mod:`lstm_xp.bench.turns` has the protocol)."""
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 
-from .progress import Progress
-from .runner import BenchConfig, measure
+from .turns import serve
 
 
 def main() -> None:
-    request = json.load(sys.stdin)
-    config = BenchConfig(**{**request["config"],
-                            "shapes": [tuple(s) for s in request["config"]["shapes"]]})
-
-    progress = Progress(request["total"], None if request.get("quiet") else sys.stderr,
-                        done=request["start"], bar=False)
-    got = measure(request["spec"], config, progress)
-    json.dump(got if isinstance(got, str) else [m.as_dict() for m in got], sys.stdout)
+    # The answers go out on the original stdout alone: anything else printed there (by a
+    # library, from Python or C) goes to stderr instead of into the protocol.
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    with answers:
+        serve(sys.stdin, answers)
 
 
 if __name__ == "__main__":

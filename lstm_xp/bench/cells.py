@@ -1,0 +1,140 @@
+"""One cell of the benchmark, a contender at a shape: what a run times (:class:`BenchConfig`),
+how a cell is timed (:func:`time_runner`) and what it measured (:class:`Measurement`)."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+Shape = tuple[int, int, int, int]
+
+#: (B, T, I, H): the grid of the issue, float32 forward over the whole sequence.
+DEFAULT_GRID: tuple[Shape, ...] = ((1, 100, 32, 64), (16, 100, 128, 256), (64, 50, 256, 512),
+                                   (256, 50, 512, 512))
+#: A small grid that finishes in well under a minute on a laptop CPU.
+QUICK_GRID: tuple[Shape, ...] = ((1, 20, 16, 32), (8, 20, 32, 64), (32, 20, 64, 128))
+
+
+def lstm_flops(shape: Shape, mode: str = "forward") -> int:
+    """Matrix-product FLOPs of one single-layer forward pass, 2 * T * B * 4H * (I + H); a
+    training step (``mode="train"``) does three times that (the forward pass, the gradient
+    of the inputs and hidden states, the gradient of the weights)."""
+    batch, steps, size_in, hidden = shape
+    return (3 if mode == "train" else 1) * 2 * steps * batch * 4 * hidden * (size_in + hidden)
+
+
+@dataclass
+class Measurement:
+    """One contender on one shape."""
+
+    contender: str
+    kind: str
+    device: str
+    shape: Shape
+    times_s: list[float] = field(default_factory=list)
+    peak_bytes: int | None = None
+    skipped: str | None = None
+    mode: str = "forward"
+
+    @property
+    def median_s(self) -> float | None:
+        return statistics.median(self.times_s) if self.times_s else None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        """The measurement :meth:`as_dict` wrote (its derived entries ignored)."""
+        names = [f.name for f in fields(cls)]
+        return cls(**{**{k: data[k] for k in names}, "shape": tuple(data["shape"])})
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        t = self.median_s
+        out["median_s"] = t
+        out["sequences_per_s"] = self.shape[0] / t if t else None
+        out["gflops"] = lstm_flops(self.shape, self.mode) / t / 1e9 if t else None
+        return out
+
+
+@dataclass
+class BenchConfig:
+    """What to run. ``backends`` are lstm-xp backend names; ``peers`` a subset of
+    ``("torch", "onnxruntime", "seed")``."""
+
+    shapes: Sequence[Shape] = DEFAULT_GRID
+    backends: Sequence[str] = ("numpy", "cupy", "torch", "jax")
+    peers: Sequence[str] = ("torch", "onnxruntime", "seed")
+    dtype: str = "float32"
+    repeats: int = 7
+    max_seconds: float = 6.0  # per contender and shape: stop repeating once past this
+    pure: bool = False  # also time the pure Array-API path beside the chosen kernel
+    memory: bool = True
+    isolate: bool = True  # each contender in its own process
+    # The contenders take turns this many times at each shape, each time for its share of
+    # the repeats: see :func:`lstm_xp.bench.runner.run_bench`.
+    rounds: int = 1
+    # Seconds between one contender's turn and the next one's: thread pools that spin
+    # after a call (OpenBLAS's, ONNX Runtime's) keep the cores busy for ~0.1 s, and a
+    # contender timed within 20 ms of ONNX Runtime's or the GEMM floor's turn ran 1.4x-1.5x
+    # slower (16, 100, 128, 256) than 0.1-0.3 s after.
+    pause_s: float = 0.15
+    lengths: Sequence[str] = ()  # also time with lengths: "one-short", "random"
+    mode: str = "forward"  # or "train": forward_train + backward against torch autograd
+
+    def as_dict(self) -> dict[str, Any]:
+        """The config as JSON writes it (shapes as lists; :meth:`from_dict` reads it)."""
+        return {**asdict(self), "shapes": [list(s) for s in self.shapes]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchConfig:
+        return cls(**{**data, "shapes": [tuple(s) for s in data["shapes"]]})
+
+
+#: A timed sample lasts at least this long: shorter calls are repeated within one sample.
+MIN_SAMPLE_S = 0.02
+
+
+def time_runner(run: Callable[[], Any], repeats: int, max_seconds: float,
+                min_sample_s: float = MIN_SAMPLE_S, warmups: int = 2) -> list[float]:
+    """``warmups`` untimed calls (at least 1), then up to ``repeats`` timed samples (at
+    least 3, or until ``max_seconds`` have been spent); each sample is the mean time of ``n``
+    back-to-back calls, ``n`` chosen from the last warm-up so that a sample lasts
+    ``min_sample_s``, with the garbage
+    collector run before and held off during it (as :mod:`timeit` does). One call per sample
+    measured a sub-millisecond call with the caches a ``gc.collect()`` had just cooled:
+    0.55 ms against 0.07 ms a call in a loop."""
+    spent, last = 0.0, 0.0
+    for _ in range(max(1, warmups)):
+        t0 = time.perf_counter()
+        run()
+        last = time.perf_counter() - t0
+        spent += last
+        if spent > max_seconds:
+            break
+    calls = max(1, min(1000, int(min_sample_s / max(last, 1e-9))))
+    times: list[float] = []
+    for _ in range(repeats):
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                run()
+            times.append((time.perf_counter() - t0) / calls)
+        finally:
+            gc.enable()
+        if len(times) >= 3 and sum(times) * calls > max_seconds:
+            break
+    return times
+
+
+def input_for(shape: Sequence[int], dtype: str) -> np.ndarray:
+    """The input of a shape, ``(T, B, I)``: the same for every contender."""
+    batch, steps, size_in, _ = shape
+    rng = np.random.default_rng(list(shape))
+    return rng.standard_normal((steps, batch, size_in)).astype(dtype)
