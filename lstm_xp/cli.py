@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=None,
                        help="the contenders take turns this many times at each shape, "
                             "each turn a share of the repeats, so that a machine whose speed "
-                            "drifts slows them all alike. Default 3, --quick 1")
+                            "drifts slows them all alike. Default: one a repeat (a sample a "
+                            "turn), --quick 1")
     bench.add_argument("--max-seconds", type=float, default=None,
                        help="stop repeating a cell after this many seconds (at least 3 runs)")
     bench.add_argument("--pure", action="store_true",
@@ -75,10 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .bench.report import text_table, write_all
 
     shapes = args.shapes or (QUICK_GRID if args.quick else DEFAULT_GRID)
+    repeats = args.repeats or (3 if args.quick else 7)
     config = BenchConfig(
         shapes=tuple(shapes), backends=args.backends, peers=args.peers, dtype=args.dtype,
-        repeats=args.repeats or (3 if args.quick else 7),
-        rounds=args.rounds or (1 if args.quick else 3),
+        repeats=repeats, rounds=args.rounds or (1 if args.quick else repeats),
         max_seconds=args.max_seconds or (1.0 if args.quick else 6.0), pure=args.pure,
         lengths=args.lengths, mode="train" if args.train else "forward")
     report = run_bench(config)
