@@ -141,6 +141,8 @@ def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict
                                  f"over {len(cell.times_s)} samples")
     finally:
         for player in players.values():
+            player.release()
+        for player in players.values():
             player.close()
     order = {" ".join(str(a) for a in spec): n for n, spec in enumerate(specs)}
     results = [cells[key] for key in sorted(cells, key=lambda k: (order[k[0]], k[1]))]

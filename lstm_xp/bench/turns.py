@@ -60,6 +60,9 @@ class Turns:
             m.skipped = str(exc)
         return m
 
+    def release(self) -> None:
+        """Nothing to do in this process (:meth:`WorkerTurns.release`)."""
+
     def close(self) -> None:
         self._prepared = None
 
@@ -103,13 +106,18 @@ class WorkerTurns:
                     "memory": memory})
         return Measurement.from_dict(self._answer())
 
-    def close(self) -> None:
-        """End the worker: its stdin closed, it exits (killed after 10 s if it does not)."""
+    def release(self) -> None:
+        """Close the worker's stdin: it exits once it has answered what it was sent (the
+        run's end releases every worker first, then waits for each: they exit together)."""
         if self._proc.stdin is not None and not self._proc.stdin.closed:
             try:
                 self._proc.stdin.close()
             except OSError:  # it has gone already
                 pass
+
+    def close(self) -> None:
+        """End the worker: :meth:`release`, then wait for it to exit (killed after 10 s)."""
+        self.release()
         try:
             self._proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
