@@ -242,7 +242,31 @@ def test_rounds_take_turns_shape_by_shape_and_pool_each_cells_samples(monkeypatc
     for r in report["results"]:
         assert len(r["times_s"]) == 4
         assert r["median_s"] == sorted(r["times_s"])[1] / 2 + sorted(r["times_s"])[2] / 2
+        times = r["times_s"]  # two a turn, in the order of the rounds
+        assert r["turns_s"] == [(times[0] + times[1]) / 2, (times[2] + times[3]) / 2]
     assert "2 in each of 2 rounds" in markdown(report)
+
+
+def test_paired_ratio_is_the_median_of_the_rounds_ratios():
+    """Each round's ratio pairs the two contenders' turns at a shape; on a host that slowed
+    down in the last rounds, where lstm-xp's turns happened to be timed, the ratio of the
+    medians (2 / 3.5 here) would say it is slower, the rounds say it is 2x faster."""
+    from lstm_xp.bench.report import paired_ratio, text_table
+
+    def row(name, kind, turns):
+        return {"contender": name, "kind": kind, "device": "cpu", "shape": [1, 2, 3, 4],
+                "median_s": sorted(turns)[len(turns) // 2], "sequences_per_s": 1.0,
+                "gflops": 1.0, "peak_bytes": None, "skipped": None, "turns_s": turns}
+
+    ours = row("lstm-xp numpy cpu", "lstm-xp", [1.0, 1.0, 3.5, 3.5, 3.5])
+    ort = row("onnxruntime LSTM op cpu", "peer", [2.0, 2.0, 2.0, 7.0, 7.0])
+    assert paired_ratio(ours, ort) == (2.0, 5)  # ratios 2, 2, 4/7, 2, 2
+    assert ort["median_s"] / ours["median_s"] == pytest.approx(2 / 3.5)
+    assert paired_ratio(ours, {**ort, "turns_s": [2.0, 2.0]}) is None  # too few rounds
+    assert paired_ratio(row("a", "lstm-xp", [1.0, 2.0, 4.0, 8.0]),
+                        row("b", "peer", [3.0, 3.0, 3.0, 3.0])) == ((1.5 + 0.75) / 2, 4)
+    text = text_table({"results": [ours, ort]})
+    assert "paired by round, lstm-xp numpy cpu: x ORT 2.00 (5 rounds)" in text
 
 
 def _counting_contender(monkeypatch, fail_at=None):

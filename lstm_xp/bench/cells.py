@@ -38,6 +38,9 @@ class Measurement:
     device: str
     shape: Shape
     times_s: list[float] = field(default_factory=list)
+    #: The median of each turn's samples, in the order of the rounds (see
+    #: :func:`lstm_xp.bench.report.paired_ratio`).
+    turns_s: list[float] = field(default_factory=list)
     peak_bytes: int | None = None
     skipped: str | None = None
     mode: str = "forward"
@@ -49,7 +52,7 @@ class Measurement:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Measurement:
         """The measurement :meth:`as_dict` wrote (its derived entries ignored)."""
-        names = [f.name for f in fields(cls)]
+        names = [f.name for f in fields(cls) if f.name in data]  # older files lack some
         return cls(**{**{k: data[k] for k in names}, "shape": tuple(data["shape"])})
 
     def as_dict(self) -> dict[str, Any]:

@@ -34,6 +34,47 @@ def _peer_for(row: dict[str, Any], peer: str, here: list[dict[str, Any]]) -> dic
     return found[0] if found and found[0] is not row else None
 
 
+#: Rounds a paired ratio needs (:func:`paired_ratio`).
+MIN_PAIRED_ROUNDS = 3
+
+
+def paired_ratio(row: dict[str, Any], peer: dict[str, Any]) -> tuple[float, int] | None:
+    """The median over rounds of ``peer``'s time in a round divided by ``row``'s in the same
+    round (each a turn's median), and how many rounds; None with fewer than
+    :data:`MIN_PAIRED_ROUNDS` rounds in common. A shape's turns lie seconds apart, so each
+    round compares the two at nearly the same speed of a drifting host, where the ratio of
+    the two medians can pair one contender's fast rounds with the other's slow ones."""
+    ours, theirs = row.get("turns_s") or [], peer.get("turns_s") or []
+    rounds = min(len(ours), len(theirs))
+    if rounds < MIN_PAIRED_ROUNDS:
+        return None
+    ratios = sorted(theirs[i] / ours[i] for i in range(rounds))
+    middle = rounds // 2
+    median = ratios[middle] if rounds % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+    return median, rounds
+
+
+def _paired_lines(results: list[dict[str, Any]], shape: tuple[int, ...]) -> list[str]:
+    """For each lstm-xp row at ``shape``, its :func:`paired_ratio` against each peer."""
+    here = [r for r in results if tuple(r["shape"]) == shape]
+    lines = []
+    for r in here:
+        if r["kind"] != "lstm-xp" or not r["median_s"]:
+            continue
+        found, rounds = [], []
+        for peer, label in PEERS:
+            p = _peer_for(r, peer, here)
+            paired = paired_ratio(r, p) if p else None
+            if paired is not None:
+                found.append(f"{label} {paired[0]:.2f}")
+                rounds.append(paired[1])
+        if found:
+            counted = f"{min(rounds)}" if min(rounds) == max(rounds) else \
+                f"{min(rounds)}-{max(rounds)}"
+            lines.append(f"{r['contender']}: " + ", ".join(found) + f" ({counted} rounds)")
+    return lines
+
+
 def _table(results: list[dict[str, Any]]) -> tuple[list[str], list[tuple[tuple[int, ...],
                                                                    list[list[str]]]]]:
     """The header, and per shape a row per contender: time, throughput, ratios against the
@@ -83,9 +124,12 @@ def text_table(report: dict[str, Any]) -> str:
         widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
         for row in (header, *rows):
             lines.append("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=False)))
+        lines += [f"paired by round, {line}" for line in
+                  _paired_lines(report["results"], shape)]
     lines.append("\n'x peer' = the peer's median time / this row's (above 1: faster than the "
                  "peer; torch on the row's own device); '/ floor' = this row's time / the GEMM "
-                 "floor's on its device.")
+                 "floor's on its device; 'paired by round' = the median over rounds of the "
+                 "peer's time / this row's in the same round.")
     return "\n".join(lines)
 
 
@@ -106,9 +150,14 @@ def markdown(report: dict[str, Any]) -> str:
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
+        lines += [f"- paired by round, {line}" for line in
+                  _paired_lines(report["results"], shape)]
+        lines.append("")
     lines.append("`x peer` = the peer's median time divided by this row's (above 1: faster than "
                  "the peer). `/ floor` = this row's time divided by the GEMM floor on its device "
-                 "(input-projection GEMM plus T-1 recurrent GEMMs, timed alone).")
+                 "(input-projection GEMM plus T-1 recurrent GEMMs, timed alone). `Paired by "
+                 "round` = the median over rounds of the peer's time divided by this row's in "
+                 "the same round (the contenders' turns at a shape lie seconds apart).")
     return "\n".join(lines)
 
 

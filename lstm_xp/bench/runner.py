@@ -134,6 +134,7 @@ def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict
                         kept = cells.setdefault((name, index), m)
                         if kept is not m:
                             kept.times_s += m.times_s
+                            kept.turns_s += m.turns_s
                 for name, player in players.items():
                     cell = cells.get((name, index))
                     if cell is not None and cell.median_s:
