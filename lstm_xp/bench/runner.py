@@ -26,7 +26,7 @@ from .cells import (  # noqa: F401  (the names the runner has always offered)
     time_runner,
 )
 from .progress import Progress
-from .turns import Turns, WorkerTurns
+from .turns import Turns, WorkerTurns, spec_name
 
 
 def contender_specs(config: BenchConfig) -> list[list[Any]]:
@@ -145,7 +145,7 @@ def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict
             player.release()
         for player in players.values():
             player.close()
-    order = {" ".join(str(a) for a in spec): n for n, spec in enumerate(specs)}
+    order = {spec_name(spec): n for n, spec in enumerate(specs)}
     results = [cells[key] for key in sorted(cells, key=lambda k: (order[k[0]], k[1]))]
     return {
         "lstm_xp_version": __version__,
@@ -158,12 +158,13 @@ def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict
 
 def _start(specs: list[list[Any]], config: BenchConfig,
            skipped: dict[str, str]) -> dict[str, Turns | WorkerTurns]:
-    """The contenders that run here, by name (their workers started together, then waited
-    for); those that cannot go in ``skipped`` with the reason."""
+    """The contenders that run here, by name (:func:`.turns.spec_name`) in the specs'
+    order (their workers started together, then waited for); those that cannot go in
+    ``skipped`` with the reason."""
     players: dict[str, Turns | WorkerTurns] = {}
     starting: dict[str, WorkerTurns] = {}
     for spec in specs:
-        name = " ".join(str(a) for a in spec)
+        name = spec_name(spec)
         try:
             if config.isolate:
                 starting[name] = WorkerTurns(spec, config)
@@ -177,8 +178,7 @@ def _start(specs: list[list[Any]], config: BenchConfig,
             players[name] = worker
         except c.Unavailable as exc:
             skipped[name] = str(exc)
-    return {name: players[name] for name in (" ".join(str(a) for a in s) for s in specs)
-            if name in players}
+    return players
 
 
 def _drop(players: dict[str, Turns | WorkerTurns], name: str, why: str,

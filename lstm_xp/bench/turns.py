@@ -23,6 +23,11 @@ from . import contenders as c
 from .cells import BenchConfig, Measurement, Shape, input_for, time_runner
 
 
+def spec_name(spec: list[Any]) -> str:
+    """A spec's words, ``"lstm_xp numpy None numba"``: the key of its contender in a run."""
+    return " ".join(str(a) for a in spec)
+
+
 class Turns:
     """The turns of the contender ``spec`` names (``[factory, *args]``, see
     :func:`lstm_xp.bench.contenders.make`) at ``config.shapes``, in this process. The
@@ -75,7 +80,7 @@ class WorkerTurns:
     name after."""
 
     def __init__(self, spec: list[Any], config: BenchConfig) -> None:
-        self.name = " ".join(str(a) for a in spec)  # the contender's own, once ready
+        self.name = spec_name(spec)  # the contender's own, once ready
         # stderr passes through: the worker's warnings (a kernel falling back, say) show.
         self._proc = subprocess.Popen([sys.executable, "-m", "lstm_xp.bench.worker"],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
