@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,7 @@ def paired_ratio(row: dict[str, Any], peer: dict[str, Any]) -> tuple[float, int]
     rounds = min(len(ours), len(theirs))
     if rounds < MIN_PAIRED_ROUNDS:
         return None
-    ratios = sorted(theirs[i] / ours[i] for i in range(rounds))
-    middle = rounds // 2
-    median = ratios[middle] if rounds % 2 else (ratios[middle - 1] + ratios[middle]) / 2
-    return median, rounds
+    return statistics.median(theirs[i] / ours[i] for i in range(rounds)), rounds
 
 
 def _paired_lines(results: list[dict[str, Any]], shape: tuple[int, ...]) -> list[str]:
