@@ -30,7 +30,8 @@ def threaded(monkeypatch):
     def use(threads):
         lstm_xp.set_num_threads(threads)
         for name in ("MIN_FLOPS_PER_THREAD", "MIN_UNITS_PER_THREAD", "MIN_CHUNK_STEP_FLOPS",
-                     "MIN_CHUNK_CALL_FLOPS"):
+                     "MIN_CHUNK_CALL_FLOPS", "MIN_NARROW_CHUNK_CALL_FLOPS",
+                     "MIN_SMALL_FLOPS_PER_THREAD"):
             monkeypatch.setattr(numba_scan, name, 1)
 
     with thread_setting(None):  # restores the setting
@@ -49,8 +50,8 @@ def products(request, monkeypatch):
 def split(request, monkeypatch):
     """Both ways a threaded call shares its threads, whatever the batch: each thread a
     slice of the hidden units, or (packed weights) a slice of the sequences."""
-    monkeypatch.setattr(numba_scan, "MIN_ROWS_PER_THREAD",
-                        1 if request.param == "rows" else 10**9)
+    for name in ("MIN_ROWS_PER_THREAD", "MIN_SMALL_ROWS_PER_THREAD"):
+        monkeypatch.setattr(numba_scan, name, 1 if request.param == "rows" else 10**9)
     return request.param
 
 
@@ -236,7 +237,9 @@ def test_how_a_call_shares_its_threads(monkeypatch):
     """By sequences whenever each thread gets 4 (and the weights are packed), unless units
     put more threads to work or give each a slice of the weights that fits its L2 cache,
     or (inference, weights beyond L2) give each thread fewer blocks of rows; else by
-    units (unless the caller says not to); neither without enough work."""
+    units (unless the caller says not to); neither without enough work (more for narrow
+    chunks in inference, where a batch that neither splits may still split by sequences
+    with fewer of them a thread)."""
     plan = numba_scan.plan
     monkeypatch.setattr(numba_scan, "L2_SLICE_BYTES", 512 * 1024)  # whatever this machine's
     with thread_setting(2):
@@ -244,6 +247,22 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         assert plan(100, 1, 64, 128, True) == (False, [(0, 64), (64, 128)])
         assert plan(100, 2, 32, 64, True) == (False, [(0, 64)])  # too little a step
         assert plan(2, 1, 64, 128, True) == (False, [(0, 128)])  # too little a call
+        # Chunks of 32 units (under NARROW_UNITS) in inference: 40 MFLOP a call at least
+        assert plan(50, 5, 32, 64, True) == (False, [(0, 64)])  # 12.3 MFLOP
+        assert plan(100, 3, 32, 64, True) == (False, [(0, 64)])  # 14.7
+        assert plan(200, 5, 32, 64, True) == (False, [(0, 32), (32, 64)])  # 49.2
+        assert plan(50, 5, 32, 64, True, training=True) == (False, [(0, 32), (32, 64)])
+        assert plan(100, 4, 32, 96, True) == (False, [(0, 48), (48, 96)])  # 48 units: wide
+        # Neither rule splits: by sequences, 2 a thread and 9.5 MFLOP a thread at least
+        assert plan(100, 4, 32, 64, True) == (True, [(0, 2), (2, 4)])  # 9.8 a thread
+        assert plan(50, 8, 32, 64, True) == (True, [(0, 4), (4, 8)])
+        assert plan(100, 7, 32, 64, True) == (True, [(0, 3), (3, 7)])  # narrow chunks
+        assert plan(100, 16, 16, 32, True) == (True, [(0, 8), (8, 16)])  # 32 units: none
+        assert plan(100, 8, 16, 32, True) == (False, [(0, 32)])  # 4.9 a thread
+        assert plan(50, 7, 32, 64, True) == (False, [(0, 64)])  # 8.6 a thread
+        assert plan(200, 2, 32, 64, True) == (False, [(0, 64)])  # one sequence a thread
+        assert plan(100, 4, 32, 64, True, training=True) == (False, [(0, 32), (32, 64)])
+        assert plan(100, 4, 32, 64, False) == (False, [(0, 64)])  # rows need packed weights
         # Blocks of rows through a panel: 1-6 rows one, 7 (4 + 3) to 12 (6 + 6) two, ...
         assert [numba_scan.block_count(r) for r in range(1, 16)] == [1] * 6 + [2] * 6 + [3] * 3
         # 16 sequences: 8 a thread in blocks of 4 + 4, or all 16 in 6 + 6 + 4 by units,
@@ -299,7 +318,7 @@ import lstm_xp
 from lstm_xp import LSTM, ConfigError
 lstm_xp.set_num_threads(2)
 ns.MIN_FLOPS_PER_THREAD = ns.MIN_UNITS_PER_THREAD = ns.MIN_CHUNK_STEP_FLOPS = 1
-ns.MIN_CHUNK_CALL_FLOPS = 1
+ns.MIN_CHUNK_CALL_FLOPS = ns.MIN_NARROW_CHUNK_CALL_FLOPS = ns.MIN_SMALL_FLOPS_PER_THREAD = 1
 model = LSTM(5, 16, seed=3)
 x = np.random.default_rng(0).standard_normal((12, 3, 5)).astype(np.float32)
 expected = model(x)[0]  # starts the pool in the parent

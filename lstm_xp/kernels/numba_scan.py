@@ -32,7 +32,9 @@ compiled call runs the layer:
   each panel than the whole batch takes a thread split by units: :data:`FEWER_BLOCKS`)
   split the hidden units into one chunk a thread, as oneDNN does: the chunk's four gates
   for every sequence, from its rows of the weights only (at H = 256 the 1 MiB of
-  recurrent weights do not fit in one core's L2 cache; halves do).
+  recurrent weights do not fit in one core's L2 cache; halves do). Not into chunks under
+  :data:`NARROW_UNITS` in a short inference call, though: such a batch is split by
+  sequences with fewer a thread (:data:`MIN_SMALL_ROWS_PER_THREAD`), or runs on one thread.
   The threads claim each step's chunks (:func:`_scan_units`), their own first: a thread
   that is late or lost its core has its chunks done by the others, so a call never waits
   for a thread that is not running, and the results are the same bits whoever ran which
@@ -113,8 +115,28 @@ MIN_UNITS_PER_THREAD = 32
 #: two chunks took 392-436 us for 100 steps against 502-690 for one; at (2, 32, 64),
 #: 49,000, 308-339 against 221-236) ...
 MIN_CHUNK_STEP_FLOPS = 64_000
-#: ... and this much in the whole call (handing a part to the pool takes ~10 us).
+#: ... and this much in the whole call (handing a part to the pool takes ~10 us) ...
 MIN_CHUNK_CALL_FLOPS = 4_000_000
+#: ... and, for inference with chunks narrower than :data:`NARROW_UNITS`, this much (a
+#: step's gate arithmetic at (5, T, 32, 64) did not shrink when two 32-unit chunks split
+#: it, in ``benchmarks/RESULTS.md``'s profile; the products did). Pair by pair on 2
+#: threads of the Zen 3 guest, 2-6 runs a shape, (B, T, 32, 64) (9.8-34.4 MFLOP a call):
+#: one thread 1.00x-1.09x faster than the split by the median of the runs at B = 3-8,
+#: T = 50 and B = 3-7, T = 100, but at (7, 50, 32, 64) (1.06x slower); the split 1.16x
+#: faster at (5, 200, 32, 64) (49 MFLOP). 48-unit chunks ((4-6, 100, 32, 96)) were
+#: 1.09x-1.10x faster than one thread.
+MIN_NARROW_CHUNK_CALL_FLOPS = 40_000_000
+NARROW_UNITS = 48
+#: Inference that neither rule splits (too few sequences a thread, or narrow chunks) is
+#: still split by sequences with this many sequences ...
+MIN_SMALL_ROWS_PER_THREAD = 2
+#: ... and this much work a thread. Pair by pair on 2 threads of the Zen 3 guest, against
+#: one thread (2-5 runs a shape): (4, 100, 32, 64) 1.08x-1.23x faster, (8, 50, 32, 64)
+#: 1.07x-1.33x, (6, 100, ...) 1.07x-1.12x, (7, 100, ...) 1.04x-1.31x, (10, 50, ...) 1.16x,
+#: (12, 50, ...) 1.21x, (12, 100, 16, 32) and (16, 100, 16, 32) 1.16x (9.8-17.2 MFLOP a
+#: thread); but (5, 100, 32, 64) (2 + 3 sequences) 0.91x-0.98x; below this, (7, 50, 32, 64)
+#: (8.6) 0.97x-1.15x, (4, 50, 32, 64) (4.9) 0.97x-1.05x, (8, 100, 16, 32) (4.9) 0.95x.
+MIN_SMALL_FLOPS_PER_THREAD = 9_500_000
 
 
 def l2_bytes(default: int = 512 * 1024) -> int:
@@ -747,7 +769,9 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
                       True if lockstep is None else lockstep, tape[0].shape[0] > 0,
                       (STEPS_AHEAD, PROJ_ELEMENTS, PACK_MIN_ROWS, MIN_ROWS_PER_THREAD,
                        MIN_FLOPS_PER_THREAD, MIN_UNITS_PER_THREAD, MIN_CHUNK_STEP_FLOPS,
-                       MIN_CHUNK_CALL_FLOPS, L2_SLICE_BYTES, MANY_THREADS, FEWER_BLOCKS))
+                       MIN_CHUNK_CALL_FLOPS, MIN_NARROW_CHUNK_CALL_FLOPS, NARROW_UNITS,
+                       MIN_SMALL_ROWS_PER_THREAD, MIN_SMALL_FLOPS_PER_THREAD,
+                       L2_SLICE_BYTES, MANY_THREADS, FEWER_BLOCKS))
     valid = call.full_lengths if lengths is None else np.asarray(lengths, dtype=np.int64)
     key = (call, features, hidden)
     work = _work_for(key)
@@ -923,15 +947,24 @@ def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
     (:func:`row_slices`; packed weights, at least :data:`MIN_ROWS_PER_THREAD` sequences and
     :data:`MIN_FLOPS_PER_THREAD` a thread), else ``(False, unit ranges)``
     (:func:`unit_slices`, at least :data:`MIN_UNITS_PER_THREAD` units,
-    :data:`MIN_CHUNK_STEP_FLOPS` a step and :data:`MIN_CHUNK_CALL_FLOPS` a call each, the
-    threads sharing each step's chunks of units; unless ``lockstep`` is False). Where both
-    apply, the units split is taken as :data:`L2_SLICE_BYTES` says, and for inference (not
-    ``training``) as :data:`FEWER_BLOCKS` says. One range: the caller's thread alone."""
+    :data:`MIN_CHUNK_STEP_FLOPS` a step and :data:`MIN_CHUNK_CALL_FLOPS` a call each,
+    :data:`MIN_NARROW_CHUNK_CALL_FLOPS` for narrow chunks in inference, the threads sharing
+    each step's chunks of units; unless ``lockstep`` is False); inference (with
+    ``lockstep``) that neither splits, by sequences with :data:`MIN_SMALL_ROWS_PER_THREAD`
+    and :data:`MIN_SMALL_FLOPS_PER_THREAD` a thread. Where both apply, the units split is
+    taken as :data:`L2_SLICE_BYTES` says, and for inference (not ``training``) as
+    :data:`FEWER_BLOCKS` says. One range: the caller's thread alone."""
     limit = get_num_threads() if threads is None else threads
     step = 8 * batch * hidden * (features + hidden)  # FLOPs of one step's products
     by_units = min(limit, hidden // MIN_UNITS_PER_THREAD, step // MIN_CHUNK_STEP_FLOPS,
                    steps * step // MIN_CHUNK_CALL_FLOPS) if lockstep else 1
+    if (not training and by_units > 1 and hidden // by_units < NARROW_UNITS
+            and steps * step < MIN_NARROW_CHUNK_CALL_FLOPS):
+        by_units = 1
     by_rows = min(limit, steps * step // MIN_FLOPS_PER_THREAD, batch // MIN_ROWS_PER_THREAD)
+    if lockstep and not training and by_units <= 1 and by_rows <= 1:
+        by_rows = min(limit, steps * step // MIN_SMALL_FLOPS_PER_THREAD,
+                      batch // MIN_SMALL_ROWS_PER_THREAD)
     weights = 4 * hidden * (features + hidden) * itemsize
     slice_fits = by_units >= MANY_THREADS and weights // by_units <= L2_SLICE_BYTES < weights
     if packed and by_rows > 1 and by_rows >= by_units:
