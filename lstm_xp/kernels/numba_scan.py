@@ -131,11 +131,12 @@ NARROW_UNITS = 48
 #: still split by sequences with this many sequences ...
 MIN_SMALL_ROWS_PER_THREAD = 2
 #: ... and this much work a thread. Pair by pair on 2 threads of the Zen 3 guest, against
-#: one thread (2-5 runs a shape): (4, 100, 32, 64) 1.08x-1.23x faster, (8, 50, 32, 64)
-#: 1.07x-1.33x, (6, 100, ...) 1.07x-1.12x, (7, 100, ...) 1.04x-1.31x, (10, 50, ...) 1.16x,
-#: (12, 50, ...) 1.21x, (12, 100, 16, 32) and (16, 100, 16, 32) 1.16x (9.8-17.2 MFLOP a
-#: thread); but (5, 100, 32, 64) (2 + 3 sequences) 0.91x-0.98x; below this, (7, 50, 32, 64)
-#: (8.6) 0.97x-1.15x, (4, 50, 32, 64) (4.9) 0.97x-1.05x, (8, 100, 16, 32) (4.9) 0.95x.
+#: one thread (2-6 runs a shape): (4, 100, 32, 64) 1.04x-1.23x faster, (8, 50, 32, 64)
+#: 1.06x-1.33x, (6, 100, ...) 1.07x-1.12x, (7, 100, ...) 1.04x-1.31x, (10, 50, ...)
+#: 1.02x-1.16x, (12, 50, ...) 1.08x-1.21x, (16, 100, 16, 32) 1.09x-1.16x (9.8-17.2 MFLOP a
+#: thread); but (5, 100, 32, 64) (2 + 3 sequences) 0.91x-0.98x. Below this: (7, 50, 32,
+#: 64) (8.6 a thread) 0.97x-1.15x, (12, 100, 16, 32) (7.4) 1.16x, (6, 50, 32, 64) (7.4)
+#: 0.93x-0.99x, (4, 50, 32, 64) (4.9) 0.97x-1.05x, (8, 100, 16, 32) (4.9) 0.95x.
 MIN_SMALL_FLOPS_PER_THREAD = 9_500_000
 
 
