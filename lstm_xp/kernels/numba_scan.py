@@ -120,11 +120,12 @@ MIN_CHUNK_CALL_FLOPS = 4_000_000
 #: ... and, for inference with chunks narrower than :data:`NARROW_UNITS`, this much (a
 #: step's gate arithmetic at (5, T, 32, 64) did not shrink when two 32-unit chunks split
 #: it, in ``benchmarks/RESULTS.md``'s profile; the products did). Pair by pair on 2
-#: threads of the Zen 3 guest, 2-6 runs a shape, (B, T, 32, 64) (9.8-34.4 MFLOP a call):
-#: one thread 1.00x-1.09x faster than the split by the median of the runs at B = 3-8,
-#: T = 50 and B = 3-7, T = 100, but at (7, 50, 32, 64) (1.06x slower); the split 1.16x
-#: faster at (5, 200, 32, 64) (49 MFLOP). 48-unit chunks ((4-6, 100, 32, 96)) were
-#: 1.09x-1.10x faster than one thread.
+#: threads of the Zen 3 guest, 2-7 runs a shape, (B, T, 32, 64) (7.4-34.4 MFLOP a call):
+#: one thread as fast as the split or faster (1.00x-1.09x) by the median of the runs at
+#: B = 3-8, T = 50 and B = 3-7, T = 100, but at (4, 100, 32, 64) (the split 1.03x faster;
+#: the split by sequences below takes it, faster than both); the split 1.16x faster at
+#: (5, 200, 32, 64) (49 MFLOP). 48-unit chunks ((4, 100, 32, 96) and (6, 100, 32, 96))
+#: were 1.09x-1.10x faster than one thread.
 MIN_NARROW_CHUNK_CALL_FLOPS = 40_000_000
 NARROW_UNITS = 48
 #: Inference that neither rule splits (too few sequences a thread, or narrow chunks) is
