@@ -230,7 +230,14 @@ def test_unit_slices_and_thread_counts():
             assert all(a[1] == b[0] for a, b in itertools.pairwise(slices))
             assert all(first % 4 == 0 for first, _ in slices)
     assert numba_scan.unit_slices(256, 4)[-1] == (192, 256)
-    assert numba_scan.row_slices(17, 3) == [(0, 5), (5, 11), (11, 17)]
+    assert numba_scan.row_slices(17, 3) == [(0, 6), (6, 12), (12, 17)]  # larger first
+    for batch in range(1, 40):
+        for parts in range(1, min(batch, 6) + 1):
+            slices = numba_scan.row_slices(batch, parts)
+            sizes = [last - first for first, last in slices]
+            assert slices[0][0] == 0 and slices[-1][1] == batch and len(slices) == parts
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(slices))
+            assert sizes == sorted(sizes, reverse=True) and sizes[0] - sizes[-1] <= 1
 
 
 def test_how_a_call_shares_its_threads(monkeypatch):
@@ -256,7 +263,7 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         # Neither rule splits: by sequences, 2 a thread and 9.5 MFLOP a thread at least
         assert plan(100, 4, 32, 64, True) == (True, [(0, 2), (2, 4)])  # 9.8 a thread
         assert plan(50, 8, 32, 64, True) == (True, [(0, 4), (4, 8)])
-        assert plan(100, 7, 32, 64, True) == (True, [(0, 3), (3, 7)])  # narrow chunks
+        assert plan(100, 7, 32, 64, True) == (True, [(0, 4), (4, 7)])  # narrow chunks
         assert plan(100, 16, 16, 32, True) == (True, [(0, 8), (8, 16)])  # 32 units: none
         assert plan(100, 8, 16, 32, True) == (False, [(0, 32)])  # 4.9 a thread
         assert plan(50, 7, 32, 64, True) == (False, [(0, 64)])  # 8.6 a thread
