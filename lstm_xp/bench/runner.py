@@ -123,18 +123,13 @@ def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict
                         bar.step(f"{players[name].name} (B, T, I, H)={tuple(shape)} "
                                  f"round {turn + 1}")
                         try:
-                            m = players[name].turn(index, repeats, seconds,
-                                                   config.memory and turn == 0)
+                            _take_turn(players[name], cells, (name, index), repeats, seconds,
+                                       config.memory and turn == 0)
                         except c.Unavailable as exc:
                             _drop(players, name, str(exc), cells, skipped, bar)
                             bar.advance((len(config.shapes) - index) * rounds - turn - 1, name)
-                            continue
                         finally:
                             last_turn = time.perf_counter()
-                        kept = cells.setdefault((name, index), m)
-                        if kept is not m:
-                            kept.times_s += m.times_s
-                            kept.turns_s += m.turns_s
                 for name, player in players.items():
                     cell = cells.get((name, index))
                     if cell is not None and cell.median_s:
@@ -154,6 +149,17 @@ def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict
         "results": [m.as_dict() for m in results],
         "skipped": skipped,
     }
+
+
+def _take_turn(player: Turns | WorkerTurns, cells: dict[tuple[str, int], Measurement],
+               key: tuple[str, int], repeats: int, seconds: float, memory: bool) -> None:
+    """One turn of ``player`` at the shape of ``key`` (its name, the shape's index): its
+    samples and its turn's median join the cell's (a new cell on its first turn)."""
+    m = player.turn(key[1], repeats, seconds, memory)
+    kept = cells.setdefault(key, m)
+    if kept is not m:
+        kept.times_s += m.times_s
+        kept.turns_s += m.turns_s
 
 
 def _start(specs: list[list[Any]], config: BenchConfig,
