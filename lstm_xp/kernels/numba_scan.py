@@ -993,7 +993,7 @@ def block_count(rows: int) -> int:
 def row_slices(batch: int, parts: int) -> list[tuple[int, int]]:
     """``parts`` contiguous ``(first, last)`` ranges of sequences covering ``batch``, as
     even as they go, the larger first: the caller's thread runs the first, and the pool's
-    start later (with the smaller first, as before, odd batches ran 1.01x-1.20x slower:
+    threads start later (with the smaller first, as before, odd batches ran 1.01x-1.20x slower:
     (5-11, 50-100, 32-256, 64-256), (33, 100, 128, 256), (65, 50, 256, 512), pair by pair
     on 2 threads of the Zen 3 guest; the same bits)."""
     sizes = [batch // parts + (n < batch % parts) for n in range(parts)]
