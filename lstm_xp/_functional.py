@@ -88,6 +88,17 @@ def step_state(
             xp.where(valid, h_new, zeros))
 
 
+def zero_padding(xp: Namespace, x: Array, lengths: Array, device: Any) -> Array:
+    """``x`` (T, B, I) with every step past its sequence's length (``lengths`` (B,)) zero.
+
+    The forward pass ignores those steps, but a training pass multiplies their inputs by
+    their (zero) gate gradients for the weights' gradient: padding of NaN or inf would
+    make it NaN.
+    """
+    valid = xp.arange(x.shape[0], device=device)[:, None] < lengths[None, :]  # (T, B)
+    return xp.where(valid[:, :, None], x, xp.zeros_like(x))
+
+
 def cell_step(
     xp: Namespace,
     x: Array,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._functional import zero_padding
 from ._init import dropout_mask
 from ._module import on_device
 from ._naming import named_grads
@@ -46,6 +47,7 @@ class Training:
 
     if TYPE_CHECKING:  # provided by LSTM and Module
         xp: Any
+        device: Any
         dtype: Any
         bias: bool
         dropout: float
@@ -80,9 +82,12 @@ class Training:
         """:meth:`__call__` for training: also returns the tape :meth:`backward` needs.
 
         Applies inter-layer ``dropout``. The model's kernel records the tape: on NumPy
-        (``kernel="auto"``) the fused training pass of :mod:`lstm_xp.kernels.numpy_train`;
-        elsewhere, and with ``kernel="pure"``, the pure Array-API path. Both give the same
-        gradients.
+        (``kernel="auto"``) the compiled pass of :mod:`lstm_xp.kernels.numba_train` (the
+        fused NumPy pass of :mod:`lstm_xp.kernels.numpy_train` without numba, and in
+        float16); on torch, torch's own LSTM with autograd; elsewhere, and with
+        ``kernel="pure"``, the pure Array-API path. All give the same gradients. With
+        ``lengths`` (or ``mask``), the input past each sequence's length counts for nothing,
+        whatever it holds (NaN or inf included): its gradient there is zero.
 
         Memory: the pure tape holds, per layer and direction, the gate activations
         (4*T*B*H values), the cell states (T*B*H) and the hidden state each step started from
@@ -101,8 +106,9 @@ class Training:
         xp = self.xp
         run = self._prepare(X, state, lengths, mask, reset)
         masks = self._dropout_masks(run.x.shape[0], run.x.shape[1])
+        x = run.x if run.lengths is None else zero_padding(xp, run.x, run.lengths, self.device)
         y, h_n, c_n, recorded = self._kernel.forward_train(
-            xp, run.x, self._layers(), run.h0, run.c0, run.lengths, masks)
+            xp, x, self._layers(), run.h0, run.c0, run.lengths, masks)
         layout = run.layout
         outputs = layout.sequence_out(xp, y)
         final = (layout.state_out(xp, h_n), layout.state_out(xp, c_n))

@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--pure", action="store_true",
                        help="also time the pure Array-API path beside each fast kernel")
     bench.add_argument("--lengths", type=_csv, default=(),
-                       help="also time lstm-xp with per-sequence lengths: one-short (all full "
-                            "but one, the worst case for overhead), random (T/2..T)")
+                       help="also time lstm-xp with per-sequence lengths, and torch.nn.LSTM "
+                            "through packed sequences: one-short (all full but one, the worst "
+                            "case for overhead), random (T/2..T)")
     bench.add_argument("--train", action="store_true",
                        help="time a training step (forward_train + backward, gradient of the "
                             "sum of outputs) beside torch.nn.LSTM with autograd")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from lstm_xp import BACKENDS
@@ -59,6 +60,67 @@ def test_rows_on_a_gpu_compare_with_torch_on_that_gpu():
     assert lines["lstm-xp torch cuda:0"][-1] == "0.25"
     assert lines["lstm-xp numpy cpu"][-1] == "2.00"  # 10 ms / 5 ms
     assert lines["torch.nn.LSTM cpu"][2:] == ["10.000", "400", "1.0"]  # none with itself
+
+
+def test_rows_with_lengths_compare_with_torch_on_the_same_lengths():
+    """A row timed with lengths is compared with torch given the same lengths where torch
+    ran with them (training, through packed sequences), else with torch over whole
+    sequences; rows without lengths never with torch's lengths row."""
+    from lstm_xp.bench.report import text_table
+
+    def row(name, kind, ms):
+        return {"contender": name, "kind": kind, "device": "cpu", "shape": [4, 10, 3, 5],
+                "median_s": ms / 1e3, "sequences_per_s": 4e3 / ms, "gflops": 1.0,
+                "peak_bytes": None, "skipped": None}
+
+    report = {"results": [row("lstm-xp train step numpy cpu", "lstm-xp", 4.0),
+                          row("lstm-xp train step numpy cpu lengths=random", "lstm-xp", 5.0),
+                          row("lstm-xp train step numpy cpu lengths=one-short", "lstm-xp", 2.0),
+                          row("torch.nn.LSTM train step cpu", "peer", 8.0),
+                          row("torch.nn.LSTM train step cpu lengths=random", "peer", 15.0)]}
+    lines = {line.split("  ")[0]: line.split() for line in text_table(report).splitlines()}
+    assert lines["lstm-xp train step numpy cpu"][-1] == "2.00"  # 8 ms / 4 ms
+    assert lines["lstm-xp train step numpy cpu lengths=random"][-1] == "3.00"  # 15 / 5
+    assert lines["lstm-xp train step numpy cpu lengths=one-short"][-1] == "4.00"  # 8 / 2
+
+
+def test_lengths_are_timed_in_training_and_given_to_torch_too():
+    from lstm_xp.bench.runner import contender_specs
+
+    for mode, ours, peer in [("train", "lstm_xp_train", "torch_train"),
+                             ("forward", "lstm_xp", "torch")]:
+        specs = contender_specs(BenchConfig(shapes=[(2, 3, 4, 5)], backends=("numpy",),
+                                            peers=("torch",), lengths=("random",), mode=mode))
+        assert [ours, "numpy", None, "auto", "random"] in specs
+        assert [peer, "cpu", "random"] in specs and [peer, "cpu"] in specs
+
+
+def test_torch_contenders_with_lengths_stop_each_sequence_at_its_length(rng):
+    """torch.nn.LSTM through packed sequences: outputs past each length are zero and the
+    input's gradient there too, and lstm-xp's training step gets the lengths: its
+    gradients are those of a step given them by hand, unlike those without."""
+    pytest.importorskip("torch")
+    from lstm_xp import LSTM
+    from lstm_xp.bench.contenders import padded_lengths, torch_lstm, torch_train
+
+    shape = (5, 8, 3, 4)
+    x = rng.standard_normal((8, 5, 3)).astype("float32")
+    valid = padded_lengths(shape, "random")
+    assert valid.min() < 8
+    past = np.arange(8)[:, None] >= valid[None, :]  # (T, B)
+    y = torch_lstm(lengths="random").prepare(shape, "float32", x)().numpy()
+    dx = torch_train(lengths="random").prepare(shape, "float32", x)().numpy()
+    for a in (y, dx):
+        assert a.shape[:2] == (8, 5)
+        assert np.all(a[past] == 0) and np.all(np.any(a[~past] != 0, axis=-1))
+    got = lstm_xp_train("numpy", lengths="random").prepare(shape, "float32", x)()
+    model = LSTM(3, 4, seed=0, dtype="float32")
+    _, _, tape = model.forward_train(x, lengths=valid)
+    _, _, want = model.backward(tape, np.ones((8, 5, 4), "float32"))
+    full = lstm_xp_train("numpy").prepare(shape, "float32", x)()
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(full["weight_hh_l0"], want["weight_hh_l0"])
 
 
 def test_python_dash_m_entry_point():

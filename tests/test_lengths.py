@@ -172,3 +172,30 @@ def test_chunked_streaming_equals_one_call(data, T, B, L, use_lengths):
     np.testing.assert_allclose(np.concatenate(ys), y_whole, **TOL["float64"])
     np.testing.assert_allclose(state[0], h_whole, **TOL["float64"])
     np.testing.assert_allclose(state[1], c_whole, **TOL["float64"])
+
+
+@pytest.mark.parametrize("kernel", ["auto", "pure"])
+def test_padding_of_nan_and_inf_counts_for_nothing_in_training(case, to_np, rng, kernel):
+    """The input past each length may hold anything: outputs, final state, the input's
+    gradient and every weight's gradient are those of zero padding (and finite), in both
+    directions over 2 layers; the input's gradient there is zero."""
+    T, B, I, H = 6, 4, 3, 5
+    lengths = np.array([6, 2, 0, 4])
+    past = np.arange(T)[:, None] >= lengths[None, :]  # (T, B)
+    x = rng.standard_normal((T, B, I))
+    x[past] = 0.0
+    dirty = x.copy()
+    dirty[past] = np.array([np.nan, np.inf, -np.inf])
+    dy = rng.standard_normal((T, B, 2 * H))  # not zero past the lengths either
+    dtype = case.dtype("float64")
+    results = []
+    for inputs in (x, dirty):
+        model = LSTM(I, H, 2, bidirectional=True, seed=3, dtype=dtype, kernel=kernel,
+                     **case.model_kwargs)
+        y, (h, c), tape = model.forward_train(inputs, lengths=lengths)
+        dx, _, grads = model.backward(tape, dy)
+        results.append([to_np(a) for a in (y, h, c, dx, *(grads[k] for k in sorted(grads)))])
+    for clean, got in zip(*results, strict=True):
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, clean, rtol=1e-12, atol=1e-12)
+    assert np.all(results[1][3][past] == 0)

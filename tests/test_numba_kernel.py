@@ -21,6 +21,7 @@ from lstm_xp.kernels._workspace import aligned_arrays
 numba_scan = pytest.importorskip("lstm_xp.kernels.numba_scan")
 atomics = pytest.importorskip("lstm_xp.kernels._atomics")
 _pool = pytest.importorskip("lstm_xp.kernels._pool")
+numba_train = pytest.importorskip("lstm_xp.kernels.numba_train")
 
 
 @pytest.fixture
@@ -372,16 +373,20 @@ def test_thread_count_from_the_environment_and_set_num_threads(monkeypatch):
             assert _threads.thread_count(bad) == 1
 
 
+@pytest.mark.parametrize("lengths", [None, [11, 0, 6], [4, 11, 1]])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 def test_compiled_training_pass_equals_the_reference(threaded, products, split, rng, threads,
-                                                     precision):
+                                                     precision, lengths):
     """The compiled training pass (the forward pass writing its tape, the backward walk
     and products reading it): the outputs and every gradient equal the pure path's, on one
     thread and split by units or by sequences, both directions, with and without a bias,
-    and from a given state."""
+    from a given state, and with lengths (unsorted, 0 and T among them; the outputs'
+    gradient is not zero past them, and must not count)."""
     threaded(threads)
     T, B, I, H = 11, 3, 5, 14
+    if lengths is not None:
+        lengths = np.array(lengths)
     tol = dict(rtol=2e-5, atol=2e-6) if precision == "float32" else \
         dict(rtol=1e-11, atol=1e-13)
     for bias in (True, False):
@@ -393,7 +398,10 @@ def test_compiled_training_pass_equals_the_reference(threaded, products, split, 
         dh = tuple(rng.standard_normal((4, B, H)).astype(precision) for _ in range(2))
         results = []
         for model in (fast, pure):
-            out, (h_n, c_n), tape = model.forward_train(x, state)
+            out, (h_n, c_n), tape = model.forward_train(x, state, lengths)
+            if model is fast:  # the compiled pass's own tapes, not the fused NumPy pair's
+                assert all(isinstance(t, numba_train.RowTape)
+                           for layer in tape.recorded.layers for t in layer)
             results.append((out, h_n, c_n, *model.backward(tape, dy, dh)))
         (o1, h1, c1, dx1, ds1, g1), (o2, h2, c2, dx2, ds2, g2) = results
         for a, b in [(o1, o2), (h1, h2), (c1, c2), (dx1, dx2), (ds1[0], ds2[0]),
@@ -455,7 +463,6 @@ def test_a_product_shared_in_claimed_blocks_equals_it_on_one_thread(rng):
     """Threads claiming blocks of rows (zeroing theirs first) compute exactly the rows one
     thread computes in one call, for block sizes that leave a short last block, and every
     row is written (the result's rows start as NaN)."""
-    from lstm_xp.kernels import numba_train
 
     w = rng.standard_normal((70, 45)).astype(np.float32)
     panels, width = numba_scan.panel_shape(45, np.float32)
@@ -546,7 +553,6 @@ def test_transposes_of_every_shape_and_layout(rng):
     """The backward pass's transposes (in 8 x 8 blocks where rows are contiguous, else in
     tiles) equal NumPy's, for sizes that leave partial blocks and tiles, row slices of
     larger arrays on either side, a source with strided rows, and both precisions."""
-    from lstm_xp.kernels import numba_train
 
     for rows, columns in [(1, 1), (5, 17), (16, 16), (33, 70), (700, 300), (48, 1024)]:
         for dtype in (np.float32, np.float64):

@@ -86,7 +86,7 @@ def lstm_xp(backend: str, device: Any = None, kernel: str = "auto",
     ``numba`` kernel, its thread count as ``LSTM_XP_NUM_THREADS`` spells it (``"auto"``)."""
     b, where = _resolve(backend, device)
     label = (f"lstm-xp {b.name} {where}" + ("" if kernel == "auto" else f" ({kernel})")
-             + ("" if lengths == "none" else f" lengths={lengths}")
+             + _lengths_label(lengths)
              + ("" if threads is None else f" LSTM_XP_NUM_THREADS={threads}"))
 
     def build(shape: Shape, dtype: str, x_host: np.ndarray) -> tuple[LSTM, Any]:
@@ -145,8 +145,30 @@ def _torch_on(device: str) -> tuple[Any, str]:
     return torch, label
 
 
-def torch_lstm(device: str = "cpu") -> Contender:
-    """``torch.nn.LSTM`` (oneDNN on the CPU, cuDNN on CUDA), in inference mode."""
+def _torch_lengths(torch: Any, shape: Shape, lengths: str) -> Callable[[Any, Any], Any]:
+    """``module(x)``'s output as ``torch.nn.LSTM`` gives it for the sequences of
+    :func:`padded_lengths` (``lengths``): through a packed sequence (its one way to take
+    lengths; the packing and unpacking timed with it), padded back to (T, B, H)."""
+    valid = padded_lengths(shape, lengths)
+    if valid is None:
+        return lambda module, x: module(x)[0]
+    rnn = torch.nn.utils.rnn
+    lengths_cpu = torch.from_numpy(valid)  # pack_padded_sequence takes them on the CPU
+
+    def forward(module: Any, x: Any) -> Any:
+        packed = rnn.pack_padded_sequence(x, lengths_cpu, enforce_sorted=False)
+        return rnn.pad_packed_sequence(module(packed)[0], total_length=shape[1])[0]
+
+    return forward
+
+
+def _lengths_label(lengths: str) -> str:
+    return "" if lengths == "none" else f" lengths={lengths}"
+
+
+def torch_lstm(device: str = "cpu", lengths: str = "none") -> Contender:
+    """``torch.nn.LSTM`` (oneDNN on the CPU, cuDNN on CUDA), in inference mode; with
+    ``lengths`` (see :func:`padded_lengths`), through packed sequences."""
     torch, label = _torch_on(device)
 
     def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
@@ -154,10 +176,11 @@ def torch_lstm(device: str = "cpu") -> Contender:
         tdtype = getattr(torch, dtype)
         module = torch.nn.LSTM(size_in, hidden, dtype=tdtype, device=device).eval()
         x = torch.from_numpy(x_host.astype(dtype)).to(device)
+        forward = _torch_lengths(torch, shape, lengths)
 
         def run() -> Any:
             with torch.inference_mode():
-                y, _ = module(x)
+                y = forward(module, x)
             if device != "cpu":
                 torch.cuda.synchronize(device)
             return y
@@ -174,7 +197,8 @@ def torch_lstm(device: str = "cpu") -> Contender:
             y = run()
             peak = torch.cuda.max_memory_allocated(device)
             return int(peak - base - y.element_size() * y.numel())
-    return Contender(f"torch.nn.LSTM {label}", "peer", label, prepare, memory)
+    return Contender(f"torch.nn.LSTM {label}{_lengths_label(lengths)}", "peer", label,
+                     prepare, memory)
 
 
 def onnxruntime_lstm(spinning: bool = True) -> Contender:
@@ -259,9 +283,11 @@ def gemm_floor(backend: str = "numpy", device: Any = None) -> Contender:
 
 
 # -- training steps --------------------------------------------------------------------------
-def lstm_xp_train(backend: str, device: Any = None, kernel: str = "auto") -> Contender:
+def lstm_xp_train(backend: str, device: Any = None, kernel: str = "auto",
+                  lengths: str = "none") -> Contender:
     """One training step of lstm-xp: ``forward_train`` and ``backward`` with the gradient of
-    the sum of the outputs (``d_outputs`` all ones); ``kernel="pure"`` for the pure path."""
+    the sum of the outputs (``d_outputs`` all ones); ``kernel="pure"`` for the pure path;
+    ``lengths`` as :func:`lstm_xp` takes them."""
     b, where = _resolve(backend, device)
 
     def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
@@ -270,9 +296,10 @@ def lstm_xp_train(backend: str, device: Any = None, kernel: str = "auto") -> Con
                      kernel=kernel)
         x = b.from_numpy(x_host, model.dtype)
         ones = b.from_numpy(np.ones((*x_host.shape[:2], hidden)), model.dtype)
+        valid = padded_lengths(shape, lengths)
 
         def run() -> Any:
-            _, _, tape = model.forward_train(x)
+            _, _, tape = model.forward_train(x, lengths=valid)
             _, _, grads = model.backward(tape, ones)
             b.synchronize(grads["weight_hh_l0"])
             return grads
@@ -280,7 +307,7 @@ def lstm_xp_train(backend: str, device: Any = None, kernel: str = "auto") -> Con
         return run
 
     label = f"lstm-xp train step {b.name} {where}" + ("" if kernel == "auto" else
-                                                        f" ({kernel})")
+                                                        f" ({kernel})") + _lengths_label(lengths)
     return Contender(label, "lstm-xp", where, prepare)
 
 
@@ -315,20 +342,22 @@ def train_gemm_floor() -> Contender:
     return Contender("GEMM floor of a train step numpy cpu", "floor", "cpu", prepare)
 
 
-def torch_train(device: str = "cpu") -> Contender:
+def torch_train(device: str = "cpu", lengths: str = "none") -> Contender:
     """One training step of ``torch.nn.LSTM`` with autograd: forward, ``outputs.sum()``,
-    backward, gradients of the input and every parameter."""
+    backward, gradients of the input and every parameter; ``lengths`` as
+    :func:`torch_lstm` takes them."""
     torch, label = _torch_on(device)
 
     def prepare(shape: Shape, dtype: str, x_host: np.ndarray) -> Runner:
         _, _, size_in, hidden = shape
         module = torch.nn.LSTM(size_in, hidden, dtype=getattr(torch, dtype), device=device)
         x = torch.from_numpy(x_host.astype(dtype)).to(device).requires_grad_(True)
+        forward = _torch_lengths(torch, shape, lengths)
 
         def run() -> Any:
             module.zero_grad(set_to_none=True)
             x.grad = None
-            y, _ = module(x)
+            y = forward(module, x)
             y.sum().backward()
             if device != "cpu":
                 torch.cuda.synchronize(device)
@@ -336,7 +365,8 @@ def torch_train(device: str = "cpu") -> Contender:
 
         return run
 
-    return Contender(f"torch.nn.LSTM train step {label}", "peer", label, prepare)
+    return Contender(f"torch.nn.LSTM train step {label}{_lengths_label(lengths)}", "peer",
+                     label, prepare)
 
 
 #: Contender factories by the name a spec ``[name, *args]`` uses.

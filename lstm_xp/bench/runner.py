@@ -45,16 +45,15 @@ def contender_specs(config: BenchConfig) -> list[list[Any]]:
                 specs.append([ours, name, device, "numba", "none", "1"])
             if config.pure and _has_fast_kernel(name):
                 specs.append([ours, name, device, "pure"])
-            if train:
-                continue
             for kind in config.lengths:
                 specs.append([ours, name, device, "auto", kind])
-            if name in ADAPTERS and ADAPTERS[name].accelerator:  # its own GEMM floor
-                specs.append(["floor", name, device])
+            if not train and name in ADAPTERS and ADAPTERS[name].accelerator:
+                specs.append(["floor", name, device])  # its own GEMM floor
     specs.append(["train_floor"] if train else ["floor", "numpy"])
     if "torch" in config.peers:
         peer = "torch_train" if train else "torch"
-        specs += [[peer, "cpu"], [peer, "cuda:0"]]
+        specs += [[peer, device, *kind] for device in ("cpu", "cuda:0")
+                  for kind in ([], *([k] for k in config.lengths))]
     if not train and "onnxruntime" in config.peers:
         specs.append(["onnxruntime"])
     if not train and "seed" in config.peers:

@@ -76,7 +76,7 @@ class KernelEntry:
 REGISTRY: tuple[KernelEntry, ...] = (
     KernelEntry("numba", ("numpy",), "lstm_xp.kernels.numba_scan:make",
                 "compiled time loop and training pass, packed weights (threads: "
-                "LSTM_XP_NUM_THREADS); float16 and training with lengths run numpy-fused",
+                "LSTM_XP_NUM_THREADS); float16 runs numpy-fused",
                 requires=(("numba", "numba"),)),
     KernelEntry("numpy-fused", ("numpy",), "lstm_xp.kernels.numpy_fused:make",
                 "gates as columns, one product and ~10 in-place calls a step; fused training"),

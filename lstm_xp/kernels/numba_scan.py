@@ -537,11 +537,11 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
     need the whole batch: ``B = N``). Nothing is allocated and nothing raises (a thread
     that stopped with a chunk claimed would leave the others waiting).
 
-    For training, the tape of :class:`.numba_train.RowTape` (every sequence running all
-    T steps), in rows of the whole batch: ``tape_gates`` (T, N, 4H) the activations i, f,
-    g, o, ``tape_cells`` (T + 1, N, H) the cell states (slot 0 the initial one, slot T in
-    reverse, filled by the caller), ``tape_tanh`` (T, N, H) their tanh; for inference all
-    three are (0, 0, 0).
+    For training, the tape of :class:`.numba_train.RowTape`, in rows of the whole batch:
+    ``tape_gates`` (T, N, 4H) the activations i, f, g, o, ``tape_cells`` (T + 1, N, H) the
+    cell states (slot 0 the initial one, slot T in reverse, filled by the caller),
+    ``tape_tanh`` (T, N, H) their tanh; at a step past a sequence's length only its cell
+    state (the one kept); for inference all three are (0, 0, 0).
 
     The input is projected ``S`` steps at a time (one product over all their rows, so even
     one sequence fills the 4-row blocks of :func:`_matmul_nt`); per step the recurrent
@@ -647,6 +647,11 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
                         for u in range(units):
                             h_new[u] = h_old[u]
                             y_t[u] = 0
+                        if record:  # the cell state kept (what a reverse walk starts from)
+                            tape_c = tape_cells[t if reverse else t + 1, rows0 + i]
+                            c_i = cs_k[i]
+                            for u in range(units):
+                                tape_c[first + u] = c_i[u]
                         continue
                     g = proj_k[(t - low) * batch + i]
                     if not packed:

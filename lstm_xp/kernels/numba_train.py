@@ -25,7 +25,9 @@ layout the compiled scan (:mod:`.numba_scan`) computes in:
 
 Tape per layer and direction (:class:`RowTape`): ``4*T*B*H`` activations, ``(T + 1)*B*H``
 cell states, ``T*B*H`` of their tanh and of the hidden states each step read, and a copy of
-the input (``T*B*I``). With ``lengths`` the pass is :mod:`.numpy_train`'s.
+the input (``T*B*I``). With ``lengths``, a sequence's steps past its end are in the tape but
+not walked: the forward pass keeps its state there, the backward pass its state's gradient
+(its gate gradient zero).
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ class RowTape:
         ``tanh`` of each step's new cell state.
     h_prev : (T, B, H)
         The hidden state each step started from.
+    lengths : (B,) int64
+        Each sequence's length (T when none were given).
     reverse : bool
     """
 
@@ -87,12 +91,36 @@ class RowTape:
     cells: np.ndarray
     tanh_cells: np.ndarray
     h_prev: np.ndarray
+    lengths: np.ndarray
     reverse: bool
 
 
+@numba.njit(cache=True, nogil=True)
+def _pack_row(z, first, last, dz_packed, at, padding):  # pragma: no cover - compiled
+    """Row ``at`` of ``dz_packed`` (P', T * N, C) <- the columns of units ``first:last`` of
+    each gate of ``z`` (4H,), in panels (:func:`.numba_scan._pack_columns`'s layout), and,
+    with ``padding``, zeros in the last panel past 4H."""
+    width = dz_packed.shape[2]
+    hidden = z.shape[0] // 4
+    for q in range(4):
+        column = q * hidden + first
+        end = column + last - first
+        while column < end:  # a contiguous run a panel: one copy each
+            p = column // width
+            c = column - p * width
+            run = min(width - c, end - column)
+            target = dz_packed[p, at]
+            for m in range(run):
+                target[c + m] = z[column + m]
+            column += run
+    if padding:
+        for column in range(4 * hidden, dz_packed.shape[0] * width):
+            dz_packed[column // width, at, column % width] = 0
+
+
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _walk_back(dz, cells, tanh_cells, dy, packed_hh, dh, dc, rows0, reverse, dz_packed,
-               chunks, home, sync):  # pragma: no cover - compiled
+def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, reverse,
+               dz_packed, chunks, home, sync):  # pragma: no cover - compiled
     """The backward walk for sequences ``rows0:rows0 + b`` of the batch (``b`` the rows of
     ``dc``), their hidden units in ``K`` chunks, ``chunks`` (K, 2) the ``(first, last)``
     of each. Calls with disjoint ranges of sequences (and one chunk) run side by side;
@@ -105,6 +133,9 @@ def _walk_back(dz, cells, tanh_cells, dy, packed_hh, dh, dc, rows0, reverse, dz_
     ``dz`` (T, N, 4H): the tape's activations (i, f, g, o) in, each step's gate gradient
     out (the pre-activations' gradient), in place; ``cells`` (T + 1, N, H) and
     ``tanh_cells`` (T, N, H) from the tape; ``dy`` (T, N, H) the outputs' gradient;
+    ``lengths`` (N,) int64 each sequence's (T when none were given): at a step past it the
+    sequence's gate gradient is zero, and its state's gradient passes through unchanged
+    (the forward pass kept the state, and its output there is zero whatever the weights);
     ``packed_hh`` (K, P, 4H, C) each chunk's columns of ``W_hh`` (4H, H) in panels
     (:func:`.numba_scan._pack_columns`). ``dh`` (K, b, P * C) holds each chunk's units'
     gradient of the last hidden state on entry (zero past them) and of the first on
@@ -117,7 +148,6 @@ def _walk_back(dz, cells, tanh_cells, dy, packed_hh, dh, dc, rows0, reverse, dz_
     one = dz.dtype.type(1)
     count_chunks = chunks.shape[0]
     claiming = count_chunks > 1
-    width = dz_packed.shape[2]
     for walked in range(steps):
         t = walked if reverse else steps - 1 - walked
         before = t + 1 if reverse else t  # the cells slot this step started from
@@ -137,6 +167,14 @@ def _walk_back(dz, cells, tanh_cells, dy, packed_hh, dh, dc, rows0, reverse, dz_
                     for n in range(batch):
                         row = rows0 + n
                         z = dz[t, row]
+                        units = last - first
+                        if t >= lengths[row]:  # past its end: dz zero, dh and dc kept
+                            for q in range(4):
+                                for u in range(q * hidden + first, q * hidden + last):
+                                    z[u] = 0
+                            _pack_row(z, first, last, dz_packed, t * dz.shape[1] + row,
+                                      k == count_chunks - 1)
+                            continue
                         c_prev = cells[before, row]
                         tc = tanh_cells[t, row]
                         d_y = dy[t, row]
@@ -144,7 +182,6 @@ def _walk_back(dz, cells, tanh_cells, dy, packed_hh, dh, dc, rows0, reverse, dz_
                         dc_n = dc[n]
                         # In passes over few arrays each, which LLVM vectorises (one pass
                         # over all nine stayed scalar); d_h and d_c kept in dh_n and dc_n.
-                        units = last - first
                         d_hs, d_cs = dh_n[:units], dc_n[first:last]
                         zi, zf = z[first:last], z[hidden + first:hidden + last]
                         zg, zo = z[2 * hidden + first:2 * hidden + last], \
@@ -169,21 +206,8 @@ def _walk_back(dz, cells, tanh_cells, dy, packed_hh, dh, dc, rows0, reverse, dz_
                             d_cs[u] = d_cs[u] * f
                         for u in range(dh_n.shape[0]):
                             dh_n[u] = 0
-                        at = t * dz.shape[1] + row
-                        for q in range(4):  # the chunk's columns of each gate, in panels
-                            column = q * hidden + first
-                            end = column + last - first
-                            while column < end:  # a contiguous run a panel: one copy each
-                                p = column // width
-                                c = column - p * width
-                                run = min(width - c, end - column)
-                                target = dz_packed[p, at]
-                                for m in range(run):
-                                    target[c + m] = z[column + m]
-                                column += run
-                        if k == count_chunks - 1:  # the last panel past 4H
-                            for column in range(4 * hidden, dz_packed.shape[0] * width):
-                                dz_packed[column // width, at, column % width] = 0
+                        _pack_row(z, first, last, dz_packed, t * dz.shape[1] + row,
+                                  k == count_chunks - 1)
                 if claiming:
                     atomic_add(sync, 0, 1)
     if claiming and home == 0:  # the caller's thread: back once every round is done
@@ -193,7 +217,7 @@ def _walk_back(dz, cells, tanh_cells, dy, packed_hh, dh, dc, rows0, reverse, dz_
 class CompiledTrainer:
     """The compiled training pair (see the module), with :meth:`scan_train` and
     :meth:`scan_backward` the signatures of :func:`lstm_xp._backprop.layer_scan_train` and
-    ``layer_scan_backward``; with ``lengths``, or in float16, the fused NumPy pair
+    ``layer_scan_backward``; in float16, the fused NumPy pair
     (:class:`.numpy_train.NumpyTrainer`), sharing its workspace."""
 
     def __init__(self) -> None:
@@ -205,7 +229,7 @@ class CompiledTrainer:
                    c0: np.ndarray, *, reverse: bool = False,
                    lengths: np.ndarray | None = None,
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, RowTape | FusedTape]:
-        if lengths is not None or not use_compiled(x.dtype):
+        if not use_compiled(x.dtype):
             return self.fused.scan_train(xp, x, weight_ih, weight_hh, bias, h0, c0,
                                          reverse=reverse, lengths=lengths)
         take = self.workspace.take
@@ -213,12 +237,14 @@ class CompiledTrainer:
         hidden = weight_hh.shape[1]
         dtype = x.dtype
         gates = take((steps, batch, 4 * hidden), dtype)
+        valid = np.full(batch, steps, np.int64) if lengths is None else \
+            np.array(lengths, dtype=np.int64)
         tape = RowTape(self._copy(x, dtype, (steps * batch, features)),
                        self._copy(weight_ih, dtype), self._copy(weight_hh, dtype),
                        bias is not None, gates,
                        take((steps + 1, batch, hidden), dtype),
                        take((steps, batch, hidden), dtype),
-                       take((steps, batch, hidden), dtype), reverse)
+                       take((steps, batch, hidden), dtype), valid, reverse)
         tape.cells[steps if reverse else 0] = c0
         # Threads as for inference: what runs between training steps (a loss, an
         # optimiser, a layer in NumPy) may leave OpenBLAS's idle threads spinning on the
@@ -226,11 +252,15 @@ class CompiledTrainer:
         # units a thread that lost its core has its chunks done by the others (behind a
         # barrier every step, this pass had taken 74-103 ms at (4, 100, 128, 256) against
         # 6.6 ms).
-        y, h_n, c_n = _run(x, weight_ih, weight_hh, bias, h0, c0, reverse, None,
+        y, h_n, c_n = _run(x, weight_ih, weight_hh, bias, h0, c0, reverse, valid,
                            (gates, tape.cells, tape.tanh_cells))
         h_prev = tape.h_prev
         if reverse:
             h_prev[:-1], h_prev[-1] = y[1:], h0
+            # A shorter sequence's last step in the walk (t = length - 1) starts from h0:
+            # the steps past its end kept it (and output zero).
+            short = np.flatnonzero((valid > 0) & (valid < steps))
+            h_prev[valid[short] - 1, short] = h0[short]
         else:
             h_prev[1:], h_prev[0] = y[:-1], h0
         return y, h_n, c_n, tape
@@ -332,7 +362,7 @@ class CompiledTrainer:
         p4, c4 = panel_shape(hidden4, dtype)
         packed_dz = scratch((p4, steps * batch, c4), dtype)
         table = np.array(chunks, np.int64)
-        head = (dz, tape.cells, tape.tanh_cells, dy, packed_hh)
+        head = (dz, tape.cells, tape.tanh_cells, dy, tape.lengths, packed_hh)
         if by_rows:  # each slice of sequences on its own thread
             run_parts(_walk_back, [(*head, d, dc[low:high], low, tape.reverse, packed_dz,
                                     table, 0, _NO_SYNC)
