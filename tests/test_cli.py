@@ -39,69 +39,85 @@ def test_bench_quick_writes_table_json_markdown_png(tmp_path, capsys):
     assert not list(out.glob(".*"))  # no temporary files left behind
 
 
+def _row(name, kind, ms, device="cpu"):
+    """A measured row of a report at one shape, ``ms`` its median."""
+    return {"contender": name, "kind": kind, "device": device, "shape": [4, 10, 3, 5],
+            "median_s": ms / 1e3, "sequences_per_s": 4e3 / ms, "gflops": 1.0,
+            "peak_bytes": None, "skipped": None}
+
+
+def _table_lines(rows):
+    """The text table of ``rows``, each line's fields by its contender."""
+    from lstm_xp.bench.report import text_table
+
+    text = text_table({"results": rows})
+    return {line.split("  ")[0]: line.split() for line in text.splitlines()}
+
+
 def test_rows_on_a_gpu_compare_with_torch_on_that_gpu():
     """'x torch' divides torch.nn.LSTM's time on the row's own device by the row's: a GPU row
     against torch on that GPU, not against torch on the CPU."""
-    from lstm_xp.bench.report import text_table
-
-    def row(name, kind, device, ms):
-        return {"contender": name, "kind": kind, "device": device, "shape": [4, 10, 3, 5],
-                "median_s": ms / 1e3, "sequences_per_s": 4e3 / ms, "gflops": 1.0,
-                "peak_bytes": None, "skipped": None}
-
     gpu = "cuda:0 (Some GPU)"
-    report = {"results": [row("lstm-xp cupy cuda:0 (Some GPU)", "lstm-xp", gpu, 4.0),
-                          row("lstm-xp torch cuda:0", "lstm-xp", "cuda:0", 8.0),
-                          row("lstm-xp numpy cpu", "lstm-xp", "cpu", 5.0),
-                          row("torch.nn.LSTM cpu", "peer", "cpu", 10.0),
-                          row("torch.nn.LSTM cuda:0 (Some GPU)", "peer", gpu, 2.0)]}
-    lines = {line.split("  ")[0]: line.split() for line in text_table(report).splitlines()}
+    lines = _table_lines([_row("lstm-xp cupy cuda:0 (Some GPU)", "lstm-xp", 4.0, gpu),
+                          _row("lstm-xp torch cuda:0", "lstm-xp", 8.0, "cuda:0"),
+                          _row("lstm-xp numpy cpu", "lstm-xp", 5.0),
+                          _row("torch.nn.LSTM cpu", "peer", 10.0),
+                          _row("torch.nn.LSTM cuda:0 (Some GPU)", "peer", 2.0, gpu)])
     assert lines["lstm-xp cupy cuda:0 (Some GPU)"][-1] == "0.50"  # 2 ms / 4 ms
     assert lines["lstm-xp torch cuda:0"][-1] == "0.25"
     assert lines["lstm-xp numpy cpu"][-1] == "2.00"  # 10 ms / 5 ms
     assert lines["torch.nn.LSTM cpu"][2:] == ["10.000", "400", "1.0"]  # none with itself
 
 
-def test_rows_with_lengths_compare_with_torch_on_the_same_lengths():
+def test_rows_with_lengths_compare_with_peers_on_the_same_lengths():
     """A row timed with lengths is compared with torch given the same lengths where torch
     ran with them (training, through packed sequences), else with torch over whole
-    sequences; rows without lengths never with torch's lengths row."""
-    from lstm_xp.bench.report import text_table
-
-    def row(name, kind, ms):
-        return {"contender": name, "kind": kind, "device": "cpu", "shape": [4, 10, 3, 5],
-                "median_s": ms / 1e3, "sequences_per_s": 4e3 / ms, "gflops": 1.0,
-                "peak_bytes": None, "skipped": None}
-
-    report = {"results": [row("lstm-xp train step numpy cpu", "lstm-xp", 4.0),
-                          row("lstm-xp train step numpy cpu lengths=random", "lstm-xp", 5.0),
-                          row("lstm-xp train step numpy cpu lengths=one-short", "lstm-xp", 2.0),
-                          row("torch.nn.LSTM train step cpu", "peer", 8.0),
-                          row("torch.nn.LSTM train step cpu lengths=random", "peer", 15.0)]}
-    lines = {line.split("  ")[0]: line.split() for line in text_table(report).splitlines()}
+    sequences; rows without lengths never with torch's lengths row. ONNX Runtime alike."""
+    lines = _table_lines([_row("lstm-xp train step numpy cpu", "lstm-xp", 4.0),
+                          _row("lstm-xp train step numpy cpu lengths=random", "lstm-xp", 5.0),
+                          _row("lstm-xp train step numpy cpu lengths=one-short", "lstm-xp", 2.0),
+                          _row("torch.nn.LSTM train step cpu", "peer", 8.0),
+                          _row("torch.nn.LSTM train step cpu lengths=random", "peer", 15.0)])
     assert lines["lstm-xp train step numpy cpu"][-1] == "2.00"  # 8 ms / 4 ms
     assert lines["lstm-xp train step numpy cpu lengths=random"][-1] == "3.00"  # 15 / 5
     assert lines["lstm-xp train step numpy cpu lengths=one-short"][-1] == "4.00"  # 8 / 2
+    lines = _table_lines([_row("lstm-xp numpy cpu lengths=random", "lstm-xp", 5.0),
+                          _row("lstm-xp numpy cpu lengths=one-short", "lstm-xp", 4.0),
+                          _row("onnxruntime LSTM op cpu", "peer", 8.0),
+                          _row("onnxruntime LSTM op cpu (no spinning)", "peer", 1.0),
+                          _row("onnxruntime LSTM op cpu lengths=random", "peer", 6.0)])
+    assert lines["lstm-xp numpy cpu lengths=random"][-1] == "1.20"  # ORT's own lengths
+    assert lines["lstm-xp numpy cpu lengths=one-short"][-1] == "2.00"  # ORT over all steps
 
 
-def test_lengths_are_timed_in_training_and_given_to_torch_too():
+def test_lengths_are_timed_in_training_and_given_to_the_peers_too():
     from lstm_xp.bench.runner import contender_specs
 
     for mode, ours, peer in [("train", "lstm_xp_train", "torch_train"),
                              ("forward", "lstm_xp", "torch")]:
         specs = contender_specs(BenchConfig(shapes=[(2, 3, 4, 5)], backends=("numpy",),
-                                            peers=("torch",), lengths=("random",), mode=mode))
+                                            peers=("torch", "onnxruntime"),
+                                            lengths=("random",), mode=mode))
         assert [ours, "numpy", None, "auto", "random"] in specs
         assert [peer, "cpu", "random"] in specs and [peer, "cpu"] in specs
+        ort = [s for s in specs if s[0] == "onnxruntime"]  # inference only
+        assert ort == ([] if mode == "train" else [["onnxruntime", True],
+                                                   ["onnxruntime", True, "random"]])
 
 
-def test_torch_contenders_with_lengths_stop_each_sequence_at_its_length(rng):
-    """torch.nn.LSTM through packed sequences: outputs past each length are zero and the
-    input's gradient there too, and lstm-xp's training step gets the lengths: its
+def test_peers_with_lengths_stop_each_sequence_at_its_length(rng):
+    """torch.nn.LSTM through packed sequences and ONNX Runtime with sequence_lens: outputs
+    past each length are zero and torch's input gradient there too, and lstm-xp's training
+    step gets the lengths: its
     gradients are those of a step given them by hand, unlike those without."""
     pytest.importorskip("torch")
     from lstm_xp import LSTM
-    from lstm_xp.bench.contenders import padded_lengths, torch_lstm, torch_train
+    from lstm_xp.bench.contenders import (
+        onnxruntime_lstm,
+        padded_lengths,
+        torch_lstm,
+        torch_train,
+    )
 
     shape = (5, 8, 3, 4)
     x = rng.standard_normal((8, 5, 3)).astype("float32")
@@ -110,7 +126,11 @@ def test_torch_contenders_with_lengths_stop_each_sequence_at_its_length(rng):
     past = np.arange(8)[:, None] >= valid[None, :]  # (T, B)
     y = torch_lstm(lengths="random").prepare(shape, "float32", x)().numpy()
     dx = torch_train(lengths="random").prepare(shape, "float32", x)().numpy()
-    for a in (y, dx):
+    outputs = [y, dx]
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+        y_ort = onnxruntime_lstm(lengths="random").prepare(shape, "float32", x)()
+        outputs.append(y_ort[:, 0])  # (T, directions, B, H)
+    for a in outputs:
         assert a.shape[:2] == (8, 5)
         assert np.all(a[past] == 0) and np.all(np.any(a[~past] != 0, axis=-1))
     got = lstm_xp_train("numpy", lengths="random").prepare(shape, "float32", x)()

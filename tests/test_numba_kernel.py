@@ -373,7 +373,7 @@ def test_thread_count_from_the_environment_and_set_num_threads(monkeypatch):
             assert _threads.thread_count(bad) == 1
 
 
-@pytest.mark.parametrize("lengths", [None, [11, 0, 6], [4, 11, 1]])
+@pytest.mark.parametrize("lengths", [None, [11, 0, 6], [4, 11, 1], [11, 7, 0]])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 def test_compiled_training_pass_equals_the_reference(threaded, products, split, rng, threads,
@@ -382,7 +382,8 @@ def test_compiled_training_pass_equals_the_reference(threaded, products, split, 
     and products reading it): the outputs and every gradient equal the pure path's, on one
     thread and split by units or by sequences, both directions, with and without a bias,
     from a given state, and with lengths (unsorted, 0 and T among them; the outputs'
-    gradient is not zero past them, and must not count)."""
+    gradient is not zero past them, and must not count): run in the order that spares work
+    (the first two), or as given (the last, already longest first)."""
     threaded(threads)
     T, B, I, H = 11, 3, 5, 14
     if lengths is not None:
@@ -400,8 +401,14 @@ def test_compiled_training_pass_equals_the_reference(threaded, products, split, 
         for model in (fast, pure):
             out, (h_n, c_n), tape = model.forward_train(x, state, lengths)
             if model is fast:  # the compiled pass's own tapes, not the fused NumPy pair's
-                assert all(isinstance(t, numba_train.RowTape)
-                           for layer in tape.recorded.layers for t in layer)
+                tapes = [t for layer in tape.recorded.layers for t in layer]
+                assert all(isinstance(t, numba_train.RowTape) for t in tapes)
+                # Sorted where that spares work: with the whole batch on a thread or split
+                # by units, unless already longest first (split 2 + 1 by sequences, the
+                # first two are not worth it).
+                reordered = lengths is not None and list(lengths) != sorted(lengths)[::-1]
+                if threads == 1 or split == "units":
+                    assert all((t.order is not None) == reordered for t in tapes)
             results.append((out, h_n, c_n, *model.backward(tape, dy, dh)))
         (o1, h1, c1, dx1, ds1, g1), (o2, h2, c2, dx2, ds2, g2) = results
         for a, b in [(o1, o2), (h1, h2), (c1, c2), (dx1, dx2), (ds1[0], ds2[0]),
@@ -762,3 +769,45 @@ def test_run_parts_runs_each_part_once_and_raises_what_a_part_raised():
         with pytest.raises(ValueError, match="part 1"):
             _pool.run_parts(part, [(k, k == 1) for k in range(count)])
         assert sorted(ran) == list(range(count))
+
+
+def test_the_order_that_spares_work():
+    """Each slice longest first, the sorted batch dealt round-robin (the slices' sizes those
+    of row_slices); None where sorting spares too little."""
+    lengths = np.array([3, 9, 0, 9, 5, 1, 7])
+    for parts in (1, 2, 3):
+        slices = numba_scan.row_slices(len(lengths), parts)
+        order = numba_scan.length_order(lengths, slices)
+        assert sorted(order) == list(range(len(lengths)))
+        for first, last in slices:
+            ran = lengths[order[first:last]]
+            assert list(ran) == sorted(ran, reverse=True)
+        sums = [lengths[order[first:last]].sum() for first, last in slices]
+        assert max(sums) - min(sums) <= 9  # at most one sequence's worth apart
+    whole = [(0, 7)]
+    assert numba_scan.length_order(np.sort(lengths)[::-1].copy(), whole) is None  # sorted
+    assert numba_scan.length_order(np.array([9, 9, 9, 9, 9, 8, 9]), whole) is None  # 2 %
+    assert numba_scan.length_order(np.array([1, 9]), whole) is not None  # 10 of 18 rows
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_sorted_batch_gives_the_bits_of_the_order_given(threaded, products, split, rng,
+                                                         monkeypatch, threads):
+    """Inference with lengths run longest first (its steps' products over the rows still
+    running) gives every sequence the bits it gets in the order given, in both directions;
+    both against the reference."""
+    threaded(threads)
+    T, B, I, H = 9, 5, 3, 10
+    lengths = np.array([2, 9, 0, 6, 3])
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    state = tuple(rng.standard_normal((2, B, H)).astype(np.float32) for _ in range(2))
+    model = LSTM(I, H, bidirectional=True, seed=6)
+    results = []
+    for saving in (0.0, 2.0):  # sorted whenever it spares anything; never
+        monkeypatch.setattr(numba_scan, "SORT_SAVING", saving)
+        results.append(_flat(model(x, state, lengths)))
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+    pure = LSTM(I, H, bidirectional=True, seed=6, kernel="pure")
+    for a, b in zip(results[0], _flat(pure(x, state, lengths)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)

@@ -201,10 +201,11 @@ def torch_lstm(device: str = "cpu", lengths: str = "none") -> Contender:
                      prepare, memory)
 
 
-def onnxruntime_lstm(spinning: bool = True) -> Contender:
+def onnxruntime_lstm(spinning: bool = True, lengths: str = "none") -> Contender:
     """ONNX Runtime's ``LSTM`` operator on the CPU (its own MLAS GEMM); ``spinning`` False
     makes its idle threads sleep at once (``session.intra_op.allow_spinning``), for timing it
-    in one process beside another library, whose threads its spinning would slow."""
+    in one process beside another library, whose threads its spinning would slow; with
+    ``lengths`` (see :func:`padded_lengths`), the operator's ``sequence_lens``."""
     onnx = _optional("onnx")
     ort = _optional("onnxruntime")
 
@@ -217,13 +218,18 @@ def onnxruntime_lstm(spinning: bool = True) -> Contender:
         w = rng.uniform(-k, k, (1, 4 * hidden, size_in)).astype(np.float32)
         r = rng.uniform(-k, k, (1, 4 * hidden, hidden)).astype(np.float32)
         bias = np.zeros((1, 8 * hidden), np.float32)
+        constants = [(w, "W"), (r, "R"), (bias, "B")]
+        valid = padded_lengths(shape, lengths)
+        if valid is not None:
+            constants.append((valid.astype(np.int32), "sequence_lens"))
         h = onnx.helper
         graph = h.make_graph(
-            [h.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], hidden_size=hidden)],
+            [h.make_node("LSTM", ["X", *(n for _, n in constants)], ["Y"],
+                         hidden_size=hidden)],
             "lstm",
             [h.make_tensor_value_info("X", onnx.TensorProto.FLOAT, list(x_host.shape))],
             [h.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None)],
-            [onnx.numpy_helper.from_array(a, n) for a, n in ((w, "W"), (r, "R"), (bias, "B"))],
+            [onnx.numpy_helper.from_array(a, n) for a, n in constants],
         )
         model = h.make_model_gen_version(graph, opset_imports=[h.make_opsetid("", 14)])
         options = ort.SessionOptions()
@@ -234,7 +240,8 @@ def onnxruntime_lstm(spinning: bool = True) -> Contender:
         x = np.ascontiguousarray(x_host, dtype=np.float32)
         return lambda: session.run(None, {"X": x})[0]
 
-    label = "onnxruntime LSTM op cpu" + ("" if spinning else " (no spinning)")
+    label = ("onnxruntime LSTM op cpu" + ("" if spinning else " (no spinning)")
+             + _lengths_label(lengths))
     return Contender(label, "peer", "cpu", prepare)
 
 

@@ -28,19 +28,20 @@ def _lengths_of(label: str) -> str:
 
 
 def _peer_for(row: dict[str, Any], peer: str, here: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The measured ``peer`` to compare ``row`` with: torch on the row's own device (with
-    the row's lengths where torch ran with them, else over whole sequences), the others
-    (CPU only) as they are; None where it did not run, or for the peer itself."""
+    """The measured ``peer`` to compare ``row`` with: torch on the row's own device, the
+    others (CPU only) as they are; each with the row's lengths where it ran with them, else
+    over whole sequences; None where it did not run, or for the peer itself."""
     if peer in _TORCH:
         stem = peer.removesuffix(" cpu")
         found = [r for r in here if r["kind"] == "peer" and r["contender"].startswith(stem)
                  and "train" not in r["contender"].removeprefix(stem)
                  and _device(r["device"]) == _device(row["device"]) and r["median_s"]]
-        lengths = _lengths_of(row["contender"])
-        found = ([r for r in found if _lengths_of(r["contender"]) == lengths]
-                 or [r for r in found if not _lengths_of(r["contender"])])
     else:
-        found = [r for r in here if r["contender"] == peer and r["median_s"]]
+        found = [r for r in here if r["contender"].startswith(peer) and r["median_s"]
+                 and r["contender"] in (peer, peer + _lengths_of(r["contender"]))]
+    lengths = _lengths_of(row["contender"])
+    found = ([r for r in found if _lengths_of(r["contender"]) == lengths]
+             or [r for r in found if not _lengths_of(r["contender"])])
     return found[0] if found and found[0] is not row else None
 
 

@@ -55,7 +55,7 @@ def contender_specs(config: BenchConfig) -> list[list[Any]]:
         specs += [[peer, device, *kind] for device in ("cpu", "cuda:0")
                   for kind in ([], *([k] for k in config.lengths))]
     if not train and "onnxruntime" in config.peers:
-        specs.append(["onnxruntime"])
+        specs += [["onnxruntime", True, *kind] for kind in ([], *([k] for k in config.lengths))]
     if not train and "seed" in config.peers:
         specs.append(["seed"])
     return specs

@@ -27,7 +27,9 @@ Tape per layer and direction (:class:`RowTape`): ``4*T*B*H`` activations, ``(T +
 cell states, ``T*B*H`` of their tanh and of the hidden states each step read, and a copy of
 the input (``T*B*I``). With ``lengths``, a sequence's steps past its end are in the tape but
 not walked: the forward pass keeps its state there, the backward pass its state's gradient
-(its gate gradient zero).
+(its gate gradient zero); the batch runs in :func:`.numba_scan.length_order` (the tape in
+that order) where that spares work, since a step's products go through the rows up to the
+last sequence still running.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ from .numba_scan import (
     _packed_product,
     _packed_product_call,
     _run,
+    _running_rows,
+    caller_order,
+    length_order,
     panel_shape,
     plan,
     use_compiled,
@@ -80,6 +85,10 @@ class RowTape:
         The hidden state each step started from.
     lengths : (B,) int64
         Each sequence's length (T when none were given).
+    order : (B,) int64 or None
+        With lengths, the order the batch ran in (:func:`.numba_scan.length_order`): row
+        ``n`` of every array above is the caller's sequence ``order[n]``; None: the
+        caller's order.
     reverse : bool
     """
 
@@ -92,6 +101,7 @@ class RowTape:
     tanh_cells: np.ndarray
     h_prev: np.ndarray
     lengths: np.ndarray
+    order: np.ndarray | None
     reverse: bool
 
 
@@ -161,8 +171,10 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
                     continue  # another thread has it
                 first, last = chunks[k, 0], chunks[k, 1]
                 dh_k = dh[k]
-                if phase == 1:
-                    _packed_product(packed_hh[k], dz[t], rows0, batch, dh_k, 0)
+                if phase == 1:  # the rows past the last one running pass dh on as it is
+                    running = _running_rows(lengths[rows0:rows0 + batch], t)
+                    if running > 0:
+                        _packed_product(packed_hh[k], dz[t], rows0, running, dh_k, 0)
                 else:
                     for n in range(batch):
                         row = rows0 + n
@@ -239,12 +251,19 @@ class CompiledTrainer:
         gates = take((steps, batch, 4 * hidden), dtype)
         valid = np.full(batch, steps, np.int64) if lengths is None else \
             np.array(lengths, dtype=np.int64)
+        order = None
+        if lengths is not None:  # the batch in the order that spares work, as inference
+            by_rows, slices = plan(steps, batch, features, hidden, True,
+                                   itemsize=dtype.itemsize, training=True)
+            order = length_order(valid, slices if by_rows else ((0, batch),))
+        if order is not None:  # the tape in that order; the results in the caller's
+            x, h0, c0, valid = x[:, order], h0[order], c0[order], valid[order]
         tape = RowTape(self._copy(x, dtype, (steps * batch, features)),
                        self._copy(weight_ih, dtype), self._copy(weight_hh, dtype),
                        bias is not None, gates,
                        take((steps + 1, batch, hidden), dtype),
                        take((steps, batch, hidden), dtype),
-                       take((steps, batch, hidden), dtype), valid, reverse)
+                       take((steps, batch, hidden), dtype), valid, order, reverse)
         tape.cells[steps if reverse else 0] = c0
         # Threads as for inference: what runs between training steps (a loss, an
         # optimiser, a layer in NumPy) may leave OpenBLAS's idle threads spinning on the
@@ -263,6 +282,9 @@ class CompiledTrainer:
             h_prev[valid[short] - 1, short] = h0[short]
         else:
             h_prev[1:], h_prev[0] = y[:-1], h0
+        if order is not None:
+            return (caller_order(y, order, 1), caller_order(h_n, order),
+                    caller_order(c_n, order), tape)
         return y, h_n, c_n, tape
 
     def _copy(self, a: np.ndarray, dtype: np.dtype,
@@ -291,6 +313,10 @@ class CompiledTrainer:
         hidden = hidden4 // 4
         dtype = dz.dtype
         features = tape.x.shape[1]
+        order = tape.order
+        if order is not None:  # the gradients in, in the tape's order
+            dy = dy[:, order]
+            dh_n, dc_n = (None if d is None else d[order] for d in (dh_n, dc_n))
         dy_rows = np.ascontiguousarray(dy, dtype=dtype)
         # Every scratch array from the workspace, as the tape's are: fresh ones of these
         # sizes came from the operating system as untouched pages (after other calls had
@@ -327,6 +353,9 @@ class CompiledTrainer:
                             tape.weight_ih, tape.weight_hh, packed_dz, packed_hh, inputs_t,
                             d_w, packed_ih, *([dx_all] if padded else []))
         tape.gates = None
+        if order is not None:
+            return (caller_order(dx, order, 1), caller_order(dh0, order),
+                    caller_order(dc0, order), grads)
         return dx, dh0, dc0, grads
 
     @staticmethod
