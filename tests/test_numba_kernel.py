@@ -7,6 +7,7 @@ registered kernel); here the paths only larger calls take are forced at small si
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 
@@ -811,3 +812,32 @@ def test_a_sorted_batch_gives_the_bits_of_the_order_given(threaded, products, sp
     pure = LSTM(I, H, bidirectional=True, seed=6, kernel="pure")
     for a, b in zip(results[0], _flat(pure(x, state, lengths)), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+def test_a_worker_moves_off_its_callers_cpu_and_stays_within_its_own():
+    """keep_off takes the calling thread off a CPU, within the CPUs it may use; where
+    nothing is to change (one CPU, an unknown one, one not allowed) its affinity stays."""
+    assert _pool.away_from(-1, {0, 1}) is None
+    assert _pool.away_from(2, {0, 1}) is None
+    assert _pool.away_from(0, {0}) is None
+    assert _pool.away_from(1, {0, 1, 3}) == {0, 3}
+    if not hasattr(os, "sched_setaffinity") or _pool.current_cpu() < 0:
+        pytest.skip("no sched_getcpu / sched_setaffinity here (not Linux)")
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("one CPU: nowhere to move")
+    result: dict = {}
+
+    def on_a_thread():  # a thread of its own: the test's affinity is left alone
+        here = _pool.current_cpu()
+        _pool.keep_off(here, set(allowed))
+        result["left"], result["now"] = here, os.sched_getaffinity(0)
+        time.sleep(0.01)
+        result["cpu"] = _pool.current_cpu()
+
+    worker = threading.Thread(target=on_a_thread)
+    worker.start()
+    worker.join(timeout=30)
+    assert result["now"] == set(allowed) - {result["left"]}
+    assert result["cpu"] != result["left"] and result["cpu"] in allowed
+    assert os.sched_getaffinity(0) == allowed
