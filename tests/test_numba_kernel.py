@@ -778,17 +778,17 @@ def test_the_order_that_spares_work():
     lengths = np.array([3, 9, 0, 9, 5, 1, 7])
     for parts in (1, 2, 3):
         slices = numba_scan.row_slices(len(lengths), parts)
-        order = numba_scan.length_order(lengths, slices)
+        order = numba_scan.length_order(lengths, True, slices)
         assert sorted(order) == list(range(len(lengths)))
         for first, last in slices:
             ran = lengths[order[first:last]]
             assert list(ran) == sorted(ran, reverse=True)
         sums = [lengths[order[first:last]].sum() for first, last in slices]
         assert max(sums) - min(sums) <= 9  # at most one sequence's worth apart
-    whole = [(0, 7)]
-    assert numba_scan.length_order(np.sort(lengths)[::-1].copy(), whole) is None  # sorted
-    assert numba_scan.length_order(np.array([9, 9, 9, 9, 9, 8, 9]), whole) is None  # 2 %
-    assert numba_scan.length_order(np.array([1, 9]), whole) is not None  # 10 of 18 rows
+    units = [(0, 4), (4, 8)]  # split by hidden units: every thread has the whole batch
+    assert numba_scan.length_order(np.sort(lengths)[::-1].copy(), False, units) is None
+    assert numba_scan.length_order(np.array([9, 9, 9, 9, 9, 8, 9]), False, units) is None  # 2 %
+    assert list(numba_scan.length_order(np.array([1, 9]), False, units)) == [1, 0]  # 10 of 18
 
 
 @pytest.mark.parametrize("threads", [1, 2])

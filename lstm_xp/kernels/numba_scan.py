@@ -774,16 +774,18 @@ _NO_TAPE = {np.dtype(t): (np.empty((0, 0, 0), t),) * 3 for t in (np.float32, np.
 SORT_SAVING = 0.1
 
 
-def length_order(lengths: np.ndarray, slices: Any) -> np.ndarray | None:
-    """The order to run a batch with ``lengths`` (B,) in, split into ``slices`` (``(first,
-    last)`` ranges of rows, :func:`row_slices`): the batch sorted longest first and dealt
-    round-robin, so that each slice runs longest first (its steps' products then go through
-    only the rows still running, :func:`_scan_units`) and the slices get as much work as
-    each other. None where that spares less than :data:`SORT_SAVING` of the rows the
-    products would go through in the order given (in each slice, up to the last row
-    still running)."""
+def length_order(lengths: np.ndarray, by_rows: bool, slices: Any) -> np.ndarray | None:
+    """The order to run a batch with ``lengths`` (B,) in, split as :func:`plan` says
+    (``by_rows``: into ``slices``, ``(first, last)`` ranges of rows; else the whole batch
+    on each thread): the batch sorted longest first and dealt round-robin, so that each
+    slice runs longest first (its steps' products then go through only the rows still
+    running, :func:`_scan_units`) and the slices get as much work as each other. None where
+    that spares less than :data:`SORT_SAVING` of the rows the products would go through in
+    the order given (in each slice, up to the last row still running)."""
     if lengths.shape[0] < 2:
         return None
+    if not by_rows:
+        slices = ((0, lengths.shape[0]),)
     given = sum(int(np.maximum.accumulate(lengths[first:last][::-1]).sum())
                 for first, last in slices)
     if int(lengths.sum()) > (1 - SORT_SAVING) * given:
@@ -833,7 +835,7 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
                        L2_SLICE_BYTES, MANY_THREADS, FEWER_BLOCKS))
     valid = call.full_lengths if lengths is None else np.asarray(lengths, dtype=np.int64)
     order = None if lengths is None or tape[0].shape[0] > 0 else \
-        length_order(valid, call.slices if call.by_rows else ((0, batch),))
+        length_order(valid, call.by_rows, call.slices)
     if order is not None:  # the sequences in the order that spares work
         x2 = x[:, order].reshape(steps * batch, features)
         h0, c, valid = h0[order], c[order], valid[order]

@@ -255,7 +255,7 @@ class CompiledTrainer:
         if lengths is not None:  # the batch in the order that spares work, as inference
             by_rows, slices = plan(steps, batch, features, hidden, True,
                                    itemsize=dtype.itemsize, training=True)
-            order = length_order(valid, slices if by_rows else ((0, batch),))
+            order = length_order(valid, by_rows, slices)
         if order is not None:  # the tape in that order; the results in the caller's
             x, h0, c0, valid = x[:, order], h0[order], c0[order], valid[order]
         tape = RowTape(self._copy(x, dtype, (steps * batch, features)),
