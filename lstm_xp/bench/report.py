@@ -37,7 +37,7 @@ def _peer_for(row: dict[str, Any], peer: str, here: list[dict[str, Any]]) -> dic
                  and "train" not in r["contender"].removeprefix(stem)
                  and _device(r["device"]) == _device(row["device"]) and r["median_s"]]
     else:
-        found = [r for r in here if r["contender"].startswith(peer) and r["median_s"]
+        found = [r for r in here if r["median_s"]
                  and r["contender"] in (peer, peer + _lengths_of(r["contender"]))]
     lengths = _lengths_of(row["contender"])
     found = ([r for r in found if _lengths_of(r["contender"]) == lengths]

@@ -50,12 +50,13 @@ def contender_specs(config: BenchConfig) -> list[list[Any]]:
             if not train and name in ADAPTERS and ADAPTERS[name].accelerator:
                 specs.append(["floor", name, device])  # its own GEMM floor
     specs.append(["train_floor"] if train else ["floor", "numpy"])
+    # The peers over whole sequences, then with each kind of lengths timed.
+    lengths: list[list[str]] = [[], *([kind] for kind in config.lengths)]
     if "torch" in config.peers:
         peer = "torch_train" if train else "torch"
-        specs += [[peer, device, *kind] for device in ("cpu", "cuda:0")
-                  for kind in ([], *([k] for k in config.lengths))]
+        specs += [[peer, device, *kind] for device in ("cpu", "cuda:0") for kind in lengths]
     if not train and "onnxruntime" in config.peers:
-        specs += [["onnxruntime", True, *kind] for kind in ([], *([k] for k in config.lengths))]
+        specs += [["onnxruntime", True, *kind] for kind in lengths]
     if not train and "seed" in config.peers:
         specs.append(["seed"])
     return specs
