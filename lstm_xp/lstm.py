@@ -332,10 +332,9 @@ class LSTM(Module, Training, SeedAPI, Exchange):
         over the whole sequence, for any split.
         """
         plain = self._plain
-        if plain is not None and state is None and lengths is None and mask is None \
-                and reset is None:
+        if plain is not None and mask is None and reset is None:
             try:
-                out = plain(X, self._layers())
+                out = plain(X, self._layers(), state, lengths)
             except AllocationError:
                 raise
             except MemoryError as exc:

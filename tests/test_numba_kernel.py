@@ -689,6 +689,54 @@ def test_the_plain_call_is_the_full_paths_result(rng, precision, direction, bias
     np.testing.assert_allclose(model(x[:, 0])[0], full[0][:, 0], rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+def test_the_plain_call_takes_a_state_and_lengths_with_the_full_paths_result(
+        rng, precision, direction):
+    """A state of NumPy arrays (1, B, H) of the model's dtype and lengths of NumPy or
+    Python integers (B,) also take the shorter way, with the full path's bits, and the
+    state given is not written; any other state or lengths (errors included) return None
+    there, and the model's call then reports them as before."""
+    model = LSTM(5, 12, direction=direction, dtype=precision, seed=4)
+    layers = model._layers()
+    x = rng.standard_normal((7, 4, 5)).astype(precision)
+    state = tuple(rng.standard_normal((1, 4, 12)).astype(precision) for _ in range(2))
+    kept = [a.copy() for a in state]
+    for lengths in (None, [7, 0, 3, 7], np.array([2, 7, 7, 1], np.int32), (7, 7, 7, 7),
+                    np.array([5, 5, 5, 5], np.uint8)):
+        for given in (None, state, list(state)):
+            plain = model._plain(x, layers, given, lengths)
+            assert plain is not None
+            full = model._forward(x, given, lengths, None, None)
+            got = model(x, given, lengths)
+            for a, b, c in zip((plain[0], *plain[1]), (full[0], *full[1]),
+                               (got[0], *got[1]), strict=True):
+                assert a.shape == b.shape and a.dtype == b.dtype
+                np.testing.assert_array_equal(a, b)
+                np.testing.assert_array_equal(c, b)
+    for a, b in zip(state, kept, strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = "float64" if precision == "float32" else "float32"
+    h, c = state
+    for refused in (h, (h,), (h, c, c), (h, c.astype(other)), (h[0], c[0]), (h.tolist(), c),
+                    (h[:, :2], c[:, :2]), (np.asfortranarray(h), c[..., :6])):
+        assert model._plain(x, layers, refused, None) is None
+    for refused in ([8, 1, 1, 1], [-1, 1, 1, 1], [1, 1, 1], np.array([1.0, 1, 1, 1]),
+                    np.ones(4, bool), 3, [[1, 1, 1, 1]], [2**70, 1, 1, 1], "1111"):
+        assert model._plain(x, layers, None, refused) is None
+    with pytest.raises(lstm_xp.LengthsError, match=r"0\.\.T"):
+        model(x, lengths=[8, 1, 1, 1])
+    with pytest.raises(lstm_xp.LengthsError, match=r"0\.\.T"):
+        model(x, lengths=[2**70, 1, 1, 1])
+    with pytest.raises(lstm_xp.ShapeError, match="h0 has shape"):
+        model(x, (h[0], c[0]))
+    with pytest.raises(lstm_xp.DTypeError):
+        model(x, lengths=np.array([1.0, 1, 1, 1]))
+    # A state in other forms still runs, by the full path, to the same result.
+    np.testing.assert_array_equal(model(x, (h.tolist(), c.astype(other)))[0],
+                                  model(x, (h, c.astype(other).astype(precision)))[0])
+
+
 def test_models_the_plain_call_does_not_cover():
     """Stacked, bidirectional, batch-first and projected models keep the full path."""
     for kwargs in ({"num_layers": 2}, {"bidirectional": True}, {"batch_first": True},

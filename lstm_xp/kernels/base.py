@@ -76,9 +76,11 @@ class LayerwiseKernel:
         (see :func:`lstm_xp._functional.stack_forward`'s ``fresh``).
     plain : callable or None
         A shorter way through for the commonest call, where the kernel has one:
-        ``plain(X, layers)`` runs a one-layer, one-direction model over ``X`` (T, B, I) from a
-        zero state and returns what the model's call does, ``(y, (h_n, c_n))``, or None
-        when ``X`` is not an array it takes as it is (then the model's full path runs).
+        ``plain(X, layers, state, lengths)`` runs a one-layer, one-direction model over
+        ``X`` (T, B, I) from ``state`` (None: zeros) with ``lengths`` (None: every step)
+        and returns what the model's call does, ``(y, (h_n, c_n))``, or None when its
+        arguments are not arrays it takes as they are (then the model's full path runs,
+        and reports any error).
     """
 
     name: str
@@ -87,7 +89,7 @@ class LayerwiseKernel:
     scan_backward: Callable[..., tuple[Array, Array, Array, dict[str, Array]]]
     reverse: bool = False
     fresh_state: bool = False
-    plain: Callable[[Any, Layers], Any] | None = None
+    plain: Callable[[Any, Layers, Any, Any], Any] | None = None
 
     def forward(self, xp: Namespace, x: Array, layers: Layers, h0: Array, c0: Array,
                 lengths: Array | None = None) -> tuple[Array, Array, Array]:
