@@ -374,6 +374,19 @@ def test_thread_count_from_the_environment_and_set_num_threads(monkeypatch):
             assert _threads.thread_count(bad) == 1
 
 
+def test_the_weights_gradient_keeps_the_rows_inside_the_sequences():
+    """The rows ``t * B + n`` of the tape with ``t < lengths[n]``, in order, and each row's
+    place among them (-1 left out), counted by hand; none left out where that spares under
+    KEEP_SAVING of the rows."""
+    kept, slots = numba_train._kept_rows(np.array([2, 0, 3]), 3)
+    assert kept.tolist() == [0, 2, 3, 5, 8]
+    assert slots.tolist() == [0, -1, 1, 2, -1, 3, -1, -1, 4]
+    kept, slots = numba_train._kept_rows(np.array([40, 40, 39]), 40)  # 1 of 120 rows out
+    assert kept is None and slots.shape == (0,)
+    kept, slots = numba_train._kept_rows(np.array([3, 3]), 3)
+    assert kept is None and slots.shape == (0,)
+
+
 @pytest.mark.parametrize("lengths", [None, [11, 0, 6], [4, 11, 1], [11, 7, 0]])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("precision", ["float32", "float64"])

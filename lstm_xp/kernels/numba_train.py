@@ -27,9 +27,10 @@ Tape per layer and direction (:class:`RowTape`): ``4*T*B*H`` activations, ``(T +
 cell states, ``T*B*H`` of their tanh and of the hidden states each step read, and a copy of
 the input (``T*B*I``). With ``lengths``, a sequence's steps past its end are in the tape but
 not walked: the forward pass keeps its state there, the backward pass its state's gradient
-(its gate gradient zero); the batch runs in :func:`.numba_scan.length_order` (the tape in
-that order) where that spares work, since a step's products go through the rows up to the
-last sequence still running.
+(its gate gradient zero), and the weights' gradient leaves those steps' rows out of its
+product (:func:`_kept_rows`); the batch runs in :func:`.numba_scan.length_order` (the tape
+in that order) where that spares work, since a step's products go through the rows up to
+the last sequence still running.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def _pack_row(z, first, last, dz_packed, at, padding):  # pragma: no cover - com
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, reverse,
-               dz_packed, chunks, home, sync):  # pragma: no cover - compiled
+               dz_packed, slots, chunks, home, sync):  # pragma: no cover - compiled
     """The backward walk for sequences ``rows0:rows0 + b`` of the batch (``b`` the rows of
     ``dc``), their hidden units in ``K`` chunks, ``chunks`` (K, 2) the ``(first, last)``
     of each. Calls with disjoint ranges of sequences (and one chunk) run side by side;
@@ -152,7 +153,9 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
     return, ``dc`` (b, H) likewise for the cell state. ``dz_packed`` (P', T * N, C) gets
     every step's gate gradient again, its 4H columns in panels
     (:func:`.numba_scan._pack_columns`'s layout, zero past them), for the weights'
-    gradient after the walk."""
+    gradient after the walk: row ``t * N + n`` of the tape at row ``slots[t * N + n]``
+    there, none where that is -1 (a step past the sequence's end: its gradient is zero);
+    ``slots`` empty, at row ``t * N + n``."""
     steps, hidden = tanh_cells.shape[0], tanh_cells.shape[2]
     batch = dc.shape[0]
     one = dz.dtype.type(1)
@@ -180,12 +183,16 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
                         row = rows0 + n
                         z = dz[t, row]
                         units = last - first
+                        at = t * dz.shape[1] + row
+                        if slots.shape[0] > 0:
+                            at = slots[at]
                         if t >= lengths[row]:  # past its end: dz zero, dh and dc kept
                             for q in range(4):
                                 for u in range(q * hidden + first, q * hidden + last):
                                     z[u] = 0
-                            _pack_row(z, first, last, dz_packed, t * dz.shape[1] + row,
-                                      k == count_chunks - 1)
+                            if at >= 0:
+                                _pack_row(z, first, last, dz_packed, at,
+                                          k == count_chunks - 1)
                             continue
                         c_prev = cells[before, row]
                         tc = tanh_cells[t, row]
@@ -218,8 +225,7 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
                             d_cs[u] = d_cs[u] * f
                         for u in range(dh_n.shape[0]):
                             dh_n[u] = 0
-                        _pack_row(z, first, last, dz_packed, t * dz.shape[1] + row,
-                                  k == count_chunks - 1)
+                        _pack_row(z, first, last, dz_packed, at, k == count_chunks - 1)
                 if claiming:
                     atomic_add(sync, 0, 1)
     if claiming and home == 0:  # the caller's thread: back once every round is done
@@ -323,16 +329,23 @@ class CompiledTrainer:
         # freed memory in some orders: 1,200-1,500 page faults a step at (B, T, I, H) =
         # (4, 100, 128, 256), 3-4 us each, a third of the step).
         scratch = self.workspace.take
-        dh0, dc0, packed_dz, packed_hh = self._walk(scratch, tape, dz, dy_rows, dh_n, dc_n)
+        kept, slots = _kept_rows(tape.lengths, steps)
+        dh0, dc0, packed_dz, packed_hh = self._walk(scratch, tape, dz, dy_rows, dh_n, dc_n,
+                                                    slots, kept)
         # The weights' gradients, transposed: [x | h_prev]^T @ dz (the walk packed dz);
         # then dx = dz @ W_ih. In this module's products, not OpenBLAS's: its idle threads spin
         # on both cores for a while after a product, and the next forward pass's threads,
         # sharing those cores, took twice as long.
         dz2 = dz.reshape(steps * batch, hidden4)
-        p4, _, c4 = packed_dz.shape
-        inputs_t = scratch((features + hidden, steps * batch), dtype)
-        _transpose_into(tape.x, inputs_t[:features])
-        _transpose_into(tape.h_prev.reshape(steps * batch, hidden), inputs_t[features:])
+        p4, rows, c4 = packed_dz.shape
+        inputs_t = scratch((features + hidden, rows), dtype)
+        sources = [tape.x, tape.h_prev.reshape(steps * batch, hidden)]
+        taken = []
+        if kept is not None:  # the rows of steps inside their sequences only
+            taken = sources = [np.take(a, kept, axis=0, out=scratch((rows, a.shape[1]), dtype))
+                               for a in sources]
+        _transpose_into(sources[0], inputs_t[:features])
+        _transpose_into(sources[1], inputs_t[features:])
         d_w = _product(inputs_t, packed_dz, scratch((features + hidden, p4 * c4), dtype))
         grads = {"weight_ih": np.empty((hidden4, features), dtype),
                  "weight_hh": np.empty((hidden4, hidden), dtype)}
@@ -351,7 +364,7 @@ class CompiledTrainer:
         dx = (dx_all[:, :features].copy() if padded else dx_all).reshape(steps, batch, features)
         self.workspace.give(tape.gates, tape.cells, tape.tanh_cells, tape.h_prev, tape.x,
                             tape.weight_ih, tape.weight_hh, packed_dz, packed_hh, inputs_t,
-                            d_w, packed_ih, *([dx_all] if padded else []))
+                            d_w, packed_ih, *taken, *([dx_all] if padded else []))
         tape.gates = None
         if order is not None:
             return (caller_order(dx, order, 1), caller_order(dh0, order),
@@ -360,13 +373,16 @@ class CompiledTrainer:
 
     @staticmethod
     def _walk(scratch: Any, tape: RowTape, dz: np.ndarray, dy: np.ndarray,
-              dh_n: np.ndarray | None, dc_n: np.ndarray | None,
+              dh_n: np.ndarray | None, dc_n: np.ndarray | None, slots: np.ndarray,
+              kept: np.ndarray | None,
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The backward walk (:func:`_walk_back`), the batch split between threads by
         sequences or by hidden units as the forward pass splits it (:func:`plan`): the
         gate gradients in place of the activations in ``dz`` (``tape.gates``); returns
-        ``dh0`` and ``dc0`` (B, H), the gate gradients in panels (P, T * B, C) and the
-        packed ``W_hh``, the last two from ``scratch`` (:meth:`.Workspace.take`)."""
+        ``dh0`` and ``dc0`` (B, H), the gate gradients in panels (P, R, C) and the
+        packed ``W_hh``, the last two from ``scratch`` (:meth:`.Workspace.take`): R the
+        ``T * B`` rows of the tape, or the rows ``kept`` (:func:`_kept_rows`) at their
+        ``slots``."""
         steps, batch, hidden4 = dz.shape
         hidden = hidden4 // 4
         dtype = dz.dtype
@@ -389,21 +405,44 @@ class CompiledTrainer:
         dc = np.zeros((batch, hidden), dtype) if dc_n is None else \
             np.array(dc_n, dtype=dtype, order="C")
         p4, c4 = panel_shape(hidden4, dtype)
-        packed_dz = scratch((p4, steps * batch, c4), dtype)
+        packed_dz = scratch((p4, steps * batch if kept is None else kept.shape[0], c4), dtype)
         table = np.array(chunks, np.int64)
         head = (dz, tape.cells, tape.tanh_cells, dy, tape.lengths, packed_hh)
         if by_rows:  # each slice of sequences on its own thread
             run_parts(_walk_back, [(*head, d, dc[low:high], low, tape.reverse, packed_dz,
-                                    table, 0, _NO_SYNC)
+                                    slots, table, 0, _NO_SYNC)
                                    for (low, high), d in zip(parts, dh, strict=True)])
             dh0 = np.concatenate([d[0, :, :hidden] for d in dh])
         else:  # the chunks of units, claimed round by round (one chunk: this thread alone)
             sync = np.zeros(CLAIMS + 2 * steps * len(chunks), np.int64)
-            run_parts(_walk_back, [(*head, dh[0], dc, 0, tape.reverse, packed_dz, table, home,
-                                    sync) for home in range(len(chunks))], wait=False)
+            run_parts(_walk_back, [(*head, dh[0], dc, 0, tape.reverse, packed_dz, slots,
+                                    table, home, sync) for home in range(len(chunks))],
+                      wait=False)
             dh0 = np.concatenate([dh[0][k, :, :last - first]
                                   for k, (first, last) in enumerate(chunks)], axis=1)
         return dh0, dc, packed_dz, packed_hh
+
+
+_NO_SLOTS = np.empty(0, np.int64)  # every tape row at its own place (:func:`_walk_back`)
+#: The weights' gradient leaves the steps past the sequences' ends out of its product where
+#: they are at least this fraction of the tape's rows (their gate gradients are zero).
+KEEP_SAVING = 0.05
+
+
+def _kept_rows(lengths: np.ndarray, steps: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """The rows ``t * B + n`` of a tape of ``steps`` steps with ``lengths`` (B,) that lie
+    inside their sequences (``t < lengths[n]``), in order, and each tape row's place among
+    them (-1: left out), ``slots`` (T * B,); ``(None, empty)`` where leaving the others out
+    spares less than :data:`KEEP_SAVING` of the rows (every row at its own place)."""
+    batch = lengths.shape[0]
+    inside = np.arange(steps)[:, None] < lengths[None, :]
+    count = int(lengths.sum())
+    if count > (1 - KEEP_SAVING) * steps * batch:
+        return None, _NO_SLOTS
+    kept = np.flatnonzero(inside.ravel())
+    slots = np.full(steps * batch, -1, np.int64)
+    slots[kept] = np.arange(count)
+    return kept, slots
 
 
 #: Side of the square tiles :func:`_transpose_into` copies (a tile's rows of the source and
