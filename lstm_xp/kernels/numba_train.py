@@ -435,11 +435,10 @@ def _kept_rows(lengths: np.ndarray, steps: int) -> tuple[np.ndarray | None, np.n
     them (-1: left out), ``slots`` (T * B,); ``(None, empty)`` where leaving the others out
     spares less than :data:`KEEP_SAVING` of the rows (every row at its own place)."""
     batch = lengths.shape[0]
-    inside = np.arange(steps)[:, None] < lengths[None, :]
     count = int(lengths.sum())
     if count > (1 - KEEP_SAVING) * steps * batch:
         return None, _NO_SLOTS
-    kept = np.flatnonzero(inside.ravel())
+    kept = np.flatnonzero((np.arange(steps)[:, None] < lengths[None, :]).ravel())
     slots = np.full(steps * batch, -1, np.int64)
     slots[kept] = np.arange(count)
     return kept, slots
