@@ -375,16 +375,31 @@ def test_thread_count_from_the_environment_and_set_num_threads(monkeypatch):
 
 
 def test_the_weights_gradient_keeps_the_rows_inside_the_sequences():
-    """The rows ``t * B + n`` of the tape with ``t < lengths[n]``, in order, and each row's
-    place among them (-1 left out), counted by hand; none left out where that spares under
-    KEEP_SAVING of the rows."""
-    kept, slots = numba_train._kept_rows(np.array([2, 0, 3]), 3)
-    assert kept.tolist() == [0, 2, 3, 5, 8]
-    assert slots.tolist() == [0, -1, 1, 2, -1, 3, -1, -1, 4]
-    kept, slots = numba_train._kept_rows(np.array([40, 40, 39]), 40)  # 1 of 120 rows out
-    assert kept is None and slots.shape == (0,)
-    kept, slots = numba_train._kept_rows(np.array([3, 3]), 3)
-    assert kept is None and slots.shape == (0,)
+    """The rows ``t * B + n`` of the tape with ``t < lengths[n]``, in order, counted by
+    hand; None (every row) where leaving the others out spares under KEEP_SAVING of them."""
+    assert numba_train._kept_rows(np.array([2, 0, 3]), 3).tolist() == [0, 2, 3, 5, 8]
+    assert numba_train._kept_rows(np.array([40, 40, 39]), 40) is None  # 1 of 120 rows out
+    assert numba_train._kept_rows(np.array([3, 3]), 3) is None
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("kept", [None, [0, 2, 3, 5, 8, 36]])
+@pytest.mark.parametrize("halves", [False, True])
+def test_gate_gradients_packed_for_the_weights_product(rng, precision, kept, halves):
+    """The gate gradients in panels: panel p row j holds columns p*C:(p+1)*C of dz's row
+    kept[j] (row j without kept), zero past 4H, whatever the panels held before; two calls
+    each packing half the panels fill them all."""
+    dz = rng.standard_normal((37, 4 * 5)).astype(precision)
+    panels, width = numba_scan.panel_shape(dz.shape[1], precision)
+    rows = dz if kept is None else dz[kept]
+    packed = np.full((panels, rows.shape[0], width), np.nan, precision)
+    ranges = [(0, panels // 2), (panels // 2, panels)] if halves else [(0, panels)]
+    for first, last in ranges:
+        numba_train._pack_gradients(dz, numba_train._NO_ROWS if kept is None
+                                    else np.array(kept, np.int64), packed, first, last)
+    flat = packed.transpose(1, 0, 2).reshape(rows.shape[0], panels * width)
+    np.testing.assert_array_equal(flat[:, :dz.shape[1]], rows)
+    assert not flat[:, dz.shape[1]:].any()
 
 
 @pytest.mark.parametrize("lengths", [None, [11, 0, 6], [4, 11, 1], [11, 7, 0]])

@@ -106,32 +106,40 @@ class RowTape:
     reverse: bool
 
 
+#: Rows of the gate gradients :func:`_pack_gradients` copies a panel at a time (their
+#: 64-byte pieces of a panel, 1 KiB in float32, written together).
+PACK_ROWS = 16
+
+
 @numba.njit(cache=True, nogil=True)
-def _pack_row(z, first, last, dz_packed, at, padding):  # pragma: no cover - compiled
-    """Row ``at`` of ``dz_packed`` (P', T * N, C) <- the columns of units ``first:last`` of
-    each gate of ``z`` (4H,), in panels (:func:`.numba_scan._pack_columns`'s layout), and,
-    with ``padding``, zeros in the last panel past 4H."""
-    width = dz_packed.shape[2]
-    hidden = z.shape[0] // 4
-    for q in range(4):
-        column = q * hidden + first
-        end = column + last - first
-        while column < end:  # a contiguous run a panel: one copy each
-            p = column // width
-            c = column - p * width
-            run = min(width - c, end - column)
-            target = dz_packed[p, at]
-            for m in range(run):
-                target[c + m] = z[column + m]
-            column += run
-    if padding:
-        for column in range(4 * hidden, dz_packed.shape[0] * width):
-            dz_packed[column // width, at, column % width] = 0
+def _pack_gradients(dz, kept, packed, first, last):  # pragma: no cover - compiled
+    """Panels ``first:last`` of ``packed`` (P, R, C) <- the gate gradients ``dz``
+    (T * N, 4H) in :func:`.numba_scan._pack_columns`'s layout (zero past 4H): row ``j`` of
+    the panels is ``dz``'s row ``kept[j]`` (``kept`` empty: row ``j``). Blocks of
+    :data:`PACK_ROWS` rows, each over the panels: the writes of a block land in a few
+    places, not in every panel's (the walk had written each row's pieces into all 64 panels
+    as it went, 2 GB/s: a fifth of the walk's time at (B, T, I, H) = (16, 100, 128, 256))."""
+    rows = packed.shape[1]
+    width = packed.shape[2]
+    columns = dz.shape[1]
+    for r0 in range(0, rows, PACK_ROWS):
+        r1 = min(rows, r0 + PACK_ROWS)
+        for p in range(first, last):
+            c0 = p * width
+            filled = max(0, min(width, columns - c0))
+            panel = packed[p]
+            for j in range(r0, r1):
+                source = dz[kept[j] if kept.shape[0] > 0 else j]
+                target = panel[j]
+                for c in range(filled):
+                    target[c] = source[c0 + c]
+                for c in range(filled, width):
+                    target[c] = 0
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, reverse,
-               dz_packed, slots, chunks, home, sync):  # pragma: no cover - compiled
+               chunks, home, sync):  # pragma: no cover - compiled
     """The backward walk for sequences ``rows0:rows0 + b`` of the batch (``b`` the rows of
     ``dc``), their hidden units in ``K`` chunks, ``chunks`` (K, 2) the ``(first, last)``
     of each. Calls with disjoint ranges of sequences (and one chunk) run side by side;
@@ -150,12 +158,7 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
     ``packed_hh`` (K, P, 4H, C) each chunk's columns of ``W_hh`` (4H, H) in panels
     (:func:`.numba_scan._pack_columns`). ``dh`` (K, b, P * C) holds each chunk's units'
     gradient of the last hidden state on entry (zero past them) and of the first on
-    return, ``dc`` (b, H) likewise for the cell state. ``dz_packed`` (P', T * N, C) gets
-    every step's gate gradient again, its 4H columns in panels
-    (:func:`.numba_scan._pack_columns`'s layout, zero past them), for the weights'
-    gradient after the walk: row ``t * N + n`` of the tape at row ``slots[t * N + n]``
-    there, none where that is -1 (a step past the sequence's end: its gradient is zero);
-    ``slots`` empty, at row ``t * N + n``."""
+    return, ``dc`` (b, H) likewise for the cell state."""
     steps, hidden = tanh_cells.shape[0], tanh_cells.shape[2]
     batch = dc.shape[0]
     one = dz.dtype.type(1)
@@ -183,16 +186,10 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
                         row = rows0 + n
                         z = dz[t, row]
                         units = last - first
-                        at = t * dz.shape[1] + row
-                        if slots.shape[0] > 0:
-                            at = slots[at]
                         if t >= lengths[row]:  # past its end: dz zero, dh and dc kept
                             for q in range(4):
                                 for u in range(q * hidden + first, q * hidden + last):
                                     z[u] = 0
-                            if at >= 0:
-                                _pack_row(z, first, last, dz_packed, at,
-                                          k == count_chunks - 1)
                             continue
                         c_prev = cells[before, row]
                         tc = tanh_cells[t, row]
@@ -225,7 +222,6 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
                             d_cs[u] = d_cs[u] * f
                         for u in range(dh_n.shape[0]):
                             dh_n[u] = 0
-                        _pack_row(z, first, last, dz_packed, at, k == count_chunks - 1)
                 if claiming:
                     atomic_add(sync, 0, 1)
     if claiming and home == 0:  # the caller's thread: back once every round is done
@@ -329,15 +325,20 @@ class CompiledTrainer:
         # freed memory in some orders: 1,200-1,500 page faults a step at (B, T, I, H) =
         # (4, 100, 128, 256), 3-4 us each, a third of the step).
         scratch = self.workspace.take
-        kept, slots = _kept_rows(tape.lengths, steps)
-        dh0, dc0, packed_dz, packed_hh = self._walk(scratch, tape, dz, dy_rows, dh_n, dc_n,
-                                                    slots, kept)
-        # The weights' gradients, transposed: [x | h_prev]^T @ dz (the walk packed dz);
-        # then dx = dz @ W_ih. In this module's products, not OpenBLAS's: its idle threads spin
-        # on both cores for a while after a product, and the next forward pass's threads,
-        # sharing those cores, took twice as long.
+        dh0, dc0, packed_hh = self._walk(scratch, tape, dz, dy_rows, dh_n, dc_n)
+        # The weights' gradients, transposed: [x | h_prev]^T @ dz, dz packed (the rows
+        # inside the sequences only, :func:`_kept_rows`); then dx = dz @ W_ih. In this
+        # module's products, not OpenBLAS's: its idle threads spin on both cores for a while
+        # after a product, and the next forward pass's threads, sharing those cores, took
+        # twice as long.
         dz2 = dz.reshape(steps * batch, hidden4)
-        p4, rows, c4 = packed_dz.shape
+        kept = _kept_rows(tape.lengths, steps)
+        rows = steps * batch if kept is None else kept.shape[0]
+        p4, c4 = panel_shape(hidden4, dtype)
+        packed_dz = scratch((p4, rows, c4), dtype)
+        halves = [(0, p4 // 2), (p4 // 2, p4)] if get_num_threads() > 1 else [(0, p4)]
+        run_parts(_pack_gradients, [(dz2, _NO_ROWS if kept is None else kept, packed_dz,
+                                     first, last) for first, last in halves])
         inputs_t = scratch((features + hidden, rows), dtype)
         sources = [tape.x, tape.h_prev.reshape(steps * batch, hidden)]
         taken = []
@@ -373,16 +374,13 @@ class CompiledTrainer:
 
     @staticmethod
     def _walk(scratch: Any, tape: RowTape, dz: np.ndarray, dy: np.ndarray,
-              dh_n: np.ndarray | None, dc_n: np.ndarray | None, slots: np.ndarray,
-              kept: np.ndarray | None,
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+              dh_n: np.ndarray | None, dc_n: np.ndarray | None,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The backward walk (:func:`_walk_back`), the batch split between threads by
         sequences or by hidden units as the forward pass splits it (:func:`plan`): the
         gate gradients in place of the activations in ``dz`` (``tape.gates``); returns
-        ``dh0`` and ``dc0`` (B, H), the gate gradients in panels (P, R, C) and the
-        packed ``W_hh``, the last two from ``scratch`` (:meth:`.Workspace.take`): R the
-        ``T * B`` rows of the tape, or the rows ``kept`` (:func:`_kept_rows`) at their
-        ``slots``."""
+        ``dh0`` and ``dc0`` (B, H) and the packed ``W_hh`` (from ``scratch``,
+        :meth:`.Workspace.take`)."""
         steps, batch, hidden4 = dz.shape
         hidden = hidden4 // 4
         dtype = dz.dtype
@@ -404,44 +402,36 @@ class CompiledTrainer:
                     d[k, :, :last - first] = dh_n[low:high, first:last]
         dc = np.zeros((batch, hidden), dtype) if dc_n is None else \
             np.array(dc_n, dtype=dtype, order="C")
-        p4, c4 = panel_shape(hidden4, dtype)
-        packed_dz = scratch((p4, steps * batch if kept is None else kept.shape[0], c4), dtype)
         table = np.array(chunks, np.int64)
         head = (dz, tape.cells, tape.tanh_cells, dy, tape.lengths, packed_hh)
         if by_rows:  # each slice of sequences on its own thread
-            run_parts(_walk_back, [(*head, d, dc[low:high], low, tape.reverse, packed_dz,
-                                    slots, table, 0, _NO_SYNC)
+            run_parts(_walk_back, [(*head, d, dc[low:high], low, tape.reverse, table, 0,
+                                    _NO_SYNC)
                                    for (low, high), d in zip(parts, dh, strict=True)])
             dh0 = np.concatenate([d[0, :, :hidden] for d in dh])
         else:  # the chunks of units, claimed round by round (one chunk: this thread alone)
             sync = np.zeros(CLAIMS + 2 * steps * len(chunks), np.int64)
-            run_parts(_walk_back, [(*head, dh[0], dc, 0, tape.reverse, packed_dz, slots,
-                                    table, home, sync) for home in range(len(chunks))],
-                      wait=False)
+            run_parts(_walk_back, [(*head, dh[0], dc, 0, tape.reverse, table, home, sync)
+                                   for home in range(len(chunks))], wait=False)
             dh0 = np.concatenate([dh[0][k, :, :last - first]
                                   for k, (first, last) in enumerate(chunks)], axis=1)
-        return dh0, dc, packed_dz, packed_hh
+        return dh0, dc, packed_hh
 
 
-_NO_SLOTS = np.empty(0, np.int64)  # every tape row at its own place (:func:`_walk_back`)
+_NO_ROWS = np.empty(0, np.int64)  # every row of the tape (:func:`_pack_gradients`)
 #: The weights' gradient leaves the steps past the sequences' ends out of its product where
 #: they are at least this fraction of the tape's rows (their gate gradients are zero).
 KEEP_SAVING = 0.05
 
 
-def _kept_rows(lengths: np.ndarray, steps: int) -> tuple[np.ndarray | None, np.ndarray]:
+def _kept_rows(lengths: np.ndarray, steps: int) -> np.ndarray | None:
     """The rows ``t * B + n`` of a tape of ``steps`` steps with ``lengths`` (B,) that lie
-    inside their sequences (``t < lengths[n]``), in order, and each tape row's place among
-    them (-1: left out), ``slots`` (T * B,); ``(None, empty)`` where leaving the others out
-    spares less than :data:`KEEP_SAVING` of the rows (every row at its own place)."""
+    inside their sequences (``t < lengths[n]``), in order; None (every row) where leaving
+    the others out spares less than :data:`KEEP_SAVING` of the rows."""
     batch = lengths.shape[0]
-    count = int(lengths.sum())
-    if count > (1 - KEEP_SAVING) * steps * batch:
-        return None, _NO_SLOTS
-    kept = np.flatnonzero((np.arange(steps)[:, None] < lengths[None, :]).ravel())
-    slots = np.full(steps * batch, -1, np.int64)
-    slots[kept] = np.arange(count)
-    return kept, slots
+    if int(lengths.sum()) > (1 - KEEP_SAVING) * steps * batch:
+        return None
+    return np.flatnonzero((np.arange(steps)[:, None] < lengths[None, :]).ravel())
 
 
 #: Side of the square tiles :func:`_transpose_into` copies (a tile's rows of the source and
