@@ -395,8 +395,8 @@ def test_gate_gradients_packed_for_the_weights_product(rng, precision, kept, hal
     packed = np.full((panels, rows.shape[0], width), np.nan, precision)
     ranges = [(0, panels // 2), (panels // 2, panels)] if halves else [(0, panels)]
     for first, last in ranges:
-        numba_train._pack_gradients(dz, numba_train._NO_ROWS if kept is None
-                                    else np.array(kept, np.int64), packed, first, last)
+        numba_scan._pack_rows(dz, numba_train._NO_ROWS if kept is None
+                              else np.array(kept, np.int64), packed, first, last)
     flat = packed.transpose(1, 0, 2).reshape(rows.shape[0], panels * width)
     np.testing.assert_array_equal(flat[:, :dz.shape[1]], rows)
     assert not flat[:, dz.shape[1]:].any()

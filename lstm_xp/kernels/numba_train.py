@@ -51,6 +51,7 @@ from .numba_scan import (
     _NO_SYNC,
     CLAIMS,
     _pack_columns,
+    _pack_rows,
     _packed_product,
     _packed_product_call,
     _run,
@@ -104,37 +105,6 @@ class RowTape:
     lengths: np.ndarray
     order: np.ndarray | None
     reverse: bool
-
-
-#: Rows of the gate gradients :func:`_pack_gradients` copies a panel at a time (their
-#: 64-byte pieces of a panel, 1 KiB in float32, written together).
-PACK_ROWS = 16
-
-
-@numba.njit(cache=True, nogil=True)
-def _pack_gradients(dz, kept, packed, first, last):  # pragma: no cover - compiled
-    """Panels ``first:last`` of ``packed`` (P, R, C) <- the gate gradients ``dz``
-    (T * N, 4H) in :func:`.numba_scan._pack_columns`'s layout (zero past 4H): row ``j`` of
-    the panels is ``dz``'s row ``kept[j]`` (``kept`` empty: row ``j``). Blocks of
-    :data:`PACK_ROWS` rows, each over the panels: the writes of a block land in a few
-    places, not in every panel's (the walk had written each row's pieces into all 64 panels
-    as it went, 2 GB/s: a fifth of the walk's time at (B, T, I, H) = (16, 100, 128, 256))."""
-    rows = packed.shape[1]
-    width = packed.shape[2]
-    columns = dz.shape[1]
-    for r0 in range(0, rows, PACK_ROWS):
-        r1 = min(rows, r0 + PACK_ROWS)
-        for p in range(first, last):
-            c0 = p * width
-            filled = max(0, min(width, columns - c0))
-            panel = packed[p]
-            for j in range(r0, r1):
-                source = dz[kept[j] if kept.shape[0] > 0 else j]
-                target = panel[j]
-                for c in range(filled):
-                    target[c] = source[c0 + c]
-                for c in range(filled, width):
-                    target[c] = 0
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
@@ -337,8 +307,8 @@ class CompiledTrainer:
         p4, c4 = panel_shape(hidden4, dtype)
         packed_dz = scratch((p4, rows, c4), dtype)
         halves = [(0, p4 // 2), (p4 // 2, p4)] if get_num_threads() > 1 else [(0, p4)]
-        run_parts(_pack_gradients, [(dz2, _NO_ROWS if kept is None else kept, packed_dz,
-                                     first, last) for first, last in halves])
+        run_parts(_pack_rows, [(dz2, _NO_ROWS if kept is None else kept, packed_dz,
+                                first, last) for first, last in halves])
         inputs_t = scratch((features + hidden, rows), dtype)
         sources = [tape.x, tape.h_prev.reshape(steps * batch, hidden)]
         taken = []
@@ -418,7 +388,7 @@ class CompiledTrainer:
         return dh0, dc, packed_hh
 
 
-_NO_ROWS = np.empty(0, np.int64)  # every row of the tape (:func:`_pack_gradients`)
+_NO_ROWS = np.empty(0, np.int64)  # every row of the tape (:func:`.numba_scan._pack_rows`)
 #: The weights' gradient leaves the steps past the sequences' ends out of its product where
 #: they are at least this fraction of the tape's rows (their gate gradients are zero).
 KEEP_SAVING = 0.05
