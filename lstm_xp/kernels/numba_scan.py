@@ -77,6 +77,7 @@ from ._simd import (
     outer1,
     outer2,
     outer3,
+    outer3_halves,
     outer4,
     outer5,
     outer6,
@@ -388,12 +389,14 @@ def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cov
     ``W`` (K, P * C) the columns :func:`_pack` put in ``packed``: blocks of 6 rows, then
     the 3-5 rows left in one block or two (7 more than a multiple of 6 as 4 + 3, 8 as
     4 + 4, which ran 5-7 % faster than 6 + 2), all against one panel while it is in L1
-    cache (:data:`._simd.outer6` to :data:`._simd.outer3`); 1 or 2 rows alone against 2 or
-    4 panels at a time (:data:`._simd.outer2`, :data:`._simd.outer1`). (The rows left
-    over had gone over every panel in a pass of their own, reading the weights from beyond
-    L2 cache again: 100 steps of 5 sequences at (I, H) = (128, 256), one thread, took
-    6.0-6.7 ms as 4 + 1 rows, 5.0-5.4 as one block of 5; of 3, 5.1-5.5 as 3 rows against 2
-    panels, 3.7-3.8 against one.)
+    cache (:data:`._simd.outer6` to :data:`._simd.outer4`), a block of 3 against three
+    half panels at a time, those that start in the panel (:data:`._simd.outer3_halves`;
+    the last 2 or 4 halves, if any, as whole panels, :data:`._simd.outer3`); 1 or 2 rows
+    alone against 2 or 4 panels at a time (:data:`._simd.outer2`, :data:`._simd.outer1`).
+    (The rows left over had gone over every panel in a pass of their own, reading the
+    weights from beyond L2 cache again: 100 steps of 5 sequences at (I, H) = (128, 256),
+    one thread, took 6.0-6.7 ms as 4 + 1 rows, 5.0-5.4 as one block of 5; of 3, 5.1-5.5
+    as 3 rows against 2 panels, 3.7-3.8 against one.)
     ``K`` over :data:`DEPTH` goes in even chunks, each over every panel before the next (a
     panel's strip of 512 rows filled all of a 32 KiB L1 cache), and more than
     :data:`ROW_BLOCK` rows of 6-blocks in blocks, each over every panel before the next
@@ -414,6 +417,11 @@ def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cov
                     for p in range(group, group + ROW_PANELS, 2):
                         outer2(packed, p, a, first_a, k0, k1, out, first_out, p * width)
             continue
+        # The block of 3 rows (if any) takes the 3 half panels that start in this panel,
+        # and the next panel's halves with them: led, not trailed, the 6-row blocks then
+        # find that panel in L1 (trailing, 15 rows on 2 threads ran 6 % slower).
+        threes = 2 * panels // 3 - (2 * panels % 3 == 1)
+        done = 0
         r0 = 0
         while True:  # each block of rows' inputs stays in L2
             r1 = min(sixes, r0 + ROW_BLOCK)
@@ -431,7 +439,13 @@ def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cov
                     elif size == 4:
                         outer4(packed, p, a, first_a + n, k0, k1, out, first_out + n, column)
                     elif size == 3:
-                        outer3(packed, p, a, first_a + n, k0, k1, out, first_out + n, column)
+                        while done < threes and 3 * done <= 2 * p + 1:
+                            outer3_halves(packed, 3 * done, a, first_a + n, k0, k1, out,
+                                          first_out + n, 3 * done * (width // 2))
+                            done += 1
+                        if 2 * p >= 3 * threes:
+                            outer3(packed, p, a, first_a + n, k0, k1, out, first_out + n,
+                                   column)
                     n += size
             if last:
                 break
