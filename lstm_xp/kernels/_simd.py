@@ -278,7 +278,7 @@ outer4 = _outer_block(4, 1)
 outer3 = _outer_block(3, 1)
 #: ``outer3`` against 3 half panels from half ``panel`` on (part ``v`` is half ``v % 2`` of
 #: panel ``v // 2``): 9 registers of sums, where one panel's 6 wait on the multiply-adds'
-#: latency. One Zen 3 core, (rows, K, N) = (3, 128 | 256, 512 | 1024): 71-79 GFLOP/s
+#: latency. One Zen 3 core, (rows, K, N) = (3, 128 | 256, 512 | 1024): 62-79 GFLOP/s
 #: against 54-69; 7 rows (4 + 3) 81-89 against 77-82.
 outer3_halves = _outer_block(3, 3, 2)
 #: ... and for 1 or 2 rows, against several panels at once (8 registers of sums; against
