@@ -60,6 +60,7 @@ from .numba_scan import (
     length_order,
     panel_shape,
     plan,
+    row_slices,
     use_compiled,
 )
 from .numpy_train import FusedTape, NumpyTrainer
@@ -306,7 +307,8 @@ class CompiledTrainer:
         rows = steps * batch if kept is None else kept.shape[0]
         p4, c4 = panel_shape(hidden4, dtype)
         packed_dz = scratch((p4, rows, c4), dtype)
-        halves = [(0, p4 // 2), (p4 // 2, p4)] if get_num_threads() > 1 else [(0, p4)]
+        # The panels in two halves at most (measured on 2 cores only).
+        halves = row_slices(p4, min(2, get_num_threads()))
         run_parts(_pack_rows, [(dz2, _NO_ROWS if kept is None else kept, packed_dz,
                                 first, last) for first, last in halves])
         inputs_t = scratch((features + hidden, rows), dtype)
