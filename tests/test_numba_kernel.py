@@ -256,20 +256,25 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         assert plan(100, 1, 64, 128, True) == (False, [(0, 64), (64, 128)])
         assert plan(100, 2, 32, 64, True) == (False, [(0, 64)])  # too little a step
         assert plan(2, 1, 64, 128, True) == (False, [(0, 128)])  # too little a call
-        # Chunks of 32 units (under NARROW_UNITS) in inference: 40 MFLOP a call at least
+        # Chunks of 32 units (under NARROW_UNITS) in inference: only where the batch does
+        # not split by sequences (below), and from 40 MFLOP a call
         assert plan(50, 5, 32, 64, True) == (False, [(0, 64)])  # 12.3 MFLOP
         assert plan(100, 3, 32, 64, True) == (False, [(0, 64)])  # 14.7
-        assert plan(200, 5, 32, 64, True) == (False, [(0, 32), (32, 64)])  # 49.2
+        assert plan(1000, 1, 256, 64, True) == (False, [(0, 32), (32, 64)])  # 164
         assert plan(50, 5, 32, 64, True, training=True) == (False, [(0, 32), (32, 64)])
         assert plan(100, 4, 32, 96, True) == (False, [(0, 48), (48, 96)])  # 48 units: wide
-        # Neither rule splits: by sequences, 2 a thread and 9.5 MFLOP a thread at least
+        # Neither rule splits, or only into narrow chunks: by sequences, 9.5 MFLOP a
+        # thread at least (one sequence a thread will do, in a batch of 3 at least)
         assert plan(100, 4, 32, 64, True) == (True, [(0, 2), (2, 4)])  # 9.8 a thread
         assert plan(50, 8, 32, 64, True) == (True, [(0, 4), (4, 8)])
         assert plan(100, 7, 32, 64, True) == (True, [(0, 4), (4, 7)])  # narrow chunks
+        assert plan(200, 5, 32, 64, True) == (True, [(0, 3), (3, 5)])  # 49.2: not chunks
+        assert plan(1000, 6, 32, 64, True) == (True, [(0, 3), (3, 6)])
         assert plan(100, 16, 16, 32, True) == (True, [(0, 8), (8, 16)])  # 32 units: none
         assert plan(100, 8, 16, 32, True) == (False, [(0, 32)])  # 4.9 a thread
         assert plan(50, 7, 32, 64, True) == (False, [(0, 64)])  # 8.6 a thread
-        assert plan(200, 2, 32, 64, True) == (False, [(0, 64)])  # one sequence a thread
+        assert plan(1000, 2, 32, 64, True) == (False, [(0, 64)])  # 2 sequences stay whole
+        assert plan(1000, 3, 32, 64, True) == (True, [(0, 2), (2, 3)])
         assert plan(100, 4, 32, 64, True, training=True) == (False, [(0, 32), (32, 64)])
         assert plan(100, 4, 32, 64, False) == (False, [(0, 64)])  # rows need packed weights
         # Blocks of rows through a panel: 1-6 rows one, 7 (4 + 3) to 12 (6 + 6) two, ...

@@ -33,8 +33,8 @@ compiled call runs the layer:
   split the hidden units into one chunk a thread, as oneDNN does: the chunk's four gates
   for every sequence, from its rows of the weights only (at H = 256 the 1 MiB of
   recurrent weights do not fit in one core's L2 cache; halves do). Not into chunks under
-  :data:`NARROW_UNITS` in a short inference call, though: such a batch is split by
-  sequences with fewer a thread (:data:`MIN_SMALL_ROWS_PER_THREAD`), or runs on one thread.
+  :data:`NARROW_UNITS` in inference, though, where a batch can be split by sequences with
+  fewer a thread (:data:`MIN_SMALL_ROWS_PER_THREAD`); in a short call, not at all.
   The threads claim each step's chunks (:func:`_scan_units`), their own first: a thread
   that is late or lost its core has its chunks done by the others, so a call never waits
   for a thread that is not running, and the results are the same bits whoever ran which
@@ -126,12 +126,33 @@ MIN_CHUNK_CALL_FLOPS = 4_000_000
 #: B = 3-8, T = 50 and B = 3-7, T = 100, but at (4, 100, 32, 64) (the split 1.03x faster;
 #: the split by sequences below takes it, faster than both); the split 1.16x faster at
 #: (5, 200, 32, 64) (49 MFLOP). 48-unit chunks ((4, 100, 32, 96) and (6, 100, 32, 96))
-#: were 1.09x-1.10x faster than one thread.
+#: were 1.09x-1.10x faster than one thread. Where the batch can be split by sequences
+#: instead (below), it is, whatever the call's size: in one process, the two plans
+#: alternating call by call, 3-4 s a shape, the split by sequences took 0.60x-0.87x the
+#: time of 2 narrow chunks at (B, T, 32, 64 | 80) with B = 3-7, T = 200-1,000 (44-344
+#: MFLOP a call; ONNX Runtime, which splits by sequences, was about as fast as that
+#: split), where a chunk's step is under :data:`NARROW_CHUNK_STEP_FLOPS`. With one
+#: sequence the chunks stay: (1, 1000, 256, 64) took 1.30x as long on one thread.
 MIN_NARROW_CHUNK_CALL_FLOPS = 40_000_000
 NARROW_UNITS = 48
+#: Narrow chunks with less work a step than this give way to the split by sequences (the
+#: 0.60x-0.87x above: 74,000-172,000 FLOPs a chunk and step). With more, the two ran
+#: level or either way: the split by sequences at 0.86x-0.95x the speed at
+#: (5, 50-1,000, 256, 64) (410,000; 3 + 2 sequences against 5 a chunk with half the
+#: weights), 0.94x-1.01x at (4 | 6, 50-500, 256, 64), 1.10x-1.47x at (7, 50, 128, 80),
+#: (6, 200, 256, 80) and (6, 500, 64, 80), 0.92x and 1.22x in two runs at
+#: (5, 200, 128, 64) (246,000); so there the chunks stay, as before.
+NARROW_CHUNK_STEP_FLOPS = 200_000
 #: Inference that neither rule splits (too few sequences a thread, or narrow chunks) is
-#: still split by sequences with this many sequences ...
-MIN_SMALL_ROWS_PER_THREAD = 2
+#: still split by sequences with this many sequences a thread ...
+MIN_SMALL_ROWS_PER_THREAD = 1
+#: ... in a batch of this many at least (a batch of 3 as 2 + 1 ran at 0.74x-0.92x the
+#: time of one thread or of narrow chunks at (3, 100-1,000, 16-64, 32-64), 16 runs in one
+#: process as above; a batch of 2 as 1 + 1 at 0.76x-1.17x, median 0.90x, at (2, 200-2,000,
+#: 16-32, 32-64), 18 runs, but 1.05x-1.14x at three of them in a run that alternated
+#: with the previous commit call by call: a thread's products of 1 row take about as long
+#: as those of 2) ...
+MIN_SMALL_BATCH = 3
 #: ... and this much work a thread. Pair by pair on 2 threads of the Zen 3 guest, against
 #: one thread (2-6 runs a shape): (4, 100, 32, 64) 1.04x-1.23x faster, (8, 50, 32, 64)
 #: 1.06x-1.33x, (6, 100, ...) 1.07x-1.12x, (7, 100, ...) 1.04x-1.31x, (10, 50, ...)
@@ -915,7 +936,8 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
                       (STEPS_AHEAD, PROJ_ELEMENTS, PACK_MIN_ROWS, MIN_ROWS_PER_THREAD,
                        MIN_FLOPS_PER_THREAD, MIN_UNITS_PER_THREAD, MIN_CHUNK_STEP_FLOPS,
                        MIN_CHUNK_CALL_FLOPS, MIN_NARROW_CHUNK_CALL_FLOPS, NARROW_UNITS,
-                       MIN_SMALL_ROWS_PER_THREAD, MIN_SMALL_FLOPS_PER_THREAD,
+                       NARROW_CHUNK_STEP_FLOPS,
+                       MIN_SMALL_ROWS_PER_THREAD, MIN_SMALL_BATCH, MIN_SMALL_FLOPS_PER_THREAD,
                        L2_SLICE_BYTES, MANY_THREADS, FEWER_BLOCKS))
     valid = call.full_lengths if lengths is None else np.asarray(lengths, dtype=np.int64)
     order = None if lengths is None or tape[0].shape[0] > 0 else \
@@ -1100,23 +1122,26 @@ def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
     :data:`MIN_FLOPS_PER_THREAD` a thread), else ``(False, unit ranges)``
     (:func:`unit_slices`, at least :data:`MIN_UNITS_PER_THREAD` units,
     :data:`MIN_CHUNK_STEP_FLOPS` a step and :data:`MIN_CHUNK_CALL_FLOPS` a call each,
-    :data:`MIN_NARROW_CHUNK_CALL_FLOPS` for narrow chunks in inference, the threads sharing
-    each step's chunks of units; unless ``lockstep`` is False); inference (with
-    ``lockstep``) that neither splits, by sequences with :data:`MIN_SMALL_ROWS_PER_THREAD`
-    and :data:`MIN_SMALL_FLOPS_PER_THREAD` a thread. Where both apply, the units split is
-    taken as :data:`L2_SLICE_BYTES` says, and for inference (not ``training``) as
-    :data:`FEWER_BLOCKS` says. One range: the caller's thread alone."""
+    the threads sharing each step's chunks of units; unless ``lockstep`` is False);
+    inference (with ``lockstep``) that neither splits, or only into chunks narrower than
+    :data:`NARROW_UNITS` with under :data:`NARROW_CHUNK_STEP_FLOPS` a step, by sequences
+    with :data:`MIN_SMALL_ROWS_PER_THREAD` and :data:`MIN_SMALL_FLOPS_PER_THREAD` a thread
+    (:data:`MIN_SMALL_BATCH` at least), else narrow chunks from
+    :data:`MIN_NARROW_CHUNK_CALL_FLOPS` a call on. Where both apply,
+    the units split is taken as :data:`L2_SLICE_BYTES` says, and for inference (not
+    ``training``) as :data:`FEWER_BLOCKS` says. One range: the caller's thread alone."""
     limit = get_num_threads() if threads is None else threads
     step = 8 * batch * hidden * (features + hidden)  # FLOPs of one step's products
     by_units = min(limit, hidden // MIN_UNITS_PER_THREAD, step // MIN_CHUNK_STEP_FLOPS,
                    steps * step // MIN_CHUNK_CALL_FLOPS) if lockstep else 1
-    if (not training and by_units > 1 and hidden // by_units < NARROW_UNITS
-            and steps * step < MIN_NARROW_CHUNK_CALL_FLOPS):
+    narrow = not training and by_units > 1 and hidden // by_units < NARROW_UNITS
+    if narrow and steps * step < MIN_NARROW_CHUNK_CALL_FLOPS:
         by_units = 1
+    small_chunks = narrow and step // max(1, by_units) < NARROW_CHUNK_STEP_FLOPS
     by_rows = min(limit, steps * step // MIN_FLOPS_PER_THREAD, batch // MIN_ROWS_PER_THREAD)
-    if lockstep and not training and by_units <= 1 and by_rows <= 1:
+    if lockstep and not training and (by_units <= 1 or small_chunks) and by_rows <= 1:
         by_rows = min(limit, steps * step // MIN_SMALL_FLOPS_PER_THREAD,
-                      batch // MIN_SMALL_ROWS_PER_THREAD)
+                      batch // MIN_SMALL_ROWS_PER_THREAD if batch >= MIN_SMALL_BATCH else 1)
     weights = 4 * hidden * (features + hidden) * itemsize
     slice_fits = by_units >= MANY_THREADS and weights // by_units <= L2_SLICE_BYTES < weights
     if packed and by_rows > 1 and by_rows >= by_units:
