@@ -47,17 +47,17 @@ def compare(shape: tuple[int, int, int, int], variants: dict[str, dict[str, Any]
     names = {k for v in variants.values() for k in v if k != "threads"}
     defaults = {k: getattr(numba_scan, k) for k in names}
     plans: dict[str, str] = {}
+    threads = lstm_xp.get_num_threads()  # for the variants that do not set it
 
     def setting(values: dict[str, Any]) -> Callable[[], Any]:
         def run() -> Any:
             for k in names:
                 setattr(numba_scan, k, values.get(k, defaults[k]))
-            lstm_xp.set_num_threads(values.get("threads", lstm_xp.get_num_threads()))
+            lstm_xp.set_num_threads(values.get("threads", threads))
             return model(x)
         return run
 
     runs = {name: setting(values) for name, values in variants.items()}
-    threads = lstm_xp.get_num_threads()
     for name, values in variants.items():
         runs[name]()
         plans[name] = _describe(shape, values.get("threads", threads))
@@ -93,9 +93,11 @@ def main() -> None:
     parser.add_argument("--ort", action="store_true")
     args = parser.parse_args()
     for spec in args.shapes:
-        shape = tuple(int(v) for v in spec.split(","))
-        assert len(shape) == 4, f"a shape is B,T,I,H; got {spec!r}"
-        result = compare(shape, args.variants, args.seconds, args.ort)  # type: ignore[arg-type]
+        values = [int(v) for v in spec.split(",")]
+        if len(values) != 4:
+            parser.error(f"a shape is B,T,I,H (four integers); got {spec!r}")
+        batch, steps, size_in, hidden = values
+        result = compare((batch, steps, size_in, hidden), args.variants, args.seconds, args.ort)
         cells = "  ".join(f"{n} {result['plans'].get(n, '')} {ms:.3f} ms ({result['ratio'][n]:.2f})"
                           for n, ms in result["ms"].items())
         print(f"{spec} ({result['rounds']} rounds): {cells}", flush=True)

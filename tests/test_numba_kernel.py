@@ -261,6 +261,8 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         assert plan(50, 5, 32, 64, True) == (False, [(0, 64)])  # 12.3 MFLOP
         assert plan(100, 3, 32, 64, True) == (False, [(0, 64)])  # 14.7
         assert plan(1000, 1, 256, 64, True) == (False, [(0, 32), (32, 64)])  # 164
+        # ... or where a chunk's step has 200,000 FLOPs or more (here 409,600)
+        assert plan(1000, 5, 256, 64, True) == (False, [(0, 32), (32, 64)])
         assert plan(50, 5, 32, 64, True, training=True) == (False, [(0, 32), (32, 64)])
         assert plan(100, 4, 32, 96, True) == (False, [(0, 48), (48, 96)])  # 48 units: wide
         # Neither rule splits, or only into narrow chunks: by sequences, 9.5 MFLOP a
@@ -273,7 +275,8 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         assert plan(100, 16, 16, 32, True) == (True, [(0, 8), (8, 16)])  # 32 units: none
         assert plan(100, 8, 16, 32, True) == (False, [(0, 32)])  # 4.9 a thread
         assert plan(50, 7, 32, 64, True) == (False, [(0, 64)])  # 8.6 a thread
-        assert plan(1000, 2, 32, 64, True) == (False, [(0, 64)])  # 2 sequences stay whole
+        assert plan(200, 2, 32, 64, True) == (False, [(0, 64)])  # 2 sequences stay whole
+        assert plan(1000, 2, 32, 64, True) == (False, [(0, 64)])
         assert plan(1000, 3, 32, 64, True) == (True, [(0, 2), (2, 3)])
         assert plan(100, 4, 32, 64, True, training=True) == (False, [(0, 32), (32, 64)])
         assert plan(100, 4, 32, 64, False) == (False, [(0, 64)])  # rows need packed weights

@@ -1137,7 +1137,7 @@ def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
     narrow = not training and by_units > 1 and hidden // by_units < NARROW_UNITS
     if narrow and steps * step < MIN_NARROW_CHUNK_CALL_FLOPS:
         by_units = 1
-    small_chunks = narrow and step // max(1, by_units) < NARROW_CHUNK_STEP_FLOPS
+    small_chunks = narrow and step // by_units < NARROW_CHUNK_STEP_FLOPS
     by_rows = min(limit, steps * step // MIN_FLOPS_PER_THREAD, batch // MIN_ROWS_PER_THREAD)
     if lockstep and not training and (by_units <= 1 or small_chunks) and by_rows <= 1:
         by_rows = min(limit, steps * step // MIN_SMALL_FLOPS_PER_THREAD,
