@@ -7,8 +7,8 @@ plan constants (``"threads"`` for :func:`lstm_xp.set_num_threads`), e.g.
 
 Each variant is the same compiled code on the same model with other constants (they are
 part of the cached plan's key), so the comparison has none of the code-placement bias that
-two copies of the package show side by side (2-10 % on this guest, an A/A run in
-``RESULTS.md``). The variants take turns for ``--seconds`` a shape, the order flipped each
+two copies of the package show side by side (4-6 % at two shapes of an A/A run on this
+guest, ``RESULTS.md``). The variants take turns for ``--seconds`` a shape, the order flipped each
 round; each timed call follows an untimed one of the same variant (a model called back to
 back). The first variant is the reference: the table gives each variant's median time and
 the median over rounds of its time / the reference's (below 1: faster). ``--ort`` adds
@@ -59,7 +59,7 @@ def compare(shape: tuple[int, int, int, int], variants: dict[str, dict[str, Any]
 
     runs = {name: setting(values) for name, values in variants.items()}
     for name, values in variants.items():
-        runs[name]()
+        runs[name]()  # leaves the variant's constants set, which _describe's plan reads
         plans[name] = _describe(shape, values.get("threads", threads))
     if ort:
         runs["onnxruntime"] = contenders.onnxruntime_lstm(spinning=False).prepare(
