@@ -115,6 +115,31 @@ def test_threaded_scan_equals_the_reference(threaded, products, split, rng, thre
             lstm_xp.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("steps", [1, 3])
+def test_a_zero_initial_state_skips_the_first_recurrent_product(threaded, products, split,
+                                                                 rng, steps):
+    """From a zero hidden state (none given, or zeros) the first step leaves out its
+    recurrent product, and a single step the recurrent weights' packing; a state that is
+    zero but for one entry, or a zero hidden state beside a cell state that is not, goes
+    through the product. Each equals the pure reference, both directions, with lengths
+    that end sequences before the first step and at it; a second layer's state is the
+    first layer's output, not zero."""
+    threaded(2)
+    T, B, I, H = steps, 5, 6, 16
+    kwargs = dict(bidirectional=True, seed=7)
+    fast, pure = LSTM(I, H, 2, **kwargs), LSTM(I, H, 2, kernel="pure", **kwargs)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    one_entry = np.zeros((4, B, H), np.float32)
+    one_entry[1, 3, 5] = 0.5
+    cells = rng.standard_normal((4, B, H)).astype(np.float32)
+    zeros = np.zeros((4, B, H), np.float32)
+    for state in (None, (zeros, zeros), (one_entry, zeros), (zeros, cells)):
+        for lengths in (None, np.array([T, 0, 1, T, 0])):
+            for a, b in zip(_flat(fast(x, state, lengths)), _flat(pure(x, state, lengths)),
+                            strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_one_model_called_from_several_threads_while_its_calls_are_threaded(threaded, split,
                                                                             rng):
     """Calls from several Python threads at once, each of which splits itself between the
@@ -472,7 +497,11 @@ def test_packed_weights_and_their_product(rng, precision, hidden, inner, first, 
     columns = np.concatenate([w[q * hidden + first:q * hidden + last] for q in range(4)]).T
     panels, width = numba_scan.panels_for(units, precision)
     packed = np.full((panels, inner, width), np.nan, precision)
-    numba_scan._pack(w, first, last, packed)
+    numba_scan._pack(w, first, last, packed, 0, panels)
+    in_slices = np.full_like(packed, np.nan)  # as threads pack it: slices of the panels
+    for low, high in [(0, 1), (1, panels // 2), (panels // 2, panels)]:
+        numba_scan._pack(w, first, last, in_slices, low, high)
+    assert np.array_equal(in_slices, packed)
     flat = packed.transpose(1, 0, 2).reshape(inner, panels * width)
     assert np.array_equal(flat[:, :4 * units], columns)
     assert not flat[:, 4 * units:].any()
@@ -561,7 +590,8 @@ def test_calls_of_other_shapes_between_them_reuse_no_stale_buffers(rng):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
         cache = numba_scan._LOCAL.work
         assert 0 < len(cache) <= numba_scan.WORK_CACHE_ENTRIES
-        assert all(w.nbytes <= numba_scan.WORK_CACHE_BYTES for w in cache.values())
+        assert all(w.nbytes <= numba_scan.WORK_CACHE_LARGE_BYTES for w in cache.values())
+        assert sum(w.nbytes > numba_scan.WORK_CACHE_BYTES for w in cache.values()) <= 1
 
 
 def test_a_call_owns_what_it_returns(rng):
@@ -585,12 +615,45 @@ def test_a_call_owns_what_it_returns(rng):
 
 def test_calls_too_large_for_the_cache_are_not_kept(monkeypatch, rng):
     monkeypatch.setattr(numba_scan, "WORK_CACHE_BYTES", 0)
+    monkeypatch.setattr(numba_scan, "WORK_CACHE_LARGE_BYTES", 0)
     numba_scan._LOCAL.work = {}
     model = LSTM(4, 8, seed=1)
     x = rng.standard_normal((5, 2, 4)).astype(np.float32)
     first = model(x)[0]
     assert numba_scan._LOCAL.work == {}
     np.testing.assert_array_equal(model(x)[0], first)
+
+
+def test_released_work_buffers_are_allocated_anew(rng):
+    model = LSTM(4, 8, seed=1)
+    x = rng.standard_normal((5, 2, 4)).astype(np.float32)
+    first = model(x)[0]
+    assert numba_scan._LOCAL.work
+    numba_scan.release_work()
+    assert numba_scan._LOCAL.work == {}
+    np.testing.assert_array_equal(model(x)[0], first)
+    assert numba_scan._LOCAL.work
+
+
+def test_a_thread_keeps_one_large_set_of_buffers(monkeypatch, rng):
+    """Buffers over ``WORK_CACHE_BYTES`` are kept, the latest such set only, beside the
+    small ones; a call that takes the large set back gets the pure path's results."""
+    small, large = LSTM(4, 8, seed=1), LSTM(6, 48, seed=2)
+    pure = LSTM(6, 48, seed=2, kernel="pure")
+    xs = [(B, rng.standard_normal((5, B, 6)).astype(np.float32)) for B in (3, 9, 3)]
+    x_small = rng.standard_normal((5, 2, 4)).astype(np.float32)
+    numba_scan._LOCAL.work = {}
+    small(x_small)
+    sizes = {w.nbytes for w in numba_scan._LOCAL.work.values()}
+    monkeypatch.setattr(numba_scan, "WORK_CACHE_BYTES", max(sizes))  # the rest are large
+    for B, x in xs:
+        large(x)
+        cache = numba_scan._LOCAL.work
+        kept = [w.nbytes > numba_scan.WORK_CACHE_BYTES for w in cache.values()]
+        assert len(cache) == 2 and sum(kept) == 1 and not kept[0]  # the small set, first
+        assert next(reversed(cache))[0].batch == B  # the latest large set
+    for _, x in xs:  # the cached set again, then one made anew
+        np.testing.assert_allclose(large(x)[0], pure(x)[0], rtol=1e-5, atol=1e-6)
 
 
 def test_transposes_of_every_shape_and_layout(rng):

@@ -8,6 +8,7 @@ device. A contender that cannot run here raises :class:`Unavailable` with the re
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -115,6 +116,10 @@ def lstm_xp(backend: str, device: Any = None, kernel: str = "auto",
 
     def memory(shape: Shape, dtype: str, x_host: np.ndarray) -> int | None:
         model, x = build(shape, dtype, x_host)
+        # A call's work buffers count, though the compiled kernel keeps them between calls.
+        scan = sys.modules.get("lstm_xp.kernels.numba_scan")
+        if scan is not None:
+            scan.release_work()
         return b.adapter.peak_bytes(lambda: call(model, x, None), b.device)
 
     return Contender(label, "lstm-xp", where, prepare, memory)

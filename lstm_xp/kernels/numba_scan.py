@@ -365,11 +365,12 @@ def _pack_rows(w, rows, packed, first, last):  # pragma: no cover - compiled
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _pack(w, first, last, packed):  # pragma: no cover - compiled
-    """``packed`` (P, K, C) <- the columns of units ``first:last`` of each gate of ``w.T``
-    (``w`` (4H, K)), in panels of ``C`` columns (:func:`panels_for`): column
-    ``n = q * U + u`` (gate ``q``, unit ``first + u``, ``U = last - first``) is entry
-    ``packed[n // C, :, n % C]``; columns past ``4U`` are zero. Each 8 columns of a panel
+def _pack(w, first, last, packed, panel0, panel1):  # pragma: no cover - compiled
+    """Panels ``panel0:panel1`` of ``packed`` (P, K, C) <- the columns of units
+    ``first:last`` of each gate of ``w.T`` (``w`` (4H, K)), in panels of ``C`` columns
+    (:func:`panels_for`; the whole of it: ``0:P``): column ``n = q * U + u`` (gate ``q``,
+    unit ``first + u``, ``U = last - first``) is entry ``packed[n // C, :, n % C]``;
+    columns past ``4U`` are zero. Each 8 columns of a panel
     that are 8 consecutive rows of ``w`` (one gate's units) go in 8 x 8 transposed blocks
     (:data:`._simd.transpose8`: 2-2.7x faster in float32, 10.7 against 4.0 us for both
     weights at (I, H) = (32, 64), a tenth of a call of 100 steps), the rest one by one."""
@@ -379,7 +380,7 @@ def _pack(w, first, last, packed):  # pragma: no cover - compiled
     depth = w.shape[1]
     blocked = depth - depth % 8
     total = 4 * units
-    for p in range(packed.shape[0]):
+    for p in range(panel0, panel1):
         panel = packed[p]
         for column in range(0, width, 8):
             n = p * width + column
@@ -553,7 +554,7 @@ def _running_rows(lengths, t):  # pragma: no cover - compiled
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, reverse,
-                approximate, proj, gates, cs, bias_own, packed_ih, packed_hh, sync,
+                approximate, known_zero, proj, gates, cs, bias_own, packed_ih, packed_hh, sync,
                 tape_gates, tape_cells, tape_tanh):  # pragma: no cover - compiled
     """The layer scan for sequences ``rows0:rows0 + B`` of the batch, their hidden units
     in ``K`` chunks, ``chunks`` (K, 2) their ``(first, last)`` ranges. Calls with
@@ -574,13 +575,15 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
     earlier (and their caller need not wait for them: ``sync`` is this call's own).
 
     With one chunk and ``sync`` not empty, the call is part ``home`` of a call split by
-    sequences (:func:`run_claimed`), its parts sharing ``sync`` (``CLAIMS + 2 + parts``
+    sequences (:func:`run_claimed`), its ``S`` parts sharing ``sync`` (``CLAIMS + 3 * S``
     entries, all 0 to start) and one packed copy of the weights (``packed_ih[0]``,
-    ``packed_hh[0]``): the part first claims itself (``sync[CLAIMS + 2 + home]``; a part
-    found claimed returns at once, another thread runs it), then the two weights' packing
-    is claimed one weight at a time (``sync[CLAIMS]``, ``sync[CLAIMS + 1]``,
-    the part's own first) and counted in ``sync[0]``, and no part starts its steps before
-    both are packed; each part counts itself done in ``sync[1]`` once its outputs and cell
+    ``packed_hh[0]``): the part first claims itself (``sync[CLAIMS + 2 * S + home]``; a
+    part found claimed returns at once, another thread runs it), then the packing is
+    claimed in ``2 * S`` pieces, slice ``s`` of each weight's panels (``sync[CLAIMS + 2 * s
+    + w]``, the part's own slice first, so that each thread packs its share of both
+    weights: one weight a thread, the larger one at (I, H) = (256, 512) had taken 2/3 of
+    the time), each counted in ``sync[0]``, and no part starts its steps before all are
+    packed; each part counts itself done in ``sync[1]`` once its outputs and cell
     states are written. So a thread that starts late packs nothing twice and waits for no
     one, and the caller's thread packs while the others wake up.
 
@@ -588,7 +591,12 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
     ``w_hh`` (4H, H), ``bias`` (4H,); ``hs`` (2 * B, H) the hidden state of this call's B
     sequences, double-buffered (rows ``0:B`` hold it before the first step, a step reads
     one half and writes the other, so one wait a step suffices); ``c`` (B, H) their cell
-    state, updated in place; ``y`` (T, N, H) the whole output, this call's rows written;
+    state, updated in place (where ``hs``' rows ``0:B`` are all zero, the first step skips
+    its recurrent product, which adds only zeros for finite weights: a fifth to two thirds
+    of one step's arithmetic, and with one step the recurrent weights' packing;
+    ``known_zero``: the caller's word that every part's are, the only one a part of a split
+    by sequences takes for the shared packing, else looked for); ``y`` (T, N, H) the
+    whole output, this call's rows written;
     ``lengths`` (B,) int64 (T when none were given; a step's products go through the rows
     up to the last sequence still running, all of them in a batch sorted longest first,
     :func:`length_order`). Work buffers, one of each per chunk
@@ -629,19 +637,38 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
     packed = packed_hh.shape[1] > 0
     sharing = not claiming and sync.shape[0] > 0  # a part of a split by sequences
     own = home if claiming else 0  # the chunk a thread looks at first (a part: its only one)
+    # A zero state's recurrent product is zero: the first step skips it, and one step alone
+    # never needs the recurrent weights packed. Looked for here unless the caller knows
+    # (NumPy's any() took 1-2 us, 5 % of a call at (B, T, I, H) = (1, 1, 32, 64)); but the
+    # parts of a split by sequences pack one shared copy, which only the caller's word
+    # may leave out. A thread that starts late may find rows 0:B rewritten by step 1, but
+    # by then everything its answer decides (round 0's packing, step 0's products) is
+    # done: it claims none of it.
+    zero_state = known_zero
+    if not zero_state:
+        zero_state = True
+        for i in range(batch):
+            for u in range(hidden):
+                if hs[i, u] != 0:
+                    zero_state = False
+    recurrent = steps > 1 or not (known_zero if sharing else zero_state)
     if sharing:
-        if atomic_add(sync, CLAIMS + 2 + home, 1) > 0:
+        if atomic_add(sync, sync.shape[0] - (sync.shape[0] - CLAIMS) // 3 + home, 1) > 0:
             return  # another thread runs this part
-        if packed:
-            for turn in range(2):  # the shared copy, one weight each
-                piece = take(sync, CLAIMS, 0, 2, home % 2, turn)
-                if piece == 0:
-                    _pack(w_ih, 0, hidden, packed_ih[0])
-                elif piece == 1:
-                    _pack(w_hh, 0, hidden, packed_hh[0])
-                if piece >= 0:
-                    atomic_add(sync, 0, 1)
-            wait_at_least(sync, 0, 2)
+        if packed:  # the shared copy: piece 2s + w is slice s of weight w's panels
+            parts = (sync.shape[0] - CLAIMS) // 3
+            for turn in range(2 * parts):
+                piece = take(sync, CLAIMS, 0, 2 * parts, 2 * home, turn)
+                if piece < 0:
+                    continue
+                part = piece // 2
+                target = packed_hh[0] if piece % 2 else packed_ih[0]
+                count = target.shape[0]
+                if piece % 2 == 0 or recurrent:
+                    _pack(w_hh if piece % 2 else w_ih, zero, hidden, target,
+                          count * part // parts, count * (part + 1) // parts)
+                atomic_add(sync, 0, 1)
+            wait_at_least(sync, 0, 2 * parts)
     for turn in range(count_chunks):  # round 0: each chunk's weights, bias and cell state
         k = take(sync, CLAIMS, 0, count_chunks, own, turn)
         if k < 0:
@@ -649,8 +676,9 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
         first, last = chunks[k, 0], chunks[k, 1]
         units = last - first
         if packed and not sharing:
-            _pack(w_ih, first, last, packed_ih[k])
-            _pack(w_hh, first, last, packed_hh[k])
+            _pack(w_ih, first, last, packed_ih[k], zero, packed_ih.shape[1])
+            if recurrent:
+                _pack(w_hh, first, last, packed_hh[k], zero, packed_hh.shape[1])
         for q in range(4):
             for u in range(units):
                 bias_own[k, q * units + u] = bias[q * hidden + first + u]
@@ -707,11 +735,12 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
                     else:
                         _gate_product(w_ih, first, last, x2, low * batch, count * batch,
                                       proj_k)
+                product = walked > 0 or not zero_state
                 if packed:
-                    if running > 0:  # the rows past the last one running keep their state
+                    if running > 0 and product:  # past the last row running: state kept
                         _packed_product(packed_hh_k, hs, now, running, proj_k,
                                         (t - low) * batch)
-                else:
+                elif product:
                     _gate_product(w_hh, first, last, hs, now, batch, gates[k])
                 for i in range(batch):
                     h_old = hs[now + i, first:last]
@@ -731,8 +760,12 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
                     if not packed:
                         p = g
                         g = gates[k, i]
-                        for r in range(4 * units):
-                            g[r] += p[r] + bias_k[r]
+                        if product:
+                            for r in range(4 * units):
+                                g[r] += p[r] + bias_k[r]
+                        else:
+                            for r in range(4 * units):
+                                g[r] = p[r] + bias_k[r]
                     # i, f, o: sigmoid(z) = (1 + tanh(z / 2)) / 2; g: tanh(z)
                     _tanh_of(g, zero, 2 * units, half, approximate)
                     _tanh_of(g, 2 * units, 3 * units, one, approximate)
@@ -830,7 +863,7 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
     if not taken:
         return None
     y, h_n, c_n = _run(X, w_ih, w_hh, None if b_ih is None else b_ih + b_hh, h0, c0,
-                       reverse, valid, _NO_TAPE[X.dtype])
+                       reverse, valid, _NO_TAPE[X.dtype], known_zero=state is None or None)
     return y, (h_n[None], c_n[None])
 
 
@@ -910,10 +943,13 @@ def caller_order(a: np.ndarray, order: np.ndarray, axis: int = 0) -> np.ndarray:
 def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.ndarray | None,
          h0: np.ndarray, c0: np.ndarray, reverse: bool, lengths: np.ndarray | None,
          tape: tuple[np.ndarray, np.ndarray, np.ndarray], threads: int | None = None,
-         lockstep: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+         lockstep: bool | None = None, known_zero: bool | None = None,
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The compiled layer scan, its threads as :func:`plan` shares ``threads`` of them
     (default: :func:`lstm_xp.get_num_threads`): ``(y, h_n, c_n)``, and ``tape``'s arrays
-    filled when they are not empty (see :func:`_scan_units`). Without a tape, a batch with
+    filled when they are not empty (see :func:`_scan_units`; ``known_zero``: whether
+    ``h0`` is all zero, True where the caller knows, looked for here where the call
+    splits by sequences when None). Without a tape, a batch with
     ``lengths`` runs in :func:`length_order` where that spares work (the results in the
     caller's order); a tape is written in the order given.
 
@@ -950,21 +986,25 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     for hs, (low, high) in work.states:
         hs[:high - low] = h0[low:high]
     approximate = dtype == np.float32
+    if known_zero is None:  # the parts of a split by sequences need to know
+        known_zero = call.by_rows and not h0.any()
     if call.by_rows:  # independent slices of the batch, each on its own thread
-        sync = np.zeros(CLAIMS + 2 + len(work.parts), np.int64)
+        parts = len(work.parts)  # sync: the claims of the packing's pieces, then the parts'
+        sync = np.zeros(CLAIMS + 3 * parts, np.int64)
         run_claimed(_scan_units, [
             (x2, w_ih, w_hh, b, hs, c[low:high], y, valid[low:high], low, call.chunks, home,
-             reverse, approximate, *buffers, sync, *tape)
+             reverse, approximate, known_zero, *buffers, sync, *tape)
             for home, ((hs, (low, high)), buffers)
-            in enumerate(zip(work.states, work.parts, strict=True))], sync, CLAIMS + 2, 1)
+            in enumerate(zip(work.states, work.parts, strict=True))], sync, CLAIMS + 2 * parts,
+            1)
     elif len(call.chunks) == 1:  # the caller's thread alone
         run_parts(_scan_units, [(x2, w_ih, w_hh, b, work.states[0][0], c, y, valid, 0,
-                                 call.chunks, 0, reverse, approximate, *work.parts[0],
-                                 _NO_SYNC, *tape)])
+                                 call.chunks, 0, reverse, approximate, known_zero,
+                                 *work.parts[0], _NO_SYNC, *tape)])
     else:  # the chunks of units, claimed step by step by as many threads
         sync = np.zeros(CLAIMS + (steps + 1) * len(call.chunks), np.int64)
         args = (x2, w_ih, w_hh, b, work.states[0][0], c, y, valid, 0, call.chunks)
-        rest = (reverse, approximate, *work.parts[0], sync, *tape)
+        rest = (reverse, approximate, known_zero, *work.parts[0], sync, *tape)
         # Only the caller's own part is waited for: it returns once every chunk is done,
         # whichever thread did it, and a thread that starts late finds nothing left.
         run_parts(_scan_units, [(*args, home, *rest) for home in range(len(call.chunks))],
@@ -1077,9 +1117,12 @@ def _footprint(arrays: list[np.ndarray]) -> int:
 #: Each thread keeps the work buffers of its last few call shapes (:func:`_work_for`), at
 #: most this many ...
 WORK_CACHE_ENTRIES = 4
-#: ... each of at most this many bytes (larger calls allocate theirs: a few microseconds
-#: against milliseconds of arithmetic).
+#: ... of which only the most recent may be over this many bytes ...
 WORK_CACHE_BYTES = 1 << 21
+#: ... and none over this many (larger calls allocate theirs). Fresh buffers cost their
+#: pages' first touch: at (B, I, H) = (64, 256, 512) the 6.6 MiB of a call (the packed
+#: weights, most of it) took 0.4-0.6 ms of a 2-8 ms call of 1-5 steps.
+WORK_CACHE_LARGE_BYTES = 1 << 25
 _LOCAL = threading.local()
 
 
@@ -1096,15 +1139,26 @@ def _work_for(key: tuple[Any, ...]) -> _Work:
 def _keep_work(key: tuple[Any, ...], work: _Work) -> None:
     """Put a call's work buffers back in its thread's cache (the most recent last, the
     oldest dropped past :data:`WORK_CACHE_ENTRIES`), unless they are over
-    :data:`WORK_CACHE_BYTES`."""
-    if work.nbytes > WORK_CACHE_BYTES:
+    :data:`WORK_CACHE_LARGE_BYTES`; one over :data:`WORK_CACHE_BYTES` replaces any other
+    such entry (a thread holds at most one large set of buffers)."""
+    if work.nbytes > WORK_CACHE_LARGE_BYTES:
         return
     cache = getattr(_LOCAL, "work", None)
     if cache is None:
         cache = _LOCAL.work = {}
+    if work.nbytes > WORK_CACHE_BYTES:
+        for other in [k for k, w in cache.items() if w.nbytes > WORK_CACHE_BYTES]:
+            del cache[other]
     cache[key] = work
     while len(cache) > WORK_CACHE_ENTRIES:
         del cache[next(iter(cache))]
+
+
+def release_work() -> None:
+    """Drop the calling thread's cached work buffers (:func:`_keep_work`): a thread holds up
+    to :data:`WORK_CACHE_LARGE_BYTES` plus :data:`WORK_CACHE_ENTRIES` - 1 times
+    :data:`WORK_CACHE_BYTES` until it ends or calls this; the next call allocates anew."""
+    _LOCAL.work = {}
 
 
 def use_compiled(dtype: Any) -> bool:
