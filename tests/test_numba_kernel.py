@@ -289,7 +289,14 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         # ... or where a chunk's step has 200,000 FLOPs or more (here 409,600)
         assert plan(1000, 5, 256, 64, True) == (False, [(0, 32), (32, 64)])
         assert plan(50, 5, 32, 64, True, training=True) == (False, [(0, 32), (32, 64)])
-        assert plan(100, 4, 32, 96, True) == (False, [(0, 48), (48, 96)])  # 48 units: wide
+        # Two chunks of 48-63 units in inference, under 8 sequences: by sequences from 2 a
+        # thread, the slices within a third of each other (not 3 + 2)
+        assert plan(100, 4, 32, 96, True) == (True, [(0, 2), (2, 4)])
+        assert plan(300, 7, 64, 112, True) == (True, [(0, 4), (4, 7)])
+        assert plan(200, 5, 64, 96, True) == (False, [(0, 48), (48, 96)])
+        assert plan(100, 4, 128, 128, True) == (False, [(0, 64), (64, 128)])  # 64: wide
+        assert plan(100, 4, 32, 96, True, training=True) == (False, [(0, 48), (48, 96)])
+        assert plan(10, 7, 128, 96, True) == (False, [(0, 48), (48, 96)])  # 12 MFLOP
         # Neither rule splits, or only into narrow chunks: by sequences, 9.5 MFLOP a
         # thread at least (one sequence a thread will do, in a batch of 3 at least)
         assert plan(100, 4, 32, 64, True) == (True, [(0, 2), (2, 4)])  # 9.8 a thread

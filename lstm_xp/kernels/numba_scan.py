@@ -190,6 +190,17 @@ def l2_bytes(default: int = 512 * 1024) -> int:
 #: Zen 3 the batch split was as fast or faster (0.59x-1.06x the time).
 L2_SLICE_BYTES = l2_bytes()
 MANY_THREADS = 4
+#: Inference whose units split in two (measured on 2 threads) has chunks
+#: under this many units, and :data:`NARROW_UNITS` or more (narrower ones have their own
+#: rule above), and a batch under 2 * :data:`MIN_ROWS_PER_THREAD` (the batches measured),
+#: splits by sequences from 2 a thread instead, where the slices
+#: differ by at most a third (a batch of 5 on 2 threads does not: 3 + 2 ran 0.96x-1.07x
+#: the time). In one process, the plans taking turns call by call (``plan_ab.py``, two
+#: runs): at (4 | 6 | 7, 50-1,000, 32-128, 96 | 112) 0.77x-0.95x the time of 2 chunks of
+#: 48-56 units; at H = 128 (chunks of 64) 0.94x-1.00x, and at H = 256 with B = 7 1.05x.
+MID_UNITS = 64
+#: ... with at least this many sequences (and :data:`MIN_SMALL_FLOPS_PER_THREAD`) a thread.
+MIN_MID_ROWS_PER_THREAD = 2
 #: With weights beyond L2 the units split also wins where it gives each thread at most
 #: this fraction of the blocks of rows (:func:`row_blocks`) a panel goes through that the
 #: batch split gives the busiest thread: each block is one pass of the panel's inputs, and
@@ -974,7 +985,8 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
                        MIN_CHUNK_CALL_FLOPS, MIN_NARROW_CHUNK_CALL_FLOPS, NARROW_UNITS,
                        NARROW_CHUNK_STEP_FLOPS,
                        MIN_SMALL_ROWS_PER_THREAD, MIN_SMALL_BATCH, MIN_SMALL_FLOPS_PER_THREAD,
-                       L2_SLICE_BYTES, MANY_THREADS, FEWER_BLOCKS))
+                       L2_SLICE_BYTES, MANY_THREADS, FEWER_BLOCKS, MID_UNITS,
+                       MIN_MID_ROWS_PER_THREAD))
     valid = call.full_lengths if lengths is None else np.asarray(lengths, dtype=np.int64)
     order = None if lengths is None or tape[0].shape[0] > 0 else \
         length_order(valid, call.by_rows, call.slices)
@@ -1181,7 +1193,10 @@ def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
     :data:`NARROW_UNITS` with under :data:`NARROW_CHUNK_STEP_FLOPS` a step, by sequences
     with :data:`MIN_SMALL_ROWS_PER_THREAD` and :data:`MIN_SMALL_FLOPS_PER_THREAD` a thread
     (:data:`MIN_SMALL_BATCH` at least), else narrow chunks from
-    :data:`MIN_NARROW_CHUNK_CALL_FLOPS` a call on. Where both apply,
+    :data:`MIN_NARROW_CHUNK_CALL_FLOPS` a call on; inference under 8 sequences whose
+    would split into two chunks of :data:`NARROW_UNITS` to :data:`MID_UNITS` units by
+    sequences from :data:`MIN_MID_ROWS_PER_THREAD` a thread, slices within a third of each
+    other. Where both apply,
     the units split is taken as :data:`L2_SLICE_BYTES` says, and for inference (not
     ``training``) as :data:`FEWER_BLOCKS` says. One range: the caller's thread alone."""
     limit = get_num_threads() if threads is None else threads
@@ -1193,6 +1208,12 @@ def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
         by_units = 1
     small_chunks = narrow and step // by_units < NARROW_CHUNK_STEP_FLOPS
     by_rows = min(limit, steps * step // MIN_FLOPS_PER_THREAD, batch // MIN_ROWS_PER_THREAD)
+    if (lockstep and not training and by_units == 2
+            and batch < 2 * MIN_ROWS_PER_THREAD and NARROW_UNITS <= hidden // by_units < MID_UNITS):
+        mid = min(limit, batch // MIN_MID_ROWS_PER_THREAD,
+                  steps * step // MIN_SMALL_FLOPS_PER_THREAD)
+        if mid > 1 and 3 * -(-batch // mid) <= 4 * (batch // mid):
+            by_rows = mid
     if lockstep and not training and (by_units <= 1 or small_chunks) and by_rows <= 1:
         by_rows = min(limit, steps * step // MIN_SMALL_FLOPS_PER_THREAD,
                       batch // MIN_SMALL_ROWS_PER_THREAD if batch >= MIN_SMALL_BATCH else 1)
