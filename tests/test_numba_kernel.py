@@ -121,9 +121,8 @@ def test_a_zero_initial_state_skips_the_first_recurrent_product(threaded, produc
     """From a zero hidden state (none given, or zeros) the first step leaves out its
     recurrent product, and a single step the recurrent weights' packing; a state that is
     zero but for one entry, or a zero hidden state beside a cell state that is not, goes
-    through the product. Each equals the pure reference, both directions, with lengths
-    that end sequences before the first step and at it; a second layer's state is the
-    first layer's output, not zero."""
+    through the product. Each equals the pure reference: two layers, both directions,
+    with lengths that end sequences before the first step and at it."""
     threaded(2)
     T, B, I, H = steps, 5, 6, 16
     kwargs = dict(bidirectional=True, seed=7)

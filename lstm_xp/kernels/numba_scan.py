@@ -1193,10 +1193,11 @@ def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
     :data:`NARROW_UNITS` with under :data:`NARROW_CHUNK_STEP_FLOPS` a step, by sequences
     with :data:`MIN_SMALL_ROWS_PER_THREAD` and :data:`MIN_SMALL_FLOPS_PER_THREAD` a thread
     (:data:`MIN_SMALL_BATCH` at least), else narrow chunks from
-    :data:`MIN_NARROW_CHUNK_CALL_FLOPS` a call on; inference under 8 sequences whose
-    would split into two chunks of :data:`NARROW_UNITS` to :data:`MID_UNITS` units by
-    sequences from :data:`MIN_MID_ROWS_PER_THREAD` a thread, slices within a third of each
-    other. Where both apply,
+    :data:`MIN_NARROW_CHUNK_CALL_FLOPS` a call on; inference of fewer than 2 *
+    :data:`MIN_ROWS_PER_THREAD` sequences that would go in two chunks of
+    :data:`NARROW_UNITS` up to :data:`MID_UNITS` units, by sequences from
+    :data:`MIN_MID_ROWS_PER_THREAD` a thread, the slices within a third of each other.
+    Where both apply,
     the units split is taken as :data:`L2_SLICE_BYTES` says, and for inference (not
     ``training``) as :data:`FEWER_BLOCKS` says. One range: the caller's thread alone."""
     limit = get_num_threads() if threads is None else threads
