@@ -648,6 +648,9 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
     packed = packed_hh.shape[1] > 0
     sharing = not claiming and sync.shape[0] > 0  # a part of a split by sequences
     own = home if claiming else 0  # the chunk a thread looks at first (a part: its only one)
+    parts = (sync.shape[0] - CLAIMS) // 3  # S, for a part of a split by sequences
+    if sharing and atomic_add(sync, CLAIMS + 2 * parts + home, 1) > 0:
+        return  # another thread runs this part
     # A zero state's recurrent product is zero: the first step skips it, and one step alone
     # never needs the recurrent weights packed. Looked for here unless the caller knows
     # (NumPy's any() took 1-2 us, 5 % of a call at (B, T, I, H) = (1, 1, 32, 64)); but the
@@ -663,23 +666,19 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
                 if hs[i, u] != 0:
                     zero_state = False
     recurrent = steps > 1 or not (known_zero if sharing else zero_state)
-    if sharing:
-        if atomic_add(sync, sync.shape[0] - (sync.shape[0] - CLAIMS) // 3 + home, 1) > 0:
-            return  # another thread runs this part
-        if packed:  # the shared copy: piece 2s + w is slice s of weight w's panels
-            parts = (sync.shape[0] - CLAIMS) // 3
-            for turn in range(2 * parts):
-                piece = take(sync, CLAIMS, 0, 2 * parts, 2 * home, turn)
-                if piece < 0:
-                    continue
-                part = piece // 2
-                target = packed_hh[0] if piece % 2 else packed_ih[0]
-                count = target.shape[0]
-                if piece % 2 == 0 or recurrent:
-                    _pack(w_hh if piece % 2 else w_ih, zero, hidden, target,
-                          count * part // parts, count * (part + 1) // parts)
-                atomic_add(sync, 0, 1)
-            wait_at_least(sync, 0, 2 * parts)
+    if sharing and packed:  # the shared copy: piece 2s + w is slice s of weight w's panels
+        for turn in range(2 * parts):
+            piece = take(sync, CLAIMS, 0, 2 * parts, 2 * home, turn)
+            if piece < 0:
+                continue
+            part = piece // 2
+            target = packed_hh[0] if piece % 2 else packed_ih[0]
+            count = target.shape[0]
+            if piece % 2 == 0 or recurrent:
+                _pack(w_hh if piece % 2 else w_ih, zero, hidden, target,
+                      count * part // parts, count * (part + 1) // parts)
+            atomic_add(sync, 0, 1)
+        wait_at_least(sync, 0, 2 * parts)
     for turn in range(count_chunks):  # round 0: each chunk's weights, bias and cell state
         k = take(sync, CLAIMS, 0, count_chunks, own, turn)
         if k < 0:
