@@ -2,7 +2,7 @@
 
 Usage: ``python benchmarks/thread_sweep.py [B,T,I,H ...]``. For each shape and each count in
 1, 2, 4, ... up to the machine's cores, prints the median of 7 samples (the benchmark's
-:func:`lstm_xp.bench.runner.time_runner`: two warm-ups, each sample the mean of back-to-back
+:func:`lstm_xp.bench.runner.time_runner`: warm-ups for 50 ms, each sample the mean of back-to-back
 calls) and the speed-up over one thread.
 """
 

@@ -176,8 +176,24 @@ def test_contenders_compute_what_they_claim(rng):
 
 def test_time_runner_counts_calls():
     calls = []
-    times = time_runner(lambda: calls.append(1), repeats=5, max_seconds=10, min_sample_s=0)
+    times = time_runner(lambda: calls.append(1), repeats=5, max_seconds=10, min_sample_s=0,
+                        warmup_s=0)
     assert len(times) == 5 and len(calls) == 7  # two warm-ups
+
+
+def test_time_runner_warms_up_for_warmup_s():
+    """Warm-up calls go on until they have lasted ``warmup_s``, and stop then."""
+    stamps = []
+
+    def run():
+        stamps.append(time.perf_counter())
+        time.sleep(0.002)
+
+    time_runner(run, repeats=3, max_seconds=10, min_sample_s=0, warmups=1, warmup_s=0.03)
+    warm = len(stamps) - 3
+    assert warm >= 2
+    assert stamps[warm] - stamps[0] >= 0.03  # the first timed call came after 30 ms
+    assert stamps[warm - 1] - stamps[0] < 0.03  # the last warm-up started before them
 
 
 def test_time_runner_repeats_short_calls_within_a_sample():
@@ -187,7 +203,7 @@ def test_time_runner_repeats_short_calls_within_a_sample():
         calls.append(1)
         time.sleep(0.002)
 
-    times = time_runner(run, repeats=3, max_seconds=10, min_sample_s=0.02)
+    times = time_runner(run, repeats=3, max_seconds=10, min_sample_s=0.02, warmup_s=0)
     per_sample = (len(calls) - 2) // 3
     assert len(times) == 3 and 3 <= per_sample <= 10 and len(calls) == 2 + 3 * per_sample
     assert all(0.002 <= t < 0.02 for t in times)  # the time of one call, not of a sample
@@ -387,7 +403,7 @@ def _counting_contender(monkeypatch, fail_at=None):
 def test_a_contender_prepares_each_shape_once_and_warms_up_once_a_later_turn(monkeypatch):
     record = _counting_contender(monkeypatch)
     config = BenchConfig(shapes=[(1, 3, 2, 2), (2, 3, 2, 2)], repeats=3, rounds=3,
-                         max_seconds=60, isolate=False, pause_s=0)
+                         max_seconds=60, isolate=False, pause_s=0, warmup_s=0)
     report = run_bench(config, progress=None)
     assert record["prepared"] == [(1, 3, 2, 2), (2, 3, 2, 2)]
     counted = [r for r in report["results"] if r["contender"] == "counting"]

@@ -64,6 +64,18 @@ class Measurement:
         return out
 
 
+#: A timed sample lasts at least this long: shorter calls are repeated within one sample.
+MIN_SAMPLE_S = 0.02
+#: A turn's warm-up calls last at least this long together. On the 2-vCPU guest of
+#: ``benchmarks/RESULTS.md`` every library's calls ran slow for the first 5-20 ms after
+#: 0.15 s idle (the pause between turns): at (B, T, I, H) = (8, 100, 64, 128) lstm-xp's
+#: first three calls took 2.4x-2.6x, 1.3x-1.5x and 1.1x-1.25x the time of a call 20 ms
+#: on, ONNX Runtime's 2.3x-2.4x, 1.2x-1.35x and 1.0x-1.06x (two runs each). With one
+#: warm-up call, a turn's first sample fell in that stretch and measured how fast each
+#: library got going again rather than its speed.
+WARMUP_S = 0.05
+
+
 @dataclass
 class BenchConfig:
     """What to run. ``backends`` are lstm-xp backend names; ``peers`` a subset of
@@ -86,6 +98,8 @@ class BenchConfig:
     # contender timed within 20 ms of ONNX Runtime's or the GEMM floor's turn ran 1.4x-1.5x
     # slower (16, 100, 128, 256) than 0.1-0.3 s after.
     pause_s: float = 0.15
+    # Each turn's warm-up lasts at least this long (:data:`WARMUP_S`, :func:`time_runner`).
+    warmup_s: float = WARMUP_S
     lengths: Sequence[str] = ()  # also time with lengths: "one-short", "random"
     mode: str = "forward"  # or "train": forward_train + backward against torch autograd
 
@@ -98,41 +112,44 @@ class BenchConfig:
         return cls(**{**data, "shapes": [tuple(s) for s in data["shapes"]]})
 
 
-#: A timed sample lasts at least this long: shorter calls are repeated within one sample.
-MIN_SAMPLE_S = 0.02
-
-
 def time_runner(run: Callable[[], Any], repeats: int, max_seconds: float,
-                min_sample_s: float = MIN_SAMPLE_S, warmups: int = 2) -> list[float]:
-    """``warmups`` untimed calls (at least 1), then up to ``repeats`` timed samples (at
-    least 3, or until ``max_seconds`` have been spent); each sample is the mean time of ``n``
+                min_sample_s: float = MIN_SAMPLE_S, warmups: int = 2,
+                warmup_s: float = WARMUP_S) -> list[float]:
+    """Untimed warm-up calls, ``warmups`` of them (at least 1) and more until they have
+    lasted ``warmup_s`` together, then up to ``repeats`` timed samples (at least 3, or
+    until ``max_seconds`` have been spent); each sample is the mean time of ``n``
     back-to-back calls, ``n`` chosen from the last warm-up so that a sample lasts
-    ``min_sample_s``, with the garbage
-    collector run before and held off during it (as :mod:`timeit` does). One call per sample
-    measured a sub-millisecond call with the caches a ``gc.collect()`` had just cooled:
-    0.55 ms against 0.07 ms a call in a loop."""
-    spent, last = 0.0, 0.0
-    for _ in range(max(1, warmups)):
-        t0 = time.perf_counter()
-        run()
-        last = time.perf_counter() - t0
-        spent += last
-        if spent > max_seconds:
-            break
-    calls = max(1, min(1000, int(min_sample_s / max(last, 1e-9))))
+    ``min_sample_s``. The garbage collector runs once before the warm-up and is held off
+    until the last sample (as :mod:`timeit` holds it off). One call per sample measured a
+    sub-millisecond call with the caches a ``gc.collect()`` had just cooled: 0.55 ms
+    against 0.07 ms a call in a loop. A collection before each sample cooled them for
+    every sample: in a process with numba loaded (113,000 objects) it took 22-32 ms on one
+    thread, and lstm-xp's next call at (B, T, I, H) = (8, 100, 64, 128) took 3.0 ms
+    against 1.3 in a loop (its second thread's core idle meanwhile), where ONNX Runtime's
+    process has a fraction of the objects."""
     times: list[float] = []
-    for _ in range(repeats):
-        gc.collect()
-        gc.disable()
-        try:
+    gc.collect()
+    gc.disable()
+    try:
+        spent, last, done = 0.0, 0.0, 0
+        while done < max(1, warmups) or spent < warmup_s:
+            t0 = time.perf_counter()
+            run()
+            last = time.perf_counter() - t0
+            spent += last
+            done += 1
+            if spent > max_seconds:
+                break
+        calls = max(1, min(1000, int(min_sample_s / max(last, 1e-9))))
+        for _ in range(repeats):
             t0 = time.perf_counter()
             for _ in range(calls):
                 run()
             times.append((time.perf_counter() - t0) / calls)
-        finally:
-            gc.enable()
-        if len(times) >= 3 and sum(times) * calls > max_seconds:
-            break
+            if len(times) >= 3 and sum(times) * calls > max_seconds:
+                break
+    finally:
+        gc.enable()
     return times
 
 

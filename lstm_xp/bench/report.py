@@ -238,9 +238,12 @@ def write_all(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
 def _sampling(config: dict[str, Any]) -> str:
     """How each cell's median was taken, in words."""
     rounds = int(config.get("rounds", 1))
+    # Runs before warmup_s was a setting warmed up with calls alone.
+    warm = config.get("warmup_s", 0.0)
+    lasting = f", lasting {1e3 * warm:.0f} ms or more" if warm else ""
     if rounds <= 1:
-        return f"median of up to {config['repeats']} runs after 2 warm-ups"
+        return f"median of up to {config['repeats']} runs after 2 warm-ups{lasting}"
     share = repeats_a_round(int(config["repeats"]), rounds)
     return (f"median of up to {share * rounds} runs, {share} in each of {rounds} rounds in "
             "which the contenders take turns at each shape (2 warm-ups in a contender's "
-            "first turn at a shape, 1 in each later one)")
+            f"first turn at a shape, 1 in each later one{lasting})")

@@ -32,7 +32,8 @@ class Turns:
     """The turns of the contender ``spec`` names (``[factory, *args]``, see
     :func:`lstm_xp.bench.contenders.make`) at ``config.shapes``, in this process. The
     runner of the shape it timed last stays prepared for its next turn there: the first turn
-    at a shape builds it and warms it up twice, a later turn once.
+    at a shape builds it and warms it up twice, a later turn once, each for at least
+    ``config.warmup_s`` (:func:`~lstm_xp.bench.cells.time_runner`).
 
     Raises
     ------
@@ -59,7 +60,8 @@ class Turns:
                 self._prepared = None  # the last shape's model and input go first
                 self._prepared = (index, cont.prepare(shape, dtype, input_for(shape, dtype)))
                 warmups = 2
-            m.times_s = time_runner(self._prepared[1], repeats, max_seconds, warmups=warmups)
+            m.times_s = time_runner(self._prepared[1], repeats, max_seconds, warmups=warmups,
+                                    warmup_s=self.config.warmup_s)
             m.turns_s = [statistics.median(m.times_s)]
             if memory and cont.memory is not None:
                 m.peak_bytes = cont.memory(shape, dtype, input_for(shape, dtype))
