@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import _backend
 from ._checks import check_seed
@@ -21,6 +21,7 @@ from .errors import (
     ShapeError,
     StateDictError,
 )
+from .kernels._frozen import freeze
 
 # NumPy's dtype.kind letter for each Array-API dtype kind the models accept.
 _HOST_KIND = {"real floating": "f", "integral": "iu", "bool": "b"}
@@ -31,6 +32,7 @@ DEFAULT_DTYPE = "float32"
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+_M = TypeVar("_M", bound="Module")
 
 
 def on_device(method: F, name: str | None = None) -> F:
@@ -263,6 +265,26 @@ class Module:
         clone._params = {n: target.from_numpy(v, new_dtype)
                          for n, v in self.host_params().items()}
         clone._placed()
+        return clone
+
+    def frozen(self: _M) -> _M:
+        """A copy of this model for inference, whose weights cannot be changed in place.
+
+        On the NumPy backend the copy's parameters are read-only arrays over immutable
+        memory (NumPy refuses to make them writable again), so that a kernel may derive
+        things from them once: the compiled ``numba`` kernel packs them into its panels at
+        the copy's first call of each way of splitting a call and keeps the panels while the
+        arrays live (about the weights' size again), where for ordinary arrays it packs them
+        at every call, as it cannot know that nobody wrote into them (an ONNX Runtime session
+        also packs once, when it loads). That is most of a short call's fixed cost:
+        ``benchmarks/RESULTS.md``. The copy's results are the same bits as this model's.
+        Replacing its parameters (``load_state_dict``, an optimiser's step) gives it
+        ordinary arrays again. On other backends the copy is an ordinary one. ``self`` is
+        unchanged.
+        """
+        clone = cast(_M, self.to())
+        clone._params = {n: freeze(v) if _backend.is_numpy_array(v) else v
+                         for n, v in clone._params.items()}
         return clone
 
     # -- copies and pickles --------------------------------------------------------------------

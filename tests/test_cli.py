@@ -227,7 +227,7 @@ def test_train_mode_times_the_fused_step_the_pure_step_and_their_floor():
     rows = {r["contender"]: r for r in report["results"]}
     assert set(rows) == {"lstm-xp train step numpy cpu", "lstm-xp train step numpy cpu (pure)",
                          "GEMM floor of a train step numpy cpu",
-                         *_beside_numba("lstm-xp train step numpy cpu", threads=False)}
+                         *_beside_numba("lstm-xp train step numpy cpu", forward=False)}
     for r in rows.values():
         assert r["median_s"] > 0
         # A training step does three forward passes' worth of matrix products.
@@ -257,14 +257,16 @@ def test_backends_lists_every_kernel_and_why(capsys):
     assert printed.count("kernel pure") == len(BACKENDS)
 
 
-def _beside_numba(label, threads=True):
+def _beside_numba(label, forward=True):
     """With the numba extra, numba is NumPy's default kernel and the bench also times the
-    fused NumPy kernel beside it, and (forward, on more than one core) numba on one thread."""
+    fused NumPy kernel beside it, and (forward) a frozen copy of the model and, on more
+    than one core, numba on one thread."""
     if not importlib.util.find_spec("numba"):
         return []
     from lstm_xp._threads import cores
 
-    extra = [f"{label} (numba) LSTM_XP_NUM_THREADS=1"] if threads and cores() > 1 else []
+    extra = [f"{label} frozen"] if forward else []
+    extra += [f"{label} (numba) LSTM_XP_NUM_THREADS=1"] if forward and cores() > 1 else []
     return [f"{label} (numpy-fused)", *extra]
 
 

@@ -81,19 +81,24 @@ def padded_lengths(shape: Shape, kind: str) -> np.ndarray | None:
 
 
 def lstm_xp(backend: str, device: Any = None, kernel: str = "auto",
-            lengths: str = "none", threads: str | None = None) -> Contender:
+            lengths: str = "none", threads: str | None = None,
+            frozen: bool = False) -> Contender:
     """lstm-xp's forward on ``backend``/``device``; ``kernel="pure"`` forces the reference path;
     ``lengths`` passes per-sequence lengths (see :func:`padded_lengths`); ``threads``, for the
-    ``numba`` kernel, its thread count as ``LSTM_XP_NUM_THREADS`` spells it (``"auto"``)."""
+    ``numba`` kernel, its thread count as ``LSTM_XP_NUM_THREADS`` spells it (``"auto"``);
+    ``frozen``: the model's frozen copy (:meth:`lstm_xp.LSTM.frozen`, weights packed once)."""
     b, where = _resolve(backend, device)
     label = (f"lstm-xp {b.name} {where}" + ("" if kernel == "auto" else f" ({kernel})")
              + _lengths_label(lengths)
-             + ("" if threads is None else f" LSTM_XP_NUM_THREADS={threads}"))
+             + ("" if threads is None else f" LSTM_XP_NUM_THREADS={threads}")
+             + (" frozen" if frozen else ""))
 
     def build(shape: Shape, dtype: str, x_host: np.ndarray) -> tuple[LSTM, Any]:
         _, _, size_in, hidden = shape
         model = LSTM(size_in, hidden, backend=b.xp, device=b.device, dtype=dtype, seed=0,
                      kernel=kernel)
+        if frozen:
+            model = model.frozen()
         return model, b.from_numpy(x_host, model.dtype)
 
     def call(model: LSTM, x: Any, valid: Any) -> Any:

@@ -40,6 +40,9 @@ def contender_specs(config: BenchConfig) -> list[list[Any]]:
             specs.append([ours, name, device])
             for kernel in kernels[1:]:  # e.g. numpy-fused beside numba
                 specs.append([ours, name, device, kernel])
+            if not train and kernels[:1] == ["numba"]:
+                # a frozen copy: the weights packed once, not at every call (LSTM.frozen)
+                specs.append([ours, name, device, "auto", "none", None, True])
             if not train and kernels[:1] == ["numba"] and cores() > 1:
                 # the same kernel on one thread: what its threads gain (lstm_xp._threads)
                 specs.append([ours, name, device, "numba", "none", "1"])

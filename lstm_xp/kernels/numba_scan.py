@@ -62,6 +62,7 @@ import numpy as np
 
 from .._threads import get_num_threads
 from ._atomics import atomic_add, take, wait_at_least
+from ._frozen import DerivedCache, is_frozen
 from ._pool import run_claimed, run_parts
 from ._simd import (
     ROW_PANELS,
@@ -565,8 +566,9 @@ def _running_rows(lengths, t):  # pragma: no cover - compiled
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, reverse,
-                approximate, known_zero, proj, gates, cs, bias_own, packed_ih, packed_hh, sync,
-                tape_gates, tape_cells, tape_tanh):  # pragma: no cover - compiled
+                approximate, known_zero, prepacked, proj, gates, cs, bias_own, packed_ih,
+                packed_hh, sync, tape_gates, tape_cells,
+                tape_tanh):  # pragma: no cover - compiled
     """The layer scan for sequences ``rows0:rows0 + B`` of the batch, their hidden units
     in ``K`` chunks, ``chunks`` (K, 2) their ``(first, last)`` ranges. Calls with
     disjoint ranges of sequences (and one chunk) run side by side without meeting.
@@ -617,9 +619,11 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
     not vectorise). With ``packed_ih`` (K, P, I, C) and ``packed_hh`` (K, P, H, C) not
     empty, the chunk's columns of the weights are packed in them (:func:`_pack`,
     ``P * C >= 4U``; in round 0, by whichever thread claims the chunk, or the part, as
-    above), and the products are :func:`_packed_product`'s, which add into
-    ``proj`` (``W = P * C``) in place: the bias first, then the input's projection, then a
-    step's recurrent product onto its rows (``gates`` is not used); empty, the products are
+    above; with ``prepacked`` they hold them already, packed once for frozen weights,
+    and ``w_ih`` and ``w_hh`` are not read), and the products are
+    :func:`_packed_product`'s, which add into ``proj`` (``W = P * C``) in place: the bias
+    first, then the input's projection, then a step's recurrent product onto its rows
+    (``gates`` is not used); empty, the products are
     :func:`_gate_product`'s dot products over the weights as they are (``W = 4U``; those
     need the whole batch: ``B = N``). Nothing is allocated and nothing raises (a thread
     that stopped with a chunk claimed would leave the others waiting).
@@ -666,7 +670,8 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
                 if hs[i, u] != 0:
                     zero_state = False
     recurrent = steps > 1 or not (known_zero if sharing else zero_state)
-    if sharing and packed:  # the shared copy: piece 2s + w is slice s of weight w's panels
+    # The shared copy: piece 2s + w is slice s of weight w's panels.
+    if sharing and packed and not prepacked:
         for turn in range(2 * parts):
             piece = take(sync, CLAIMS, 0, 2 * parts, 2 * home, turn)
             if piece < 0:
@@ -685,7 +690,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
             continue  # another thread has it
         first, last = chunks[k, 0], chunks[k, 1]
         units = last - first
-        if packed and not sharing:
+        if packed and not sharing and not prepacked:
             _pack(w_ih, first, last, packed_ih[k], zero, packed_ih.shape[1])
             if recurrent:
                 _pack(w_hh, first, last, packed_hh[k], zero, packed_hh.shape[1])
@@ -974,6 +979,8 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     w_ih = np.ascontiguousarray(weight_ih)
     w_hh = np.ascontiguousarray(weight_hh)
     b = np.zeros(4 * hidden, dtype) if bias is None else np.ascontiguousarray(bias)
+    if not b.flags.writeable:  # a read-only array has the scan compiled anew (seconds)
+        b = b.copy()
     c = np.array(c0, dtype=dtype, order="C")
     y = np.empty((steps, batch, hidden), dtype)
     call = _call_plan(steps, batch, features, hidden, dtype,
@@ -992,11 +999,16 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     if order is not None:  # the sequences in the order that spares work
         x2 = x[:, order].reshape(steps * batch, features)
         h0, c, valid = h0[order], c[order], valid[order]
-    key = (call, features, hidden)
+    frozen = is_frozen(w_ih) and is_frozen(w_hh)
+    key = (call, features, hidden, frozen)
     work = _work_for(key)
+    panels: list[np.ndarray] = []  # the frozen weights' panels, packed once
+    if frozen:
+        w_ih, w_hh, *panels = _frozen_weights(w_ih, w_hh, call, features, hidden)
     for hs, (low, high) in work.states:
         hs[:high - low] = h0[low:high]
     approximate = dtype == np.float32
+    prepacked = len(panels) > 0
     if known_zero is None:  # the parts of a split by sequences need to know
         known_zero = call.by_rows and not h0.any()
     if call.by_rows:  # independent slices of the batch, each on its own thread
@@ -1004,18 +1016,20 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
         sync = np.zeros(CLAIMS + 3 * parts, np.int64)
         run_claimed(_scan_units, [
             (x2, w_ih, w_hh, b, hs, c[low:high], y, valid[low:high], low, call.chunks, home,
-             reverse, approximate, known_zero, *buffers, sync, *tape)
+             reverse, approximate, known_zero, prepacked, *_with(buffers, panels), sync,
+             *tape)
             for home, ((hs, (low, high)), buffers)
             in enumerate(zip(work.states, work.parts, strict=True))], sync, CLAIMS + 2 * parts,
             1)
     elif len(call.chunks) == 1:  # the caller's thread alone
         run_parts(_scan_units, [(x2, w_ih, w_hh, b, work.states[0][0], c, y, valid, 0,
-                                 call.chunks, 0, reverse, approximate, known_zero,
-                                 *work.parts[0], _NO_SYNC, *tape)])
+                                 call.chunks, 0, reverse, approximate, known_zero, prepacked,
+                                 *_with(work.parts[0], panels), _NO_SYNC, *tape)])
     else:  # the chunks of units, claimed step by step by as many threads
         sync = np.zeros(CLAIMS + (steps + 1) * len(call.chunks), np.int64)
         args = (x2, w_ih, w_hh, b, work.states[0][0], c, y, valid, 0, call.chunks)
-        rest = (reverse, approximate, known_zero, *work.parts[0], sync, *tape)
+        rest = (reverse, approximate, known_zero, prepacked, *_with(work.parts[0], panels),
+                sync, *tape)
         # Only the caller's own part is waited for: it returns once every chunk is done,
         # whichever thread did it, and a thread that starts late finds nothing left.
         run_parts(_scan_units, [(*args, home, *rest) for home in range(len(call.chunks))],
@@ -1046,6 +1060,9 @@ class _CallPlan:
     dtype: np.dtype
     chunks: np.ndarray = field(compare=False, hash=False)
     full_lengths: np.ndarray = field(compare=False, hash=False)
+    #: What packed weights of this plan look like: None without packing, else the chunks'
+    #: ranges (one, ``(0, H)``, where the call splits by sequences) and the dtype.
+    layout: Any = field(compare=False, hash=False, default=None)
 
 
 @functools.lru_cache(maxsize=256)
@@ -1064,7 +1081,50 @@ def _call_plan(steps: int, batch: int, features: int, hidden: int, dtype: np.dty
     # Shared by every call of the plan and never written; writable all the same: numba
     # compiles the scan anew for a read-only array (and calls with lengths pass writable).
     full = np.full(batch, steps, np.int64)
-    return _CallPlan(batch, by_rows, tuple(slices), ahead, pack, np.dtype(dtype), chunks, full)
+    layout = (tuple(map(tuple, chunks.tolist())), np.dtype(dtype)) if pack else None
+    return _CallPlan(batch, by_rows, tuple(slices), ahead, pack, np.dtype(dtype), chunks, full,
+                     layout)
+
+
+#: The panels of frozen weights (:func:`._frozen.is_frozen`), packed once for each layout.
+_FROZEN = DerivedCache()
+_NO_WEIGHTS = {np.dtype(t): np.empty((0, 0), t) for t in (np.float32, np.float64)}
+
+
+def _frozen_weights(w_ih: np.ndarray, w_hh: np.ndarray, call: _CallPlan, features: int,
+                    hidden: int) -> tuple[np.ndarray, ...]:
+    """What :func:`_scan_units` takes for frozen ``w_ih`` and ``w_hh``, made once for each
+    layout of plan ``call`` and kept while the arrays live: with packing, empty weights
+    (not read) and their panels, ``packed_ih`` (K, P, I, C) and ``packed_hh`` (K, P, H, C),
+    one set for the whole of them (K = 1) where the call splits by sequences, else one per
+    chunk of units; without, writable copies of the weights (a read-only array would have
+    the scan compiled anew for its type), never written."""
+    return _FROZEN.get(w_ih, w_hh, call.layout, _pack_frozen, call, features, hidden)
+
+
+def _pack_frozen(w_ih: np.ndarray, w_hh: np.ndarray, call: _CallPlan, features: int,
+                 hidden: int) -> tuple[np.ndarray, ...]:
+    """:func:`_frozen_weights`' value (packed from writable copies of the weights, for the
+    same reason)."""
+    w_ih, w_hh = np.array(w_ih), np.array(w_hh)
+    if not call.pack:
+        return w_ih, w_hh
+    chunks = call.chunks.tolist()  # (0, H) alone where the call splits by sequences
+    units = max(last - first for first, last in chunks)
+    panels, width = panels_for(units, call.dtype)
+    packed_ih, packed_hh = aligned_arrays(
+        [(len(chunks), panels, features, width), (len(chunks), panels, hidden, width)],
+        call.dtype)
+    for k, (first, last) in enumerate(chunks):
+        _pack(w_ih, first, last, packed_ih[k], 0, panels)
+        _pack(w_hh, first, last, packed_hh[k], 0, panels)
+    empty = _NO_WEIGHTS[call.dtype]
+    return empty, empty, packed_ih, packed_hh
+
+
+def _with(buffers: tuple[Any, ...], panels: list[np.ndarray]) -> tuple[Any, ...]:
+    """A part's work buffers (:class:`_Work`), its packed weights ``panels`` where given."""
+    return (*buffers[:4], *panels) if panels else buffers
 
 
 @dataclass
@@ -1080,10 +1140,12 @@ class _Work:
     nbytes: int
 
 
-def _make_work(call: _CallPlan, features: int, hidden: int) -> _Work:
-    """New work buffers for a call of plan ``call``."""
+def _make_work(call: _CallPlan, features: int, hidden: int, frozen: bool = False) -> _Work:
+    """New work buffers for a call of plan ``call``; for ``frozen`` weights, whose panels
+    are kept elsewhere (:func:`_frozen_weights`), none for packed weights."""
     dtype, ahead, pack, batch = call.dtype, call.ahead, call.pack, call.batch
     count = len(call.chunks)
+    kept = 0 if frozen else 1  # panels of packed weights: none for frozen weights
     units = int(max(last - first for first, last in call.chunks))
     none3, none4 = np.empty((count, 0, 0), dtype), np.empty((count, 0, 0, 0), dtype)
 
@@ -1094,7 +1156,7 @@ def _make_work(call: _CallPlan, features: int, hidden: int) -> _Work:
     if call.by_rows:  # one packed copy of the weights, each slice its projection block
         panels, width = panels_for(hidden, dtype)
         w_ih_p, w_hh_p, *projs = aligned_arrays(
-            [(panels, features, width), (panels, hidden, width)]
+            [(kept * panels, features, width), (kept * panels, hidden, width)]
             + [(1, ahead * (high - low), panels * width) for low, high in call.slices], dtype)
         states = [(np.empty((2 * (high - low), hidden), dtype), (low, high))
                   for low, high in call.slices]
@@ -1103,7 +1165,7 @@ def _make_work(call: _CallPlan, features: int, hidden: int) -> _Work:
     elif pack:  # each chunk its packed weights and projection block
         panels, width = panels_for(units, dtype)
         packed_ih, packed_hh, proj = aligned_arrays(
-            [(count, panels, features, width), (count, panels, hidden, width),
+            [(count, kept * panels, features, width), (count, kept * panels, hidden, width),
              (count, ahead * batch, panels * width)], dtype)
         states = [(np.empty((2 * batch, hidden), dtype), (0, batch))]
         parts = [(proj, none3, *own(batch), packed_ih, packed_hh)]

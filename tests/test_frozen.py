@@ -1,0 +1,179 @@
+"""Frozen models (``LSTM.frozen``): weights that cannot change, packed once by the compiled
+kernel, and the same results as the model they were copied from."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import numpy as np
+import pytest
+from reference import reference_lstm
+
+from lstm_xp import LSTM
+from lstm_xp._threads import thread_setting
+from lstm_xp.kernels._frozen import DerivedCache, freeze, is_frozen
+
+
+def _flat(result):
+    y, (h, c) = result
+    return y, h, c
+
+
+def test_freeze_copies_into_an_array_nobody_can_write():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    f = freeze(a)
+    np.testing.assert_array_equal(f, a)
+    assert f.dtype == a.dtype and f.shape == a.shape and is_frozen(f) and is_frozen(f[1:])
+    with pytest.raises(ValueError, match="read-only"):
+        f[0, 0] = 1
+    with pytest.raises(ValueError, match="WRITEABLE"):
+        f.flags.writeable = True
+    a[0, 0] = 99  # the copy does not follow its source
+    assert f[0, 0] == 0
+
+
+def test_a_read_only_view_of_a_writable_array_is_not_frozen():
+    """Its values can still change through its base: a kernel must not keep anything
+    derived from it."""
+    a = np.zeros((4, 4), np.float32)
+    view = a.view()
+    view.flags.writeable = False
+    assert not is_frozen(a) and not is_frozen(view)
+    assert not is_frozen(np.frombuffer(bytearray(16), np.float32))
+    assert not is_frozen([1.0, 2.0])
+
+
+def test_derived_cache_makes_a_value_once_and_drops_it_with_its_arrays():
+    cache = DerivedCache()
+    made = []
+
+    def make(a, b, tag):
+        made.append(tag)
+        return (a.sum() + b.sum(), tag)
+
+    a, b = freeze(np.ones(3)), freeze(np.full(3, 2.0))
+    assert cache.get(a, b, "k", make, 1) == (9.0, 1)
+    assert cache.get(a, b, "k", make, 2) == (9.0, 1)  # kept: make not called again
+    assert cache.get(a, b, "other", make, 3) == (9.0, 3)
+    assert made == [1, 3] and len(cache) == 2
+    del a
+    gc.collect()
+    assert len(cache) == 0
+
+
+@pytest.fixture
+def compiled():
+    pytest.importorskip("numba")
+    return pytest.importorskip("lstm_xp.kernels.numba_scan")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 1, 3, 8), (5, 2, 4, 12), (7, 9, 6, 40), (3, 16, 5, 64)])
+def test_a_frozen_model_gives_the_same_bits(compiled, monkeypatch, rng, threads, precision,
+                                            shape):
+    """With and without a state and lengths, on one thread and split (by units or by
+    sequences, as the plan says at these sizes with the thresholds lowered), and with the
+    weights packed or used as they are (T * B under 8): the frozen copy's outputs are the
+    original's bits, twice in a row (the second from the kept panels)."""
+    for name in ("MIN_FLOPS_PER_THREAD", "MIN_CHUNK_STEP_FLOPS", "MIN_CHUNK_CALL_FLOPS",
+                 "MIN_SMALL_FLOPS_PER_THREAD", "MIN_NARROW_CHUNK_CALL_FLOPS"):
+        monkeypatch.setattr(compiled, name, 1)
+    T, B, I, H = shape
+    with thread_setting(threads):
+        model = LSTM(I, H, seed=3, dtype=precision)
+        frozen = model.frozen()
+        assert frozen.kernel == "numba"
+        x = rng.standard_normal((T, B, I)).astype(precision)
+        state = tuple(rng.standard_normal((1, B, H)).astype(precision) for _ in range(2))
+        lengths = rng.integers(0, T + 1, size=B)
+        for args in ((x,), (x, state), (x, state, lengths), (x, None, lengths)):
+            want = _flat(model(*args))
+            for _ in range(2):
+                for a, b in zip(_flat(frozen(*args)), want, strict=True):
+                    np.testing.assert_array_equal(a, b)
+
+
+def test_a_frozen_model_matches_the_float64_reference(compiled, rng):
+    T, B, I, H = 6, 12, 5, 24
+    frozen = LSTM(I, H, seed=4, dtype="float64").frozen()
+    x = rng.standard_normal((T, B, I))
+    y, (h, c) = frozen(x)
+    y_ref, h_ref, c_ref = reference_lstm(x, frozen.host_params(), 1, False)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(h, h_ref, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(c, c_ref, rtol=1e-12, atol=1e-13)
+
+
+def test_the_weights_are_packed_once_and_dropped_with_the_model(compiled, monkeypatch, rng):
+    packs = []
+    real = compiled._pack_frozen
+    monkeypatch.setattr(compiled, "_pack_frozen",
+                        lambda *args: packs.append(1) or real(*args))
+    frozen = LSTM(16, 32, seed=1).frozen()
+    x = rng.standard_normal((10, 8, 16)).astype(np.float32)
+    before = len(compiled._FROZEN)
+    for _ in range(3):
+        frozen(x)
+    assert len(packs) == 1 and len(compiled._FROZEN) == before + 1
+    frozen(x[:, :2])  # another plan: its own layout of panels, if it packs
+    del frozen
+    gc.collect()
+    assert len(compiled._FROZEN) == before
+
+
+def test_the_original_stays_writable_and_a_replaced_parameter_is_followed(compiled, rng):
+    """Writing into the original does not reach the copy; replacing the copy's parameters
+    (as load_state_dict and optimisers do) gives it ordinary arrays, and its next call
+    runs on them, not on panels kept from the old ones."""
+    model = LSTM(8, 16, seed=2)
+    frozen = model.frozen()
+    x = rng.standard_normal((12, 8, 8)).astype(np.float32)
+    before = _flat(frozen(x))
+    model.state_dict()["weight_hh_l0"][...] *= 2  # the original's own array
+    for a, b in zip(_flat(frozen(x)), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = LSTM(8, 16, seed=9)
+    frozen.load_state_dict(other.state_dict())
+    assert not is_frozen(frozen.state_dict()["weight_hh_l0"])
+    for a, b in zip(_flat(frozen(x)), _flat(other(x)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="read-only"):
+        model.frozen().state_dict()["weight_ih_l0"][0, 0] = 0.0
+
+
+def test_threads_sharing_a_frozen_model_each_get_their_own_result(compiled, rng):
+    """Several threads make the copy's first calls at once (the panels are packed under a
+    lock) and go on calling it: each gets exactly its single-threaded result."""
+    frozen = LSTM(12, 48, seed=6).frozen()
+    inputs = [rng.standard_normal((9, b, 12)).astype(np.float32) for b in (8, 8, 3, 16)]
+    want = [_flat(LSTM(12, 48, seed=6)(x)) for x in inputs]
+    start = threading.Barrier(len(inputs))
+    got: list = [None] * len(inputs)
+
+    def run(i):
+        start.wait()
+        for _ in range(20):
+            got[i] = _flat(frozen(inputs[i]))
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert not any(w.is_alive() for w in workers)
+    for result, expected in zip(got, want, strict=True):
+        for a, b in zip(result, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_frozen_works_on_every_backend(case, to_np, rng):
+    """Elsewhere than NumPy the copy is an ordinary one, and gives the model's results."""
+    model = LSTM(4, 6, seed=1, backend=case.backend, device=case.device)
+    frozen = model.frozen()
+    assert frozen.backend == model.backend and frozen is not model
+    x = rng.standard_normal((3, 2, 4)).astype(np.float32)
+    y_model, _ = model(x)
+    y_frozen, _ = frozen(x)
+    np.testing.assert_allclose(to_np(y_frozen), to_np(y_model), rtol=1e-6, atol=1e-7)
