@@ -177,3 +177,24 @@ def test_frozen_works_on_every_backend(case, to_np, rng):
     y_model, _ = model(x)
     y_frozen, _ = frozen(x)
     np.testing.assert_allclose(to_np(y_frozen), to_np(y_model), rtol=1e-6, atol=1e-7)
+
+
+def test_a_frozen_model_trains_like_the_model(compiled, rng):
+    """A training step on the copy (its forward pass from the kept panels) gives the model's
+    outputs and gradients."""
+    T, B, I, H = 5, 8, 6, 16
+    model = LSTM(I, H, seed=7)
+    frozen = model.frozen()
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    steps = []
+    for m in (model, frozen):
+        out, _, tape = m.forward_train(x)
+        dx, _, grads = m.backward(tape, dy)
+        steps.append((out, dx, grads))
+    (out_a, dx_a, g_a), (out_b, dx_b, g_b) = steps
+    np.testing.assert_array_equal(out_b, out_a)
+    np.testing.assert_allclose(dx_b, dx_a, rtol=1e-6, atol=1e-6)
+    assert g_a.keys() == g_b.keys()
+    for name in g_a:
+        np.testing.assert_allclose(g_b[name], g_a[name], rtol=1e-6, atol=1e-6)
