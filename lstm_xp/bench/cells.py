@@ -123,7 +123,7 @@ def time_runner(run: Callable[[], Any], repeats: int, max_seconds: float,
     until the last sample (as :mod:`timeit` holds it off). One call per sample measured a
     sub-millisecond call with the caches a ``gc.collect()`` had just cooled: 0.55 ms
     against 0.07 ms a call in a loop. A collection before each sample cooled them for
-    every sample: in a process with numba loaded (113,000 objects) it took 22-32 ms on one
+    every sample: in a process with numba loaded (113,000 objects) it took 22-37 ms on one
     thread, and lstm-xp's next call at (B, T, I, H) = (8, 100, 64, 128) took 3.0 ms
     against 1.3 in a loop (its second thread's core idle meanwhile), where ONNX Runtime's
     process has a fraction of the objects."""

@@ -43,9 +43,8 @@ def contender_specs(config: BenchConfig) -> list[list[Any]]:
             if not train and kernels[:1] == ["numba"]:
                 # a frozen copy: the weights packed once, not at every call (LSTM.frozen)
                 specs.append([ours, name, device, "auto", "none", None, True])
-            if not train and kernels[:1] == ["numba"] and cores() > 1:
-                # the same kernel on one thread: what its threads gain (lstm_xp._threads)
-                specs.append([ours, name, device, "numba", "none", "1"])
+                if cores() > 1:  # one thread: what its threads gain (lstm_xp._threads)
+                    specs.append([ours, name, device, "numba", "none", "1"])
             if config.pure and _has_fast_kernel(name):
                 specs.append([ours, name, device, "pure"])
             for kind in config.lengths:
