@@ -994,3 +994,35 @@ def test_a_worker_moves_off_its_callers_cpu_and_stays_within_its_own():
     assert result["now"] == set(allowed) - {result["left"]}
     assert result["cpu"] != result["left"] and result["cpu"] in allowed
     assert os.sched_getaffinity(0) == allowed
+
+
+def test_read_only_arrays_do_not_have_the_kernels_compiled_anew(rng):
+    """An input, a state and gradients that are read-only (``np.frombuffer``, a read-only
+    memory map) give the results of writable ones, and no compiled function gains a
+    signature with a read-only array (numba compiles anew for one: 11 s for the scan)."""
+    import numba
+
+    def frozen(a):
+        a = np.array(a)
+        a.flags.writeable = False
+        return a
+
+    model = LSTM(5, 12, seed=3)
+    x = rng.standard_normal((6, 4, 5)).astype(np.float32)
+    state = tuple(rng.standard_normal((1, 4, 12)).astype(np.float32) for _ in range(2))
+    dy = rng.standard_normal((6, 4, 12)).astype(np.float32)
+    want = _flat(model(x, state))
+    for a, b in zip(_flat(model(frozen(x), tuple(map(frozen, state)))), want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    _, _, tape = model.forward_train(frozen(x))
+    dx, _, grads = model.backward(tape, frozen(dy))
+    _, _, tape = model.forward_train(x)
+    dx_want, _, grads_want = model.backward(tape, dy)
+    np.testing.assert_array_equal(dx, dx_want)
+    for name in grads_want:
+        np.testing.assert_array_equal(grads[name], grads_want[name])
+    compiled = [f for module in (numba_scan, numba_train) for f in vars(module).values()
+                if isinstance(f, numba.core.registry.CPUDispatcher)]
+    read_only = [(f.__name__, sig) for f in compiled for sig in f.signatures
+                 if any(isinstance(t, numba.types.Array) and not t.mutable for t in sig)]
+    assert read_only == []

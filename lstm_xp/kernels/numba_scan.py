@@ -85,7 +85,7 @@ from ._simd import (
     tanh32_span,
     transpose8,
 )
-from ._workspace import aligned_arrays
+from ._workspace import aligned_arrays, compiled_operand
 from .base import LayerwiseKernel
 from .numpy_fused import layer_scan_numpy
 
@@ -975,12 +975,10 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     steps, batch, features = x.shape
     hidden = weight_hh.shape[1]
     dtype = x.dtype
-    x2 = np.ascontiguousarray(x).reshape(steps * batch, features)
+    x2 = compiled_operand(x).reshape(steps * batch, features)
     w_ih = np.ascontiguousarray(weight_ih)
     w_hh = np.ascontiguousarray(weight_hh)
-    b = np.zeros(4 * hidden, dtype) if bias is None else np.ascontiguousarray(bias)
-    if not b.flags.writeable:  # a read-only array has the scan compiled anew (seconds)
-        b = b.copy()
+    b = np.zeros(4 * hidden, dtype) if bias is None else compiled_operand(bias)
     c = np.array(c0, dtype=dtype, order="C")
     y = np.empty((steps, batch, hidden), dtype)
     call = _call_plan(steps, batch, features, hidden, dtype,

@@ -46,7 +46,7 @@ from ..errors import TapeError
 from ._atomics import atomic_add, take, wait_at_least
 from ._pool import run_parts
 from ._simd import transpose8
-from ._workspace import aligned_empty
+from ._workspace import aligned_empty, compiled_operand
 from .numba_scan import (
     _NO_SYNC,
     CLAIMS,
@@ -290,7 +290,7 @@ class CompiledTrainer:
         if order is not None:  # the gradients in, in the tape's order
             dy = dy[:, order]
             dh_n, dc_n = (None if d is None else d[order] for d in (dh_n, dc_n))
-        dy_rows = np.ascontiguousarray(dy, dtype=dtype)
+        dy_rows = compiled_operand(dy, dtype)
         # Every scratch array from the workspace, as the tape's are: fresh ones of these
         # sizes came from the operating system as untouched pages (after other calls had
         # freed memory in some orders: 1,200-1,500 page faults a step at (B, T, I, H) =
@@ -364,7 +364,7 @@ class CompiledTrainer:
         panels, width = panel_shape(units, dtype)
         packed_hh = scratch((len(chunks), panels, hidden4, width), dtype)
         for k, (first, last) in enumerate(chunks):
-            _pack_columns(np.ascontiguousarray(tape.weight_hh[:, first:last]), packed_hh[k])
+            _pack_columns(compiled_operand(tape.weight_hh[:, first:last]), packed_hh[k])
         dh = [aligned_empty((len(chunks), high - low, panels * width), dtype)
               for low, high in parts]
         for (low, high), d in zip(parts, dh, strict=True):
