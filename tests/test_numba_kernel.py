@@ -1002,7 +1002,7 @@ def test_read_only_arrays_do_not_have_the_kernels_compiled_anew(rng):
     signature with a read-only array (numba compiles anew for one: 11 s for the scan)."""
     import numba
 
-    def frozen(a):
+    def read_only(a):
         a = np.array(a)
         a.flags.writeable = False
         return a
@@ -1012,10 +1012,10 @@ def test_read_only_arrays_do_not_have_the_kernels_compiled_anew(rng):
     state = tuple(rng.standard_normal((1, 4, 12)).astype(np.float32) for _ in range(2))
     dy = rng.standard_normal((6, 4, 12)).astype(np.float32)
     want = _flat(model(x, state))
-    for a, b in zip(_flat(model(frozen(x), tuple(map(frozen, state)))), want, strict=True):
+    for a, b in zip(_flat(model(read_only(x), tuple(map(read_only, state)))), want, strict=True):
         np.testing.assert_array_equal(a, b)
-    _, _, tape = model.forward_train(frozen(x))
-    dx, _, grads = model.backward(tape, frozen(dy))
+    _, _, tape = model.forward_train(read_only(x))
+    dx, _, grads = model.backward(tape, read_only(dy))
     _, _, tape = model.forward_train(x)
     dx_want, _, grads_want = model.backward(tape, dy)
     np.testing.assert_array_equal(dx, dx_want)

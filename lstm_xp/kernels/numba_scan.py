@@ -1104,7 +1104,7 @@ def _pack_frozen(w_ih: np.ndarray, w_hh: np.ndarray, call: _CallPlan, features: 
                  hidden: int) -> tuple[np.ndarray, ...]:
     """:func:`_frozen_weights`' value (packed from writable copies of the weights, for the
     same reason)."""
-    w_ih, w_hh = np.array(w_ih), np.array(w_hh)
+    w_ih, w_hh = compiled_operand(w_ih), compiled_operand(w_hh)
     if not call.pack:
         return w_ih, w_hh
     chunks = call.chunks.tolist()  # (0, H) alone where the call splits by sequences
