@@ -4,20 +4,15 @@ kernel, and the same results as the model they were copied from."""
 from __future__ import annotations
 
 import gc
-import threading
 
 import numpy as np
 import pytest
+from calls import flat, together
 from reference import reference_lstm
 
 from lstm_xp import LSTM
 from lstm_xp._threads import thread_setting
 from lstm_xp.kernels._frozen import DerivedCache, freeze, is_frozen
-
-
-def _flat(result):
-    y, (h, c) = result
-    return y, h, c
 
 
 def test_freeze_copies_into_an_array_nobody_can_write():
@@ -89,9 +84,9 @@ def test_a_frozen_model_gives_the_same_bits(compiled, monkeypatch, rng, threads,
         state = tuple(rng.standard_normal((1, B, H)).astype(precision) for _ in range(2))
         lengths = rng.integers(0, T + 1, size=B)
         for args in ((x,), (x, state), (x, state, lengths), (x, None, lengths)):
-            want = _flat(model(*args))
+            want = flat(model(*args))
             for _ in range(2):
-                for a, b in zip(_flat(frozen(*args)), want, strict=True):
+                for a, b in zip(flat(frozen(*args)), want, strict=True):
                     np.testing.assert_array_equal(a, b)
 
 
@@ -130,14 +125,14 @@ def test_the_original_stays_writable_and_a_replaced_parameter_is_followed(compil
     model = LSTM(8, 16, seed=2)
     frozen = model.frozen()
     x = rng.standard_normal((12, 8, 8)).astype(np.float32)
-    before = _flat(frozen(x))
+    before = flat(frozen(x))
     model.state_dict()["weight_hh_l0"][...] *= 2  # the original's own array
-    for a, b in zip(_flat(frozen(x)), before, strict=True):
+    for a, b in zip(flat(frozen(x)), before, strict=True):
         np.testing.assert_array_equal(a, b)
     other = LSTM(8, 16, seed=9)
     frozen.load_state_dict(other.state_dict())
     assert not is_frozen(frozen.state_dict()["weight_hh_l0"])
-    for a, b in zip(_flat(frozen(x)), _flat(other(x)), strict=True):
+    for a, b in zip(flat(frozen(x)), flat(other(x)), strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="read-only"):
         model.frozen().state_dict()["weight_ih_l0"][0, 0] = 0.0
@@ -148,21 +143,8 @@ def test_threads_sharing_a_frozen_model_each_get_their_own_result(compiled, rng)
     lock) and go on calling it: each gets exactly its single-threaded result."""
     frozen = LSTM(12, 48, seed=6).frozen()
     inputs = [rng.standard_normal((9, b, 12)).astype(np.float32) for b in (8, 8, 3, 16)]
-    want = [_flat(LSTM(12, 48, seed=6)(x)) for x in inputs]
-    start = threading.Barrier(len(inputs))
-    got: list = [None] * len(inputs)
-
-    def run(i):
-        start.wait()
-        for _ in range(20):
-            got[i] = _flat(frozen(inputs[i]))
-
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=120)
-    assert not any(w.is_alive() for w in workers)
+    want = [flat(LSTM(12, 48, seed=6)(x)) for x in inputs]
+    got = together(len(inputs), 20, lambda i: flat(frozen(inputs[i])))
     for result, expected in zip(got, want, strict=True):
         for a, b in zip(result, expected, strict=True):
             np.testing.assert_array_equal(a, b)

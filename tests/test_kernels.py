@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from calls import flat
 
 from lstm_xp import LSTM, ConfigError
 from lstm_xp.kernels import REGISTRY, kernel_report
@@ -77,13 +78,8 @@ def test_fused_equals_pure(kernel_case, to_np, rng, precision, shape, bidirectio
     if precision == "float32" and case.id == "torch-cuda":
         # cuDNN's own activations and sums: 2e-6 off seen on an H200 (TF32, 4e-5, stays out)
         tol = dict(rtol=1e-5, atol=1e-5)
-    for a, b in zip(*(_flat(m(x, state, lengths)) for m in (fused, pure)), strict=True):
+    for a, b in zip(*(flat(m(x, state, lengths)) for m in (fused, pure)), strict=True):
         np.testing.assert_allclose(to_np(a), to_np(b), **tol)
-
-
-def _flat(result):
-    y, (h, c) = result
-    return y, h, c
 
 
 def test_numpy_kernel_on_odd_sizes_and_prefixes(rng):
@@ -98,7 +94,7 @@ def test_numpy_kernel_on_odd_sizes_and_prefixes(rng):
         x = rng.standard_normal((T, B, I))
         state = tuple(rng.standard_normal((2, B, H)) for _ in range(2))
         lengths = None if lengths is None else np.array(lengths)
-        for a, b in zip(_flat(model(x, state, lengths)), _flat(pure(x, state, lengths)),
+        for a, b in zip(flat(model(x, state, lengths)), flat(pure(x, state, lengths)),
                         strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14)
 

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from calls import flat, together
 
 import lstm_xp
 from lstm_xp import LSTM, ConfigError
@@ -57,31 +58,6 @@ def split(request, monkeypatch):
     return request.param
 
 
-def _together(count, rounds, work):
-    """``work(i)`` ``rounds`` times on each of ``count`` Python threads started together;
-    the last result of each (asserting that every thread finished: a deadlock would not)."""
-    results: list = [None] * count
-    start = threading.Barrier(count)
-
-    def run(i):
-        start.wait()
-        for _ in range(rounds):
-            results[i] = work(i)
-
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=120)
-    assert not any(w.is_alive() for w in workers), "a call did not finish (deadlock)"
-    return results
-
-
-def _flat(result):
-    y, (h, c) = result
-    return y, h, c
-
-
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(9, 1, 3, 8), (6, 5, 4, 13), (37, 3, 2, 24), (4, 6, 70, 9)])
@@ -105,12 +81,12 @@ def test_threaded_scan_equals_the_reference(threaded, products, split, rng, thre
     state = tuple(rng.standard_normal((4, B, H)).astype(precision) for _ in range(2))
     tol = dict(rtol=1e-6, atol=1e-6) if precision == "float32" else dict(rtol=1e-13, atol=1e-14)
     for lengths in (None, rng.integers(0, T + 1, size=B)):
-        got = _flat(fast(x, state, lengths))
-        for a, b in zip(got, _flat(pure(x, state, lengths)), strict=True):
+        got = flat(fast(x, state, lengths))
+        for a, b in zip(got, flat(pure(x, state, lengths)), strict=True):
             np.testing.assert_allclose(a, b, **tol)
         if by_rows:
             lstm_xp.set_num_threads(1)
-            for a, b in zip(got, _flat(fast(x, state, lengths)), strict=True):
+            for a, b in zip(got, flat(fast(x, state, lengths)), strict=True):
                 np.testing.assert_array_equal(a, b)
             lstm_xp.set_num_threads(threads)
 
@@ -134,7 +110,7 @@ def test_a_zero_initial_state_skips_the_first_recurrent_product(threaded, produc
     zeros = np.zeros((4, B, H), np.float32)
     for state in (None, (zeros, zeros), (one_entry, zeros), (zeros, cells)):
         for lengths in (None, np.array([T, 0, 1, T, 0])):
-            for a, b in zip(_flat(fast(x, state, lengths)), _flat(pure(x, state, lengths)),
+            for a, b in zip(flat(fast(x, state, lengths)), flat(pure(x, state, lengths)),
                             strict=True):
                 np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
@@ -148,7 +124,7 @@ def test_one_model_called_from_several_threads_while_its_calls_are_threaded(thre
     model = LSTM(6, 16, 2, seed=2)
     inputs = [rng.standard_normal((30, b, 6)).astype(np.float32) for b in (1, 2, 3, 4, 5, 6)]
     alone = [model(x)[0] for x in inputs]
-    results = _together(len(inputs), 5, lambda i: model(inputs[i])[0])
+    results = together(len(inputs), 5, lambda i: model(inputs[i])[0])
     for a, b in zip(alone, results, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -170,8 +146,8 @@ def test_training_calls_from_several_threads_while_they_are_split(threaded, spli
         return out, dx, dh0, dc0, grads
 
     alone = [step(i) for i in range(len(inputs))]
-    together = _together(len(inputs), 3, step)
-    for a, b in zip(alone, together, strict=True):
+    shared = together(len(inputs), 3, step)
+    for a, b in zip(alone, shared, strict=True):
         for x, y in zip(a[:4], b[:4], strict=True):
             np.testing.assert_array_equal(x, y)
         assert a[4].keys() == b[4].keys()
@@ -554,7 +530,7 @@ def test_a_product_shared_in_claimed_blocks_equals_it_on_one_thread(rng):
         out = np.full_like(alone, np.nan)
         sync = np.zeros(numba_scan.CLAIMS + 1, np.int64)
         part = (packed, a, 0, 100, out, 0, sync, block, True)
-        _together(3, 1, lambda i, part=part: numba_scan._packed_product_call(*part, i))
+        together(3, 1, lambda i, part=part: numba_scan._packed_product_call(*part, i))
         assert np.array_equal(out, alone)
         blocks = -(-100 // block)
         assert sync[0] >= blocks and sync[numba_scan.CLAIMS] == blocks  # each block once
@@ -592,7 +568,7 @@ def test_calls_of_other_shapes_between_them_reuse_no_stale_buffers(rng):
         fast, pure = models[H]
         x = rng.standard_normal((T, B, I)).astype(np.float32)
         state = tuple(rng.standard_normal((2, B, H)).astype(np.float32) for _ in range(2))
-        for a, b in zip(_flat(fast(x, state)), _flat(pure(x, state)), strict=True):
+        for a, b in zip(flat(fast(x, state)), flat(pure(x, state)), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
         cache = numba_scan._LOCAL.work
         assert 0 < len(cache) <= numba_scan.WORK_CACHE_ENTRIES
@@ -608,7 +584,7 @@ def test_a_call_owns_what_it_returns(rng):
         x = rng.standard_normal((6, B, I)).astype(np.float32)
         state = tuple(rng.standard_normal((1, B, H)).astype(np.float32) for _ in range(2))
         given = tuple(s.copy() for s in state)
-        first = _flat(model(x, state))
+        first = flat(model(x, state))
         kept = [a.copy() for a in first]
         model(x[::-1].copy(), (state[1], state[0]))
         for a, b in zip(first, kept, strict=True):
@@ -959,11 +935,11 @@ def test_a_sorted_batch_gives_the_bits_of_the_order_given(threaded, products, sp
     results = []
     for saving in (0.0, 2.0):  # sorted whenever it spares anything; never
         monkeypatch.setattr(numba_scan, "SORT_SAVING", saving)
-        results.append(_flat(model(x, state, lengths)))
+        results.append(flat(model(x, state, lengths)))
     for a, b in zip(*results, strict=True):
         np.testing.assert_array_equal(a, b)
     pure = LSTM(I, H, bidirectional=True, seed=6, kernel="pure")
-    for a, b in zip(results[0], _flat(pure(x, state, lengths)), strict=True):
+    for a, b in zip(results[0], flat(pure(x, state, lengths)), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 
 
@@ -1011,8 +987,8 @@ def test_read_only_arrays_do_not_have_the_kernels_compiled_anew(rng):
     x = rng.standard_normal((6, 4, 5)).astype(np.float32)
     state = tuple(rng.standard_normal((1, 4, 12)).astype(np.float32) for _ in range(2))
     dy = rng.standard_normal((6, 4, 12)).astype(np.float32)
-    want = _flat(model(x, state))
-    for a, b in zip(_flat(model(read_only(x), tuple(map(read_only, state)))), want, strict=True):
+    want = flat(model(x, state))
+    for a, b in zip(flat(model(read_only(x), tuple(map(read_only, state)))), want, strict=True):
         np.testing.assert_array_equal(a, b)
     _, _, tape = model.forward_train(read_only(x))
     dx, _, grads = model.backward(tape, read_only(dy))

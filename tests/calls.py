@@ -1,0 +1,34 @@
+"""Helpers for the tests that call models: a call's results as one flat tuple, and the same
+work on several Python threads started together."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+def flat(result: Any) -> tuple[Any, Any, Any]:
+    """``(y, h_n, c_n)`` from a model's ``(y, (h_n, c_n))``."""
+    y, (h, c) = result
+    return y, h, c
+
+
+def together(count: int, rounds: int, work: Callable[[int], Any]) -> list[Any]:
+    """``work(i)`` ``rounds`` times on each of ``count`` Python threads started together;
+    the last result of each (asserting that every thread finished: a deadlock would not)."""
+    results: list[Any] = [None] * count
+    start = threading.Barrier(count)
+
+    def run(i: int) -> None:
+        start.wait()
+        for _ in range(rounds):
+            results[i] = work(i)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert not any(w.is_alive() for w in workers), "a call did not finish (deadlock)"
+    return results
