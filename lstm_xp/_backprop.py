@@ -19,11 +19,18 @@ and, once for all steps, ``dW_ih = dz^T x``, ``dW_hh = dz^T h_{t-1}``, ``db = su
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._functional import cell_activations, input_projection, step_state
+from ._functional import (
+    SideBySide,
+    cell_activations,
+    input_projection,
+    one_after_another,
+    step_state,
+)
 from ._typing import Array, Namespace
 
 
@@ -181,9 +188,11 @@ def lstm_backward(
     dc_n: Array | None,
     dropout_masks: Sequence[Array | None] | None = None,
     scan_backward: Callable[..., Any] = layer_scan_backward,
+    side_by_side: SideBySide = one_after_another,
 ) -> tuple[Array, Array, Array, list[list[dict[str, Array]]]]:
     """Backward pass of :func:`lstm_xp._functional.stack_forward` run with a training scan;
-    ``scan_backward`` is the backward of the ``scan_train`` that made the tapes.
+    ``scan_backward`` is the backward of the ``scan_train`` that made the tapes, and
+    ``side_by_side`` runs a layer's directions (as ``stack_forward``'s does).
 
     Returns ``dx`` (T, B, I), ``dh0`` and ``dc0`` (L*D, B, H), and per layer and direction the
     parameter gradients of :func:`layer_scan_backward`.
@@ -194,13 +203,15 @@ def lstm_backward(
     dc0: list[Array] = [None] * (len(tapes) * num_dirs)
     d_out = dy
     for index in range(len(tapes) - 1, -1, -1):
+        hidden = d_out.shape[-1] // num_dirs
+        calls = [functools.partial(
+            scan_backward, xp, tape, d_out[..., direction * hidden : (direction + 1) * hidden],
+            None if dh_n is None else dh_n[index * num_dirs + direction, ...],
+            None if dc_n is None else dc_n[index * num_dirs + direction, ...])
+            for direction, tape in enumerate(tapes[index])]
         d_in: Array = None
-        for direction, tape in enumerate(tapes[index]):
+        for direction, (dx, dh, dc, g) in enumerate(side_by_side(calls, None, d_out.dtype)):
             k = index * num_dirs + direction
-            hidden = d_out.shape[-1] // num_dirs
-            dx, dh, dc, g = scan_backward(
-                xp, tape, d_out[..., direction * hidden : (direction + 1) * hidden],
-                None if dh_n is None else dh_n[k, ...], None if dc_n is None else dc_n[k, ...])
             d_in = dx if d_in is None else d_in + dx
             grads[index].append(g)
             dh0[k], dc0[k] = dh, dc

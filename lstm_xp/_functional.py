@@ -17,6 +17,7 @@ along a ``4H`` axis in PyTorch's order i, f, g, o:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -199,6 +200,21 @@ def layer_scan(
     return xp.stack(outputs, axis=0), h, c
 
 
+#: How a stack runs the independent scans of a layer's directions: ``side_by_side(calls,
+#: shape, dtype)``, ``calls`` a list of callables without arguments, returns their results
+#: in order; ``shape`` ``(T, B, I, H)`` and ``dtype`` those of each scan (None where not
+#: known).
+SideBySide = Callable[[Sequence[Callable[[], Any]], tuple[int, int, int, int] | None, Any],
+                      list[Any]]
+
+
+def one_after_another(calls: Sequence[Callable[[], Any]],
+                      shape: tuple[int, int, int, int] | None = None,
+                      dtype: Any = None) -> list[Any]:
+    """Each of ``calls`` in turn on the calling thread: their results, in order."""
+    return [call() for call in calls]
+
+
 def stack_forward(
     xp: Namespace,
     x: Array,
@@ -210,6 +226,7 @@ def stack_forward(
     dropout_masks: Sequence[Array | None] | None = None,
     reverse: bool = False,
     fresh: bool = False,
+    side_by_side: SideBySide = one_after_another,
 ) -> tuple[Array, Array, Array, list[list[Any]]]:
     """Stacked, optionally bidirectional LSTM over a sequence: the loop over layers and
     directions that inference and training share.
@@ -237,6 +254,11 @@ def stack_forward(
     fresh : bool
         ``scan`` returns ``h`` and ``c`` as new arrays that nothing else holds, so a one-layer
         stack's are returned without a copy.
+    side_by_side : callable
+        Runs a layer's directions, ``scan`` called with each direction's arguments (a list
+        of calls without arguments; and the shape ``(T, B, I, H)`` and dtype of each), and
+        returns their results in order: one after the other by default, or at once on
+        threads of their own (see :attr:`lstm_xp.kernels.base.LayerwiseKernel.side_by_side`).
 
     Layers with the variants' two extra weights (``weight_hr``, ``peephole``, see
     :mod:`lstm_xp._variants`) pass them to ``scan`` after ``c0``.
@@ -254,15 +276,19 @@ def stack_forward(
     tapes: list[list[Any]] = []
     layer_input = x
     for index, directions in enumerate(layers):
-        outs: list[Array] = []
-        tapes.append([])
+        calls = []
         for direction, weights in enumerate(directions):
             extra: list[Array]
             w_ih, w_hh, b_ih, b_hh, *extra = weights
             k = index * len(directions) + direction
-            y, h, c, *tape = scan(xp, layer_input, w_ih, w_hh, summed_bias(b_ih, b_hh),
-                                  h0[k, ...], c0[k, ...], *extra,
-                                  reverse=direction == 1 or reverse, lengths=lengths)
+            calls.append(functools.partial(
+                scan, xp, layer_input, w_ih, w_hh, summed_bias(b_ih, b_hh), h0[k, ...],
+                c0[k, ...], *extra, reverse=direction == 1 or reverse, lengths=lengths))
+        outs: list[Array] = []
+        tapes.append([])
+        steps, batch, features = layer_input.shape
+        shape = (steps, batch, features, directions[0][1].shape[0] // 4)
+        for y, h, c, *tape in side_by_side(calls, shape, layer_input.dtype):
             outs.append(y)
             h_n.append(h)
             c_n.append(c)

@@ -18,6 +18,10 @@ Every core this process may run on, by default, shared one of two ways (the kern
   in the middle of it, so with the other cores busy it can take longer than on one thread
   (``benchmarks/RESULTS.md`` has the figures).
 
+The two directions of a bidirectional layer share nothing: they run side by side, each on
+its share of the threads (:func:`thread_shares`; one each on 2 cores), and split within it as
+above (:func:`lstm_xp.kernels._pool.side_by_side`), inference and training alike.
+
 Either way a call's results are the same bits whichever threads ran it, and
 ``set_num_threads(1)`` (or ``LSTM_XP_NUM_THREADS=1`` in the environment, read when the count
 is first needed) keeps every call on its caller's thread. This module imports no array
@@ -38,6 +42,9 @@ from .errors import ConfigError
 #: the environment is read.
 _SETTING: int | None = None
 _LOCK = threading.Lock()
+#: ``share``: a thread's own count while it runs a part of a call that already shares the
+#: threads (:func:`share_of_threads`).
+_HERE = threading.local()
 
 
 def cores() -> int:
@@ -60,7 +67,15 @@ def thread_count(text: str) -> int:
 
 
 def get_num_threads() -> int:
-    """Threads the compiled CPU kernel may split one call between (see the module)."""
+    """Threads the compiled CPU kernel may split one call between (see the module); on a
+    thread that runs one of several parts of a call side by side (the two directions of a
+    bidirectional layer), that part's share (:func:`share_of_threads`)."""
+    share = getattr(_HERE, "share", None)
+    return _setting() if share is None else share
+
+
+def _setting() -> int:
+    """The process's thread count (read from the environment the first time)."""
     global _SETTING
     setting = _SETTING  # read once: another thread may replace it
     if setting is not None:
@@ -88,7 +103,7 @@ def set_num_threads(threads: int | str) -> int:
         count = threads
     else:
         raise ConfigError(f"set_num_threads takes a positive int or 'auto'; got {threads!r}.")
-    previous = get_num_threads()
+    previous = _setting()
     with _LOCK:
         _SETTING = count
     return previous
@@ -99,7 +114,7 @@ def thread_setting(threads: int | str | None) -> Iterator[None]:
     """:func:`set_num_threads` (``threads``) for the calls inside, the setting before it
     restored after (None: as it is)."""
     global _SETTING
-    before = get_num_threads()
+    before = _setting()
     if threads is not None:
         set_num_threads(threads)
     try:
@@ -107,3 +122,21 @@ def thread_setting(threads: int | str | None) -> Iterator[None]:
     finally:
         with _LOCK:
             _SETTING = before
+
+
+def thread_shares(threads: int, parts: int) -> list[int]:
+    """``threads`` shared between ``parts`` parts that run side by side, as even as they go
+    (the larger first), one thread each at least."""
+    return [max(1, threads // parts + (n < threads % parts)) for n in range(parts)]
+
+
+@contextmanager
+def share_of_threads(threads: int) -> Iterator[None]:
+    """:func:`get_num_threads` is ``threads`` on the calling thread for the calls inside
+    (the part of a call that runs beside others), as before after."""
+    before = getattr(_HERE, "share", None)
+    _HERE.share = threads
+    try:
+        yield
+    finally:
+        _HERE.share = before

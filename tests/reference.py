@@ -110,6 +110,15 @@ def reference_lstm(x, params, num_layers, bidirectional, h0=None, c0=None, *, cl
     return y, h_n, c_n
 
 
+def assert_float64_reference(model, x, num_layers=1, bidirectional=False):
+    """A float64 ``model``'s call on ``x`` gives :func:`reference_lstm`'s ``(y, h_n, c_n)``
+    from its parameters within 1e-12."""
+    y, (h, c) = model(x)
+    want = reference_lstm(x, model.host_params(), num_layers, bidirectional)
+    for got, expected in zip((y, h, c), want, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-13)
+
+
 def reference_cell(x, h, c, params, suffix=""):
     """One step for a batch: x (B, I), h and c (B, H). Returns (h, c)."""
     p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}

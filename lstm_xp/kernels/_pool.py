@@ -17,10 +17,12 @@ import itertools
 import os
 import queue
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numba
 
+from .._threads import get_num_threads, share_of_threads, thread_shares
 from ._atomics import wait_at_least
 
 
@@ -203,6 +205,33 @@ def run_claimed(function: Any, parts: list[tuple[Any, ...]], sync: Any, claimed:
         if sync[claimed + p] == 0:  # not started: here, unless a worker claims it first
             function(*parts[p])
     wait_for(sync, done, len(parts))
+
+
+def side_by_side(calls: Sequence[Callable[[], Any]], shape: Any = None,
+                 dtype: Any = None) -> list[Any]:
+    """Each of ``calls`` (callables without arguments: the scans of a bidirectional layer's
+    directions, which share nothing) at once, on the caller's thread and the pool's, each
+    with its share of :func:`lstm_xp.get_num_threads` (:func:`.thread_shares`; its own
+    splits within it): their results, in order, raising what any raised. One thread, or one
+    call: one after the other on the caller's thread. (``shape`` and ``dtype``, those of
+    :data:`lstm_xp._functional.SideBySide`, are not read.)
+
+    Each direction then runs whole on its own threads, with no step of one waiting for the
+    other's; one after the other, a direction split between both threads waits for both at
+    every step (by hidden units) or for the slower at its end (by sequences)."""
+    threads = get_num_threads()
+    if threads < 2 or len(calls) < 2:
+        return [call() for call in calls]
+    shares = thread_shares(threads, len(calls))
+    pool(threads - 1)  # workers for each call's own parts as well
+    results: list[Any] = [None] * len(calls)
+
+    def part(n: int) -> None:
+        with share_of_threads(shares[n]):
+            results[n] = calls[n]()
+
+    run_parts(part, [(n,) for n in range(len(calls))])
+    return results
 
 
 @numba.njit(cache=True, nogil=True)

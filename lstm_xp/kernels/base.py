@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._backprop import lstm_backward
-from .._functional import stack_forward
+from .._functional import SideBySide, one_after_another, stack_forward
 from .._typing import Array, LayerWeights, Namespace
 
 Layers = Sequence[Sequence[LayerWeights]]
@@ -81,6 +81,11 @@ class LayerwiseKernel:
         and returns what the model's call does, ``(y, (h_n, c_n))``, or None when its
         arguments are not arrays it takes as they are (then the model's full path runs,
         and reports any error).
+    side_by_side : callable
+        Runs the scans of a layer's two directions, which share nothing
+        (:func:`lstm_xp._functional.stack_forward`'s argument): one after the other by
+        default; a kernel whose scans release the interpreter's lock may run them at once,
+        each on its share of the threads.
     """
 
     name: str
@@ -90,11 +95,13 @@ class LayerwiseKernel:
     reverse: bool = False
     fresh_state: bool = False
     plain: Callable[[Any, Layers, Any, Any], Any] | None = None
+    side_by_side: SideBySide = one_after_another
 
     def forward(self, xp: Namespace, x: Array, layers: Layers, h0: Array, c0: Array,
                 lengths: Array | None = None) -> tuple[Array, Array, Array]:
         y, h_n, c_n, _ = stack_forward(xp, x, layers, h0, c0, self.scan, lengths,
-                                       reverse=self.reverse, fresh=self.fresh_state)
+                                       reverse=self.reverse, fresh=self.fresh_state,
+                                       side_by_side=self.side_by_side)
         return y, h_n, c_n
 
     def forward_train(self, xp: Namespace, x: Array, layers: Layers, h0: Array, c0: Array,
@@ -102,10 +109,11 @@ class LayerwiseKernel:
                       dropout_masks: Sequence[Array | None] | None = None,
                       ) -> tuple[Array, Array, Array, StackTape]:
         y, h_n, c_n, tapes = stack_forward(xp, x, layers, h0, c0, self.scan_train, lengths,
-                                           dropout_masks, self.reverse)
+                                           dropout_masks, self.reverse,
+                                           side_by_side=self.side_by_side)
         return y, h_n, c_n, StackTape(tapes, dropout_masks)
 
     def backward(self, xp: Namespace, tape: StackTape, dy: Array, dh_n: Array | None,
                  dc_n: Array | None) -> tuple[Array, Array, Array, list[list[dict[str, Array]]]]:
         return lstm_backward(xp, tape.layers, dy, dh_n, dc_n, tape.dropout_masks,
-                             self.scan_backward)
+                             self.scan_backward, self.side_by_side)

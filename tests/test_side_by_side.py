@@ -1,0 +1,149 @@
+"""The directions of a bidirectional layer run side by side on the compiled kernel
+(:func:`lstm_xp.kernels._pool.side_by_side`), each on its share of the threads: the same
+bits as one after the other, the errors of either raised."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from calls import flat
+from reference import assert_float64_reference
+
+from lstm_xp import LSTM, get_num_threads
+from lstm_xp._functional import one_after_another
+from lstm_xp._threads import share_of_threads, thread_setting, thread_shares
+
+
+@pytest.mark.parametrize(("threads", "parts"), [(1, 2), (2, 2), (3, 2), (16, 2), (5, 3)])
+def test_thread_shares_cover_the_threads_evenly(threads, parts):
+    shares = thread_shares(threads, parts)
+    assert len(shares) == parts
+    assert min(shares) >= 1
+    assert sum(shares) == max(threads, parts)
+    assert max(shares) - min(shares) <= 1
+    assert shares == sorted(shares, reverse=True)
+
+
+def test_a_share_holds_on_its_own_thread_only():
+    with thread_setting(4):
+        seen = []
+        with share_of_threads(1):
+            assert get_num_threads() == 1
+            other = threading.Thread(target=lambda: seen.append(get_num_threads()))
+            other.start()
+            other.join()
+        assert seen == [4]
+        assert get_num_threads() == 4
+
+
+@pytest.fixture
+def pool():
+    pytest.importorskip("numba")
+    from lstm_xp.kernels import _pool
+
+    return _pool
+
+
+def test_calls_run_at_once_each_with_its_share(pool):
+    """Each call waits for the other at a barrier: one after the other, the first would
+    time out."""
+    meet = threading.Barrier(2, timeout=20)
+
+    def call(n):
+        def run():
+            meet.wait()
+            return n, get_num_threads(), threading.get_ident()
+        return run
+
+    with thread_setting(3):
+        results = pool.side_by_side([call(0), call(1)])
+    assert [r[0] for r in results] == [0, 1]
+    assert [r[1] for r in results] == [2, 1]
+    assert results[0][2] != results[1][2]
+
+
+def test_one_thread_runs_them_in_turn_on_the_caller(pool):
+    order = []
+    with thread_setting(1):
+        results = pool.side_by_side([lambda: order.append(threading.get_ident()) or 0,
+                                     lambda: order.append(threading.get_ident()) or 1])
+    assert results == [0, 1]
+    assert order == [threading.get_ident()] * 2
+
+
+def test_an_error_in_either_call_is_raised(pool):
+    def fails():
+        raise ValueError("the second direction failed")
+
+    with thread_setting(2), pytest.raises(ValueError, match="second direction"):
+        pool.side_by_side([lambda: 0, fails])
+
+
+def _one_after_another(model, monkeypatch):
+    monkeypatch.setattr(model._kernel, "side_by_side", one_after_another)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_side_by_side_gives_the_bits_of_one_after_another(pool, monkeypatch, rng, threads,
+                                                          precision):
+    """Two bidirectional layers, with a state and lengths: inference and a training step
+    (every gradient)."""
+    T, B, I, H = 9, 6, 5, 24
+    x = rng.standard_normal((T, B, I)).astype(precision)
+    state = tuple(rng.standard_normal((4, B, H)).astype(precision) for _ in range(2))
+    lengths = rng.integers(0, T + 1, size=B)
+    dy = rng.standard_normal((T, B, 2 * H)).astype(precision)
+    results = []
+    for together in (True, False):
+        with thread_setting(threads):
+            model = LSTM(I, H, num_layers=2, bidirectional=True, seed=5, dtype=precision)
+            assert model.kernel == "numba"
+            if not together:
+                _one_after_another(model, monkeypatch)
+            out = [*flat(model(x)), *flat(model(x, state, lengths))]
+            y, _, tape = model.forward_train(x, state, lengths)
+            dx, (dh0, dc0), grads = model.backward(tape, dy, state)
+            out += [y, dx, dh0, dc0, *grads.values()]
+        results.append(out)
+    assert len(results[0]) == len(results[1]) > 10
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_side_by_side_matches_the_float64_reference(pool, rng):
+    T, B, I, H = 7, 5, 4, 40
+    with thread_setting(2):
+        model = LSTM(I, H, num_layers=2, bidirectional=True, seed=6, dtype="float64")
+        assert_float64_reference(model, rng.standard_normal((T, B, I)), 2, True)
+
+
+@pytest.mark.parametrize(("dtype", "l2", "apart"), [
+    ("float32", 1 << 40, True),    # a direction's weights within L2: side by side
+    ("float32", 0, False),         # split by sequences over weights beyond L2: in turn
+    ("float64", 1 << 40, True),
+    ("float16", 1 << 40, False),   # the fused NumPy scan holds the interpreter's lock
+])
+def test_which_directions_run_side_by_side(pool, monkeypatch, dtype, l2, apart):
+    from lstm_xp.kernels import numba_scan
+
+    monkeypatch.setattr(numba_scan, "L2_SLICE_BYTES", l2)
+    shape = (100, 32, 128, 256)
+    # Both calls meet at a barrier where they run at once; in turn, the first waits in vain
+    # (two seconds: a thread slow to start may take a while) and breaks it.
+    meet = threading.Barrier(2, timeout=2 if not apart else 30)
+
+    def call():
+        try:
+            meet.wait()
+        except threading.BrokenBarrierError:
+            return False
+        return True
+
+    with thread_setting(2):
+        by_rows, _ = numba_scan.plan(*shape, True)
+        assert by_rows  # the rule's case: each direction alone would split by sequences
+        met = numba_scan.directions([call, call], shape, np.dtype(dtype))
+    assert met == [apart, apart]
