@@ -21,7 +21,7 @@ from .errors import (
     ShapeError,
     StateDictError,
 )
-from .kernels._frozen import freeze
+from .kernels._frozen import freeze, is_frozen
 
 # NumPy's dtype.kind letter for each Array-API dtype kind the models accept.
 _HOST_KIND = {"real floating": "f", "integral": "iu", "bool": "b"}
@@ -264,6 +264,8 @@ class Module:
         clone._dtype = new_dtype
         clone._params = {n: target.from_numpy(v, new_dtype)
                          for n, v in self.host_params().items()}
+        if self._params_frozen():
+            clone._freeze_params()
         clone._placed()
         return clone
 
@@ -278,14 +280,23 @@ class Module:
         at every call, as it cannot know that nobody wrote into them (an ONNX Runtime session
         also packs once, when it loads). That is most of a short call's fixed cost:
         ``benchmarks/RESULTS.md``. The copy's results are the same bits as this model's.
+        Its copies (:meth:`to` onto NumPy, ``copy.deepcopy``, pickle) are frozen too.
         Replacing its parameters (``load_state_dict``, an optimiser's step) gives it
         ordinary arrays again. On other backends the copy is an ordinary one. ``self`` is
         unchanged.
         """
         clone = cast(_M, self.to())
-        clone._params = {n: freeze(v) if _backend.is_numpy_array(v) else v
-                         for n, v in clone._params.items()}
+        clone._freeze_params()
         return clone
+
+    def _freeze_params(self) -> None:
+        """Make the NumPy parameters frozen copies (:func:`.kernels._frozen.freeze`)."""
+        self._params = {n: freeze(v) if _backend.is_numpy_array(v) else v
+                        for n, v in self._params.items()}
+
+    def _params_frozen(self) -> bool:
+        """Whether every parameter is frozen (:meth:`frozen`'s, never replaced since)."""
+        return bool(self._params) and all(is_frozen(v) for v in self._params.values())
 
     # -- copies and pickles --------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -298,6 +309,7 @@ class Module:
         state["_backend"] = self._backend.spec()
         state["_dtype"] = _backend.dtype_name(self._dtype)
         state["_params"] = self.host_params()
+        state["_frozen"] = self._params_frozen()  # frozen again when loaded
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -305,10 +317,13 @@ class Module:
         backend = _backend.from_spec(state.pop("_backend"))
         dtype = state.pop("_dtype")
         params = state.pop("_params")
+        frozen = state.pop("_frozen", False)
         self.__dict__.update(state)
         self._backend = backend
         self._dtype = backend.resolve_dtype(dtype)
         self._set_params(params)
+        if frozen:
+            self._freeze_params()
         self._placed()
 
     def _placed(self) -> None:

@@ -3,7 +3,9 @@ kernel, and the same results as the model they were copied from."""
 
 from __future__ import annotations
 
+import copy
 import gc
+import pickle
 
 import numpy as np
 import pytest
@@ -131,6 +133,31 @@ def test_the_original_stays_writable_and_a_replaced_parameter_is_followed(compil
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="read-only"):
         model.frozen().state_dict()["weight_ih_l0"][0, 0] = 0.0
+
+
+def _all_frozen(model):
+    return all(is_frozen(v) for v in model.state_dict().values())
+
+
+def test_copies_of_a_frozen_model_are_frozen_and_a_thawed_one_is_not(rng):
+    """pickle, deepcopy and to() (onto NumPy, another dtype included) keep the copy frozen,
+    with the same results; once its parameters were replaced, its copies are ordinary."""
+    model = LSTM(6, 20, seed=8)
+    frozen = model.frozen()
+    x = rng.standard_normal((5, 3, 6)).astype(np.float32)
+    want = flat(frozen(x))
+    for copy_ in (pickle.loads(pickle.dumps(frozen)), copy.deepcopy(frozen), frozen.to()):
+        assert _all_frozen(copy_)
+        for a, b in zip(flat(copy_(x)), want, strict=True):
+            np.testing.assert_array_equal(a, b)
+    wider = frozen.to(dtype="float64")
+    assert _all_frozen(wider)
+    assert wider.state_dict()["weight_hh_l0"].dtype == np.float64
+    assert not _all_frozen(pickle.loads(pickle.dumps(model)))
+    frozen.load_state_dict(model.state_dict())
+    assert not _all_frozen(frozen)
+    assert not _all_frozen(pickle.loads(pickle.dumps(frozen)))
+    assert not _all_frozen(frozen.to())
 
 
 def test_threads_sharing_a_frozen_model_each_get_their_own_result(compiled, rng):

@@ -120,16 +120,16 @@ def test_side_by_side_matches_the_float64_reference(pool, rng):
         assert_float64_reference(model, rng.standard_normal((T, B, I)), 2, True)
 
 
-@pytest.mark.parametrize(("dtype", "l2", "apart"), [
-    ("float32", 1 << 40, True),    # a direction's weights within L2: side by side
-    ("float32", 0, False),         # split by sequences over weights beyond L2: in turn
+@pytest.mark.parametrize(("dtype", "limit", "apart"), [
+    ("float32", 1 << 40, True),    # a direction's weights under the limit: side by side
+    ("float32", 0, False),         # split by sequences over weights beyond it: in turn
     ("float64", 1 << 40, True),
     ("float16", 1 << 40, False),   # the fused NumPy scan holds the interpreter's lock
 ])
-def test_which_directions_run_side_by_side(pool, monkeypatch, dtype, l2, apart):
+def test_which_directions_run_side_by_side(pool, monkeypatch, dtype, limit, apart):
     from lstm_xp.kernels import numba_scan
 
-    monkeypatch.setattr(numba_scan, "L2_SLICE_BYTES", l2)
+    monkeypatch.setattr(numba_scan, "SIDE_BY_SIDE_BYTES", limit)
     shape = (100, 32, 128, 256)
     # Both calls meet at a barrier where they run at once; in turn, the first waits in vain
     # (two seconds: a thread slow to start may take a while) and breaks it.

@@ -1319,17 +1319,23 @@ def unit_slices(hidden: int, threads: int) -> list[tuple[int, int]]:
     return [(first, min(first + size, hidden)) for first in range(0, hidden, size)]
 
 
+#: A bidirectional layer's directions run one after the other where each alone would split
+#: by sequences and its weights take more than this many bytes: there both threads stream
+#: the same weights through the shared cache, where side by side two sets of them go
+#: through it. 2 threads of the Zen 3 guest, one process, call by call: (64 | 128, 50,
+#: 256, 512) (6 MiB a direction) 1.03x-1.06x slower side by side; (32, 100, 128, 256)
+#: (1.5 MiB) 1.00x, and a second layer of (8, 100, 64, 128) (0.75 MiB) faster.
+SIDE_BY_SIDE_BYTES = 3 << 20
+
+
 def directions(calls: Sequence[Callable[[], Any]], shape: tuple[int, int, int, int] | None,
                dtype: Any) -> list[Any]:
     """The scans ``calls`` of a bidirectional layer's directions (each of ``shape`` (T, B,
     I, H), or of a backward pass where None, and ``dtype``): side by side
     (:func:`._pool.side_by_side`), except in float16 (the fused NumPy scan, which holds the
-    interpreter's lock), and where each direction alone would split by sequences over
-    weights beyond a core's L2 cache (:data:`L2_SLICE_BYTES`): there both threads stream
-    the same weights from the shared cache one after the other, and two sets side by side
-    ran 1.05x-1.06x slower at (64 | 128, 50, 256, 512) (1.00x at (32, 100, 128, 256));
-    elsewhere, side by side ran in 0.87x-0.96x the time (one process, call by call, 2
-    threads: B = 1-16, H = 64-256; two layers, and training steps 0.80x-0.97x)."""
+    interpreter's lock), and as :data:`SIDE_BY_SIDE_BYTES` says. Elsewhere side by side
+    ran in 0.86x-0.97x the time (one process, call by call, 2 threads: B = 1-16, H = 64-256,
+    one or two layers; training steps 0.84x-0.91x)."""
     if not use_compiled(np.dtype(dtype)):
         return one_after_another(calls)
     if shape is not None:
@@ -1337,7 +1343,7 @@ def directions(calls: Sequence[Callable[[], Any]], shape: tuple[int, int, int, i
         itemsize = np.dtype(dtype).itemsize
         by_rows, _ = plan(steps, batch, features, hidden, steps * batch >= PACK_MIN_ROWS,
                           itemsize=itemsize)
-        if by_rows and 4 * hidden * (features + hidden) * itemsize > L2_SLICE_BYTES:
+        if by_rows and 4 * hidden * (features + hidden) * itemsize > SIDE_BY_SIDE_BYTES:
             return one_after_another(calls)
     return side_by_side(calls)
 
