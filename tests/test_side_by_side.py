@@ -120,20 +120,11 @@ def test_side_by_side_matches_the_float64_reference(pool, rng):
         assert_float64_reference(model, rng.standard_normal((T, B, I)), 2, True)
 
 
-@pytest.mark.parametrize(("dtype", "limit", "apart"), [
-    ("float32", 1 << 40, True),    # a direction's weights under the limit: side by side
-    ("float32", 0, False),         # split by sequences over weights beyond it: in turn
-    ("float64", 1 << 40, True),
-    ("float16", 1 << 40, False),   # the fused NumPy scan holds the interpreter's lock
-])
-def test_which_directions_run_side_by_side(pool, monkeypatch, dtype, limit, apart):
-    from lstm_xp.kernels import numba_scan
-
-    monkeypatch.setattr(numba_scan, "SIDE_BY_SIDE_BYTES", limit)
-    shape = (100, 32, 128, 256)
-    # Both calls meet at a barrier where they run at once; in turn, the first waits in vain
-    # (two seconds: a thread slow to start may take a while) and breaks it.
-    meet = threading.Barrier(2, timeout=2 if not apart else 30)
+def _side_by_side(numba_scan, shape, dtype, apart):
+    """Whether the kernel's rule ran two calls for ``shape`` and ``dtype`` at once: they
+    meet at a barrier where they do; in turn, the first waits in vain (two seconds: a
+    thread slow to start may take a while; ``apart`` says which to expect) and breaks it."""
+    meet = threading.Barrier(2, timeout=30 if apart else 2)
 
     def call():
         try:
@@ -143,7 +134,28 @@ def test_which_directions_run_side_by_side(pool, monkeypatch, dtype, limit, apar
         return True
 
     with thread_setting(2):
-        by_rows, _ = numba_scan.plan(*shape, True)
-        assert by_rows  # the rule's case: each direction alone would split by sequences
         met = numba_scan.directions([call, call], shape, np.dtype(dtype))
-    assert met == [apart, apart]
+    assert met[0] == met[1]
+    return met[0]
+
+
+@pytest.mark.parametrize(("dtype", "limit", "apart"), [
+    ("float32", 1 << 40, True),    # a direction's weights under the limit: side by side
+    ("float32", 0, False),         # beyond it: in turn
+    ("float64", 1 << 40, True),
+    ("float16", 1 << 40, False),   # the fused NumPy scan holds the interpreter's lock
+])
+def test_which_directions_run_side_by_side(pool, monkeypatch, dtype, limit, apart):
+    from lstm_xp.kernels import numba_scan
+
+    monkeypatch.setattr(numba_scan, "SIDE_BY_SIDE_BYTES", limit)
+    assert _side_by_side(numba_scan, (100, 32, 128, 256), dtype, apart) == apart
+    assert _side_by_side(numba_scan, None, dtype, apart) == (apart or dtype != "float16")
+
+
+@pytest.mark.parametrize(("shape", "apart"), [((100, 8, 64, 128), True),    # 0.4 MiB
+                                               ((50, 64, 256, 512), False)])  # 6 MiB
+def test_the_limit_falls_between_the_sizes_measured(pool, shape, apart):
+    from lstm_xp.kernels import numba_scan
+
+    assert _side_by_side(numba_scan, shape, "float32", apart) == apart

@@ -1319,31 +1319,30 @@ def unit_slices(hidden: int, threads: int) -> list[tuple[int, int]]:
     return [(first, min(first + size, hidden)) for first in range(0, hidden, size)]
 
 
-#: A bidirectional layer's directions run one after the other where each alone would split
-#: by sequences and its weights take more than this many bytes: there both threads stream
-#: the same weights through the shared cache, where side by side two sets of them go
-#: through it. 2 threads of the Zen 3 guest, one process, call by call: (64 | 128, 50,
-#: 256, 512) (6 MiB a direction) 1.03x-1.06x slower side by side; (32, 100, 128, 256)
-#: (1.5 MiB) 1.00x, and a second layer of (8, 100, 64, 128) (0.75 MiB) faster.
+#: A bidirectional layer's directions run one after the other in a forward pass where each
+#: one's weights take more than this many bytes: side by side, two sets of them go through
+#: the shared cache at once, and in one process, call by call on 2 threads, at 6 MiB a
+#: direction side by side was no faster: (64, 50, 256, 512) 0.88x, 1.03x, 1.04x, 1.06x the
+#: time in four runs, (128, 50, 256, 512) 0.88x and 1.05x, (16, 100, 256, 512) 0.95x, 1.02x
+#: and 1.04x; at 1.5 MiB and under it was faster or the same (:func:`directions`).
 SIDE_BY_SIDE_BYTES = 3 << 20
 
 
 def directions(calls: Sequence[Callable[[], Any]], shape: tuple[int, int, int, int] | None,
                dtype: Any) -> list[Any]:
     """The scans ``calls`` of a bidirectional layer's directions (each of ``shape`` (T, B,
-    I, H), or of a backward pass where None, and ``dtype``): side by side
+    I, H) in a forward pass, None in a backward one, and ``dtype``): side by side
     (:func:`._pool.side_by_side`), except in float16 (the fused NumPy scan, which holds the
-    interpreter's lock), and as :data:`SIDE_BY_SIDE_BYTES` says. Elsewhere side by side
-    ran in 0.86x-0.97x the time (one process, call by call, 2 threads: B = 1-16, H = 64-256,
-    one or two layers; training steps 0.84x-0.91x)."""
+    interpreter's lock), and as :data:`SIDE_BY_SIDE_BYTES` says. In one process, call by
+    call on 2 threads (``benchmarks/directions_ab.py``, four or five runs), side by side
+    took a median 0.89x-0.95x the time of one after the other at (1 | 4 | 8 | 16, 100,
+    32-128, 64-256) (single runs from 0.86x to 1.03x), 1.00x at (32, 100, 128, 256); two
+    layers 0.93x-0.95x; a training step 0.82x-0.96x."""
     if not use_compiled(np.dtype(dtype)):
         return one_after_another(calls)
     if shape is not None:
-        steps, batch, features, hidden = shape
-        itemsize = np.dtype(dtype).itemsize
-        by_rows, _ = plan(steps, batch, features, hidden, steps * batch >= PACK_MIN_ROWS,
-                          itemsize=itemsize)
-        if by_rows and 4 * hidden * (features + hidden) * itemsize > SIDE_BY_SIDE_BYTES:
+        _, _, features, hidden = shape
+        if 4 * hidden * (features + hidden) * np.dtype(dtype).itemsize > SIDE_BY_SIDE_BYTES:
             return one_after_another(calls)
     return side_by_side(calls)
 
