@@ -8,7 +8,9 @@ The same model runs with its kernel's ``side_by_side`` as the kernel chose it
 (:func:`lstm_xp.kernels.numba_scan.directions`; with ``--always``, side by side without
 its rule: :func:`lstm_xp.kernels._pool.side_by_side`) and as
 :func:`lstm_xp._functional.one_after_another`, the two taking turns for ``--seconds`` a
-shape; each sample is the fastest of 3 back-to-back calls after an untimed one. Before
+shape, by the model's full path (its shorter way for plain calls runs the directions
+with the kernel's own rule, whatever ``side_by_side`` says); each sample is the fastest of
+3 back-to-back calls after an untimed one. Before
 timing, both give the same bits (asserted). With ``--train``, a training step
 (``forward_train`` and ``backward`` with all-ones output gradients). The table gives each
 way's median and the median over rounds of side by side / one after the other (below 1:
@@ -51,6 +53,7 @@ def compare(shape: tuple[int, int, int, int], layers: int, train: bool,
     _, _, size_in, hidden = shape
     model = LSTM(size_in, hidden, num_layers=layers, bidirectional=True, seed=0)
     x = input_for(shape, "float32")
+    model._plain = None  # the full path, which runs the directions as its kernel says
     kernel = model._kernel
     kernel_way = kernel.side_by_side
     chosen = side_by_side if always else kernel.side_by_side

@@ -210,7 +210,8 @@ def lstm_backward(
             None if dc_n is None else dc_n[index * num_dirs + direction, ...])
             for direction, tape in enumerate(tapes[index])]
         d_in: Array = None
-        for direction, (dx, dh, dc, g) in enumerate(side_by_side(calls, None, d_out.dtype)):
+        shape = (d_out.shape[0], d_out.shape[1], None, hidden)  # the input's width unknown
+        for direction, (dx, dh, dc, g) in enumerate(side_by_side(calls, shape, d_out.dtype)):
             k = index * num_dirs + direction
             d_in = dx if d_in is None else d_in + dx
             grads[index].append(g)

@@ -200,16 +200,15 @@ def layer_scan(
     return xp.stack(outputs, axis=0), h, c
 
 
+#: The shape ``(T, B, I, H)`` of a layer's scans, I None in a backward pass.
+ScanShape = tuple[int, int, int | None, int]
 #: How a stack runs the independent scans of a layer's directions: ``side_by_side(calls,
 #: shape, dtype)``, ``calls`` a list of callables without arguments, returns their results
-#: in order; ``shape`` ``(T, B, I, H)`` and ``dtype`` those of each scan (None where not
-#: known).
-SideBySide = Callable[[Sequence[Callable[[], Any]], tuple[int, int, int, int] | None, Any],
-                      list[Any]]
+#: in order; ``shape`` (:data:`ScanShape`) and ``dtype`` those of each scan.
+SideBySide = Callable[[Sequence[Callable[[], Any]], ScanShape | None, Any], list[Any]]
 
 
-def one_after_another(calls: Sequence[Callable[[], Any]],
-                      shape: tuple[int, int, int, int] | None = None,
+def one_after_another(calls: Sequence[Callable[[], Any]], shape: ScanShape | None = None,
                       dtype: Any = None) -> list[Any]:
     """Each of ``calls`` in turn on the calling thread: their results, in order."""
     return [call() for call in calls]

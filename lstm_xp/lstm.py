@@ -195,10 +195,9 @@ class LSTM(Module, Training, SeedAPI, Exchange):
                                      reverse=self.direction == "reverse",
                                      variants=self.variants)
         # The kernel's shorter way through (see LayerwiseKernel.plain), for the models it
-        # covers: one layer, one direction, sequences as (T, B, I).
+        # covers: sequences as (T, B, I), no projection.
         plain = getattr(self._kernel, "plain", None)
-        self._plain = plain if (self.num_layers == 1 and not self.bidirectional
-                                and not self.batch_first and not self.proj_size) else None
+        self._plain = plain if not (self.batch_first or self.proj_size) else None
         self._identity = object()  # what this model's tapes are marked with
 
     @property

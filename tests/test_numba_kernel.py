@@ -740,15 +740,21 @@ def test_a_split_call_never_waits_for_a_thread_that_is_not_running(threaded, spl
         np.testing.assert_array_equal(a, b)
 
 
+#: The stacks the shorter way covers: one or two layers, one direction either way or two.
+STACKS = [{"direction": "forward"}, {"direction": "reverse"}, {"num_layers": 2},
+          {"num_layers": 2, "direction": "reverse"}, {"bidirectional": True},
+          {"num_layers": 2, "bidirectional": True}]
+
+
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-@pytest.mark.parametrize("direction", ["forward", "reverse"])
+@pytest.mark.parametrize("stack", STACKS)
 @pytest.mark.parametrize("bias", [True, False])
-def test_the_plain_call_is_the_full_paths_result(rng, precision, direction, bias):
+def test_the_plain_call_is_the_full_paths_result(rng, precision, stack, bias):
     """A call with nothing but a plain (T, B, I) array takes the kernel's shorter way
     (numba_scan.plain_forward) and returns the full path's bits; what that way does not take
     (another dtype, a strided array, a list, unbatched input) returns None there and runs
     the full path, with the same results."""
-    model = LSTM(5, 12, direction=direction, bias=bias, dtype=precision, seed=4)
+    model = LSTM(5, 12, **stack, bias=bias, dtype=precision, seed=4)
     assert model._plain is not None
     x = rng.standard_normal((7, 3, 5)).astype(precision)
     plain = model._plain(x, model._layers())
@@ -771,17 +777,18 @@ def test_the_plain_call_is_the_full_paths_result(rng, precision, direction, bias
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-@pytest.mark.parametrize("direction", ["forward", "reverse"])
+@pytest.mark.parametrize("stack", STACKS)
 def test_the_plain_call_takes_a_state_and_lengths_with_the_full_paths_result(
-        rng, precision, direction):
-    """A state of NumPy arrays (1, B, H) of the model's dtype and lengths of NumPy or
+        rng, precision, stack):
+    """A state of NumPy arrays (L*D, B, H) of the model's dtype and lengths of NumPy or
     Python integers (B,) also take the shorter way, with the full path's bits, and the
     state given is not written; any other state or lengths (errors included) return None
     there, and the model's call then reports them as before."""
-    model = LSTM(5, 12, direction=direction, dtype=precision, seed=4)
+    model = LSTM(5, 12, **stack, dtype=precision, seed=4)
     layers = model._layers()
     x = rng.standard_normal((7, 4, 5)).astype(precision)
-    state = tuple(rng.standard_normal((1, 4, 12)).astype(precision) for _ in range(2))
+    count = model.num_layers * model.num_directions
+    state = tuple(rng.standard_normal((count, 4, 12)).astype(precision) for _ in range(2))
     kept = [a.copy() for a in state]
     for lengths in (None, [7, 0, 3, 7], np.array([2, 7, 7, 1], np.int32), (7, 7, 7, 7),
                     np.array([5, 5, 5, 5], np.uint8)):
@@ -819,9 +826,9 @@ def test_the_plain_call_takes_a_state_and_lengths_with_the_full_paths_result(
 
 
 def test_models_the_plain_call_does_not_cover():
-    """Stacked, bidirectional, batch-first and projected models keep the full path."""
-    for kwargs in ({"num_layers": 2}, {"bidirectional": True}, {"batch_first": True},
-                   {"proj_size": 3}):
+    """Batch-first and projected models keep the full path (and models with variants, which
+    another kernel runs)."""
+    for kwargs in ({"batch_first": True}, {"proj_size": 3}, {"peephole": True}):
         assert LSTM(5, 6, **kwargs)._plain is None, kwargs
     assert LSTM(5, 6, kernel="numpy-fused")._plain is None
 

@@ -82,15 +82,27 @@ def test_an_error_in_either_call_is_raised(pool):
 
 
 def _one_after_another(model, monkeypatch):
+    """Both ways through the model (the full path, the shorter one) one after the other."""
+    from lstm_xp.kernels import numba_scan
+
     monkeypatch.setattr(model._kernel, "side_by_side", one_after_another)
+    monkeypatch.setattr(numba_scan, "directions", one_after_another)
+
+
+@pytest.fixture
+def any_size(pool, monkeypatch):
+    """The numba kernel's rule runs the directions side by side at any size."""
+    from lstm_xp.kernels import numba_scan
+
+    monkeypatch.setattr(numba_scan, "SIDE_BY_SIDE_MIN_WORK", 0)
 
 
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-def test_side_by_side_gives_the_bits_of_one_after_another(pool, monkeypatch, rng, threads,
-                                                          precision):
-    """Two bidirectional layers, with a state and lengths: inference and a training step
-    (every gradient)."""
+def test_side_by_side_gives_the_bits_of_one_after_another(any_size, monkeypatch, rng,
+                                                          threads, precision):
+    """Two bidirectional layers, with a state and lengths: inference (the full path and the
+    shorter one) and a training step (every gradient)."""
     T, B, I, H = 9, 6, 5, 24
     x = rng.standard_normal((T, B, I)).astype(precision)
     state = tuple(rng.standard_normal((4, B, H)).astype(precision) for _ in range(2))
@@ -103,7 +115,8 @@ def test_side_by_side_gives_the_bits_of_one_after_another(pool, monkeypatch, rng
             assert model.kernel == "numba"
             if not together:
                 _one_after_another(model, monkeypatch)
-            out = [*flat(model(x)), *flat(model(x, state, lengths))]
+            out = [*flat(model(x)), *flat(model(x, state, lengths)),
+                   *flat(model._forward(x, state, lengths, None, None))]
             y, _, tape = model.forward_train(x, state, lengths)
             dx, (dh0, dc0), grads = model.backward(tape, dy, state)
             out += [y, dx, dh0, dc0, *grads.values()]
@@ -113,7 +126,7 @@ def test_side_by_side_gives_the_bits_of_one_after_another(pool, monkeypatch, rng
         np.testing.assert_array_equal(a, b)
 
 
-def test_side_by_side_matches_the_float64_reference(pool, rng):
+def test_side_by_side_matches_the_float64_reference(any_size, rng):
     T, B, I, H = 7, 5, 4, 40
     with thread_setting(2):
         model = LSTM(I, H, num_layers=2, bidirectional=True, seed=6, dtype="float64")
@@ -141,7 +154,7 @@ def _side_by_side(numba_scan, shape, dtype, apart):
 
 @pytest.mark.parametrize(("dtype", "limit", "apart"), [
     ("float32", 1 << 40, True),    # a direction's weights under the limit: side by side
-    ("float32", 0, False),         # beyond it: in turn
+    ("float32", 0, False),         # beyond it: in turn (forward passes)
     ("float64", 1 << 40, True),
     ("float16", 1 << 40, False),   # the fused NumPy scan holds the interpreter's lock
 ])
@@ -150,12 +163,20 @@ def test_which_directions_run_side_by_side(pool, monkeypatch, dtype, limit, apar
 
     monkeypatch.setattr(numba_scan, "SIDE_BY_SIDE_BYTES", limit)
     assert _side_by_side(numba_scan, (100, 32, 128, 256), dtype, apart) == apart
-    assert _side_by_side(numba_scan, None, dtype, apart) == (apart or dtype != "float16")
+    backward = dtype != "float16"  # the weights' limit is the forward pass's
+    assert _side_by_side(numba_scan, (100, 32, None, 256), dtype, backward) == backward
+    assert _side_by_side(numba_scan, None, dtype, False) is False
 
 
-@pytest.mark.parametrize(("shape", "apart"), [((100, 8, 64, 128), True),    # 0.4 MiB
-                                               ((50, 64, 256, 512), False)])  # 6 MiB
-def test_the_limit_falls_between_the_sizes_measured(pool, shape, apart):
+@pytest.mark.parametrize(("shape", "apart"), [
+    ((100, 8, 64, 128), True),      # 0.4 MiB of weights, 55 million FLOPs
+    ((50, 64, 256, 512), False),    # 6 MiB
+    ((50, 64, None, 512), True),    # backward
+    ((1, 8, 128, 256), False),      # 6.3 million
+    ((50, 1, 32, 64), False),       # 5.5 million
+    ((100, 2, 32, 64), True),       # 15.8 million
+])
+def test_the_limits_fall_between_the_sizes_measured(pool, shape, apart):
     from lstm_xp.kernels import numba_scan
 
     assert _side_by_side(numba_scan, shape, "float32", apart) == apart

@@ -61,7 +61,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from .._functional import one_after_another
+from .._functional import ScanShape, one_after_another
 from .._threads import get_num_threads
 from ._atomics import atomic_add, take, wait_at_least
 from ._frozen import DerivedCache, is_frozen
@@ -850,51 +850,75 @@ def layer_scan_numba(
 
 def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *,
                   reverse: bool = False) -> Any:
-    """A one-layer, one-direction model's forward pass over ``X`` (T, B, I), from ``state``
-    (default zeros) with ``lengths`` (default: every step), for calls that pass nothing
-    else (:attr:`.base.LayerwiseKernel.plain`): ``(y, (h_n, c_n))``, ``y`` (T, B, H),
-    ``h_n`` and ``c_n`` (1, B, H). None unless ``X`` is a C-ordered NumPy array of the
-    weights' dtype (float32 or float64) and of their input size, with a step and a sequence
-    at least; ``state`` a pair of NumPy arrays (1, B, H) of that dtype (:func:`_plain_state`);
-    and ``lengths`` NumPy or Python integers (B,) in 0..T (:func:`_plain_lengths`): these
-    need no conversion, and anything else (an error included) is the full path's to check
-    and report. The model's full path took 14 us more of a 27 us call at (B, T, I, H) =
-    (1, 1, 16, 32) (validation, a zero state of the model's namespace, the stack of one
-    layer), where ONNX Runtime's whole call takes 14 us; with a state, 17 us more of a 33 us
-    call, and with lengths 44 of 60."""
-    w_ih, w_hh, b_ih, b_hh = layers[0][0][:4]
-    if not (type(X) is np.ndarray and X.ndim == 3 and X.dtype == w_ih.dtype
-            and X.shape[2] == w_ih.shape[1] and X.shape[0] > 0 and X.shape[1] > 0
+    """A model's forward pass over ``X`` (T, B, I), its ``layers`` (L layers of D
+    directions: the stack of :func:`lstm_xp._functional.stack_forward`, without dropout),
+    from ``state`` (default zeros) with ``lengths`` (default: every step), for calls that
+    pass nothing else (:attr:`.base.LayerwiseKernel.plain`): ``(y, (h_n, c_n))``, ``y``
+    (T, B, D*H), ``h_n`` and ``c_n`` (L*D, B, H). None unless ``X`` is a C-ordered NumPy
+    array of the weights' dtype (float32 or float64) and of their input size, with a step
+    and a sequence at least; ``state`` a pair of NumPy arrays (L*D, B, H) of that dtype
+    (:func:`_plain_state`); and ``lengths`` NumPy or Python integers (B,) in 0..T
+    (:func:`_plain_lengths`): these need no conversion, and anything else (an error
+    included) is the full path's to check and report. The model's full path took 14 us
+    more of a 27 us call at (B, T, I, H) = (1, 1, 16, 32) (validation, a zero state of the
+    model's namespace, the stack of one layer), where ONNX Runtime's whole call takes 14
+    us; with a state, 17 us more of a 33 us call, and with lengths 44 of 60; two layers, 81
+    us against 20 for one. Each layer's directions run as the full path runs them
+    (:func:`directions`), so the bits are the full path's."""
+    first = layers[0][0][0]
+    if not (type(X) is np.ndarray and X.ndim == 3 and X.dtype == first.dtype
+            and X.shape[2] == first.shape[1] and X.shape[0] > 0 and X.shape[1] > 0
             and X.flags.c_contiguous and use_compiled(X.dtype)):
         return None
     steps, batch = X.shape[0], X.shape[1]
-    hidden = w_hh.shape[1]
+    hidden = layers[0][0][1].shape[1]
+    count = len(layers) * len(layers[0])  # L * D
     if state is None:
-        h0 = c0 = np.zeros((batch, hidden), X.dtype)  # _run copies both
+        h0 = c0 = np.zeros((count, batch, hidden), X.dtype)  # _run copies what it reads
     else:
-        pair = _plain_state(state, (1, batch, hidden), X.dtype)
+        pair = _plain_state(state, (count, batch, hidden), X.dtype)
         if pair is None:
             return None
         h0, c0 = pair
     taken, valid = (True, None) if lengths is None else _plain_lengths(lengths, steps, batch)
     if not taken:
         return None
-    y, h_n, c_n = _run(X, w_ih, w_hh, None if b_ih is None else b_ih + b_hh, h0, c0,
-                       reverse, valid, _NO_TAPE[X.dtype], known_zero=state is None or None)
-    return y, (h_n[None], c_n[None])
+    zero = state is None or None  # the caller's word that the state is zero, else look
+
+    def scan(x: np.ndarray, weights: Any, k: int, backwards: bool) -> Any:
+        w_ih, w_hh, b_ih, b_hh = weights[:4]
+        return _run(x, w_ih, w_hh, None if b_ih is None else b_ih + b_hh, h0[k], c0[k],
+                    backwards, valid, _NO_TAPE[X.dtype], known_zero=zero)
+
+    if count == 1:  # one layer, one direction: its results as they come
+        y, h_n, c_n = scan(X, layers[0][0], 0, reverse)
+        return y, (h_n[None], c_n[None])
+    h_n = np.empty((count, batch, hidden), X.dtype)
+    c_n = np.empty_like(h_n)
+    x = X
+    for index, pair_of in enumerate(layers):
+        ways = len(pair_of)
+        calls = [functools.partial(scan, x, weights, index * ways + d, reverse or d == 1)
+                 for d, weights in enumerate(pair_of)]
+        outs = directions(calls, (steps, batch, x.shape[2], hidden), X.dtype) \
+            if ways > 1 else [calls[0]()]
+        for d, (_, h, c) in enumerate(outs):
+            h_n[index * ways + d], c_n[index * ways + d] = h, c
+        x = outs[0][0] if ways == 1 else np.concatenate([y for y, _, _ in outs], axis=2)
+    return x, (h_n, c_n)
 
 
 def _plain_state(state: Any, shape: tuple[int, int, int],
                  dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(h0, c0)`` (B, H) from a state ``(h, c)`` of NumPy arrays of ``shape`` (1, B, H)
-    and ``dtype`` (read, never written: :func:`_run` copies them), or None for any other."""
+    """``(h0, c0)`` from a state ``(h, c)`` of NumPy arrays of ``shape`` (L*D, B, H) and
+    ``dtype`` (read, never written: :func:`_run` copies them), or None for any other."""
     if not (type(state) in (tuple, list) and len(state) == 2):
         return None
     h, c = state
     if not all(type(a) is np.ndarray and a.shape == shape and a.dtype == dtype
                for a in (h, c)):
         return None
-    return h[0], c[0]
+    return h, c
 
 
 def _plain_lengths(lengths: Any, steps: int, batch: int) -> tuple[bool, np.ndarray | None]:
@@ -1319,31 +1343,47 @@ def unit_slices(hidden: int, threads: int) -> list[tuple[int, int]]:
     return [(first, min(first + size, hidden)) for first in range(0, hidden, size)]
 
 
-#: A bidirectional layer's directions run one after the other in a forward pass where each
-#: one's weights take more than this many bytes: side by side, two sets of them go through
-#: the shared cache at once, and in one process, call by call on 2 threads, at 6 MiB a
-#: direction side by side was no faster: (64, 50, 256, 512) 0.88x, 1.03x, 1.04x, 1.06x the
-#: time in four runs, (128, 50, 256, 512) 0.88x and 1.05x, (16, 100, 256, 512) 0.95x, 1.02x
-#: and 1.04x; at 1.5 MiB and under it was faster or the same (:func:`directions`).
+#: A bidirectional layer's directions run side by side only where each one's work is at
+#: least this many FLOPs of products, counting :data:`STEP_WORK` for each step: handing a
+#: direction to the pool's thread and waiting for it costs tens of microseconds. In one
+#: process, call by call on 2 threads (``benchmarks/directions_ab.py``), side by side took
+#: 1.75x the time at (1, 1, 32, 64), 1.60x at (1, 10, 32, 64), 1.07x at (1, 50, 32, 64)
+#: (5.5 million), 1.20x and 1.06x at (8, 1 | 2, 128, 256) (6.3 and 12.7 million), and
+#: 0.71x-0.97x from (2, 100, 32, 64) (15.8 million) on: (1, 200, 32, 64), (4, 20, 64, 128),
+#: (1, 30 | 100, 128 | 64, 256 | 128), (8, 10, 128, 256); (8, 4, 128, 256) (25 million)
+#: 1.02x, (1, 100, 32, 64) (10.9 million) 0.85x-1.03x in five runs.
+SIDE_BY_SIDE_MIN_WORK = 15_000_000
+#: A step's own cost in :data:`SIDE_BY_SIDE_MIN_WORK`'s count (1-2 us a step at H = 32-64,
+#: one thread, whatever the products).
+STEP_WORK = 60_000
+#: ... and in a forward pass, only where each direction's weights take at most this many
+#: bytes: side by side, two sets of them go through the shared cache at once, and at 6 MiB
+#: a direction side by side was no faster: (64, 50, 256, 512) 0.88x, 1.03x, 1.04x, 1.06x
+#: the time in four runs, (128, 50, 256, 512) 0.88x and 1.05x, (16, 100, 256, 512) 0.95x,
+#: 1.02x and 1.04x; at 1.5 MiB and under it was faster or the same (:func:`directions`).
 SIDE_BY_SIDE_BYTES = 3 << 20
 
 
-def directions(calls: Sequence[Callable[[], Any]], shape: tuple[int, int, int, int] | None,
+def directions(calls: Sequence[Callable[[], Any]], shape: ScanShape | None,
                dtype: Any) -> list[Any]:
     """The scans ``calls`` of a bidirectional layer's directions (each of ``shape`` (T, B,
-    I, H) in a forward pass, None in a backward one, and ``dtype``): side by side
-    (:func:`._pool.side_by_side`), except in float16 (the fused NumPy scan, which holds the
-    interpreter's lock), and as :data:`SIDE_BY_SIDE_BYTES` says. In one process, call by
-    call on 2 threads (``benchmarks/directions_ab.py``, four or five runs), side by side
-    took a median 0.89x-0.95x the time of one after the other at (1 | 4 | 8 | 16, 100,
-    32-128, 64-256) (single runs from 0.86x to 1.03x), 1.00x at (32, 100, 128, 256); two
-    layers 0.93x-0.95x; a training step 0.82x-0.96x."""
-    if not use_compiled(np.dtype(dtype)):
+    I, H), I None in a backward pass, and ``dtype``): side by side
+    (:func:`._pool.side_by_side`) where :data:`SIDE_BY_SIDE_MIN_WORK` and
+    :data:`SIDE_BY_SIDE_BYTES` say, except in float16 (the fused NumPy scan, which holds
+    the interpreter's lock); else one after the other. In one process, call by call on 2
+    threads (``benchmarks/directions_ab.py``, four or five runs), side by side took a
+    median 0.89x-0.95x the time of one after the other at (1 | 4 | 8 | 16, 100, 32-128,
+    64-256) (single runs from 0.86x to 1.03x), 1.00x at (32, 100, 128, 256); two layers
+    0.93x-0.95x; a training step 0.82x-0.96x."""
+    if shape is None or not use_compiled(np.dtype(dtype)):
         return one_after_another(calls)
-    if shape is not None:
-        _, _, features, hidden = shape
-        if 4 * hidden * (features + hidden) * np.dtype(dtype).itemsize > SIDE_BY_SIDE_BYTES:
-            return one_after_another(calls)
+    steps, batch, features, hidden = shape
+    backward = features is None
+    width = hidden if features is None else features  # a backward pass: about as wide
+    work = (8 * batch * hidden * (width + hidden) + STEP_WORK) * steps * (2 if backward else 1)
+    weights = 4 * hidden * (width + hidden) * np.dtype(dtype).itemsize
+    if work < SIDE_BY_SIDE_MIN_WORK or (not backward and weights > SIDE_BY_SIDE_BYTES):
+        return one_after_another(calls)
     return side_by_side(calls)
 
 
