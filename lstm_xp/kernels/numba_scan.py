@@ -1348,14 +1348,14 @@ def unit_slices(hidden: int, threads: int) -> list[tuple[int, int]]:
 #: direction to the pool's thread and waiting for it costs tens of microseconds. In one
 #: process, call by call on 2 threads (``benchmarks/directions_ab.py``), side by side took
 #: 1.75x the time at (1, 1, 32, 64), 1.60x at (1, 10, 32, 64), 1.07x at (1, 50, 32, 64)
-#: (5.5 million), 1.20x and 1.06x at (8, 1 | 2, 128, 256) (6.3 and 12.7 million), and
-#: 0.71x-0.97x from (2, 100, 32, 64) (15.8 million) on: (1, 200, 32, 64), (4, 20, 64, 128),
-#: (1, 30 | 100, 128 | 64, 256 | 128), (8, 10, 128, 256); (8, 4, 128, 256) (25 million)
-#: 1.02x, (1, 100, 32, 64) (10.9 million) 0.85x-1.03x in five runs.
-SIDE_BY_SIDE_MIN_WORK = 15_000_000
+#: (7.5 million), 1.20x and 1.06x at (8, 1 | 2, 128, 256) (6.4 and 12.8 million), and
+#: 0.85x-1.03x at (1, 100, 32, 64) (14.9 million; 0.89x the median of five runs); from
+#: there on 0.71x-0.97x: (2 | 1, 100 | 200, 32, 64), (4, 20, 64, 128), (1, 30 | 100, 128 |
+#: 64, 256 | 128), (8, 10, 128, 256); (8, 4, 128, 256) (25.6 million) 1.02x.
+SIDE_BY_SIDE_MIN_WORK = 14_000_000
 #: A step's own cost in :data:`SIDE_BY_SIDE_MIN_WORK`'s count (1-2 us a step at H = 32-64,
-#: one thread, whatever the products).
-STEP_WORK = 60_000
+#: one thread, whatever the products): a direction's time depends on its steps as well.
+STEP_WORK = 100_000
 #: ... and in a forward pass, only where each direction's weights take at most this many
 #: bytes: side by side, two sets of them go through the shared cache at once, and at 6 MiB
 #: a direction side by side was no faster: (64, 50, 256, 512) 0.88x, 1.03x, 1.04x, 1.06x
