@@ -18,9 +18,10 @@ Every core this process may run on, by default, shared one of two ways (the kern
   in the middle of it, so with the other cores busy it can take longer than on one thread
   (``benchmarks/RESULTS.md`` has the figures).
 
-The two directions of a bidirectional layer share nothing: they run side by side, each on
-its share of the threads (:func:`thread_shares`; one each on 2 cores), and split within it as
-above (:func:`lstm_xp.kernels._pool.side_by_side`), inference and training alike.
+The two directions of a bidirectional layer share nothing: where each has enough work
+(:func:`lstm_xp.kernels.numba_scan.directions`) they run side by side, each on its share of
+the threads (:func:`thread_shares`; one each on 2 cores), and split within it as above
+(:func:`lstm_xp.kernels._pool.side_by_side`), inference and training alike.
 
 Either way a call's results are the same bits whichever threads ran it, and
 ``set_num_threads(1)`` (or ``LSTM_XP_NUM_THREADS=1`` in the environment, read when the count

@@ -28,13 +28,14 @@ numba_train = pytest.importorskip("lstm_xp.kernels.numba_train")
 
 @pytest.fixture
 def threaded(monkeypatch):
-    """Split every compiled call between ``threads`` threads, however small."""
+    """Split every compiled call between ``threads`` threads, however small (and run a
+    bidirectional layer's directions side by side)."""
 
     def use(threads):
         lstm_xp.set_num_threads(threads)
         for name in ("MIN_FLOPS_PER_THREAD", "MIN_UNITS_PER_THREAD", "MIN_CHUNK_STEP_FLOPS",
                      "MIN_CHUNK_CALL_FLOPS", "MIN_NARROW_CHUNK_CALL_FLOPS",
-                     "MIN_SMALL_FLOPS_PER_THREAD"):
+                     "MIN_SMALL_FLOPS_PER_THREAD", "SIDE_BY_SIDE_MIN_WORK"):
             monkeypatch.setattr(numba_scan, name, 1)
 
     with thread_setting(None):  # restores the setting
@@ -115,13 +116,15 @@ def test_a_zero_initial_state_skips_the_first_recurrent_product(threaded, produc
                 np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
 def test_one_model_called_from_several_threads_while_its_calls_are_threaded(threaded, split,
-                                                                            rng):
+                                                                            rng, bidirectional):
     """Calls from several Python threads at once, each of which splits itself between the
     kernel's threads (by units: they take turns with those threads; by sequences: their
-    jobs share the pool): every caller gets exactly the bits it gets alone."""
+    jobs share the pool; a bidirectional layer's directions side by side): every caller
+    gets exactly the bits it gets alone."""
     threaded(2)
-    model = LSTM(6, 16, 2, seed=2)
+    model = LSTM(6, 16, 2, seed=2, bidirectional=bidirectional)
     inputs = [rng.standard_normal((30, b, 6)).astype(np.float32) for b in (1, 2, 3, 4, 5, 6)]
     alone = [model(x)[0] for x in inputs]
     results = together(len(inputs), 5, lambda i: model(inputs[i])[0])

@@ -78,10 +78,9 @@ class LayerwiseKernel:
         A shorter way through for the commonest call, where the kernel has one:
         ``plain(X, layers, state, lengths)`` runs a model's stack (no projection, sequences
         first) over ``X`` (T, B, I) from ``state`` (None: zeros) with ``lengths`` (None:
-        every step)
-        and returns what the model's call does, ``(y, (h_n, c_n))``, or None when its
-        arguments are not arrays it takes as they are (then the model's full path runs,
-        and reports any error).
+        every step) and returns what the model's call does, ``(y, (h_n, c_n))``, or None
+        when its arguments are not arrays it takes as they are (then the model's full path
+        runs, and reports any error).
     side_by_side : callable
         Runs the scans of a layer's two directions, which share nothing
         (:func:`lstm_xp._functional.stack_forward`'s argument): one after the other by
