@@ -66,7 +66,8 @@ def out_of_memory(module: Module, method: str, exc: MemoryError) -> AllocationEr
 class Module:
     """Base of the recurrent modules: backend, dtype, parameters and their (de)serialisation.
 
-    Subclasses fill ``self._params`` (name -> array of ``self.xp`` on ``self.device``) through
+    Subclasses fill ``self._params`` (name -> array of ``self.xp`` on ``self.device``; a
+    dict replaced whole, never changed in place, so that a cache may hold on to it) through
     :meth:`_init_params` and define :meth:`_param_shapes`.
     """
 
@@ -235,7 +236,7 @@ class Module:
             no parameter is changed.
         """
         self.check_values(values)
-        self._params.update(values)
+        self._params = {**self._params, **values}  # a new dict: caches keyed on it see it
 
     def to(self, backend: Any = None, device: Any = None, dtype: Any = None) -> Module:
         """A copy of this model on another backend, device or dtype; ``self`` is unchanged.

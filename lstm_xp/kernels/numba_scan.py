@@ -884,15 +884,16 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
     if not taken:
         return None
     zero = state is None or None  # the caller's word that the state is zero, else look
+    if count == 1:  # one layer, one direction: its results as they come
+        w_ih, w_hh, b_ih, b_hh = layers[0][0][:4]
+        y, h, c = _run(X, w_ih, w_hh, None if b_ih is None else b_ih + b_hh, h0[0], c0[0],
+                       reverse, valid, _NO_TAPE[X.dtype], known_zero=zero)
+        return y, (h[None], c[None])
 
     def scan(x: np.ndarray, weights: Any, k: int, backwards: bool) -> Any:
         w_ih, w_hh, b_ih, b_hh = weights[:4]
         return _run(x, w_ih, w_hh, None if b_ih is None else b_ih + b_hh, h0[k], c0[k],
                     backwards, valid, _NO_TAPE[X.dtype], known_zero=zero)
-
-    if count == 1:  # one layer, one direction: its results as they come
-        y, h_n, c_n = scan(X, layers[0][0], 0, reverse)
-        return y, (h_n[None], c_n[None])
     h_n = np.empty((count, batch, hidden), X.dtype)
     c_n = np.empty_like(h_n)
     x = X
