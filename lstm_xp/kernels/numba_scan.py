@@ -873,8 +873,9 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
     steps, batch = X.shape[0], X.shape[1]
     hidden = layers[0][0][1].shape[1]
     count = len(layers) * len(layers[0])  # L * D
-    if state is None:
-        h0 = c0 = np.zeros((count, batch, hidden), X.dtype)  # _run copies what it reads
+    if state is None:  # one (B, H) of zeros for every layer: _run copies what it reads
+        h0 = c0 = None
+        zeros = np.zeros((batch, hidden), X.dtype)
     else:
         pair = _plain_state(state, (count, batch, hidden), X.dtype)
         if pair is None:
@@ -886,13 +887,15 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
     zero = state is None or None  # the caller's word that the state is zero, else look
     if count == 1:  # one layer, one direction: its results as they come
         w_ih, w_hh, b_ih, b_hh = layers[0][0][:4]
-        y, h, c = _run(X, w_ih, w_hh, None if b_ih is None else b_ih + b_hh, h0[0], c0[0],
+        y, h, c = _run(X, w_ih, w_hh, None if b_ih is None else b_ih + b_hh,
+                       zeros if h0 is None else h0[0], zeros if c0 is None else c0[0],
                        reverse, valid, _NO_TAPE[X.dtype], known_zero=zero)
         return y, (h[None], c[None])
 
     def scan(x: np.ndarray, weights: Any, k: int, backwards: bool) -> Any:
         w_ih, w_hh, b_ih, b_hh = weights[:4]
-        return _run(x, w_ih, w_hh, None if b_ih is None else b_ih + b_hh, h0[k], c0[k],
+        return _run(x, w_ih, w_hh, None if b_ih is None else b_ih + b_hh,
+                    zeros if h0 is None else h0[k], zeros if c0 is None else c0[k],
                     backwards, valid, _NO_TAPE[X.dtype], known_zero=zero)
     h_n = np.empty((count, batch, hidden), X.dtype)
     c_n = np.empty_like(h_n)
