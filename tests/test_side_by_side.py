@@ -11,7 +11,7 @@ import pytest
 from calls import flat
 from reference import assert_float64_reference
 
-from lstm_xp import LSTM, get_num_threads
+from lstm_xp import LSTM, get_num_threads, set_num_threads
 from lstm_xp._functional import one_after_another
 from lstm_xp._threads import share_of_threads, thread_setting, thread_shares
 
@@ -27,6 +27,8 @@ def test_thread_shares_cover_the_threads_evenly(threads, parts):
 
 
 def test_a_share_holds_on_its_own_thread_only():
+    """Inside a share, the thread sees its share; other threads, and set_num_threads (which
+    reports and replaces the process's count), see the process's count."""
     with thread_setting(4):
         seen = []
         with share_of_threads(1):
@@ -34,8 +36,10 @@ def test_a_share_holds_on_its_own_thread_only():
             other = threading.Thread(target=lambda: seen.append(get_num_threads()))
             other.start()
             other.join()
+            assert set_num_threads(5) == 4
+            assert get_num_threads() == 1
         assert seen == [4]
-        assert get_num_threads() == 4
+        assert get_num_threads() == 5
 
 
 @pytest.fixture
