@@ -16,14 +16,19 @@ def flat(result: Any) -> tuple[Any, Any, Any]:
 
 def together(count: int, rounds: int, work: Callable[[int], Any]) -> list[Any]:
     """``work(i)`` ``rounds`` times on each of ``count`` Python threads started together;
-    the last result of each (asserting that every thread finished: a deadlock would not)."""
+    the last result of each (asserting that every thread finished: a deadlock would not,
+    and that none raised: what they raised is in the assertion's message)."""
     results: list[Any] = [None] * count
+    errors: list[BaseException] = []
     start = threading.Barrier(count)
 
     def run(i: int) -> None:
-        start.wait()
-        for _ in range(rounds):
-            results[i] = work(i)
+        try:
+            start.wait()
+            for _ in range(rounds):
+                results[i] = work(i)
+        except Exception as exc:  # reported below, on the caller's thread
+            errors.append(exc)
 
     workers = [threading.Thread(target=run, args=(i,)) for i in range(count)]
     for w in workers:
@@ -31,4 +36,5 @@ def together(count: int, rounds: int, work: Callable[[int], Any]) -> list[Any]:
     for w in workers:
         w.join(timeout=120)
     assert not any(w.is_alive() for w in workers), "a call did not finish (deadlock)"
+    assert not errors, errors
     return results

@@ -9,11 +9,11 @@ from __future__ import annotations
 import copy
 import json
 import pickle
-import threading
 import types
 
 import numpy as np
 import pytest
+from calls import together
 
 from lstm_xp import (
     LSTM,
@@ -330,26 +330,6 @@ def test_optimisers_pickle_with_their_state(rng):
         np.testing.assert_array_equal(clone.modules[0].state_dict()[k], v)
 
 
-def _run_in_threads(count, work):
-    results, errors = [None] * count, []
-    barrier = threading.Barrier(count)
-
-    def run(i):
-        try:
-            barrier.wait()
-            results[i] = work(i)
-        except Exception as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    return results
-
-
 @pytest.mark.parametrize("kernel", ["auto", "pure"])
 def test_training_one_model_from_several_threads(rng, kernel):
     """The fused training pass reuses a workspace: calls from several threads at once must
@@ -367,8 +347,8 @@ def test_training_one_model_from_several_threads(rng, kernel):
 
     alone = [step(i) for i in range(len(inputs))]
     for _ in range(3):
-        together = _run_in_threads(len(inputs), step)
-        for (o1, d1, g1), (o2, d2, g2) in zip(alone, together, strict=True):
+        shared = together(len(inputs), 1, step)
+        for (o1, d1, g1), (o2, d2, g2) in zip(alone, shared, strict=True):
             np.testing.assert_array_equal(o1, o2)
             np.testing.assert_array_equal(d1, d2)
             for k in g1:
@@ -379,8 +359,8 @@ def test_inference_from_several_threads(case, to_np, rng):
     model = LSTM(3, 5, 2, seed=4, **case.model_kwargs)
     inputs = [rng.standard_normal((6, b, 3)).astype(np.float32) for b in (1, 2, 3, 4)]
     alone = [to_np(model(x)[0]) for x in inputs]
-    together = _run_in_threads(len(inputs), lambda i: to_np(model(inputs[i])[0]))
-    for a, b in zip(alone, together, strict=True):
+    shared = together(len(inputs), 1, lambda i: to_np(model(inputs[i])[0]))
+    for a, b in zip(alone, shared, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
