@@ -6,7 +6,8 @@
 #   2. the tests marked gpu (CuPy and torch-CUDA cases, cuDNN through the torch-native kernel);
 #   3. forward benchmark: CuPy (fused and pure) and torch (cuDNN and pure) beside torch.nn.LSTM
 #      on the same GPU; 4. the same for a training step; 5. the numba kernel on this machine's
-#   many CPU cores beside torch and ONNX Runtime, and its speed at 1, 2, 4, ... threads;
+#   many CPU cores beside torch and ONNX Runtime, its speed at 1, 2, 4, ... threads, and a
+#   bidirectional layer's directions side by side or one after the other;
 #   6. long sequences for peak memory.
 # Needs array-api-compat and array-api-strict wheels in .whl/ (the device README says how).
 # The benches run one round (--rounds 1): each round starts every contender's process again
@@ -56,6 +57,9 @@ timeout 70 python3 -m lstm_xp bench --rounds 1 --backends numpy --peers torch,on
   --out "$WORK/cpu" 2>&1 | grep -v '^\[' | grep -v 'median '
 grep -H . /sys/devices/system/cpu/cpu0/cache/index*/{level,size} 2>/dev/null
 timeout 60 python3 benchmarks/thread_sweep.py 8,100,128,256 64,50,256,512 256,50,512,512
+# A bidirectional layer's directions side by side (8 threads each on 16 cores) against one after
+# the other (16 each): measured on 2 vCPUs only so far.
+timeout 30 python3 benchmarks/directions_ab.py --seconds 3 16,100,128,256 64,50,256,512
 
 stage "6. long sequences"
 timeout 40 python3 -m lstm_xp bench --rounds 1 --backends cupy --peers torch --repeats 3 --max-seconds 4 \
