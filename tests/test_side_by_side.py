@@ -185,3 +185,28 @@ def test_the_limits_fall_between_the_sizes_measured(pool, shape, apart):
     from lstm_xp.kernels import numba_scan
 
     assert _side_by_side(numba_scan, shape, "float32", apart) == apart
+
+
+def test_release_work_empties_the_pool_threads_caches_too(pool, rng):
+    """A call run on a pool thread (as a bidirectional layer's second direction is) keeps its
+    work buffers in that thread's cache, which never ends; release_work on any thread
+    drops them, and the next call computes the same."""
+    from lstm_xp.kernels import numba_scan
+
+    model = LSTM(5, 16, seed=2)
+    x = rng.standard_normal((6, 3, 5)).astype(np.float32)
+    want = model(x)[0]
+    ran = threading.Event()
+    got = []
+
+    def job():
+        got.append(model(x)[0])
+        ran.set()
+
+    pool.pool(1).submit(job)
+    assert ran.wait(30)
+    np.testing.assert_array_equal(got[0], want)
+    assert any(len(cache) for cache in numba_scan._POOL_CACHES)
+    numba_scan.release_work()
+    assert not any(len(cache) for cache in numba_scan._POOL_CACHES)
+    np.testing.assert_array_equal(model(x)[0], want)

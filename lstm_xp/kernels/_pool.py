@@ -92,6 +92,7 @@ class _Workers:
             threading.Thread(target=self._serve, name=f"lstm-xp-{n}", daemon=True).start()
 
     def _serve(self) -> None:
+        _POOL_THREADS.add(threading.get_ident())
         take = self._jobs.get
         allowed = set(os.sched_getaffinity(0)) if _GETCPU is not None else set()
         while (job := take()) is not None:
@@ -115,6 +116,13 @@ class _Workers:
 
 _POOL: _Workers | None = None
 _POOL_LOCK = threading.Lock()
+#: The identities of the pool's threads (which never end; :func:`is_pool_thread`).
+_POOL_THREADS: set[int] = set()
+
+
+def is_pool_thread() -> bool:
+    """Whether the calling thread is one of the pool's."""
+    return threading.get_ident() in _POOL_THREADS
 
 
 def _forget_threads() -> None:
@@ -123,6 +131,7 @@ def _forget_threads() -> None:
     with each call), and a lock another parent thread held stays held; start afresh."""
     global _POOL, _POOL_LOCK
     _POOL, _POOL_LOCK = None, threading.Lock()
+    _POOL_THREADS.clear()
 
 
 if hasattr(os, "register_at_fork"):

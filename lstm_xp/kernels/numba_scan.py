@@ -65,7 +65,7 @@ from .._functional import ScanShape, one_after_another
 from .._threads import get_num_threads
 from ._atomics import atomic_add, take, wait_at_least
 from ._frozen import DerivedCache, is_frozen
-from ._pool import run_claimed, run_parts, side_by_side
+from ._pool import is_pool_thread, run_claimed, run_parts, side_by_side
 from ._simd import (
     ROW_PANELS,
     TANH32_CLAMP,
@@ -1247,19 +1247,32 @@ def _keep_work(key: tuple[Any, ...], work: _Work) -> None:
     cache = getattr(_LOCAL, "work", None)
     if cache is None:
         cache = _LOCAL.work = {}
+        if is_pool_thread():
+            _POOL_CACHES.append(cache)
+    # Copies of the keys and items: release_work may empty a pool thread's cache meanwhile.
     if work.nbytes > WORK_CACHE_BYTES:
-        for other in [k for k, w in cache.items() if w.nbytes > WORK_CACHE_BYTES]:
-            del cache[other]
+        for other, kept in list(cache.items()):
+            if kept.nbytes > WORK_CACHE_BYTES:
+                cache.pop(other, None)
     cache[key] = work
-    while len(cache) > WORK_CACHE_ENTRIES:
-        del cache[next(iter(cache))]
+    for oldest in list(cache)[:-WORK_CACHE_ENTRIES]:
+        cache.pop(oldest, None)
+
+
+#: The caches of the pool's threads, which run a bidirectional layer's second direction
+#: (:func:`directions`) with buffers of their own and never end.
+_POOL_CACHES: list[dict[tuple[Any, ...], _Work]] = []
 
 
 def release_work() -> None:
-    """Drop the calling thread's cached work buffers (:func:`_keep_work`): a thread holds up
-    to :data:`WORK_CACHE_LARGE_BYTES` plus :data:`WORK_CACHE_ENTRIES` - 1 times
-    :data:`WORK_CACHE_BYTES` until it ends or calls this; the next call allocates anew."""
+    """Drop the calling thread's cached work buffers (:func:`_keep_work`), and those the
+    pool's threads keep: a thread holds up to :data:`WORK_CACHE_LARGE_BYTES` plus
+    :data:`WORK_CACHE_ENTRIES` - 1 times :data:`WORK_CACHE_BYTES` until it ends or this is
+    called; the next call allocates anew. (A call a pool thread runs meanwhile keeps its
+    buffers, and puts them back after.)"""
     _LOCAL.work = {}
+    for cache in list(_POOL_CACHES):
+        cache.clear()
 
 
 def use_compiled(dtype: Any) -> bool:
