@@ -1255,8 +1255,9 @@ def _keep_work(key: tuple[Any, ...], work: _Work) -> None:
             if kept.nbytes > WORK_CACHE_BYTES:
                 cache.pop(other, None)
     cache[key] = work
-    for oldest in list(cache)[:-WORK_CACHE_ENTRIES]:
-        cache.pop(oldest, None)
+    if len(cache) > WORK_CACHE_ENTRIES:
+        for oldest in list(cache)[:-WORK_CACHE_ENTRIES]:
+            cache.pop(oldest, None)
 
 
 #: The caches of the pool's threads, which run a bidirectional layer's second direction
