@@ -873,6 +873,7 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
     steps, batch = X.shape[0], X.shape[1]
     hidden = layers[0][0][1].shape[1]
     count = len(layers) * len(layers[0])  # L * D
+    zeros = None
     if state is None:  # one (B, H) of zeros for every layer: _run copies what it reads
         h0 = c0 = None
         zeros = np.zeros((batch, hidden), X.dtype)
@@ -884,25 +885,16 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
     taken, valid = (True, None) if lengths is None else _plain_lengths(lengths, steps, batch)
     if not taken:
         return None
-    zero = state is None or None  # the caller's word that the state is zero, else look
     if count == 1:  # one layer, one direction: its results as they come
-        w_ih, w_hh, b_ih, b_hh = layers[0][0][:4]
-        y, h, c = _run(X, w_ih, w_hh, None if b_ih is None else b_ih + b_hh,
-                       zeros if h0 is None else h0[0], zeros if c0 is None else c0[0],
-                       reverse, valid, _NO_TAPE[X.dtype], known_zero=zero)
+        y, h, c = _plain_scan(X, layers[0][0], h0, c0, zeros, 0, reverse, valid)
         return y, (h[None], c[None])
-
-    def scan(x: np.ndarray, weights: Any, k: int, backwards: bool) -> Any:
-        w_ih, w_hh, b_ih, b_hh = weights[:4]
-        return _run(x, w_ih, w_hh, None if b_ih is None else b_ih + b_hh,
-                    zeros if h0 is None else h0[k], zeros if c0 is None else c0[k],
-                    backwards, valid, _NO_TAPE[X.dtype], known_zero=zero)
     h_n = np.empty((count, batch, hidden), X.dtype)
     c_n = np.empty_like(h_n)
     x = X
     for index, pair_of in enumerate(layers):
         ways = len(pair_of)
-        calls = [functools.partial(scan, x, weights, index * ways + d, reverse or d == 1)
+        calls = [functools.partial(_plain_scan, x, weights, h0, c0, zeros, index * ways + d,
+                                   reverse or d == 1, valid)
                  for d, weights in enumerate(pair_of)]
         outs = directions(calls, (steps, batch, x.shape[2], hidden), X.dtype) \
             if ways > 1 else [calls[0]()]
@@ -910,6 +902,18 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
             h_n[index * ways + d], c_n[index * ways + d] = h, c
         x = outs[0][0] if ways == 1 else np.concatenate([y for y, _, _ in outs], axis=2)
     return x, (h_n, c_n)
+
+
+def _plain_scan(x: np.ndarray, weights: Any, h0: Any, c0: Any, zeros: Any, k: int,
+                reverse: bool, lengths: np.ndarray | None,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`plain_forward`'s scan of one layer and direction, ``weights`` its tuple, from
+    the state ``h0[k]``, ``c0[k]`` ((L*D, B, H) arrays given), or ``zeros`` (B, H) where
+    none was given (then known to be zero)."""
+    w_ih, w_hh, b_ih, b_hh = weights[:4]
+    return _run(x, w_ih, w_hh, None if b_ih is None else b_ih + b_hh,
+                zeros if h0 is None else h0[k], zeros if c0 is None else c0[k], reverse,
+                lengths, _NO_TAPE[x.dtype], known_zero=h0 is None or None)
 
 
 def _plain_state(state: Any, shape: tuple[int, int, int],
