@@ -216,14 +216,12 @@ def run_claimed(function: Any, parts: list[tuple[Any, ...]], sync: Any, claimed:
     wait_for(sync, done, len(parts))
 
 
-def side_by_side(calls: Sequence[Callable[[], Any]], shape: Any = None,
-                 dtype: Any = None) -> list[Any]:
+def side_by_side(calls: Sequence[Callable[[], Any]]) -> list[Any]:
     """Each of ``calls`` (callables without arguments: the scans of a bidirectional layer's
     directions, which share nothing) at once, on the caller's thread and the pool's, each
     with its share of :func:`lstm_xp.get_num_threads` (:func:`.thread_shares`; its own
     splits within it): their results, in order, raising what any raised. One thread, or one
-    call: one after the other on the caller's thread. (``shape`` and ``dtype``, those of
-    :data:`lstm_xp._functional.SideBySide`, are not read.)
+    call: one after the other on the caller's thread.
 
     Each direction then runs whole on its own threads, with no step of one waiting for the
     other's; one after the other, a direction split between both threads waits for both at

@@ -1397,13 +1397,14 @@ def directions(calls: Sequence[Callable[[], Any]], shape: ScanShape | None,
     median 0.89x-0.95x the time of one after the other at (1 | 4 | 8 | 16, 100, 32-128,
     64-256) (single runs from 0.86x to 1.03x), 1.00x at (32, 100, 128, 256); two layers
     0.93x-0.95x; a training step 0.82x-0.96x."""
-    if shape is None or not use_compiled(np.dtype(dtype)):
+    dtype = np.dtype(dtype)
+    if shape is None or not use_compiled(dtype):
         return one_after_another(calls)
     steps, batch, features, hidden = shape
     backward = features is None
     width = hidden if features is None else features  # a backward pass: about as wide
     work = (8 * batch * hidden * (width + hidden) + STEP_WORK) * steps * (2 if backward else 1)
-    weights = 4 * hidden * (width + hidden) * np.dtype(dtype).itemsize
+    weights = 4 * hidden * (width + hidden) * dtype.itemsize
     if work < SIDE_BY_SIDE_MIN_WORK or (not backward and weights > SIDE_BY_SIDE_BYTES):
         return one_after_another(calls)
     return side_by_side(calls)
