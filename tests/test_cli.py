@@ -310,6 +310,17 @@ def test_threaded_numba_contender_sets_and_restores_the_thread_count(rng):
     assert get_num_threads() == before
 
 
+def test_the_memory_of_a_compiled_call_counts_its_work_buffers(rng):
+    """The bench's memory column for the compiled kernel counts a call's work buffers,
+    also those a call on one thread makes in numba (whose allocator is Python's raw one,
+    which tracemalloc traces): at (B, T, I, H) = (2, 6, 64, 64) the weights it packs take
+    128 KiB."""
+    pytest.importorskip("lstm_xp.kernels.numba_scan")
+    x = rng.standard_normal((6, 2, 64)).astype("float32")
+    contender = lstm_xp("numpy", None, "numba")
+    assert contender.memory((2, 6, 64, 64), "float32", x) >= 4 * 64 * 128 * 4
+
+
 def test_rounds_take_turns_shape_by_shape_and_pool_each_cells_samples(monkeypatch):
     """At each shape every contender runs once a round, the order rotated a round, each
     time for its share of the repeats (memory in the first round), ``pause_s`` between one

@@ -571,7 +571,8 @@ def test_calls_of_other_shapes_between_them_reuse_no_stale_buffers(rng):
         fast, pure = models[H]
         x = rng.standard_normal((T, B, I)).astype(np.float32)
         state = tuple(rng.standard_normal((2, B, H)).astype(np.float32) for _ in range(2))
-        for a, b in zip(flat(fast(x, state)), flat(pure(x, state)), strict=True):
+        got = fast._forward(x, state, None, None, None)  # the full path: _run, its cache
+        for a, b in zip(flat(got), flat(pure(x, state)), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
         cache = numba_scan._LOCAL.work
         assert 0 < len(cache) <= numba_scan.WORK_CACHE_ENTRIES
@@ -598,25 +599,34 @@ def test_a_call_owns_what_it_returns(rng):
             np.testing.assert_array_equal(s, g)
 
 
+def _full_path(model: LSTM, x: np.ndarray) -> np.ndarray:
+    """``model(x)[0]`` by the full path (the kernel's layer scans, :func:`numba_scan._run`
+    and its work cache; a plain call on one thread takes :func:`numba_scan._run_alone`)."""
+    return model._forward(x, None, None, None, None)[0]
+
+
 def test_calls_too_large_for_the_cache_are_not_kept(monkeypatch, rng):
     monkeypatch.setattr(numba_scan, "WORK_CACHE_BYTES", 0)
     monkeypatch.setattr(numba_scan, "WORK_CACHE_LARGE_BYTES", 0)
     numba_scan._LOCAL.work = {}
     model = LSTM(4, 8, seed=1)
     x = rng.standard_normal((5, 2, 4)).astype(np.float32)
-    first = model(x)[0]
+    first = _full_path(model, x)
     assert numba_scan._LOCAL.work == {}
-    np.testing.assert_array_equal(model(x)[0], first)
+    np.testing.assert_array_equal(_full_path(model, x), first)
+    monkeypatch.undo()
+    _full_path(model, x)
+    assert numba_scan._LOCAL.work  # kept under the usual bounds
 
 
 def test_released_work_buffers_are_allocated_anew(rng):
     model = LSTM(4, 8, seed=1)
     x = rng.standard_normal((5, 2, 4)).astype(np.float32)
-    first = model(x)[0]
+    first = _full_path(model, x)
     assert numba_scan._LOCAL.work
     numba_scan.release_work()
     assert numba_scan._LOCAL.work == {}
-    np.testing.assert_array_equal(model(x)[0], first)
+    np.testing.assert_array_equal(_full_path(model, x), first)
     assert numba_scan._LOCAL.work
 
 
@@ -628,17 +638,17 @@ def test_a_thread_keeps_one_large_set_of_buffers(monkeypatch, rng):
     xs = [(B, rng.standard_normal((5, B, 6)).astype(np.float32)) for B in (3, 9, 3)]
     x_small = rng.standard_normal((5, 2, 4)).astype(np.float32)
     numba_scan._LOCAL.work = {}
-    small(x_small)
+    _full_path(small, x_small)
     sizes = {w.nbytes for w in numba_scan._LOCAL.work.values()}
     monkeypatch.setattr(numba_scan, "WORK_CACHE_BYTES", max(sizes))  # the rest are large
     for B, x in xs:
-        large(x)
+        _full_path(large, x)
         cache = numba_scan._LOCAL.work
         kept = [w.nbytes > numba_scan.WORK_CACHE_BYTES for w in cache.values()]
         assert len(cache) == 2 and sum(kept) == 1 and not kept[0]  # the small set, first
         assert next(reversed(cache))[0].batch == B  # the latest large set
     for _, x in xs:  # the cached set again, then one made anew
-        np.testing.assert_allclose(large(x)[0], pure(x)[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(_full_path(large, x), pure(x)[0], rtol=1e-5, atol=1e-6)
 
 
 def test_transposes_of_every_shape_and_layout(rng):
@@ -828,6 +838,94 @@ def test_the_plain_call_takes_a_state_and_lengths_with_the_full_paths_result(
                                   model(x, (h, c.astype(other).astype(precision)))[0])
 
 
+#: (T, B) of calls the plan runs on the caller's thread alone: without packing (T * B under
+#: PACK_MIN_ROWS, one step or one sequence) and packed.
+ALONE = [(1, 1), (1, 5), (6, 1), (7, 3), (30, 2)]
+
+
+def _counting_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the calls of numba_scan._run from here on (in a list's length)."""
+    runs: list[int] = []
+    real = numba_scan._run
+
+    def counted(*args, **kwargs):
+        runs.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numba_scan, "_run", counted)
+    return runs
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_call_on_one_thread_takes_the_compiled_call_alone(monkeypatch, rng, precision,
+                                                            stack, frozen):
+    """A plain call the plan runs on the caller's thread alone (every sequence to the end)
+    is one compiled call (numba_scan._run_alone: _run is not called), with the full path's
+    bits, from a zero state or one given (not written), with and without biases, packed or
+    not, and for a frozen copy (its panels packed once) the ordinary model's bits."""
+    runs = _counting_runs(monkeypatch)
+    for bias in (True, False):
+        model = LSTM(5, 12, **stack, bias=bias, dtype=precision, seed=4)
+        ordinary = model
+        if frozen:
+            model = model.frozen()
+        count = model.num_layers * model.num_directions
+        for T, B in ALONE:
+            x = rng.standard_normal((T, B, 5)).astype(precision)
+            state = tuple(rng.standard_normal((count, B, 12)).astype(precision)
+                          for _ in range(2))
+            kept = [a.copy() for a in state]
+            for given in (None, state):
+                del runs[:]
+                got = model(x, given)
+                assert not runs, (T, B)
+                full = model._forward(x, given, None, None, None)
+                assert runs  # the full path's scans are _run's
+                for a, b, c in zip(flat(got), flat(full), flat(ordinary(x, given)),
+                                   strict=True):
+                    assert a.shape == b.shape and a.dtype == b.dtype
+                    np.testing.assert_array_equal(a, b)
+                    np.testing.assert_array_equal(a, c)
+            for a, b in zip(state, kept, strict=True):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_what_the_compiled_call_alone_leaves_to_run(monkeypatch, rng):
+    """A state that is not a C-ordered writable array, a call with lengths, and weights
+    over ALONE_PACKED_BYTES to pack take _run, with the same results; a read-only input is
+    copied. None of them compiles the call alone for another type."""
+    model = LSTM(5, 12, seed=4)
+    runs = _counting_runs(monkeypatch)
+    x = rng.standard_normal((7, 3, 5)).astype(np.float32)
+    h, c = (rng.standard_normal((1, 3, 12)).astype(np.float32) for _ in range(2))
+    expected = model._forward(x, (h, c), None, None, None)
+    signatures = len(numba_scan._scan_alone.signatures)
+    frozen_h = h.copy()
+    frozen_h.flags.writeable = False
+    for state in ((frozen_h, c), (h, np.asfortranarray(c.transpose(1, 0, 2)).transpose(1, 0, 2))):
+        del runs[:]
+        for a, b in zip(flat(model(x, state)), flat(expected), strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert runs
+    del runs[:]
+    np.testing.assert_array_equal(model(x, (h, c), lengths=[7, 6, 7])[0][:, 0],
+                                  expected[0][:, 0])
+    assert runs
+    read_only = x.copy()
+    read_only.flags.writeable = False
+    del runs[:]
+    for a, b in zip(flat(model(read_only, (h, c))), flat(expected), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not runs
+    monkeypatch.setattr(numba_scan, "ALONE_PACKED_BYTES", 0)
+    for a, b in zip(flat(model(x, (h, c))), flat(expected), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert runs
+    assert len(numba_scan._scan_alone.signatures) == signatures
+
+
 def test_models_the_plain_call_does_not_cover():
     """Batch-first and projected models keep the full path (and models with variants, which
     another kernel runs)."""
@@ -845,10 +943,12 @@ def test_the_plain_call_reports_memory_as_the_full_path_does(monkeypatch, rng):
         raise MemoryError("no room")
 
     monkeypatch.setattr(numba_scan, "_run", no_memory)
+    monkeypatch.setattr(numba_scan, "_scan_alone", no_memory)
     x = rng.standard_normal((4, 2, 5)).astype(np.float32)
-    for call in (x, x.astype(np.float64)):  # the shorter way, and the full path
+    # The shorter way on one thread, and through _run; the full path (another dtype).
+    for call, lengths in ((x, None), (x, [4, 3]), (x.astype(np.float64), None)):
         with pytest.raises(lstm_xp.AllocationError, match=r"LSTM.__call__ ran out of memory"):
-            model(call)
+            model(call, lengths=lengths)
 
 
 def test_run_claimed_runs_each_part_once_and_returns_when_all_are_done():
