@@ -571,7 +571,8 @@ def _running_rows(lengths, t):  # pragma: no cover - compiled
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, reverse,
+def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, lengths, rows0, chunks, home,
+                reverse,
                 approximate, known_zero, prepacked, proj, gates, cs, bias_own, packed_ih,
                 packed_hh, sync, tape_gates, tape_cells,
                 tape_tanh):  # pragma: no cover - compiled
@@ -608,14 +609,17 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
 
     ``x2`` (T * N, I) the input of the whole batch (N sequences), ``w_ih`` (4H, I),
     ``w_hh`` (4H, H), ``bias`` (4H,); ``hs`` (2 * B, H) the hidden state of this call's B
-    sequences, double-buffered (rows ``0:B`` hold it before the first step, a step reads
-    one half and writes the other, so one wait a step suffices); ``c`` (B, H) their cell
-    state, updated in place (where ``hs``' rows ``0:B`` are all zero, the first step skips
-    its recurrent product, which adds only zeros for finite weights: a fifth to two thirds
-    of one step's arithmetic, and with one step the recurrent weights' packing;
-    ``known_zero``: the caller's word that every part's are, the only one a part of a split
-    by sequences takes for the shared packing, else looked for); ``y`` (T, N, H) the
-    whole output, this call's rows written;
+    sequences (rows ``rows0:rows0 + B`` of the batch), double-buffered (round 0 copies
+    their rows of ``h0`` (N, H) into rows ``0:B``, a step reads one half and writes the
+    other, so one wait a step suffices), their final state written into their rows of
+    ``h_n`` (N, H); their cell state from their rows of ``c0`` (N, H), the final one into
+    ``c`` (N, H) (which may be ``c0``); where their rows of ``h0`` are all zero, the first
+    step skips its recurrent product, which adds only zeros for finite weights: a fifth to
+    two thirds of one step's arithmetic, and with one step the recurrent weights' packing
+    (``known_zero``: the caller's word that every part's are, the only one a part of a
+    split by sequences takes for the shared packing, else looked for); ``y`` (T, N, H) the
+    whole output, this call's rows written. (The state's copies in and out had been
+    NumPy's, around the call: 5-9 us of a split call.)
     ``lengths`` (B,) int64 (T when none were given; a step's products go through the rows
     up to the last sequence still running, all of them in a batch sorted longest first,
     :func:`length_order`). Work buffers, one of each per chunk
@@ -645,8 +649,8 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
     product, then the activations in passes over contiguous rows that LLVM vectorises (one
     fused pass over the gates did not: 3x slower at H = 64), ``tanh`` of the halved
     pre-activation for the sigmoid gates (i, f, o) and of the whole for g."""
-    batch = c.shape[0]
-    hidden = c.shape[1]
+    batch = hs.shape[0] // 2
+    hidden = hs.shape[1]
     steps, everyone = y.shape[0], y.shape[1]
     count_chunks = chunks.shape[0]
     claiming = count_chunks > 1
@@ -665,15 +669,13 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
     # never needs the recurrent weights packed. Looked for here unless the caller knows
     # (NumPy's any() took 1-2 us, 5 % of a call at (B, T, I, H) = (1, 1, 32, 64)); but the
     # parts of a split by sequences pack one shared copy, which only the caller's word
-    # may leave out. A thread that starts late may find rows 0:B rewritten by step 1, but
-    # by then everything its answer decides (round 0's packing, step 0's products) is
-    # done: it claims none of it.
+    # may leave out. (h0 is never written: every thread finds the same.)
     zero_state = known_zero
     if not zero_state:
         zero_state = True
-        for i in range(batch):
+        for i in range(rows0, rows0 + batch):
             for u in range(hidden):
-                if hs[i, u] != 0:
+                if h0[i, u] != 0:
                     zero_state = False
     recurrent = steps > 1 or not (known_zero if sharing else zero_state)
     # The shared copy: piece 2s + w is slice s of weight w's panels.
@@ -690,7 +692,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
                       count * part // parts, count * (part + 1) // parts)
             atomic_add(sync, 0, 1)
         wait_at_least(sync, 0, 2 * parts)
-    for turn in range(count_chunks):  # round 0: each chunk's weights, bias and cell state
+    for turn in range(count_chunks):  # round 0: each chunk's weights, bias and state
         k = take(sync, CLAIMS, 0, count_chunks, own, turn)
         if k < 0:
             continue  # another thread has it
@@ -704,8 +706,10 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
             for u in range(units):
                 bias_own[k, q * units + u] = bias[q * hidden + first + u]
         for i in range(batch):
+            h0_i, c0_i, cs_i, hs_i = h0[rows0 + i], c0[rows0 + i], cs[k, i], hs[i]
             for u in range(units):
-                cs[k, i, u] = c[i, first + u]
+                cs_i[u] = c0_i[first + u]
+                hs_i[first + u] = h0_i[first + u]
         if claiming:
             atomic_add(sync, 0, 1)
     # One chunk: its views made once (made at each step, they cost 10 % at H = 32).
@@ -823,11 +827,17 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, rows0, chunks, home, re
         if home > 0:
             return
         wait_at_least(sync, 0, (steps + 1) * count_chunks)  # every chunk done
-    for k in range(count_chunks):  # the cell states, back in place
+    for k in range(count_chunks):  # the cell states, out
         first = chunks[k, 0]
         for i in range(batch):
+            c_i, cs_i = c[rows0 + i], cs[k, i]
             for u in range(chunks[k, 1] - first):
-                c[i, first + u] = cs[k, i, u]
+                c_i[first + u] = cs_i[u]
+    final = (steps % 2) * batch  # the half of hs the last step wrote
+    for i in range(batch):
+        h_i, hs_i = h_n[rows0 + i], hs[final + i]
+        for u in range(hidden):
+            h_i[u] = hs_i[u]
     if sharing:
         atomic_add(sync, 1, 1)
 
@@ -1027,8 +1037,9 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     w_ih = np.ascontiguousarray(weight_ih)
     w_hh = np.ascontiguousarray(weight_hh)
     b = np.zeros(4 * hidden, dtype) if bias is None else compiled_operand(bias)
-    c = np.array(c0, dtype=dtype, order="C")
+    h0, c0 = compiled_operand(h0, dtype), compiled_operand(c0, dtype)  # read, never written
     y = np.empty((steps, batch, hidden), dtype)
+    h_n, c = np.empty((2, batch, hidden), dtype)
     if call is None:
         call = _plan_of(steps, batch, features, hidden, dtype,
                         get_num_threads() if threads is None else threads,
@@ -1038,15 +1049,13 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
         length_order(valid, call.by_rows, call.slices)
     if order is not None:  # the sequences in the order that spares work
         x2 = x[:, order].reshape(steps * batch, features)
-        h0, c, valid = h0[order], c[order], valid[order]
+        h0, c0, valid = h0[order], c0[order], valid[order]
     frozen = is_frozen(w_ih) and is_frozen(w_hh)
     key = (call, features, hidden, frozen)
     work = _work_for(key)
     panels: list[np.ndarray] = []  # the frozen weights' panels, packed once
     if frozen:
         w_ih, w_hh, *panels = _frozen_weights(w_ih, w_hh, call, features, hidden)
-    for hs, (low, high) in work.states:
-        hs[:high - low] = h0[low:high]
     approximate = dtype == np.float32
     prepacked = len(panels) > 0
     if known_zero is None:  # the parts of a split by sequences need to know
@@ -1055,28 +1064,26 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
         parts = len(work.parts)  # sync: the claims of the packing's pieces, then the parts'
         sync = np.zeros(CLAIMS + 3 * parts, np.int64)
         run_claimed(_scan_units, [
-            (x2, w_ih, w_hh, b, hs, c[low:high], y, valid[low:high], low, call.chunks, home,
-             reverse, approximate, known_zero, prepacked, *_with(buffers, panels), sync,
+            (x2, w_ih, w_hh, b, hs, h0, c0, h_n, c, y, valid[low:high], low, call.chunks,
+             home, reverse, approximate, known_zero, prepacked, *_with(buffers, panels), sync,
              *tape)
             for home, ((hs, (low, high)), buffers)
             in enumerate(zip(work.states, work.parts, strict=True))], sync, CLAIMS + 2 * parts,
             1)
     elif len(call.chunks) == 1:  # the caller's thread alone
-        run_parts(_scan_units, [(x2, w_ih, w_hh, b, work.states[0][0], c, y, valid, 0,
-                                 call.chunks, 0, reverse, approximate, known_zero, prepacked,
-                                 *_with(work.parts[0], panels), _NO_SYNC, *tape)])
+        run_parts(_scan_units, [(x2, w_ih, w_hh, b, work.states[0][0], h0, c0, h_n, c, y,
+                                 valid, 0, call.chunks, 0, reverse, approximate, known_zero,
+                                 prepacked, *_with(work.parts[0], panels), _NO_SYNC, *tape)])
     else:  # the chunks of units, claimed step by step by as many threads
         sync = np.zeros(CLAIMS + (steps + 1) * len(call.chunks), np.int64)
-        args = (x2, w_ih, w_hh, b, work.states[0][0], c, y, valid, 0, call.chunks)
+        args = (x2, w_ih, w_hh, b, work.states[0][0], h0, c0, h_n, c, y, valid, 0,
+                call.chunks)
         rest = (reverse, approximate, known_zero, prepacked, *_with(work.parts[0], panels),
                 sync, *tape)
         # Only the caller's own part is waited for: it returns once every chunk is done,
         # whichever thread did it, and a thread that starts late finds nothing left.
         run_parts(_scan_units, [(*args, home, *rest) for home in range(len(call.chunks))],
                   wait=False)
-    final = steps % 2  # the half of each hs the last step wrote
-    h_n = np.concatenate([hs.reshape(2, -1, hidden)[final] for hs, _ in work.states]) \
-        if call.by_rows else work.states[0][0][final * batch:(final + 1) * batch].copy()
     _keep_work(key, work)
     if order is not None:
         return caller_order(y, order, 1), caller_order(h_n, order), caller_order(c, order)
@@ -1139,9 +1146,9 @@ def _scan_alone(x2, w_ih, w_hh, bias, h0, c0, steps, reverse, approximate, known
     batch, hidden = c0.shape
     features = x2.shape[1]
     dtype = x2.dtype
-    c = c0.copy()
+    c = np.empty((batch, hidden), dtype)
+    h_n = np.empty((batch, hidden), dtype)
     hs = np.empty((2 * batch, hidden), dtype)
-    hs[:batch] = h0
     y = np.empty((steps, batch, hidden), dtype)
     chunks = np.empty((1, 2), np.int64)
     chunks[0, 0] = 0
@@ -1168,11 +1175,10 @@ def _scan_alone(x2, w_ih, w_hh, bias, h0, c0, steps, reverse, approximate, known
             start += rounded[1]
             packed_hh = raw[start:start + sizes[2]].reshape((1, panels, hidden, width))
     tape = np.empty((0, 0, 0), dtype)
-    _scan_units(x2, w_ih, w_hh, bias, hs, c, y, lengths, np.int64(0), chunks, np.int64(0),
-                reverse, approximate, known_zero, prepacked, proj, gates, cs, bias_own,
-                packed_ih, packed_hh, np.empty(0, np.int64), tape, tape, tape)
-    final = steps % 2  # the half of hs the last step wrote
-    return y, hs[final * batch:(final + 1) * batch].copy(), c
+    _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, lengths, np.int64(0), chunks,
+                np.int64(0), reverse, approximate, known_zero, prepacked, proj, gates, cs,
+                bias_own, packed_ih, packed_hh, np.empty(0, np.int64), tape, tape, tape)
+    return y, h_n, c
 
 
 @dataclass(frozen=True)
