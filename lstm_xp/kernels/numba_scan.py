@@ -1039,7 +1039,8 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     b = np.zeros(4 * hidden, dtype) if bias is None else compiled_operand(bias)
     h0, c0 = compiled_operand(h0, dtype), compiled_operand(c0, dtype)  # read, never written
     y = np.empty((steps, batch, hidden), dtype)
-    h_n, c = np.empty((2, batch, hidden), dtype)
+    h_n = np.empty((batch, hidden), dtype)
+    c = np.empty((batch, hidden), dtype)
     if call is None:
         call = _plan_of(steps, batch, features, hidden, dtype,
                         get_num_threads() if threads is None else threads,
