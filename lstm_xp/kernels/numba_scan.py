@@ -571,8 +571,8 @@ def _running_rows(lengths, t):  # pragma: no cover - compiled
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, lengths, rows0, chunks, home,
-                reverse,
+def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, rows0, chunks,
+                home, reverse,
                 approximate, known_zero, prepacked, proj, gates, cs, bias_own, packed_ih,
                 packed_hh, sync, tape_gates, tape_cells,
                 tape_tanh):  # pragma: no cover - compiled
@@ -617,9 +617,10 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, lengths, rows0, chu
     step skips its recurrent product, which adds only zeros for finite weights: a fifth to
     two thirds of one step's arithmetic, and with one step the recurrent weights' packing
     (``known_zero``: the caller's word that every part's are, the only one a part of a
-    split by sequences takes for the shared packing, else looked for); ``y`` (T, N, H) the
-    whole output, this call's rows written. (The state's copies in and out had been
-    NumPy's, around the call: 5-9 us of a split call.)
+    split by sequences takes for the shared packing, else looked for); ``y`` (T, N, W) the
+    whole output, this call's rows written in columns ``column:column + H`` (a
+    bidirectional layer's directions each write their half of one array). (The state's
+    copies in and out had been NumPy's, around the call: 5-9 us of a split call.)
     ``lengths`` (B,) int64 (T when none were given; a step's products go through the rows
     up to the last sequence still running, all of them in a batch sorted longest first,
     :func:`length_order`). Work buffers, one of each per chunk
@@ -770,7 +771,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, lengths, rows0, chu
                 for i in range(batch):
                     h_old = hs[now + i, first:last]
                     h_new = hs[then + i, first:last]
-                    y_t = y[t, rows0 + i, first:last]
+                    y_t = y[t, rows0 + i, column + first:column + last]
                     if t >= lengths[i]:  # past this sequence's end: state kept, output zero
                         for u in range(units):
                             h_new[u] = h_old[u]
@@ -907,23 +908,29 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
     x = X
     for index, pair_of in enumerate(layers):
         ways = len(pair_of)
+        # Two directions write their halves of one output (joining them after took 47-130
+        # us at (B, T, H) = (8, 100, 128)).
+        joined = np.empty((steps, batch, 2 * hidden), X.dtype) if ways > 1 else None
         calls = [functools.partial(_plain_scan, x, weights, h0, c0, zeros, index * ways + d,
-                                   reverse or d == 1, valid)
+                                   reverse or d == 1, valid, None if joined is None else
+                                   (joined, d * hidden))
                  for d, weights in enumerate(pair_of)]
         outs = directions(calls, (steps, batch, x.shape[2], hidden), X.dtype) \
             if ways > 1 else [calls[0]()]
         for d, (_, h, c) in enumerate(outs):
             h_n[index * ways + d], c_n[index * ways + d] = h, c
-        x = outs[0][0] if ways == 1 else np.concatenate([y for y, _, _ in outs], axis=2)
+        x = outs[0][0]  # the whole output of both directions
     return x, (h_n, c_n)
 
 
 def _plain_scan(x: np.ndarray, weights: Any, h0: Any, c0: Any, zeros: Any, k: int,
                 reverse: bool, lengths: np.ndarray | None,
+                out: tuple[np.ndarray, int] | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`plain_forward`'s scan of one layer and direction, ``weights`` its tuple, from
     the state ``h0[k]``, ``c0[k]`` ((L*D, B, H) arrays given), or ``zeros`` (B, H) where
-    none was given (then known to be zero)."""
+    none was given (then known to be zero); its outputs into ``out`` as :func:`_run`
+    writes them."""
     w_ih, w_hh, b_ih, b_hh = weights[:4]
     bias = None if b_ih is None else b_ih + b_hh
     h, c = (zeros, zeros) if h0 is None else (h0[k], c0[k])
@@ -931,11 +938,11 @@ def _plain_scan(x: np.ndarray, weights: Any, h0: Any, c0: Any, zeros: Any, k: in
     call = _plan_of(steps, batch, features, w_hh.shape[1], x.dtype, get_num_threads(), True,
                     False)
     if lengths is None and not call.by_rows and len(call.chunks) == 1:
-        out = _run_alone(call, x, w_ih, w_hh, bias, h, c, reverse, h0 is None)
-        if out is not None:
-            return out
+        alone = _run_alone(call, x, w_ih, w_hh, bias, h, c, reverse, h0 is None, out)
+        if alone is not None:
+            return alone
     return _run(x, w_ih, w_hh, bias, h, c, reverse, lengths, _NO_TAPE[x.dtype],
-                known_zero=h0 is None or None, call=call)
+                known_zero=h0 is None or None, call=call, out=out)
 
 
 def _plain_state(state: Any, shape: tuple[int, int, int],
@@ -1015,11 +1022,13 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
          h0: np.ndarray, c0: np.ndarray, reverse: bool, lengths: np.ndarray | None,
          tape: tuple[np.ndarray, np.ndarray, np.ndarray], threads: int | None = None,
          lockstep: bool | None = None, known_zero: bool | None = None,
-         call: _CallPlan | None = None,
+         call: _CallPlan | None = None, out: tuple[np.ndarray, int] | None = None,
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The compiled layer scan, its threads as :func:`plan` shares ``threads`` of them
     (default: :func:`lstm_xp.get_num_threads`; ``call``: the plan, where the caller has it
-    already): ``(y, h_n, c_n)``, and ``tape``'s arrays
+    already): ``(y, h_n, c_n)``, ``y`` written into columns ``column:column + H`` of
+    ``out = (Y, column)`` where given (``Y`` (T, B, W) then returned whole), and ``tape``'s
+    arrays
     filled when they are not empty (see :func:`_scan_units`; ``known_zero``: whether
     ``h0`` is all zero, True where the caller knows, looked for here where the call
     splits by sequences when None). Without a tape, a batch with
@@ -1038,7 +1047,6 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     w_hh = np.ascontiguousarray(weight_hh)
     b = np.zeros(4 * hidden, dtype) if bias is None else compiled_operand(bias)
     h0, c0 = compiled_operand(h0, dtype), compiled_operand(c0, dtype)  # read, never written
-    y = np.empty((steps, batch, hidden), dtype)
     h_n = np.empty((batch, hidden), dtype)
     c = np.empty((batch, hidden), dtype)
     if call is None:
@@ -1051,6 +1059,8 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     if order is not None:  # the sequences in the order that spares work
         x2 = x[:, order].reshape(steps * batch, features)
         h0, c0, valid = h0[order], c0[order], valid[order]
+    y, column = out if out is not None and order is None else \
+        (np.empty((steps, batch, hidden), dtype), 0)
     frozen = is_frozen(w_ih) and is_frozen(w_hh)
     key = (call, features, hidden, frozen)
     work = _work_for(key)
@@ -1065,19 +1075,20 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
         parts = len(work.parts)  # sync: the claims of the packing's pieces, then the parts'
         sync = np.zeros(CLAIMS + 3 * parts, np.int64)
         run_claimed(_scan_units, [
-            (x2, w_ih, w_hh, b, hs, h0, c0, h_n, c, y, valid[low:high], low, call.chunks,
-             home, reverse, approximate, known_zero, prepacked, *_with(buffers, panels), sync,
-             *tape)
+            (x2, w_ih, w_hh, b, hs, h0, c0, h_n, c, y, column, valid[low:high], low,
+             call.chunks, home, reverse, approximate, known_zero, prepacked,
+             *_with(buffers, panels), sync, *tape)
             for home, ((hs, (low, high)), buffers)
             in enumerate(zip(work.states, work.parts, strict=True))], sync, CLAIMS + 2 * parts,
             1)
     elif len(call.chunks) == 1:  # the caller's thread alone
         run_parts(_scan_units, [(x2, w_ih, w_hh, b, work.states[0][0], h0, c0, h_n, c, y,
-                                 valid, 0, call.chunks, 0, reverse, approximate, known_zero,
-                                 prepacked, *_with(work.parts[0], panels), _NO_SYNC, *tape)])
+                                 column, valid, 0, call.chunks, 0, reverse, approximate,
+                                 known_zero, prepacked, *_with(work.parts[0], panels),
+                                 _NO_SYNC, *tape)])
     else:  # the chunks of units, claimed step by step by as many threads
         sync = np.zeros(CLAIMS + (steps + 1) * len(call.chunks), np.int64)
-        args = (x2, w_ih, w_hh, b, work.states[0][0], h0, c0, h_n, c, y, valid, 0,
+        args = (x2, w_ih, w_hh, b, work.states[0][0], h0, c0, h_n, c, y, column, valid, 0,
                 call.chunks)
         rest = (reverse, approximate, known_zero, prepacked, *_with(work.parts[0], panels),
                 sync, *tape)
@@ -1087,7 +1098,10 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
                   wait=False)
     _keep_work(key, work)
     if order is not None:
-        return caller_order(y, order, 1), caller_order(h_n, order), caller_order(c, order)
+        y, h_n, c = caller_order(y, order, 1), caller_order(h_n, order), caller_order(c, order)
+        if out is not None:
+            out[0][:, :, out[1]:out[1] + hidden] = y
+            y = out[0]
     return y, h_n, c
 
 
@@ -1101,15 +1115,17 @@ _NO_PANELS = {np.dtype(t): np.empty((1, 0, 0, 0), t) for t in (np.float32, np.fl
 
 def _run_alone(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray,
                bias: np.ndarray | None, h0: np.ndarray, c0: np.ndarray, reverse: bool,
-               known_zero: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+               known_zero: bool, out: tuple[np.ndarray, int] | None = None,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """:func:`_run` for an inference call whose plan ``call`` runs it on the caller's
-    thread alone, every sequence for every step: ``(y, h_n, c_n)``, the same bits, from
-    one compiled call (:func:`_scan_alone`) that makes its own work buffers and copies of
-    the state, where :func:`_run` makes a dozen NumPy and Python calls of 0.2-2 us each
-    around the compiled scan (at (B, T, I, H) = (1, 1, 32, 64) the model's call took 7.4
-    us this way against 17.8). ``bias`` is a new array (``b_ih + b_hh``) or None; ``h0``
-    and ``c0`` (B, H) are read, not written (``known_zero``: the caller's word that they
-    are zero). None, for :func:`_run` to take, where the weights it would pack are over
+    thread alone, every sequence for every step: ``(y, h_n, c_n)`` (``y`` into ``out`` as
+    :func:`_run` writes it), the same bits, from one compiled call (:func:`_scan_alone`)
+    that makes its own work buffers and copies of the state, where :func:`_run` makes a
+    dozen NumPy and Python calls of 0.2-2 us each around the compiled scan (at (B, T, I, H)
+    = (1, 1, 32, 64) the model's call took 13.2 us this way against 18.1). ``bias`` is a
+    new array (``b_ih + b_hh``) or None; ``h0`` and ``c0`` (B, H) are read, not written
+    (``known_zero``: the caller's word that they are zero). None, for :func:`_run` to
+    take, where the weights it would pack are over
     :data:`ALONE_PACKED_BYTES` (frozen weights come packed) or the state is not a
     C-ordered writable array (numba would compile the call anew for its type)."""
     steps, batch, features = x.shape
@@ -1128,19 +1144,22 @@ def _run_alone(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
     if not known_zero and not (h0.flags.c_contiguous and h0.flags.writeable
                                and c0.flags.c_contiguous and c0.flags.writeable):
         return None
-    return _scan_alone(compiled_operand(x).reshape(steps * batch, features), w_ih, w_hh,
-                       np.zeros(4 * hidden, dtype) if bias is None else bias, h0, c0, steps,
-                       reverse, dtype == np.float32, known_zero, call.ahead, panels, width,
-                       packed_ih, packed_hh)
+    y, column = (np.empty((steps, batch, hidden), dtype), 0) if out is None else out
+    h_n, c_n = _scan_alone(compiled_operand(x).reshape(steps * batch, features), w_ih, w_hh,
+                           np.zeros(4 * hidden, dtype) if bias is None else bias, h0, c0, y,
+                           column, reverse, dtype == np.float32, known_zero, call.ahead,
+                           panels, width, packed_ih, packed_hh)
+    return y, h_n, c_n
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _scan_alone(x2, w_ih, w_hh, bias, h0, c0, steps, reverse, approximate, known_zero, ahead,
-                panels, width, packed_ih, packed_hh):  # pragma: no cover - compiled
+def _scan_alone(x2, w_ih, w_hh, bias, h0, c0, y, column, reverse, approximate, known_zero,
+                ahead, panels, width, packed_ih, packed_hh):  # pragma: no cover - compiled
     """:func:`_scan_units` for the whole batch on the calling thread, one chunk of every
     unit, every sequence running every step, with work buffers of its own (what
-    :func:`_make_work` makes for such a call): ``(y, h_n, c_n)``, from the state ``h0``
-    and ``c0`` (B, H; copied). ``panels`` 0: no packing (dot products over the weights
+    :func:`_make_work` makes for such a call): ``(h_n, c_n)``, from the state ``h0``
+    and ``c0`` (B, H; copied), the outputs into columns ``column:column + H`` of ``y``
+    (T, B, W). ``panels`` 0: no packing (dot products over the weights
     as they are); else the weights in ``panels`` panels of ``width`` columns, packed here,
     or already in ``packed_ih`` (1, P, I, C) and ``packed_hh`` (1, P, H, C) where those
     are not empty (frozen weights; ``w_ih`` and ``w_hh`` are then not read)."""
@@ -1150,7 +1169,7 @@ def _scan_alone(x2, w_ih, w_hh, bias, h0, c0, steps, reverse, approximate, known
     c = np.empty((batch, hidden), dtype)
     h_n = np.empty((batch, hidden), dtype)
     hs = np.empty((2 * batch, hidden), dtype)
-    y = np.empty((steps, batch, hidden), dtype)
+    steps = y.shape[0]
     chunks = np.empty((1, 2), np.int64)
     chunks[0, 0] = 0
     chunks[0, 1] = hidden
@@ -1176,10 +1195,10 @@ def _scan_alone(x2, w_ih, w_hh, bias, h0, c0, steps, reverse, approximate, known
             start += rounded[1]
             packed_hh = raw[start:start + sizes[2]].reshape((1, panels, hidden, width))
     tape = np.empty((0, 0, 0), dtype)
-    _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, lengths, np.int64(0), chunks,
-                np.int64(0), reverse, approximate, known_zero, prepacked, proj, gates, cs,
-                bias_own, packed_ih, packed_hh, np.empty(0, np.int64), tape, tape, tape)
-    return y, h_n, c
+    _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, np.int64(0),
+                chunks, np.int64(0), reverse, approximate, known_zero, prepacked, proj, gates,
+                cs, bias_own, packed_ih, packed_hh, np.empty(0, np.int64), tape, tape, tape)
+    return h_n, c
 
 
 @dataclass(frozen=True)
