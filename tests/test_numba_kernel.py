@@ -261,8 +261,8 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         assert plan(2, 1, 64, 128, True) == (False, [(0, 128)])  # too little a call
         # Chunks of 32 units (under NARROW_UNITS) in inference: only where the batch does
         # not split by sequences (below), and from 40 MFLOP a call
-        assert plan(50, 5, 32, 64, True) == (False, [(0, 64)])  # 12.3 MFLOP
-        assert plan(100, 3, 32, 64, True) == (False, [(0, 64)])  # 14.7
+        assert plan(40, 5, 32, 64, True) == (False, [(0, 64)])  # 9.8 MFLOP
+        assert plan(100, 2, 32, 64, True) == (False, [(0, 64)])  # 9.8
         assert plan(1000, 1, 256, 64, True) == (False, [(0, 32), (32, 64)])  # 164
         # ... or where a chunk's step has 200,000 FLOPs or more (here 409,600)
         assert plan(1000, 5, 256, 64, True) == (False, [(0, 32), (32, 64)])
@@ -274,8 +274,9 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         assert plan(200, 5, 64, 96, True) == (False, [(0, 48), (48, 96)])
         assert plan(100, 4, 128, 128, True) == (False, [(0, 64), (64, 128)])  # 64: wide
         assert plan(100, 4, 32, 96, True, training=True) == (False, [(0, 48), (48, 96)])
-        assert plan(10, 7, 128, 96, True) == (False, [(0, 48), (48, 96)])  # 12 MFLOP
-        # Neither rule splits, or only into narrow chunks: by sequences, 9.5 MFLOP a
+        assert plan(8, 7, 128, 96, True) == (False, [(0, 48), (48, 96)])  # 9.6 MFLOP
+        assert plan(10, 7, 128, 96, True) == (True, [(0, 4), (4, 7)])  # 12: 6 a thread
+        # Neither rule splits, or only into narrow chunks: by sequences, 6 MFLOP a
         # thread at least (one sequence a thread will do, in a batch of 3 at least)
         assert plan(100, 4, 32, 64, True) == (True, [(0, 2), (2, 4)])  # 9.8 a thread
         assert plan(50, 8, 32, 64, True) == (True, [(0, 4), (4, 8)])
@@ -284,7 +285,9 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         assert plan(1000, 6, 32, 64, True) == (True, [(0, 3), (3, 6)])
         assert plan(100, 16, 16, 32, True) == (True, [(0, 8), (8, 16)])  # 32 units: none
         assert plan(100, 8, 16, 32, True) == (False, [(0, 32)])  # 4.9 a thread
-        assert plan(50, 7, 32, 64, True) == (False, [(0, 64)])  # 8.6 a thread
+        assert plan(50, 7, 32, 64, True) == (True, [(0, 4), (4, 7)])  # 8.6 a thread
+        assert plan(50, 5, 32, 64, True) == (True, [(0, 3), (3, 5)])  # 6.1
+        assert plan(40, 6, 32, 64, True) == (False, [(0, 64)])  # 5.9
         assert plan(200, 2, 32, 64, True) == (False, [(0, 64)])  # 2 sequences stay whole
         assert plan(1000, 2, 32, 64, True) == (False, [(0, 64)])
         assert plan(1000, 3, 32, 64, True) == (True, [(0, 2), (2, 3)])

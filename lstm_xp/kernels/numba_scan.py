@@ -167,8 +167,15 @@ MIN_SMALL_BATCH = 3
 #: thread); (5, 100, 32, 64) 0.91x-0.98x with 2 + 3 sequences, 1.24x with 3 + 2 (the larger
 #: slice on the caller's thread, :func:`row_slices`). Below this: (7, 50, 32,
 #: 64) (8.6 a thread) 0.97x-1.15x, (12, 100, 16, 32) (7.4) 1.16x, (6, 50, 32, 64) (7.4)
-#: 0.93x-0.99x, (4, 50, 32, 64) (4.9) 0.97x-1.05x, (8, 100, 16, 32) (4.9) 0.95x.
-MIN_SMALL_FLOPS_PER_THREAD = 9_500_000
+#: 0.93x-0.99x, (4, 50, 32, 64) (4.9) 0.97x-1.05x, (8, 100, 16, 32) (4.9) 0.95x. That was
+#: 9.5 MFLOP; once the split's Python around the scan had shrunk (commits 299be0c-4297c55),
+#: the split against one thread alone in one process, time split / alone: (3, 100, 32, 64)
+#: (7.4 a thread) 0.86-0.92 in four runs, (5, 50, 32, 64) (6.1) 0.90-1.01 in four, (7, 50,
+#: ...) (8.6) 0.92, (8, 40, ...) (7.9) 0.79, (9, 30, ...) (6.9) 0.77, (12, 100, 16, 32) (7.4)
+#: 0.85, (4, 70, ...) (6.9) 0.93, (5, 60, ...) (7.4) 0.90, (6, 50, ...) (7.4) 0.99; below
+#: 6: (6, 40, ...) (5.9) 1.16, (4, 60, ...) (5.9) 1.04, (7, 30, ...) (5.2) 1.12,
+#: (4, 50, ...) (4.9) 1.03, (6, 30, ...) (4.4) 1.10.
+MIN_SMALL_FLOPS_PER_THREAD = 6_000_000
 
 
 def l2_bytes(default: int = 512 * 1024) -> int:
