@@ -579,9 +579,8 @@ def _running_rows(lengths, t):  # pragma: no cover - compiled
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, rows0, chunks,
-                home, reverse,
-                approximate, known_zero, prepacked, proj, gates, cs, bias_own, packed_ih,
-                packed_hh, sync, tape_gates, tape_cells,
+                home, reverse, approximate, known_zero, prepacked, proj, gates, cs, bias_own,
+                packed_ih, packed_hh, sync, tape_gates, tape_cells,
                 tape_tanh):  # pragma: no cover - compiled
     """The layer scan for sequences ``rows0:rows0 + B`` of the batch, their hidden units
     in ``K`` chunks, ``chunks`` (K, 2) their ``(first, last)`` ranges. Calls with
@@ -620,7 +619,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, ro
     their rows of ``h0`` (N, H) into rows ``0:B``, a step reads one half and writes the
     other, so one wait a step suffices), their final state written into their rows of
     ``h_n`` (N, H); their cell state from their rows of ``c0`` (N, H), the final one into
-    ``c`` (N, H) (which may be ``c0``); where their rows of ``h0`` are all zero, the first
+    their rows of ``c`` (N, H); where their rows of ``h0`` are all zero, the first
     step skips its recurrent product, which adds only zeros for finite weights: a fifth to
     two thirds of one step's arithmetic, and with one step the recurrent weights' packing
     (``known_zero``: the caller's word that every part's are, the only one a part of a
@@ -1035,8 +1034,7 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     (default: :func:`lstm_xp.get_num_threads`; ``call``: the plan, where the caller has it
     already): ``(y, h_n, c_n)``, ``y`` written into columns ``column:column + H`` of
     ``out = (Y, column)`` where given (``Y`` (T, B, W) then returned whole), and ``tape``'s
-    arrays
-    filled when they are not empty (see :func:`_scan_units`; ``known_zero``: whether
+    arrays filled when they are not empty (see :func:`_scan_units`; ``known_zero``: whether
     ``h0`` is all zero, True where the caller knows, looked for here where the call
     splits by sequences when None). Without a tape, a batch with
     ``lengths`` runs in :func:`length_order` where that spares work (the results in the
@@ -1132,9 +1130,9 @@ def _run_alone(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
     = (1, 1, 32, 64) the model's call took 13.2 us this way against 18.1). ``bias`` is a
     new array (``b_ih + b_hh``) or None; ``h0`` and ``c0`` (B, H) are read, not written
     (``known_zero``: the caller's word that they are zero). None, for :func:`_run` to
-    take, where the weights it would pack are over
-    :data:`ALONE_PACKED_BYTES` (frozen weights come packed) or the state is not a
-    C-ordered writable array (numba would compile the call anew for its type)."""
+    take, where the weights it would pack are over :data:`ALONE_PACKED_BYTES` (frozen
+    weights come packed) or the state is not a C-ordered writable array (numba would
+    compile the call anew for its type)."""
     steps, batch, features = x.shape
     hidden = weight_hh.shape[1]
     dtype = x.dtype
@@ -1166,8 +1164,8 @@ def _scan_alone(x2, w_ih, w_hh, bias, h0, c0, y, column, reverse, approximate, k
     unit, every sequence running every step, with work buffers of its own (what
     :func:`_make_work` makes for such a call): ``(h_n, c_n)``, from the state ``h0``
     and ``c0`` (B, H; copied), the outputs into columns ``column:column + H`` of ``y``
-    (T, B, W). ``panels`` 0: no packing (dot products over the weights
-    as they are); else the weights in ``panels`` panels of ``width`` columns, packed here,
+    (T, B, W). ``panels`` 0: no packing (dot products over the weights as they are); else
+    the weights in ``panels`` panels of ``width`` columns, packed here,
     or already in ``packed_ih`` (1, P, I, C) and ``packed_hh`` (1, P, H, C) where those
     are not empty (frozen weights; ``w_ih`` and ``w_hh`` are then not read)."""
     batch, hidden = c0.shape
