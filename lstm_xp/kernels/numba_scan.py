@@ -1136,6 +1136,9 @@ def _run_alone(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
     steps, batch, features = x.shape
     hidden = weight_hh.shape[1]
     dtype = x.dtype
+    if not known_zero and not (h0.flags.c_contiguous and h0.flags.writeable
+                               and c0.flags.c_contiguous and c0.flags.writeable):
+        return None
     panels, width = call.panels
     packed_ih = packed_hh = _NO_PANELS[dtype]
     if is_frozen(weight_ih) and is_frozen(weight_hh):
@@ -1146,9 +1149,6 @@ def _run_alone(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
         return None
     else:
         w_ih, w_hh = np.ascontiguousarray(weight_ih), np.ascontiguousarray(weight_hh)
-    if not known_zero and not (h0.flags.c_contiguous and h0.flags.writeable
-                               and c0.flags.c_contiguous and c0.flags.writeable):
-        return None
     y, column = (np.empty((steps, batch, hidden), dtype), 0) if out is None else out
     h_n, c_n = _scan_alone(compiled_operand(x).reshape(steps * batch, features), w_ih, w_hh,
                            np.zeros(4 * hidden, dtype) if bias is None else bias, h0, c0, y,
@@ -1290,8 +1290,7 @@ def _pack_frozen(w_ih: np.ndarray, w_hh: np.ndarray, call: _CallPlan, features: 
     if not call.pack:
         return w_ih, w_hh
     chunks = call.chunks.tolist()  # (0, H) alone where the call splits by sequences
-    units = max(last - first for first, last in chunks)
-    panels, width = panels_for(units, call.dtype)
+    panels, width = call.panels
     packed_ih, packed_hh = aligned_arrays(
         [(len(chunks), panels, features, width), (len(chunks), panels, hidden, width)],
         call.dtype)
@@ -1334,7 +1333,7 @@ def _make_work(call: _CallPlan, features: int, hidden: int, frozen: bool = False
         return np.empty((count, size, units), dtype), np.empty((count, 4 * units), dtype)
 
     if call.by_rows:  # one packed copy of the weights, each slice its projection block
-        panels, width = panels_for(hidden, dtype)
+        panels, width = call.panels  # of all H units: one chunk
         w_ih_p, w_hh_p, *projs = aligned_arrays(
             [(kept * panels, features, width), (kept * panels, hidden, width)]
             + [(1, ahead * (high - low), panels * width) for low, high in call.slices], dtype)
@@ -1343,7 +1342,7 @@ def _make_work(call: _CallPlan, features: int, hidden: int, frozen: bool = False
         parts = [(proj, none3, *own(high - low), w_ih_p[None], w_hh_p[None])
                  for proj, (low, high) in zip(projs, call.slices, strict=True)]
     elif pack:  # each chunk its packed weights and projection block
-        panels, width = panels_for(units, dtype)
+        panels, width = call.panels
         packed_ih, packed_hh, proj = aligned_arrays(
             [(count, kept * panels, features, width), (count, kept * panels, hidden, width),
              (count, ahead * batch, panels * width)], dtype)
