@@ -343,6 +343,29 @@ def panels_for(units: int, dtype: Any) -> tuple[int, int]:
     return panel_shape(4 * units, dtype)
 
 
+def used_panels(columns: int, width: int) -> int:
+    """The panels of ``width`` columns that hold ``columns`` columns (the rest, padding up to
+    a multiple of :data:`._simd.ROW_PANELS`, are zero): what :func:`_packed_product`
+    computes."""
+    return -(-columns // width)
+
+
+_used_panels = numba.njit(inline="always", cache=True, nogil=True)(used_panels)
+
+
+@numba.njit(inline="always", cache=True, nogil=True)
+def _widest_panels(chunks, per_unit, width):  # pragma: no cover - compiled
+    """:func:`used_panels` of the widest of ``chunks`` (K, 2) (``(first, last)`` units
+    each, ``per_unit`` columns a unit, panels of ``width``): a narrower chunk's panels past
+    its own columns are zero, so the products may take as many for every chunk. (Worked
+    out for each chunk at each step instead, calls at (1, 100, 64, 128) took 1.02x-1.06x
+    the time.)"""
+    widest = 0
+    for k in range(chunks.shape[0]):
+        widest = max(widest, chunks[k, 1] - chunks[k, 0])
+    return _used_panels(per_unit * widest, width)
+
+
 def panel_shape(columns: int, dtype: Any) -> tuple[int, int]:
     """``(P, C)``: panels for ``columns`` columns in ``dtype``, ``C`` columns each
     (:data:`._simd.TILE_BYTES`), ``P`` a multiple of :data:`._simd.ROW_PANELS`."""
@@ -431,9 +454,15 @@ def _pack(w, first, last, packed, panel0, panel1):  # pragma: no cover - compile
 
 
 @numba.njit(cache=True, nogil=True)
-def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cover - compiled
-    """``out[first_out + m, :P * C] += a[first_a + m] @ W`` for ``m`` in ``range(rows)``,
-    ``W`` (K, P * C) the columns :func:`_pack` put in ``packed``: blocks of 6 rows, then
+def _packed_product(packed, used, a, first_a, rows, out, first_out,
+                    ):  # pragma: no cover - compiled
+    """``out[first_out + m, :used * C] += a[first_a + m] @ W[:, :used * C]`` for ``m`` in
+    ``range(rows)``, ``W`` (K, P * C) the columns :func:`_pack` put in ``packed``; the
+    rest of ``out`` as it was. ``used`` (at most ``P``): the panels that hold the columns
+    a caller reads (:func:`used_panels`; ``P`` is rounded up to a multiple of
+    :data:`._simd.ROW_PANELS` for the groups of 1 or 2 rows, and the panels past the
+    columns are zero: at H = 50, 4H = 200 columns in 16 panels of 16 where 13 hold them,
+    computing those took a fifth of the products). Blocks of 6 rows, then
     the 3-5 rows left in one block or two (7 more than a multiple of 6 as 4 + 3, 8 as
     4 + 4, which ran 5-7 % faster than 6 + 2), all against one panel while it is in L1
     cache (:data:`._simd.outer6` to :data:`._simd.outer4`), a block of 3 against three
@@ -451,7 +480,7 @@ def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cov
     order, so the bits do not change."""
     inner = packed.shape[1]
     width = packed.shape[2]
-    panels = packed.shape[0]
+    panels = used
     sixes, first_tail, second_tail = _row_blocks(rows)
     chunks = -(-inner // DEPTH)
     for chunk in range(chunks):
@@ -461,7 +490,7 @@ def _packed_product(packed, a, first_a, rows, out, first_out):  # pragma: no cov
                 if rows == 1:
                     outer1(packed, group, a, first_a, k0, k1, out, first_out, group * width)
                 else:
-                    for p in range(group, group + ROW_PANELS, 2):
+                    for p in range(group, min(group + ROW_PANELS, panels), 2):
                         outer2(packed, p, a, first_a, k0, k1, out, first_out, p * width)
             continue
         # The block of 3 rows (if any) takes the 3 half panels that start in this panel,
@@ -523,12 +552,13 @@ CLAIMS = 8
 
 
 @numba.njit(cache=True, nogil=True)
-def _packed_product_call(packed, a, first_a, rows, out, first_out, sync, block, zero,
+def _packed_product_call(packed, used, a, first_a, rows, out, first_out, sync, block, zero,
                          home):  # pragma: no cover - compiled
-    """:func:`_packed_product` for ``rows`` rows, in blocks of ``block`` rows that calls
-    sharing ``sync`` (int64, at least ``CLAIMS + 1`` entries, all 0 to start) claim one at
-    a time (``sync[0]``), so that threads sharing a product each take blocks until none
-    are left (a thread on a slower core takes fewer, one that has not started takes none),
+    """:func:`_packed_product` (its first ``used`` panels) for ``rows`` rows, in blocks of
+    ``block`` rows that calls sharing ``sync`` (int64, at least ``CLAIMS + 1`` entries, all
+    0 to start) claim one at a time (``sync[0]``), so that threads sharing a product each
+    take blocks until none are left (a thread on a slower core takes fewer, one that has
+    not started takes none),
     and count as done (``sync[CLAIMS]``); the call with ``home`` 0 returns once every
     block is done, the others as soon as none is left to claim (nobody need wait for
     them). With ``zero``, each block's rows of ``out`` are zeroed first (``out = a @ W``
@@ -546,7 +576,7 @@ def _packed_product_call(packed, a, first_a, rows, out, first_out, sync, block, 
             for r in range(first_out + first, first_out + first + count):
                 for n in range(out.shape[1]):
                     out[r, n] = 0
-        _packed_product(packed, a, first_a + first, count, out, first_out + first)
+        _packed_product(packed, used, a, first_a + first, count, out, first_out + first)
         atomic_add(sync, CLAIMS, 1)
     if home == 0:
         wait_at_least(sync, CLAIMS, blocks)
@@ -721,6 +751,9 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, ro
             atomic_add(sync, 0, 1)
     # One chunk: its views made once (made at each step, they cost 10 % at H = 32).
     proj_0, cs_0, bias_0 = proj[0], cs[0], bias_own[0]
+    # The panels the products take (a narrower chunk's entries of proj past its own
+    # columns are zero too).
+    used = _widest_panels(chunks, 4, packed_hh.shape[3]) if packed else 0
     packed_ih_0, packed_hh_0 = packed_ih[0], packed_hh[0]
     for start in range(0, steps, ahead):
         count = min(ahead, steps - start)
@@ -761,7 +794,8 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, ro
                         # that run. (One call site: each is a copy to compile.)
                         whole = batch == everyone and reach == batch
                         for b in range(1 if whole else count if reach > 0 else 0):
-                            _packed_product(packed_ih_k, x2, (low + b) * everyone + rows0,
+                            _packed_product(packed_ih_k, used, x2,
+                                            (low + b) * everyone + rows0,
                                             count * batch if whole else reach, proj_k,
                                             b * batch)
                     else:
@@ -770,7 +804,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, ro
                 product = walked > 0 or not zero_state
                 if packed:
                     if running > 0 and product:  # past the last row running: state kept
-                        _packed_product(packed_hh_k, hs, now, running, proj_k,
+                        _packed_product(packed_hh_k, used, hs, now, running, proj_k,
                                         (t - low) * batch)
                 elif product:
                     _gate_product(w_hh, first, last, hs, now, batch, gates[k])
@@ -1334,13 +1368,18 @@ def _make_work(call: _CallPlan, features: int, hidden: int, frozen: bool = False
 
     if call.by_rows:  # one packed copy of the weights, each slice its projection block
         panels, width = call.panels  # of all H units: one chunk
-        w_ih_p, w_hh_p, *projs = aligned_arrays(
+        slices = call.slices
+        # Each slice's buffers too from one allocation, each on a cache line of its own: as
+        # NumPy arrays of their own (16-48 bytes past a line), calls at (48 | 64 | 128,
+        # 20-100, 10-50, 50-100) took 1.03x-1.05x the time.
+        w_ih_p, w_hh_p, *rest = aligned_arrays(
             [(kept * panels, features, width), (kept * panels, hidden, width)]
-            + [(1, ahead * (high - low), panels * width) for low, high in call.slices], dtype)
-        states = [(np.empty((2 * (high - low), hidden), dtype), (low, high))
-                  for low, high in call.slices]
-        parts = [(proj, none3, *own(high - low), w_ih_p[None], w_hh_p[None])
-                 for proj, (low, high) in zip(projs, call.slices, strict=True)]
+            + [shape for low, high in slices for shape in (
+                (1, ahead * (high - low), panels * width), (2 * (high - low), hidden),
+                (count, high - low, units), (count, 4 * units))], dtype)
+        states = [(rest[4 * n + 1], slice_) for n, slice_ in enumerate(slices)]
+        parts = [(rest[4 * n], none3, rest[4 * n + 2], rest[4 * n + 3], w_ih_p[None],
+                  w_hh_p[None]) for n in range(len(slices))]
     elif pack:  # each chunk its packed weights and projection block
         panels, width = call.panels
         packed_ih, packed_hh, proj = aligned_arrays(

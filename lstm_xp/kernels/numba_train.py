@@ -56,12 +56,14 @@ from .numba_scan import (
     _packed_product_call,
     _run,
     _running_rows,
+    _widest_panels,
     caller_order,
     length_order,
     panel_shape,
     plan,
     row_slices,
     use_compiled,
+    used_panels,
 )
 from .numpy_train import FusedTape, NumpyTrainer
 
@@ -135,6 +137,9 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
     one = dz.dtype.type(1)
     count_chunks = chunks.shape[0]
     claiming = count_chunks > 1
+    # The panels the products of dh take (a narrower chunk's entries of dh past its own
+    # columns stay zero).
+    used = _widest_panels(chunks, 1, packed_hh.shape[3])
     for walked in range(steps):
         t = walked if reverse else steps - 1 - walked
         before = t + 1 if reverse else t  # the cells slot this step started from
@@ -151,7 +156,7 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
                 if phase == 1:  # the rows past the last one running pass dh on as it is
                     running = _running_rows(lengths[rows0:rows0 + batch], t)
                     if running > 0:
-                        _packed_product(packed_hh[k], dz[t], rows0, running, dh_k, 0)
+                        _packed_product(packed_hh[k], used, dz[t], rows0, running, dh_k, 0)
                 else:
                     for n in range(batch):
                         row = rows0 + n
@@ -319,7 +324,8 @@ class CompiledTrainer:
                                for a in sources]
         _transpose_into(sources[0], inputs_t[:features])
         _transpose_into(sources[1], inputs_t[features:])
-        d_w = _product(inputs_t, packed_dz, scratch((features + hidden, p4 * c4), dtype))
+        d_w = _product(inputs_t, packed_dz, hidden4,
+                       scratch((features + hidden, p4 * c4), dtype))
         grads = {"weight_ih": np.empty((hidden4, features), dtype),
                  "weight_hh": np.empty((hidden4, hidden), dtype)}
         _transpose_into(d_w[:features, :hidden4], grads["weight_ih"])
@@ -332,7 +338,8 @@ class CompiledTrainer:
         # dx, the caller's: written in place when the panels have no padding, else copied
         # out of a padded scratch product.
         padded = panels * width != features
-        dx_all = _product(dz2, packed_ih, scratch((steps * batch, panels * width), dtype)
+        dx_all = _product(dz2, packed_ih, features,
+                          scratch((steps * batch, panels * width), dtype)
                           if padded else aligned_empty((steps * batch, features), dtype))
         dx = (dx_all[:, :features].copy() if padded else dx_all).reshape(steps, batch, features)
         self.workspace.give(tape.gates, tape.cells, tape.tanh_cells, tape.h_prev, tape.x,
@@ -443,9 +450,10 @@ def _transpose_into(src, dst):  # pragma: no cover - compiled
                     row[i] = src[i, j]
 
 
-def _product(a: np.ndarray, packed: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _product(a: np.ndarray, packed: np.ndarray, columns: int, out: np.ndarray) -> np.ndarray:
     """``out`` (M, P * C) <- ``a`` (M, K) ``@ w``, ``w`` (K, N) packed by
-    :func:`.numba_scan._pack_columns` (``packed`` (P, K, C)); returns ``out``. The rows in
+    :func:`.numba_scan._pack_columns` (``packed`` (P, K, C)), its ``columns`` (N) columns
+    (zero past them); returns ``out``. The rows in
     blocks that the threads claim (:func:`.numba_scan._packed_product_call`; blocks of at
     least 6 rows, about four a thread, at most 96), each thread zeroing its blocks' rows of
     the result before it sums into them. Split evenly instead, one thread had waited ~5 ms for
@@ -457,6 +465,8 @@ def _product(a: np.ndarray, packed: np.ndarray, out: np.ndarray) -> np.ndarray:
     sync = np.zeros(CLAIMS + 1, np.int64)
     # The caller's part returns once every block is done, whoever did it; a thread that
     # starts late finds none left.
-    run_parts(_packed_product_call, [(packed, a, 0, rows, out, 0, sync, block, True, home)
+    used = used_panels(columns, packed.shape[2])
+    run_parts(_packed_product_call, [(packed, used, a, 0, rows, out, 0, sync, block, True,
+                                      home)
                                      for home in range(threads)], wait=False)
     return out
