@@ -53,3 +53,28 @@ def test_compiled_float32_tanh_is_within_1e6_of_exact(vectors):
     rel = np.abs(got - exact) / np.maximum(np.abs(exact), np.finfo(np.float32).tiny)
     assert np.max(rel) <= 1e-6, float(z[np.argmax(rel)])
     assert np.all(np.abs(got) <= 1.0)
+
+
+def test_compiled_float32_tanh_of_a_span_of_any_length_in_place(rng):
+    """The scan's tanh of a span ``v[first:last]`` in place (scaled): from 16 entries on all
+    in vectors, the last vector overlapping the one before where the span is not a multiple
+    of 16: every entry the bits it gets inside a whole vector (computed from its value as
+    it was, not twice), the entries outside the span untouched; under 16, one by one, within
+    1e-6 of the exact tanh."""
+    numba_scan = pytest.importorskip("lstm_xp.kernels.numba_scan")
+    lanes = 16
+    z = (rng.standard_normal(4 * 64) * 3).astype(np.float32)
+    for scale in (np.float32(0.5), np.float32(1.0)):
+        whole = z.copy()  # every entry inside a whole vector
+        numba_scan._tanh_of(whole, 0, whole.shape[0], scale, True)
+        for first in (0, 3, 16):
+            for count in [*range(1, 40), 47, 48, 49, 63, 65]:
+                v = z.copy()
+                numba_scan._tanh_of(v, first, first + count, scale, True)
+                span = slice(first, first + count)
+                assert np.array_equal(np.delete(v, np.r_[span]), np.delete(z, np.r_[span]))
+                if count >= lanes:
+                    assert np.array_equal(v[span], whole[span]), (first, count)
+                else:
+                    exact = np.tanh(scale * z[span].astype(np.float64))
+                    np.testing.assert_allclose(v[span], exact, rtol=1e-6, atol=1e-7)

@@ -21,7 +21,8 @@ compiled call runs the layer:
   contiguous rows. float32 uses a rational approximation of ``tanh`` (13/6 degree, Eigen's
   coefficients, clamped at +-7.9, ``tanh(x) = x`` below 4e-4), in vectors of 16 written
   out in LLVM IR (:func:`._simd.tanh32_span`: LLVM's own vectoriser left most of these
-  loops scalar), within 1e-6 relative of ``numpy.tanh`` over the whole range, denormals
+  loops scalar; a span's last vector overlaps the one before, so that only spans under 16
+  go one by one), within 1e-6 relative of ``numpy.tanh`` over the whole range, denormals
   included (tests); float64 calls the exact ``tanh``.
 - **Threads**, two ways (:func:`plan`). A batch with :data:`MIN_ROWS_PER_THREAD` sequences
   a thread is split by sequences, as ONNX Runtime does: each thread runs the whole time
@@ -242,7 +243,7 @@ _LINEAR = _f32(TANH32_LINEAR)
 @numba.njit(inline="always", fastmath=True, error_model="numpy", cache=True, nogil=True)
 def tanh32(x):  # pragma: no cover - compiled
     """float32 tanh as a rational function of x (clamped where tanh is 1 in float32), one
-    entry: :func:`._simd.tanh32_span`'s function, for the entries a row leaves over."""
+    entry: :func:`._simd.tanh32_span`'s function, for spans too short for its vectors."""
     a = min(max(x, -_CLAMP), _CLAMP)
     x2 = a * a
     p = _P[0]
@@ -257,7 +258,7 @@ def tanh32(x):  # pragma: no cover - compiled
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def tanh32_array(z, out, vectors):  # pragma: no cover - compiled
     """``out = tanh(z)`` for 1-D float32 arrays as the scan computes it (for tests): in
-    vectors of :data:`._simd.TANH32_LANES` and the rest one by one if ``vectors``, else
+    vectors of :data:`._simd.TANH32_LANES` if ``vectors`` (fewer entries: one by one), else
     all one by one (:func:`tanh32`)."""
     if vectors:
         out[:] = z
@@ -274,8 +275,9 @@ def _tanh_of(v, first, last, scale, approximate):  # pragma: no cover - compiled
     to ``tanh`` it kept stopped the approximate branch from vectorising (5x slower)."""
     if approximate:
         tanh32_span(v, first, last - first, scale)
-        for r in range(last - (last - first) % TANH32_LANES, last):
-            v[r] = tanh32(scale * v[r])
+        if last - first < TANH32_LANES:  # too few for a vector: one by one
+            for r in range(first, last):
+                v[r] = tanh32(scale * v[r])
     else:
         for r in range(first, last):
             v[r] = np.tanh(scale * v[r])
