@@ -75,7 +75,8 @@ def test_a_frozen_model_gives_the_same_bits(compiled, monkeypatch, rng, threads,
     weights packed or used as they are (T * B under 8): the frozen copy's outputs are the
     original's bits, twice in a row (the second from the kept panels)."""
     for name in ("MIN_FLOPS_PER_THREAD", "MIN_CHUNK_STEP_FLOPS", "MIN_CHUNK_CALL_FLOPS",
-                 "MIN_SMALL_FLOPS_PER_THREAD", "MIN_NARROW_CHUNK_CALL_FLOPS"):
+                 "MIN_SMALL_FLOPS_PER_THREAD", "MIN_NARROW_SMALL_FLOPS_PER_THREAD",
+                 "MIN_NARROW_CHUNK_CALL_FLOPS"):
         monkeypatch.setattr(compiled, name, 1)
     T, B, I, H = shape
     with thread_setting(threads):

@@ -177,6 +177,18 @@ MIN_SMALL_BATCH = 3
 #: 6: (6, 40, ...) (5.9) 1.16, (4, 60, ...) (5.9) 1.04, (7, 30, ...) (5.2) 1.12,
 #: (4, 50, ...) (4.9) 1.03, (6, 30, ...) (4.4) 1.10.
 MIN_SMALL_FLOPS_PER_THREAD = 6_000_000
+#: ... or this much, for layers of at most :data:`NARROW_SMALL_UNITS` hidden units, whose
+#: one thread runs further below its products' speed (a step's activations and loops over
+#: few units): time split / alone in one process (``benchmarks/plan_ab.py``), (64, 10, 32,
+#: 32) (5.2 MFLOP a thread) 0.74, 0.75, 0.86; (32, 20, 32, 32) (5.2) 0.75; (28, 20, ...)
+#: (4.6) 0.86; (56, 10, ...) (4.6) 0.90; (14, 40, ...) (4.6) 0.90; (7, 80, ...) (4.6) 0.90;
+#: (4, 200, 16, 32) (4.9) 0.87, (16, 50, ...) (4.9) 0.92, (8, 100, ...) (4.9) 0.96;
+#: below it (50, 10, ...) (4.1) 0.95, (20, 25, ...) 0.98, (10, 50, ...) 1.00, (100, 5,
+#: ...) 1.01, (24, 20, ...) (3.9) 1.05, (48, 10, ...) (3.9) 1.16. At H = 48-64 the split
+#: still lost there: (24, 10, 48, 48) (4.4) 1.11, (40, 10, 16, 48) (4.9) 1.04, (14, 10,
+#: 64, 64) (4.6) 1.01, (28, 5, 64, 64) (4.6) 1.02, (12, 20, 32, 64) (5.9) 1.14.
+MIN_NARROW_SMALL_FLOPS_PER_THREAD = 4_500_000
+NARROW_SMALL_UNITS = 32
 
 
 def l2_bytes(default: int = 512 * 1024) -> int:
@@ -1276,6 +1288,7 @@ def _plan_of(steps: int, batch: int, features: int, hidden: int, dtype: np.dtype
                        MIN_CHUNK_CALL_FLOPS, MIN_NARROW_CHUNK_CALL_FLOPS, NARROW_UNITS,
                        NARROW_CHUNK_STEP_FLOPS,
                        MIN_SMALL_ROWS_PER_THREAD, MIN_SMALL_BATCH, MIN_SMALL_FLOPS_PER_THREAD,
+                       MIN_NARROW_SMALL_FLOPS_PER_THREAD, NARROW_SMALL_UNITS,
                        L2_SLICE_BYTES, MANY_THREADS, FEWER_BLOCKS, MID_UNITS,
                        MIN_MID_ROWS_PER_THREAD))
 
@@ -1487,7 +1500,8 @@ def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
     inference (with ``lockstep``) that neither splits, or only into chunks narrower than
     :data:`NARROW_UNITS` with under :data:`NARROW_CHUNK_STEP_FLOPS` a step, by sequences
     with :data:`MIN_SMALL_ROWS_PER_THREAD` and :data:`MIN_SMALL_FLOPS_PER_THREAD` a thread
-    (:data:`MIN_SMALL_BATCH` at least), else narrow chunks from
+    (:data:`MIN_NARROW_SMALL_FLOPS_PER_THREAD` up to :data:`NARROW_SMALL_UNITS` units;
+    :data:`MIN_SMALL_BATCH` at least), else narrow chunks from
     :data:`MIN_NARROW_CHUNK_CALL_FLOPS` a call on; inference of fewer than 2 *
     :data:`MIN_ROWS_PER_THREAD` sequences that would go in two chunks of
     :data:`NARROW_UNITS` up to :data:`MID_UNITS` units, by sequences from
@@ -1511,7 +1525,9 @@ def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
         if mid > 1 and 3 * -(-batch // mid) <= 4 * (batch // mid):
             by_rows = mid
     if lockstep and not training and (by_units <= 1 or small_chunks) and by_rows <= 1:
-        by_rows = min(limit, steps * step // MIN_SMALL_FLOPS_PER_THREAD,
+        small = MIN_NARROW_SMALL_FLOPS_PER_THREAD if hidden <= NARROW_SMALL_UNITS else \
+            MIN_SMALL_FLOPS_PER_THREAD
+        by_rows = min(limit, steps * step // small,
                       batch // MIN_SMALL_ROWS_PER_THREAD if batch >= MIN_SMALL_BATCH else 1)
     weights = 4 * hidden * (features + hidden) * itemsize
     slice_fits = by_units >= MANY_THREADS and weights // by_units <= L2_SLICE_BYTES < weights
