@@ -1377,9 +1377,13 @@ def _make_work(call: _CallPlan, features: int, hidden: int, frozen: bool = False
     units = int(max(last - first for first, last in call.chunks))
     none3, none4 = np.empty((count, 0, 0), dtype), np.empty((count, 0, 0, 0), dtype)
 
+    def own_shapes(size: int) -> list[tuple[int, ...]]:
+        """The shapes of ``(cs, bias_own)`` for ``size`` sequences, a pair for each chunk."""
+        return [(count, size, units), (count, 4 * units)]
+
     def own(size: int) -> tuple[Any, ...]:
-        """``(cs, bias_own)`` for ``size`` sequences, a pair for each chunk."""
-        return np.empty((count, size, units), dtype), np.empty((count, 4 * units), dtype)
+        """``(cs, bias_own)`` for ``size`` sequences."""
+        return tuple(np.empty(shape, dtype) for shape in own_shapes(size))
 
     if call.by_rows:  # one packed copy of the weights, each slice its projection block
         panels, width = call.panels  # of all H units: one chunk
@@ -1389,9 +1393,9 @@ def _make_work(call: _CallPlan, features: int, hidden: int, frozen: bool = False
         # 20-100, 10-50, 50-100) took 1.03x-1.05x the time.
         w_ih_p, w_hh_p, *rest = aligned_arrays(
             [(kept * panels, features, width), (kept * panels, hidden, width)]
-            + [shape for low, high in slices for shape in (
+            + [shape for low, high in slices for shape in [
                 (1, ahead * (high - low), panels * width), (2 * (high - low), hidden),
-                (count, high - low, units), (count, 4 * units))], dtype)
+                *own_shapes(high - low)]], dtype)
         states = [(rest[4 * n + 1], slice_) for n, slice_ in enumerate(slices)]
         parts = [(rest[4 * n], none3, rest[4 * n + 2], rest[4 * n + 3], w_ih_p[None],
                   w_hh_p[None]) for n in range(len(slices))]
