@@ -580,7 +580,7 @@ def test_the_split_by_sequences_work_buffers_start_on_cache_lines_apart(frozen):
     """Each slice's buffers (projection block, hidden and cell states, bias) and the shared
     packed weights start on 64-byte boundaries and share no byte: a slice's writes never
     touch a cache line another thread writes. (Each state as its own NumPy array, at 16-48
-    bytes past a line, calls split by sequences at H = 50-100 took 1.03x-1.05x the time.)"""
+    bytes past a line, calls split by sequences at H = 40-100 took 1.01x-1.07x the time.)"""
     for batch, steps, size_in, hidden in [(48, 100, 40, 96), (128, 20, 50, 50), (9, 400, 30, 13)]:
         call = numba_scan._plan_of(steps, batch, size_in, hidden, np.dtype(np.float32), 2,
                                    True, False)

@@ -1390,7 +1390,7 @@ def _make_work(call: _CallPlan, features: int, hidden: int, frozen: bool = False
         slices = call.slices
         # Each slice's buffers too from one allocation, each on a cache line of its own: as
         # NumPy arrays of their own (16-48 bytes past a line), calls at (48 | 64 | 128,
-        # 20-100, 10-50, 50-100) took 1.03x-1.05x the time.
+        # 20-100, 10-50, 50-100) took 1.01x-1.07x the time.
         w_ih_p, w_hh_p, *rest = aligned_arrays(
             [(kept * panels, features, width), (kept * panels, hidden, width)]
             + [shape for low, high in slices for shape in [
