@@ -285,8 +285,15 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         assert plan(200, 5, 32, 64, True) == (True, [(0, 3), (3, 5)])  # 49.2: not chunks
         assert plan(1000, 6, 32, 64, True) == (True, [(0, 3), (3, 6)])
         assert plan(100, 16, 16, 32, True) == (True, [(0, 8), (8, 16)])  # 32 units: none
+        # ... from 4.5 MFLOP a thread at H <= 32
         assert plan(100, 8, 16, 32, True) == (True, [(0, 4), (4, 8)])  # 4.9, H = 32
         assert plan(100, 6, 16, 32, True) == (False, [(0, 32)])  # 3.7 a thread
+        assert plan(10, 64, 32, 32, True) == (True, [(0, 32), (32, 64)])  # 5.2
+        assert plan(20, 28, 32, 32, True) == (True, [(0, 14), (14, 28)])  # 4.6
+        assert plan(10, 48, 32, 32, True) == (False, [(0, 32)])  # 3.9
+        assert plan(10, 24, 48, 48, True) == (False, [(0, 48)])  # 4.4, H = 48: from 6
+        assert plan(20, 12, 32, 64, True) == (False, [(0, 64)])  # 5.9
+        assert plan(40, 8, 32, 64, True) == (True, [(0, 4), (4, 8)])  # 7.9
         assert plan(50, 7, 32, 64, True) == (True, [(0, 4), (4, 7)])  # 8.6 a thread
         assert plan(50, 5, 32, 64, True) == (True, [(0, 3), (3, 5)])  # 6.1
         assert plan(40, 6, 32, 64, True) == (False, [(0, 64)])  # 5.9
@@ -769,22 +776,6 @@ def _with_the_worker_held(work):
     if isinstance(got[0], BaseException):
         raise got[0]
     return got[0]
-
-
-@pytest.mark.parametrize(("shape", "split"), [
-    ((10, 64, 32, 32), True),  # 5.2 MFLOP a thread, H <= 32: split from 4.5
-    ((20, 28, 32, 32), True),  # 4.6
-    ((10, 48, 32, 32), False),  # 3.9
-    ((10, 24, 48, 48), False),  # 4.4, H = 48: from 6
-    ((20, 12, 32, 64), False),  # 5.9
-    ((40, 8, 32, 64), True)])  # 7.9
-def test_small_batches_split_by_sequences_from_less_work_at_32_units_or_fewer(shape, split):
-    """Inference that no other rule splits goes by sequences from
-    ``MIN_SMALL_FLOPS_PER_THREAD`` of products a thread, or from
-    ``MIN_NARROW_SMALL_FLOPS_PER_THREAD`` for layers of up to ``NARROW_SMALL_UNITS`` units."""
-    T, B, I, H = shape
-    by_rows, slices = numba_scan.plan(T, B, I, H, True, threads=2)
-    assert (by_rows, len(slices)) == ((True, 2) if split else (False, 1))
 
 
 def test_a_split_call_never_waits_for_a_thread_that_is_not_running(threaded, split, rng):
