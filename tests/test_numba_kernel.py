@@ -414,23 +414,39 @@ def test_the_weights_gradient_keeps_the_rows_inside_the_sequences():
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-@pytest.mark.parametrize("kept", [None, [0, 2, 3, 5, 8, 36]])
-@pytest.mark.parametrize("halves", [False, True])
-def test_gate_gradients_packed_for_the_weights_product(rng, precision, kept, halves):
-    """The gate gradients in panels: panel p row j holds columns p*C:(p+1)*C of dz's row
-    kept[j] (row j without kept), zero past 4H, whatever the panels held before; two calls
-    each packing half the panels fill them all."""
-    dz = rng.standard_normal((37, 4 * 5)).astype(precision)
-    panels, width = numba_scan.panel_shape(dz.shape[1], precision)
-    rows = dz if kept is None else dz[kept]
-    packed = np.full((panels, rows.shape[0], width), np.nan, precision)
-    ranges = [(0, panels // 2), (panels // 2, panels)] if halves else [(0, panels)]
-    for first, last in ranges:
-        numba_scan._pack_rows(dz, numba_train._NO_ROWS if kept is None
-                              else np.array(kept, np.int64), packed, first, last)
-    flat = packed.transpose(1, 0, 2).reshape(rows.shape[0], panels * width)
-    np.testing.assert_array_equal(flat[:, :dz.shape[1]], rows)
-    assert not flat[:, dz.shape[1]:].any()
+@pytest.mark.parametrize("lengths", [None, [7, 0, 3], [7, 7, 6]])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_walk_packs_the_gate_gradients_for_the_weights_product(threaded, split, rng,
+                                                                   precision, lengths,
+                                                                   threads):
+    """The backward walk leaves each gate gradient it computes (the tape's rows, in place)
+    in the weights' product's panels as well: the first panels' row j (those that hold
+    4H = 20 columns) holds columns p*C:(p+1)*C of the row kept[j] (row j where every row
+    is kept: no lengths, or few steps past them), zero past 4H, whatever they held before.
+    On one thread and split by sequences or by units."""
+    threaded(threads)
+    T, B, I, H = 7, 3, 4, 5
+    trainer = numba_train.CompiledTrainer()
+    x = rng.standard_normal((T, B, I)).astype(precision)
+    w_ih, w_hh = (rng.standard_normal((4 * H, n)).astype(precision) for n in (I, H))
+    bias = rng.standard_normal(4 * H).astype(precision)
+    h0, c0 = (rng.standard_normal((B, H)).astype(precision) for _ in range(2))
+    valid = None if lengths is None else np.array(lengths)
+    *_, tape = trainer.scan_train(np, x, w_ih, w_hh, bias, h0, c0, lengths=valid)
+    dy = rng.standard_normal((T, B, H)).astype(precision)
+    kept = numba_train._kept_rows(tape.lengths, T)
+    assert (kept is None) == (lengths != [7, 0, 3])
+    rows = T * B if kept is None else kept.shape[0]
+    panels, width = numba_scan.panel_shape(4 * H, precision)
+    packed = np.full((panels, rows, width), np.nan, precision)
+    trainer._walk(trainer.workspace.take, tape, tape.gates, dy, None, None, packed,
+                  numba_train._slots(kept, T * B))
+    dz = tape.gates.reshape(T * B, 4 * H)
+    assert np.abs(dz).max() > 0.01  # gradients, not activations left as they were
+    used = numba_scan.used_panels(4 * H, width)
+    flat = packed[:used].transpose(1, 0, 2).reshape(rows, used * width)
+    np.testing.assert_array_equal(flat[:, :4 * H], dz if kept is None else dz[kept])
+    assert not flat[:, 4 * H:].any()
 
 
 @pytest.mark.parametrize("lengths", [None, [11, 0, 6], [4, 11, 1], [11, 7, 0]])

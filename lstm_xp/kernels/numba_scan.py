@@ -388,37 +388,29 @@ def panel_shape(columns: int, dtype: Any) -> tuple[int, int]:
     return -(-columns // group) * ROW_PANELS, width
 
 
-@numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _pack_columns(w, packed):  # pragma: no cover - compiled
-    """``packed`` (P, K, C) <- ``w`` (K, N) in panels of ``C`` columns: column ``n`` is
-    ``packed[n // C, :, n % C]``; columns past ``N`` are zero (for ``a @ w``)."""
-    _pack_rows(w, np.empty(0, np.int64), packed, 0, packed.shape[0])
-
-
-#: Rows :func:`_pack_rows` copies a panel at a time (their 64-byte pieces of a panel, 1 KiB
-#: in float32, written together).
+#: Rows :func:`_pack_columns` copies a panel at a time (their 64-byte pieces of a panel,
+#: 1 KiB in float32, written together).
 PACK_ROWS = 16
 
 
 @numba.njit(cache=True, nogil=True)
-def _pack_rows(w, rows, packed, first, last):  # pragma: no cover - compiled
-    """Panels ``first:last`` of ``packed`` (P, R, C) <- rows of ``w`` (K, N) in
-    :func:`_pack_columns`'s layout (zero past N): row ``j`` of the panels is ``w``'s row
-    ``rows[j]`` (``rows`` empty: row ``j``, R = K), so that threads may pack the panels in
-    parts and the training pass may leave rows out. Blocks of :data:`PACK_ROWS` rows, each
-    over the panels: the writes of a block land in a few places, not in every panel's (row
-    by row over every panel, a gate gradient's 64 pieces went to pages 100 KiB apart, 2 GB/s;
-    the weights' packing at (K, N) = (1024, 256) took 256 us that way, 204 in blocks)."""
+def _pack_columns(w, packed):  # pragma: no cover - compiled
+    """``packed`` (P, K, C) <- ``w`` (K, N) in panels of ``C`` columns: column ``n`` is
+    ``packed[n // C, :, n % C]``; columns past ``N`` are zero (for ``a @ w``). Blocks of
+    :data:`PACK_ROWS` rows, each over the panels: the writes of a block land in a few
+    places, not in every panel's (row by row over every panel, a gate gradient's 64
+    pieces went to pages 100 KiB apart, 2 GB/s; the weights' packing at (K, N) =
+    (1024, 256) took 256 us that way, 204 in blocks)."""
     width = packed.shape[2]
     columns = w.shape[1]
     for r0 in range(0, packed.shape[1], PACK_ROWS):
         r1 = min(packed.shape[1], r0 + PACK_ROWS)
-        for p in range(first, last):
+        for p in range(packed.shape[0]):
             c0 = p * width
             filled = max(0, min(width, columns - c0))
             panel = packed[p]
             for j in range(r0, r1):
-                source = w[rows[j] if rows.shape[0] > 0 else j]
+                source = w[j]
                 target = panel[j]
                 for c in range(filled):
                     target[c] = source[c0 + c]

@@ -18,10 +18,11 @@ layout the compiled scan (:mod:`.numba_scan`) computes in:
   ``dh = dz @ W_hh`` is :func:`.numba_scan._packed_product` against ``W_hh`` packed once
   a call.
 - **Gradients of the weights** after the walk, one product over all steps' rows
-  (``[x | h_prev]^T dz``, ``dz`` packed once), and ``dz @ W_ih`` for the input, both
-  :func:`.numba_scan._packed_product`'s with the rows split between threads; the bias's
-  is the sum of ``dz``'s rows. All in PyTorch's order: nothing to permute. No OpenBLAS
-  anywhere in the pass (see :func:`CompiledTrainer.scan_backward`).
+  (``[x | h_prev | 1]^T dz``, the bias's the sum of ``dz``'s rows; ``dz`` packed into
+  panels by the walk as it goes), and ``dz @ W_ih`` for the input, both
+  :func:`.numba_scan._packed_product`'s with the rows split between threads. All in
+  PyTorch's order: nothing to permute. No OpenBLAS anywhere in the pass (see
+  :func:`CompiledTrainer.scan_backward`).
 
 Tape per layer and direction (:class:`RowTape`): ``4*T*B*H`` activations, ``(T + 1)*B*H``
 cell states, ``T*B*H`` of their tanh and of the hidden states each step read, and a copy of
@@ -45,13 +46,12 @@ from .._threads import get_num_threads
 from ..errors import TapeError
 from ._atomics import atomic_add, take, wait_at_least
 from ._pool import run_parts
-from ._simd import transpose8
+from ._simd import TILE_BYTES, transpose8
 from ._workspace import aligned_empty, compiled_operand
 from .numba_scan import (
     _NO_SYNC,
     CLAIMS,
     _pack_columns,
-    _pack_rows,
     _packed_product,
     _packed_product_call,
     _run,
@@ -61,7 +61,6 @@ from .numba_scan import (
     length_order,
     panel_shape,
     plan,
-    row_slices,
     use_compiled,
     used_panels,
 )
@@ -112,7 +111,7 @@ class RowTape:
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, reverse,
-               chunks, home, sync):  # pragma: no cover - compiled
+               chunks, home, sync, packed_dz, slots):  # pragma: no cover - compiled
     """The backward walk for sequences ``rows0:rows0 + b`` of the batch (``b`` the rows of
     ``dc``), their hidden units in ``K`` chunks, ``chunks`` (K, 2) the ``(first, last)``
     of each. Calls with disjoint ranges of sequences (and one chunk) run side by side;
@@ -131,7 +130,14 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
     ``packed_hh`` (K, P, 4H, C) each chunk's columns of ``W_hh`` (4H, H) in panels
     (:func:`.numba_scan._pack_columns`). ``dh`` (K, b, P * C) holds each chunk's units'
     gradient of the last hidden state on entry (zero past them) and of the first on
-    return, ``dc`` (b, H) likewise for the cell state."""
+    return, ``dc`` (b, H) likewise for the cell state.
+
+    The weights' gradient products read the gate gradients too, and the walk writes them
+    for them while they are in cache: ``packed_dz`` (P, R, C) gets each row of ``dz`` in
+    :func:`.numba_scan._pack_columns`'s panels (zero past 4H), tape row ``t * N + n`` as
+    row ``slots[t * N + n]`` (``slots`` empty: row ``t * N + n``; -1: left out, a step past
+    the sequence's end). (A pass of its own after the walk, packing read ``dz`` from beyond
+    L2 cache again.)"""
     steps, hidden = tanh_cells.shape[0], tanh_cells.shape[2]
     batch = dc.shape[0]
     one = dz.dtype.type(1)
@@ -162,10 +168,15 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
                         row = rows0 + n
                         z = dz[t, row]
                         units = last - first
+                        slot = t * dz.shape[1] + row
+                        if slots.shape[0] > 0:
+                            slot = slots[slot]
                         if t >= lengths[row]:  # past its end: dz zero, dh and dc kept
                             for q in range(4):
                                 for u in range(q * hidden + first, q * hidden + last):
                                     z[u] = 0
+                            if slot >= 0:
+                                _pack_gates(z, first, last, packed_dz, slot)
                             continue
                         c_prev = cells[before, row]
                         tc = tanh_cells[t, row]
@@ -198,10 +209,52 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
                             d_cs[u] = d_cs[u] * f
                         for u in range(dh_n.shape[0]):
                             dh_n[u] = 0
+                        if slot >= 0:
+                            _pack_gates(z, first, last, packed_dz, slot)
                 if claiming:
                     atomic_add(sync, 0, 1)
     if claiming and home == 0:  # the caller's thread: back once every round is done
         wait_at_least(sync, 0, 2 * steps * count_chunks)
+
+
+@numba.njit(inline="always", cache=True, nogil=True)
+def _pack_gates(z, first, last, packed, slot):  # pragma: no cover - compiled
+    """Units ``first:last`` of each gate of the row ``z`` (4H,) into row ``slot`` of
+    ``packed`` (P, R, C) (:func:`.numba_scan._pack_columns`'s panels: column ``j`` is
+    ``packed[j // C, slot, j % C]``), zero past 4H in the last panel that holds columns
+    (with the last unit). A whole row goes a panel's piece at a time, in copies of a
+    constant length (each piece's own loop, of a length known only as it ran, cost as
+    much as a pass of its own over the rows)."""
+    width = packed.shape[2]
+    columns = z.shape[0]
+    hidden = columns // 4
+    if first == 0 and last == hidden:
+        pieces = columns // width
+        for p in range(pieces):
+            target = packed[p, slot]
+            source = z[p * width:(p + 1) * width]
+            for c in range(TILE_BYTES // 4 if z.itemsize == 4 else TILE_BYTES // 8):
+                target[c] = source[c]
+        j0 = pieces * width
+    else:
+        for q in range(4):
+            j = q * hidden + first
+            while j < q * hidden + last:
+                p = j // width
+                end = min(q * hidden + last, (p + 1) * width)
+                target = packed[p, slot]
+                for k in range(j, end):
+                    target[k - p * width] = z[k]
+                j = end
+        if last < hidden:
+            return
+        j0 = columns
+    if j0 % width == 0 and j0 == columns:
+        return
+    p = j0 // width if j0 < columns else (columns - 1) // width
+    target = packed[p, slot]
+    for c in range(j0 - p * width, width):  # the rest of the row, then the padding
+        target[c] = z[p * width + c] if p * width + c < columns else 0
 
 
 class CompiledTrainer:
@@ -301,37 +354,38 @@ class CompiledTrainer:
         # freed memory in some orders: 1,200-1,500 page faults a step at (B, T, I, H) =
         # (4, 100, 128, 256), 3-4 us each, a third of the step).
         scratch = self.workspace.take
-        dh0, dc0, packed_hh = self._walk(scratch, tape, dz, dy_rows, dh_n, dc_n)
-        # The weights' gradients, transposed: [x | h_prev]^T @ dz, dz packed (the rows
-        # inside the sequences only, :func:`_kept_rows`); then dx = dz @ W_ih. In this
-        # module's products, not OpenBLAS's: its idle threads spin on both cores for a while
-        # after a product, and the next forward pass's threads, sharing those cores, took
-        # twice as long.
-        dz2 = dz.reshape(steps * batch, hidden4)
+        # The weights' gradients, transposed: [x | h_prev | 1]^T @ dz (the row of ones
+        # for the bias's: the sum of dz's rows), dz packed by the walk (the rows inside the
+        # sequences only, :func:`_kept_rows`); then dx = dz @ W_ih. In this module's
+        # products, not OpenBLAS's: its idle threads spin on both cores for a while after a
+        # product, and the next forward pass's threads, sharing those cores, took twice as
+        # long.
         kept = _kept_rows(tape.lengths, steps)
         rows = steps * batch if kept is None else kept.shape[0]
         p4, c4 = panel_shape(hidden4, dtype)
         packed_dz = scratch((p4, rows, c4), dtype)
-        # The panels in two halves at most (measured on 2 cores only).
-        halves = row_slices(p4, min(2, get_num_threads()))
-        run_parts(_pack_rows, [(dz2, _NO_ROWS if kept is None else kept, packed_dz,
-                                first, last) for first, last in halves])
-        inputs_t = scratch((features + hidden, rows), dtype)
+        slots = _slots(kept, steps * batch)
+        dh0, dc0, packed_hh = self._walk(scratch, tape, dz, dy_rows, dh_n, dc_n, packed_dz,
+                                         slots)
+        dz2 = dz.reshape(steps * batch, hidden4)
+        stacked = features + hidden
+        inputs_t = scratch((stacked + tape.has_bias, rows), dtype)
+        inputs_t[stacked:] = 1
         sources = [tape.x, tape.h_prev.reshape(steps * batch, hidden)]
         taken = []
         if kept is not None:  # the rows of steps inside their sequences only
             taken = sources = [np.take(a, kept, axis=0, out=scratch((rows, a.shape[1]), dtype))
                                for a in sources]
         _transpose_into(sources[0], inputs_t[:features])
-        _transpose_into(sources[1], inputs_t[features:])
+        _transpose_into(sources[1], inputs_t[features:stacked])
         d_w = _product(inputs_t, packed_dz, hidden4,
-                       scratch((features + hidden, p4 * c4), dtype))
+                       scratch((inputs_t.shape[0], p4 * c4), dtype))
         grads = {"weight_ih": np.empty((hidden4, features), dtype),
                  "weight_hh": np.empty((hidden4, hidden), dtype)}
         _transpose_into(d_w[:features, :hidden4], grads["weight_ih"])
-        _transpose_into(d_w[features:, :hidden4], grads["weight_hh"])
+        _transpose_into(d_w[features:stacked, :hidden4], grads["weight_hh"])
         if tape.has_bias:
-            grads["bias"] = dz2.sum(axis=0)
+            grads["bias"] = d_w[stacked, :hidden4].copy()
         panels, width = panel_shape(features, dtype)
         packed_ih = scratch((panels, hidden4, width), dtype)
         _pack_columns(tape.weight_ih, packed_ih)
@@ -353,13 +407,14 @@ class CompiledTrainer:
 
     @staticmethod
     def _walk(scratch: Any, tape: RowTape, dz: np.ndarray, dy: np.ndarray,
-              dh_n: np.ndarray | None, dc_n: np.ndarray | None,
+              dh_n: np.ndarray | None, dc_n: np.ndarray | None, packed_dz: np.ndarray,
+              slots: np.ndarray,
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The backward walk (:func:`_walk_back`), the batch split between threads by
         sequences or by hidden units as the forward pass splits it (:func:`plan`): the
-        gate gradients in place of the activations in ``dz`` (``tape.gates``); returns
-        ``dh0`` and ``dc0`` (B, H) and the packed ``W_hh`` (from ``scratch``,
-        :meth:`.Workspace.take`)."""
+        gate gradients in place of the activations in ``dz`` (``tape.gates``) and in
+        ``packed_dz``'s panels (rows as ``slots`` says); returns ``dh0`` and ``dc0``
+        (B, H) and the packed ``W_hh`` (from ``scratch``, :meth:`.Workspace.take`)."""
         steps, batch, hidden4 = dz.shape
         hidden = hidden4 // 4
         dtype = dz.dtype
@@ -383,21 +438,23 @@ class CompiledTrainer:
             np.array(dc_n, dtype=dtype, order="C")
         table = np.array(chunks, np.int64)
         head = (dz, tape.cells, tape.tanh_cells, dy, tape.lengths, packed_hh)
+        tail = (packed_dz, slots)
         if by_rows:  # each slice of sequences on its own thread
             run_parts(_walk_back, [(*head, d, dc[low:high], low, tape.reverse, table, 0,
-                                    _NO_SYNC)
+                                    _NO_SYNC, *tail)
                                    for (low, high), d in zip(parts, dh, strict=True)])
             dh0 = np.concatenate([d[0, :, :hidden] for d in dh])
         else:  # the chunks of units, claimed round by round (one chunk: this thread alone)
             sync = np.zeros(CLAIMS + 2 * steps * len(chunks), np.int64)
-            run_parts(_walk_back, [(*head, dh[0], dc, 0, tape.reverse, table, home, sync)
+            run_parts(_walk_back, [(*head, dh[0], dc, 0, tape.reverse, table, home, sync,
+                                    *tail)
                                    for home in range(len(chunks))], wait=False)
             dh0 = np.concatenate([dh[0][k, :, :last - first]
                                   for k, (first, last) in enumerate(chunks)], axis=1)
         return dh0, dc, packed_hh
 
 
-_NO_ROWS = np.empty(0, np.int64)  # every row of the tape (:func:`.numba_scan._pack_rows`)
+_EVERY_ROW = np.empty(0, np.int64)  # every row of the tape in the packed gate gradients
 #: The weights' gradient leaves the steps past the sequences' ends out of its product where
 #: they are at least this fraction of the tape's rows (their gate gradients are zero).
 KEEP_SAVING = 0.05
@@ -411,6 +468,17 @@ def _kept_rows(lengths: np.ndarray, steps: int) -> np.ndarray | None:
     if int(lengths.sum()) > (1 - KEEP_SAVING) * steps * batch:
         return None
     return np.flatnonzero((np.arange(steps)[:, None] < lengths[None, :]).ravel())
+
+
+def _slots(kept: np.ndarray | None, count: int) -> np.ndarray:
+    """Where :func:`_walk_back` puts each of a tape's ``count`` rows in the packed gate
+    gradients: ``kept`` (:func:`_kept_rows`) in order, the others nowhere (-1); every row
+    in its place where ``kept`` is None (an empty array)."""
+    if kept is None:
+        return _EVERY_ROW
+    slots = np.full(count, -1, np.int64)
+    slots[kept] = np.arange(kept.shape[0])
+    return slots
 
 
 #: Side of the square tiles :func:`_transpose_into` copies (a tile's rows of the source and
