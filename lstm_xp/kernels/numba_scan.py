@@ -848,17 +848,20 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, ro
                             (half * g[u] + half) * g[2 * units + u]
                         c_i[u] = cn
                         h_new[u] = cn
-                    if record:
-                        after = t if reverse else t + 1
+                    if record:  # a pass a gate: LLVM left one pass over all five scalar
                         tape_g = tape_gates[t, rows0 + i]
-                        tape_c = tape_cells[after, rows0 + i]
+                        for q in range(4):
+                            g_q = g[q * units:(q + 1) * units]
+                            tape_q = tape_g[q * hidden + first:q * hidden + last]
+                            if q == 2:
+                                for u in range(units):
+                                    tape_q[u] = g_q[u]
+                            else:
+                                for u in range(units):
+                                    tape_q[u] = half * g_q[u] + half
+                        tape_c = tape_cells[t if reverse else t + 1, rows0 + i, first:last]
                         for u in range(units):
-                            j = first + u
-                            tape_g[j] = half * g[u] + half
-                            tape_g[hidden + j] = half * g[units + u] + half
-                            tape_g[2 * hidden + j] = g[2 * units + u]
-                            tape_g[3 * hidden + j] = half * g[3 * units + u] + half
-                            tape_c[j] = h_new[u]
+                            tape_c[u] = h_new[u]
                     _tanh_of(h_new, zero, units, one, approximate)
                     if record:
                         tape_t = tape_tanh[t, rows0 + i]
