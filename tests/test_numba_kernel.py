@@ -405,6 +405,21 @@ def test_thread_count_from_the_environment_and_set_num_threads(monkeypatch):
             assert _threads.thread_count(bad) == 1
 
 
+def test_the_hot_loops_compile_without_reference_counts():
+    """The scan and the backward walk make a dozen array views a row, and numba counted
+    references to each view's parent array (atomic adds): where numba has the option to
+    leave them out (every version this package takes), both compile without them, and so
+    their callees (the dot-product form's sums live on the stack, ``_simd.stack_sums``: such
+    a function cannot allocate). Their results are the other tests' business; this one fails
+    if a change of numba, or of the decorators, quietly brings the counts back."""
+    from numba.core.cpu import CPUTargetOptions
+
+    assert hasattr(CPUTargetOptions, "_nrt")
+    assert numba_scan.WITHOUT_REFCOUNTS == {"_nrt": False}
+    for function in (numba_scan._scan_units, numba_train._walk_back):
+        assert function.targetoptions.get("_nrt") is False
+
+
 def test_the_weights_gradient_keeps_the_rows_inside_the_sequences():
     """The rows ``t * B + n`` of the tape with ``t < lengths[n]``, in order, counted by
     hand; None (every row) where leaving the others out spares under KEEP_SAVING of them."""

@@ -294,6 +294,48 @@ dot4x4 = _dot_block(4, 4)
 dot1x16 = _dot_block(1, 16)
 
 
+def _refcount_free() -> dict[str, bool]:
+    """numba's option to compile a function without its memory manager's reference counts,
+    where this numba has it (``_nrt``, an internal option: an unknown one would fail the
+    first call, not the import)."""
+    try:
+        from numba.core.cpu import CPUTargetOptions
+    except ImportError:  # pragma: no cover - another numba layout
+        return {}
+    return {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
+
+
+#: Options for the hot compiled loops, which allocate nothing: numba counts references to
+#: the parent array of every view a function makes (an atomic add and subtract a view), and
+#: the scan and the backward walk make a dozen views a row; a loop of 400 rows of the
+#: scan's state update took 47 us counting, 20 without. Their callees compile the same way
+#: (hence :func:`stack_sums` for the one that needed an array of its own).
+WITHOUT_REFCOUNTS: dict[str, Any] = _refcount_free()
+
+
+@intrinsic
+def stack_sums(typingctx: Any, like: Any) -> Any:
+    """A 1-D array of 16 entries of ``like``'s dtype in the calling function's stack frame
+    (uninitialised, no memory manager: valid while that call runs), for :data:`dot4x4`'s
+    and :data:`dot1x16`'s sums in functions compiled without numba's reference counting
+    (which cannot allocate)."""
+    if not (isinstance(like, types.Array) and like.dtype in (types.float32, types.float64)):
+        return None
+    array_type = types.Array(like.dtype, 1, "C")
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        element = context.get_data_type(like.dtype)
+        data = cgutils.alloca_once(builder, element, size=16)
+        array = context.make_array(array_type)(context, builder)
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(element))
+        context.populate_array(array, data=data,
+                               shape=[context.get_constant(types.intp, 16)],
+                               strides=[itemsize], itemsize=itemsize, meminfo=None)
+        return array._getvalue()
+
+    return array_type(like), codegen
+
+
 # The masks of an 8 x 8 transpose in three rounds of shuffles of two vectors: interleave the
 # pairs of rows, then pairs of pairs, then the 128-bit halves (what unpcklps/unpckhps,
 # shufps and vperm2f128 do on AVX; LLVM picks the instructions of the CPU it compiles for).

@@ -80,6 +80,7 @@ from ._simd import (
     TANH32_Q,
     TILE_BYTES,
     VECTOR_BYTES,
+    WITHOUT_REFCOUNTS,
     dot1x16,
     dot4x4,
     outer1,
@@ -89,6 +90,7 @@ from ._simd import (
     outer4,
     outer5,
     outer6,
+    stack_sums,
     tanh32_span,
     transpose8,
 )
@@ -310,7 +312,7 @@ def _matmul_nt(w, first_r, last_r, a, first_a, rows, out, first_out,
     zero = w.dtype.type(0)
     width = VECTOR_BYTES // w.itemsize  # elements in a vector of dot1x16 / dot4x4
     k_vec = inner // width * width
-    sums = np.empty(16, w.dtype)
+    sums = stack_sums(w)
     last4 = first_r + (last_r - first_r) // 4 * 4
     last16 = first_r + (last_r - first_r) // 16 * 16
     n = 0
@@ -613,7 +615,7 @@ def _running_rows(lengths, t):  # pragma: no cover - compiled
     return rows
 
 
-@numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True, **WITHOUT_REFCOUNTS)
 def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, rows0, chunks,
                 home, reverse, approximate, known_zero, prepacked, proj, gates, cs, bias_own,
                 packed_ih, packed_hh, sync, tape_gates, tape_cells,

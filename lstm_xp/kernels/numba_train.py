@@ -46,7 +46,7 @@ from .._threads import get_num_threads
 from ..errors import TapeError
 from ._atomics import atomic_add, take, wait_at_least
 from ._pool import run_parts
-from ._simd import TILE_BYTES, transpose8
+from ._simd import TILE_BYTES, WITHOUT_REFCOUNTS, transpose8
 from ._workspace import aligned_empty, compiled_operand
 from .numba_scan import (
     _NO_SYNC,
@@ -109,7 +109,8 @@ class RowTape:
     reverse: bool
 
 
-@numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
+@numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True,
+             **WITHOUT_REFCOUNTS)
 def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, reverse,
                chunks, home, sync, packed_dz, slots):  # pragma: no cover - compiled
     """The backward walk for sequences ``rows0:rows0 + b`` of the batch (``b`` the rows of
