@@ -250,11 +250,11 @@ def _pack_gates(z, first, last, packed, slot):  # pragma: no cover - compiled
         if last < hidden:
             return
         j0 = columns
-    if j0 % width == 0 and j0 == columns:
+    if columns % width == 0:  # no panel part filled
         return
-    p = j0 // width if j0 < columns else (columns - 1) // width
+    p = columns // width  # the part-filled panel: the rest of the row, then the padding
     target = packed[p, slot]
-    for c in range(j0 - p * width, width):  # the rest of the row, then the padding
+    for c in range(j0 - p * width, width):
         target[c] = z[p * width + c] if p * width + c < columns else 0
 
 
