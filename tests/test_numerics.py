@@ -56,13 +56,13 @@ def test_compiled_float32_tanh_is_within_1e6_of_exact(vectors):
 
 
 def test_compiled_float32_tanh_of_a_span_of_any_length_in_place(rng):
-    """The scan's tanh of a span ``v[first:last]`` in place (scaled): from 16 entries on all
-    in vectors, the last vector overlapping the one before where the span is not a multiple
-    of 16: every entry the bits it gets inside a whole vector (computed from its value as
-    it was, not twice), the entries outside the span untouched; under 16, one by one, within
-    1e-6 of the exact tanh."""
+    """The scan's tanh of a span ``v[first:last]`` in place (scaled): from a vector's
+    entries on (``TANH32_LANES``, 8) all in vectors, the last vector overlapping the one
+    before where the span is not a multiple of 8: every entry the bits it gets inside a whole
+    vector (computed from its value as it was, not twice), the entries outside the span
+    untouched; shorter spans one by one, within 1e-6 of the exact tanh."""
     numba_scan = pytest.importorskip("lstm_xp.kernels.numba_scan")
-    lanes = 16
+    from lstm_xp.kernels._simd import TANH32_LANES as lanes
     z = (rng.standard_normal(4 * 64) * 3).astype(np.float32)
     for scale in (np.float32(0.5), np.float32(1.0)):
         whole = z.copy()  # every entry inside a whole vector

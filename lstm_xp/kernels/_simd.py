@@ -401,8 +401,10 @@ TANH32_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
             4.89352518554385e-03)
 TANH32_CLAMP = 7.90531110763549805
 TANH32_LINEAR = 4e-4
-#: float32 entries :func:`tanh32_span` takes at a time.
-TANH32_LANES = 16
+#: float32 entries :func:`tanh32_span` takes at a time: one AVX2 register. (16, two
+#: registers a vector, ran the scan 1.01x-1.05x slower at H = 20-64: a span of 20 took two
+#: vectors of 16, and the function's constants no longer fitted in the registers.)
+TANH32_LANES = 8
 
 
 @intrinsic
@@ -410,7 +412,7 @@ def tanh32_span(typingctx: Any, v: Any, first: Any, count: Any, scale: Any) -> A
     """``v[first:first + n] = tanh(scale * v[first:first + n])`` for ``v`` a contiguous 1-D
     float32 array and ``n = count`` from :data:`TANH32_LANES` entries on (``n = 0`` below:
     the caller does those): the rational function in vectors of :data:`TANH32_LANES`, the
-    last one over the last 16 entries, overlapping the one before where ``count`` is not a
+    last one over the last of them, overlapping the one before where ``count`` is not a
     multiple (computed from the entries as they were before the others, and stored after
     them: each entry's lanes compute the same function of the same input, so an entry
     either vector writes is the same bits; one by one, the entries past the last whole
@@ -469,7 +471,7 @@ def tanh32_span(typingctx: Any, v: Any, first: Any, count: Any, scale: Any) -> A
             builder.store(tanh(pointer), pointer, align=align)
             return []
 
-        # The last 16 entries, where they overlap the whole vectors: computed first.
+        # The last vector's entries, where they overlap the whole vectors: computed first.
         last = builder.sub(total, i64(TANH32_LANES))
         overlap = builder.and_(builder.icmp_signed(">=", last, i64(0)),
                                builder.icmp_signed("!=", whole, total))

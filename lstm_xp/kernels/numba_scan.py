@@ -19,9 +19,9 @@ compiled call runs the layer:
   step's recurrent product adds onto its rows.
 - **Element-wise passes**: activations and the state update in separate loops over
   contiguous rows. float32 uses a rational approximation of ``tanh`` (13/6 degree, Eigen's
-  coefficients, clamped at +-7.9, ``tanh(x) = x`` below 4e-4), in vectors of 16 written
+  coefficients, clamped at +-7.9, ``tanh(x) = x`` below 4e-4), in vectors of 8 written
   out in LLVM IR (:func:`._simd.tanh32_span`: LLVM's own vectoriser left most of these
-  loops scalar; a span's last vector overlaps the one before, so that only spans under 16
+  loops scalar; a span's last vector overlaps the one before, so that only spans under 8
   go one by one), within 1e-6 relative of ``numpy.tanh`` over the whole range, denormals
   included (tests); float64 calls the exact ``tanh``.
 - **Threads**, two ways (:func:`plan`). A batch with :data:`MIN_ROWS_PER_THREAD` sequences
