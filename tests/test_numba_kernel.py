@@ -1035,23 +1035,30 @@ def test_the_plain_call_reports_memory_as_the_full_path_does(monkeypatch, rng):
 def test_run_claimed_runs_each_part_once_and_returns_when_all_are_done():
     """The split by sequences' way of handing out its parts (:func:`_pool.run_claimed`),
     alone: compiled parts that claim themselves, 2 to 5 of them, 200 calls each, with the
-    pool's worker free and held up (the caller then runs every part). Each part runs
-    exactly once a call, and the call returns only once every part has counted itself done
-    (its result written before)."""
+    pool's worker free and held up (the caller then runs every part), the parts ringing
+    the pool's bell and lingering after as the scan's do. Each part runs exactly once a
+    call, and the call returns only once every part has counted itself done (its result
+    written before); the first part gets the bell, the caller's other parts an empty one."""
     import numba
 
     @numba.njit(nogil=True)
-    def part(sync, p, runs, results, work):
+    def part(sync, p, runs, results, work, bell):
         if atomics.atomic_add(sync, 8 + p, 1) > 0:
             return
+        if p == 0:
+            _pool.ring(bell)
+        seen = atomics.atomic_load(bell, 0) if bell.shape[0] > 0 else 0
         total = 0
         for k in range(work * (p + 1)):
             total += k % 7
-        results[p] = total + 1
+        results[p] = total + 1 if p > 0 or bell.shape[0] == 2 else -1
         atomics.atomic_add(runs, p, 1)
         atomics.atomic_add(sync, 1, 1)
+        if p > 0:
+            _pool.linger(bell, seen)
 
-    part(np.zeros(9, np.int64), 0, np.zeros(1, np.int64), np.zeros(1, np.int64), 1)
+    part(np.zeros(9, np.int64), 0, np.zeros(1, np.int64), np.zeros(1, np.int64), 1,
+         _pool.NO_BELL)
 
     def calls(count):
         for _ in range(200):
@@ -1065,6 +1072,58 @@ def test_run_claimed_runs_each_part_once_and_returns_when_all_are_done():
     for count in (2, 3, 5):
         calls(count)
     _with_the_worker_held(lambda: calls(3))
+
+
+def test_a_lingering_thread_wakes_at_the_bell_and_gives_up_after_its_looks():
+    """:func:`_pool.linger` returns once the bell has rung (here with looks for hours: a
+    thread still watching after 60 s fails the test), at once where it rang before, after
+    its looks where it never rings, and at once without a bell."""
+    bell = np.array([5, 1 << 40], np.int64)
+    waiter = threading.Thread(target=_pool.linger, args=(bell, np.int64(5)))
+    waiter.start()
+    time.sleep(0.01)
+    assert waiter.is_alive()  # still watching: nothing rang
+    _pool.ring(bell)
+    waiter.join(timeout=60)
+    assert not waiter.is_alive() and bell[0] == 6
+    _pool.linger(bell, np.int64(5))  # rang since: returns at once (or the test hangs)
+    _pool.linger(np.array([6, 100], np.int64), np.int64(6))  # 100 looks, no ring
+    _pool.linger(_pool.NO_BELL, np.int64(0))
+    _pool.ring(_pool.NO_BELL)  # nothing to ring
+
+
+def test_a_worker_lingering_after_a_part_takes_the_next_job_from_python():
+    """A pool thread that lingers after a compiled part (here for hours: the bell's looks
+    raised) still runs a job handed over from Python at once (:meth:`submit` rings the bell
+    unless the job's caller will): of two parts of :func:`_pool.run_parts`, each waits for
+    the other to start, so the call finishes only if both run at the same time. (The
+    compiled call's first part waits for the second to start, so that the worker runs it.)"""
+    import numba
+
+    @numba.njit(nogil=True)
+    def part(sync, p, bell):
+        if atomics.atomic_add(sync, 8 + p, 1) > 0:
+            return
+        if p == 0:
+            _pool.ring(bell)
+            atomics.wait_at_least(sync, 9, 1)
+        seen = atomics.atomic_load(bell, 0)
+        atomics.atomic_add(sync, 1, 1)
+        if p > 0:
+            _pool.linger(bell, seen)
+
+    both = threading.Barrier(2, timeout=30)
+    looks = _pool.BELL[1]
+    try:
+        _pool.BELL[1] = 1 << 40
+        for _ in range(3):
+            sync = np.zeros(10, np.int64)
+            _pool.run_claimed(part, [(sync, p) for p in range(2)], sync, 8, 1)
+            assert sync[1] == 2
+            assert _pool.run_parts(lambda k: both.wait() + k, [(0,), (1,)]) in (0, 1)
+    finally:
+        _pool.BELL[1] = looks
+        _pool.ring(_pool.BELL)  # let a thread still lingering go
 
 
 def test_run_parts_runs_each_part_once_and_raises_what_a_part_raised():

@@ -8,6 +8,18 @@ up; the caller then runs the part itself. :func:`run_parts` claims parts in Pyth
 collects their results and exceptions; :func:`run_claimed` is for compiled parts that claim
 themselves and count themselves done in an int64 array, so that the caller waits for them in
 compiled code, without the interpreter's lock.
+
+Compiled parts that take the pool's bell (:data:`BELL`, their last argument) also hand the
+next call's parts over without a wake-up: the part on the caller's thread rings it as it
+starts (:func:`ring`), and a pool thread that has finished its part stays in compiled code,
+watching the bell for a while (:func:`linger`), before it goes back to Python to take its
+next job. On the 2-vCPU guest a worker asleep in the queue ran a job's first line 10 us
+after it was queued when it had just finished one, 21 us after 0.2 ms idle and 70-100 us
+after 2-20 ms (the hypervisor wakes its vCPU), and a worker's return to the interpreter at
+the end of its part could hold the caller up for the interpreter's lock. Calls split in two
+by sequences, the threads lingering against not, taking turns in one process: 0.87x the
+time at (B, T, I, H) = (8, 50, 20, 20) and (16, 20, 32, 32), 0.70x at (8, 1, 20, 20); a
+split by units 0.93x at (1, 100, 64, 128).
 """
 
 from __future__ import annotations
@@ -21,9 +33,22 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numba
+import numpy as np
 
 from .._threads import get_num_threads, share_of_threads, thread_shares
-from ._atomics import wait_at_least
+from ._atomics import atomic_add, atomic_load, wait_at_least, yield_cpu
+
+#: How many looks at the bell a pool thread takes after its part before it goes back to
+#: waiting in the queue: each look yields the core to any other thread that wants it
+#: (``sched_yield``), 0.3 us a look on the 2-vCPU guest, so about 0.3 ms there.
+LINGER_LOOKS = 1000
+#: The pool's bell: ``[count, looks]``, a count that the part of a split call on the
+#: caller's thread increases as it starts (:func:`ring`), and that a pool thread watches
+#: for up to ``looks`` looks once it has finished a part (:func:`linger`; 0: none, the
+#: threads wait in the queue at once). Parts run by the caller's thread other than the
+#: first take :data:`NO_BELL` (they must not linger: nothing would ring for them).
+BELL = np.array([0, LINGER_LOOKS], np.int64)
+NO_BELL = np.zeros(0, np.int64)
 
 
 def _cpu_reader() -> Any:
@@ -93,9 +118,15 @@ class _Workers:
 
     def _serve(self) -> None:
         _POOL_THREADS.add(threading.get_ident())
-        take = self._jobs.get
+        take, look = self._jobs.get, self._jobs.get_nowait
         allowed = set(os.sched_getaffinity(0)) if _GETCPU is not None else set()
-        while (job := take()) is not None:
+        while True:
+            try:  # a job queued while this thread lingered in its last part
+                job = look()
+            except queue.Empty:
+                job = take()
+            if job is None:
+                break
             function, args, caller = job
             if caller >= 0 and current_cpu() == caller:
                 keep_off(caller, allowed)
@@ -104,9 +135,12 @@ class _Workers:
             except BaseException:  # dropped, as the class's docstring says
                 pass
 
-    def submit(self, function: Any, *args: Any) -> None:
-        """Queue ``function(*args)`` for the next free thread."""
+    def submit(self, function: Any, *args: Any, rung: bool = False) -> None:
+        """Queue ``function(*args)`` for the next free thread, and ring the bell for any
+        thread that lingers (unless the job's caller will: ``rung``)."""
         self._jobs.put((function, args, current_cpu()))
+        if not rung:
+            ring(BELL)
 
     def close(self) -> None:
         """Stop every thread once the jobs queued before are done."""
@@ -151,21 +185,25 @@ def pool(workers: int) -> _Workers:
         return _POOL
 
 
-def run_parts(function: Any, parts: list[tuple[Any, ...]], wait: bool = True) -> Any:
+def run_parts(function: Any, parts: list[tuple[Any, ...]], wait: bool = True,
+              bell: bool = False) -> Any:
     """``function(*args)`` once for each of ``parts``, on the caller's thread and the pool's
     (:func:`pool`): the result of the first part once every part has run, raising what
     any raised. Each part is claimed by whichever thread comes for it first, the caller
     included. With ``wait`` False, for parts that share their work among themselves and
     need none of the others to have run (:func:`.numba_scan._scan_units`'s claimed chunks,
     :func:`.numba_scan._packed_product_call`'s blocks): the first runs on the caller's
-    thread, the others are handed to the pool and not waited for."""
+    thread, the others are handed to the pool and not waited for; with ``bell`` too,
+    ``function`` takes :data:`BELL` as its last argument (appended here), rings it in its
+    first part and lingers after the others (see the module's docstring)."""
     if len(parts) == 1:
-        return function(*parts[0])
+        return function(*parts[0], NO_BELL) if bell else function(*parts[0])
     workers = pool(len(parts) - 1)
     if not wait:
+        tail = (BELL,) if bell else ()
         for args in parts[1:]:
-            workers.submit(function, *args)
-        return function(*parts[0])
+            workers.submit(function, *args, *tail, rung=bell)
+        return function(*parts[0], *tail)
     count = len(parts)
     claims = itertools.count()  # next() on these is atomic under the GIL
     finishing = itertools.count(1)
@@ -197,22 +235,23 @@ def run_parts(function: Any, parts: list[tuple[Any, ...]], wait: bool = True) ->
 
 def run_claimed(function: Any, parts: list[tuple[Any, ...]], sync: Any, claimed: int,
                 done: int) -> None:
-    """``function(*args)`` for each of ``parts``, compiled parts that claim themselves: part
-    ``p`` increments ``sync[claimed + p]`` first and returns at once if it was not 0 (another
-    thread runs it), and increments ``sync[done]`` once its results are written; they raise
-    nothing. The first part runs on the caller's thread, the others are handed to the pool;
-    the caller then runs any that no thread has claimed yet, and returns once all are done,
-    waiting in compiled code (a worker that finished its part signals the caller at once,
-    not after taking the interpreter's lock to release a Python one: that had taken 15-25 us
-    of a call)."""
+    """``function(*args, bell)`` for each of ``parts``, compiled parts that claim
+    themselves: part ``p`` increments ``sync[claimed + p]`` first and returns at once if it
+    was not 0 (another thread runs it), and increments ``sync[done]`` once its results are
+    written; they raise nothing. The first part runs on the caller's thread and rings
+    ``bell`` (:data:`BELL`) as it starts, the others are handed to the pool and linger on it
+    at their end (see the module's docstring); the caller then runs any that no thread has
+    claimed yet (with :data:`NO_BELL`), and returns once all are done, waiting in compiled
+    code (a worker that finished its part signals the caller at once, not after taking the
+    interpreter's lock to release a Python one: that had taken 15-25 us of a call)."""
     if len(parts) > 1:
         workers = pool(len(parts) - 1)
         for args in parts[1:]:
-            workers.submit(function, *args)
-    function(*parts[0])
+            workers.submit(function, *args, BELL, rung=True)
+    function(*parts[0], BELL)
     for p in range(1, len(parts)):
         if sync[claimed + p] == 0:  # not started: here, unless a worker claims it first
-            function(*parts[p])
+            function(*parts[p], NO_BELL)
     wait_for(sync, done, len(parts))
 
 
@@ -245,3 +284,23 @@ def side_by_side(calls: Sequence[Callable[[], Any]]) -> list[Any]:
 def wait_for(sync, index, value):  # pragma: no cover - compiled
     """:func:`._atomics.wait_at_least`, called from Python (without the interpreter's lock)."""
     wait_at_least(sync, index, value)
+
+
+@numba.njit(cache=True, nogil=True)
+def ring(bell):  # pragma: no cover - compiled
+    """Tell any pool thread that lingers (:func:`linger`) that there is work: ``bell[0]``
+    plus one (nothing where ``bell`` is empty)."""
+    if bell.shape[0] > 0:
+        atomic_add(bell, 0, 1)
+
+
+@numba.njit(inline="always", cache=True, nogil=True)
+def linger(bell, seen):  # pragma: no cover - compiled
+    """Watch ``bell[0]`` until it is no longer ``seen`` (a call has started whose parts
+    may be queued for this thread), for at most ``bell[1]`` looks, yielding the core at
+    each (nothing where ``bell`` is empty)."""
+    if bell.shape[0] > 0:
+        for _ in range(bell[1]):
+            if atomic_load(bell, 0) != seen:
+                return
+            yield_cpu()

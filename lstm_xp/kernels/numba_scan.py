@@ -68,9 +68,9 @@ import numpy as np
 
 from .._functional import ScanShape, one_after_another
 from .._threads import get_num_threads
-from ._atomics import atomic_add, take, wait_at_least
+from ._atomics import atomic_add, atomic_load, take, wait_at_least
 from ._frozen import DerivedCache, is_frozen
-from ._pool import is_pool_thread, run_claimed, run_parts, side_by_side
+from ._pool import is_pool_thread, linger, ring, run_claimed, run_parts, side_by_side
 from ._simd import (
     ROW_PANELS,
     TANH32_CLAMP,
@@ -618,8 +618,8 @@ def _running_rows(lengths, t):  # pragma: no cover - compiled
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True, **WITHOUT_REFCOUNTS)
 def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, rows0, chunks,
                 home, reverse, approximate, known_zero, prepacked, proj, gates, cs, bias_own,
-                packed_ih, packed_hh, sync, tape_gates, tape_cells,
-                tape_tanh):  # pragma: no cover - compiled
+                packed_ih, packed_hh, sync, tape_gates, tape_cells, tape_tanh,
+                bell):  # pragma: no cover - compiled
     """The layer scan for sequences ``rows0:rows0 + B`` of the batch, their hidden units
     in ``K`` chunks, ``chunks`` (K, 2) their ``(first, last)`` ranges. Calls with
     disjoint ranges of sequences (and one chunk) run side by side without meeting.
@@ -710,6 +710,11 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, ro
     parts = (sync.shape[0] - CLAIMS) // 3  # S, for a part of a split by sequences
     if sharing and atomic_add(sync, CLAIMS + 2 * parts + home, 1) > 0:
         return  # another thread runs this part
+    # The pool's bell (see ._pool): rung by the caller's thread, watched after a worker's part
+    # from what it said as the part started (the caller had rung it for this call before).
+    if home == 0:
+        ring(bell)
+    seen = atomic_load(bell, 0) if bell.shape[0] > 0 else 0
     # A zero state's recurrent product is zero: the first step skips it, and one step alone
     # never needs the recurrent weights packed. Looked for here unless the caller knows
     # (NumPy's any() took 1-2 us, 5 % of a call at (B, T, I, H) = (1, 1, 32, 64)); but the
@@ -877,6 +882,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, ro
                     atomic_add(sync, 0, 1)
     if claiming:
         if home > 0:
+            linger(bell, seen)
             return
         wait_at_least(sync, 0, (steps + 1) * count_chunks)  # every chunk done
     for k in range(count_chunks):  # the cell states, out
@@ -892,6 +898,8 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, ro
             h_i[u] = hs_i[u]
     if sharing:
         atomic_add(sync, 1, 1)
+        if home > 0:
+            linger(bell, seen)
 
 
 def layer_scan_numba(
@@ -1135,7 +1143,7 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
         run_parts(_scan_units, [(x2, w_ih, w_hh, b, work.states[0][0], h0, c0, h_n, c, y,
                                  column, valid, 0, call.chunks, 0, reverse, approximate,
                                  known_zero, prepacked, *_with(work.parts[0], panels),
-                                 _NO_SYNC, *tape)])
+                                 _NO_SYNC, *tape)], bell=True)
     else:  # the chunks of units, claimed step by step by as many threads
         sync = np.zeros(CLAIMS + (steps + 1) * len(call.chunks), np.int64)
         args = (x2, w_ih, w_hh, b, work.states[0][0], h0, c0, h_n, c, y, column, valid, 0,
@@ -1145,7 +1153,7 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
         # Only the caller's own part is waited for: it returns once every chunk is done,
         # whichever thread did it, and a thread that starts late finds nothing left.
         run_parts(_scan_units, [(*args, home, *rest) for home in range(len(call.chunks))],
-                  wait=False)
+                  wait=False, bell=True)
     _keep_work(key, work)
     if order is not None:
         y, h_n, c = caller_order(y, order, 1), caller_order(h_n, order), caller_order(c, order)
@@ -1247,7 +1255,8 @@ def _scan_alone(x2, w_ih, w_hh, bias, h0, c0, y, column, reverse, approximate, k
     tape = np.empty((0, 0, 0), dtype)
     _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, np.int64(0),
                 chunks, np.int64(0), reverse, approximate, known_zero, prepacked, proj, gates,
-                cs, bias_own, packed_ih, packed_hh, np.empty(0, np.int64), tape, tape, tape)
+                cs, bias_own, packed_ih, packed_hh, np.empty(0, np.int64), tape, tape, tape,
+                np.empty(0, np.int64))
     return h_n, c
 
 
