@@ -258,12 +258,9 @@ def test_how_a_call_shares_its_threads(monkeypatch):
     with thread_setting(2):
         assert plan(100, 1, 32, 64, True) == (False, [(0, 64)])  # too little work to share
         assert plan(100, 1, 64, 128, True) == (False, [(0, 64), (64, 128)])
-        assert plan(100, 2, 32, 64, True) == (False, [(0, 64)])  # too little a step
         assert plan(2, 1, 64, 128, True) == (False, [(0, 128)])  # too little a call
         # Chunks of 32 units (under NARROW_UNITS) in inference: only where the batch does
         # not split by sequences (below), and from 40 MFLOP a call
-        assert plan(40, 5, 32, 64, True) == (False, [(0, 64)])  # 9.8 MFLOP
-        assert plan(100, 2, 32, 64, True) == (False, [(0, 64)])  # 9.8
         assert plan(1000, 1, 256, 64, True) == (False, [(0, 32), (32, 64)])  # 164
         # ... or where a chunk's step has 200,000 FLOPs or more (here 409,600)
         assert plan(1000, 5, 256, 64, True) == (False, [(0, 32), (32, 64)])
@@ -275,31 +272,29 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         assert plan(200, 5, 64, 96, True) == (False, [(0, 48), (48, 96)])
         assert plan(100, 4, 128, 128, True) == (False, [(0, 64), (64, 128)])  # 64: wide
         assert plan(100, 4, 32, 96, True, training=True) == (False, [(0, 48), (48, 96)])
-        assert plan(8, 7, 128, 96, True) == (False, [(0, 48), (48, 96)])  # 9.6 MFLOP
-        assert plan(10, 7, 128, 96, True) == (True, [(0, 4), (4, 7)])  # 12: 6 a thread
-        # Neither rule splits, or only into narrow chunks: by sequences, 6 MFLOP a
-        # thread at least (one sequence a thread will do, in a batch of 3 at least)
+        assert plan(8, 7, 128, 96, True) == (True, [(0, 4), (4, 7)])  # 9.6 MFLOP
+        assert plan(1, 7, 128, 96, True) == (False, [(0, 96)])  # 1.2: 0.6 a thread
+        # Neither rule splits, or only into narrow chunks: by sequences, 1.6 MFLOP a
+        # thread at least (one sequence a thread will do, in a batch of 2 at least)
         assert plan(100, 4, 32, 64, True) == (True, [(0, 2), (2, 4)])  # 9.8 a thread
-        assert plan(50, 8, 32, 64, True) == (True, [(0, 4), (4, 8)])
         assert plan(100, 7, 32, 64, True) == (True, [(0, 4), (4, 7)])  # narrow chunks
         assert plan(200, 5, 32, 64, True) == (True, [(0, 3), (3, 5)])  # 49.2: not chunks
         assert plan(1000, 6, 32, 64, True) == (True, [(0, 3), (3, 6)])
         assert plan(100, 16, 16, 32, True) == (True, [(0, 8), (8, 16)])  # 32 units: none
-        # ... from 4.5 MFLOP a thread at H <= 32
-        assert plan(100, 8, 16, 32, True) == (True, [(0, 4), (4, 8)])  # 4.9, H = 32
-        assert plan(100, 6, 16, 32, True) == (False, [(0, 32)])  # 3.7 a thread
-        assert plan(10, 64, 32, 32, True) == (True, [(0, 32), (32, 64)])  # 5.2
-        assert plan(20, 28, 32, 32, True) == (True, [(0, 14), (14, 28)])  # 4.6
-        assert plan(10, 48, 32, 32, True) == (False, [(0, 32)])  # 3.9
-        assert plan(10, 24, 48, 48, True) == (False, [(0, 48)])  # 4.4, H = 48: from 6
-        assert plan(20, 12, 32, 64, True) == (False, [(0, 64)])  # 5.9
-        assert plan(40, 8, 32, 64, True) == (True, [(0, 4), (4, 8)])  # 7.9
-        assert plan(50, 7, 32, 64, True) == (True, [(0, 4), (4, 7)])  # 8.6 a thread
-        assert plan(50, 5, 32, 64, True) == (True, [(0, 3), (3, 5)])  # 6.1
-        assert plan(40, 6, 32, 64, True) == (False, [(0, 64)])  # 5.9
-        assert plan(200, 2, 32, 64, True) == (False, [(0, 64)])  # 2 sequences stay whole
-        assert plan(1000, 2, 32, 64, True) == (False, [(0, 64)])
-        assert plan(1000, 3, 32, 64, True) == (True, [(0, 2), (2, 3)])
+        assert plan(40, 5, 32, 64, True) == (True, [(0, 3), (3, 5)])  # 4.9
+        assert plan(20, 4, 32, 64, True) == (True, [(0, 2), (2, 4)])  # 1.97
+        assert plan(4, 16, 64, 64, True) == (True, [(0, 8), (8, 16)])  # 2.1
+        assert plan(10, 4, 64, 64, True) == (False, [(0, 64)])  # 1.3
+        assert plan(5, 6, 64, 64, True) == (False, [(0, 64)])  # 0.98
+        assert plan(100, 2, 32, 64, True) == (True, [(0, 1), (1, 2)])  # 4.9, 1 + 1
+        assert plan(20, 2, 32, 64, True) == (False, [(0, 64)])  # 0.98
+        assert plan(1000, 1, 32, 64, True) == (False, [(0, 64)])  # one sequence stays whole
+        # ... from 1.2 MFLOP a thread at H <= 32
+        assert plan(50, 8, 20, 20, True) == (True, [(0, 4), (4, 8)])  # 1.28
+        assert plan(5, 32, 32, 32, True) == (True, [(0, 16), (16, 32)])  # 1.3
+        assert plan(30, 8, 20, 20, True) == (False, [(0, 20)])  # 0.77
+        assert plan(2, 64, 32, 32, True) == (False, [(0, 32)])  # 1.05
+        assert plan(10, 8, 48, 48, True) == (False, [(0, 48)])  # 1.5, H = 48: from 1.6
         assert plan(100, 4, 32, 64, True, training=True) == (False, [(0, 32), (32, 64)])
         assert plan(100, 4, 32, 64, False) == (False, [(0, 64)])  # rows need packed weights
         # Blocks of rows through a panel: 1-6 rows one, 7 (4 + 3) to 12 (6 + 6) two, ...

@@ -156,40 +156,24 @@ NARROW_CHUNK_STEP_FLOPS = 200_000
 #: Inference that neither rule splits (too few sequences a thread, or narrow chunks) is
 #: still split by sequences with this many sequences a thread ...
 MIN_SMALL_ROWS_PER_THREAD = 1
-#: ... in a batch of this many at least (a batch of 3 as 2 + 1 ran at 0.74x-0.92x the
-#: time of one thread or of narrow chunks at (3, 100-1,000, 16-64, 32-64), 16 runs in one
-#: process as above; a batch of 2 as 1 + 1 at 0.76x-1.17x, median 0.90x, at (2, 200-2,000,
-#: 16-32, 32-64), 18 runs, but 1.05x-1.14x at three of them in a run that alternated
-#: with the previous commit call by call: a thread's products of 1 row take about as long
-#: as those of 2) ...
-MIN_SMALL_BATCH = 3
-#: ... and this much work a thread. Pair by pair on 2 threads of the Zen 3 guest, against
-#: one thread (2-6 runs a shape): (4, 100, 32, 64) 1.04x-1.23x faster, (8, 50, 32, 64)
-#: 1.06x-1.33x, (6, 100, ...) 1.07x-1.12x, (7, 100, ...) 1.04x-1.31x, (10, 50, ...)
-#: 1.02x-1.16x, (12, 50, ...) 1.08x-1.21x, (16, 100, 16, 32) 1.09x-1.16x (9.8-17.2 MFLOP a
-#: thread); (5, 100, 32, 64) 0.91x-0.98x with 2 + 3 sequences, 1.24x with 3 + 2 (the larger
-#: slice on the caller's thread, :func:`row_slices`). Below this: (7, 50, 32,
-#: 64) (8.6 a thread) 0.97x-1.15x, (12, 100, 16, 32) (7.4) 1.16x, (6, 50, 32, 64) (7.4)
-#: 0.93x-0.99x, (4, 50, 32, 64) (4.9) 0.97x-1.05x, (8, 100, 16, 32) (4.9) 0.95x. That was
-#: 9.5 MFLOP; once the split's Python around the scan had shrunk (commits 299be0c-4297c55),
-#: the split against one thread alone in one process, time split / alone: (3, 100, 32, 64)
-#: (7.4 a thread) 0.86-0.92 in four runs, (5, 50, 32, 64) (6.1) 0.90-1.01 in four, (7, 50,
-#: ...) (8.6) 0.92, (8, 40, ...) (7.9) 0.79, (9, 30, ...) (6.9) 0.77, (12, 100, 16, 32) (7.4)
-#: 0.85, (4, 70, ...) (6.9) 0.93, (5, 60, ...) (7.4) 0.90, (6, 50, ...) (7.4) 0.99; below
-#: 6: (6, 40, ...) (5.9) 1.16, (4, 60, ...) (5.9) 1.04, (7, 30, ...) (5.2) 1.12,
-#: (4, 50, ...) (4.9) 1.03, (6, 30, ...) (4.4) 1.10.
-MIN_SMALL_FLOPS_PER_THREAD = 6_000_000
-#: ... or this much, for layers of at most :data:`NARROW_SMALL_UNITS` hidden units, whose
-#: one thread runs further below its products' speed (a step's activations and loops over
-#: few units): time split / alone in one process (``benchmarks/plan_ab.py``), (64, 10, 32,
-#: 32) (5.2 MFLOP a thread) 0.74, 0.75, 0.86; (32, 20, 32, 32) (5.2) 0.75; (28, 20, ...)
-#: (4.6) 0.86; (56, 10, ...) (4.6) 0.90; (14, 40, ...) (4.6) 0.90; (7, 80, ...) (4.6) 0.90;
-#: (4, 200, 16, 32) (4.9) 0.87, (16, 50, ...) (4.9) 0.92, (8, 100, ...) (4.9) 0.96;
-#: below it (50, 10, ...) (4.1) 0.95, (20, 25, ...) 0.98, (10, 50, ...) 1.00, (100, 5,
-#: ...) 1.01, (24, 20, ...) (3.9) 1.05, (48, 10, ...) (3.9) 1.16. At H = 48-64 the split
-#: still lost there: (24, 10, 48, 48) (4.4) 1.11, (40, 10, 16, 48) (4.9) 1.04, (14, 10,
-#: 64, 64) (4.6) 1.01, (28, 5, 64, 64) (4.6) 1.02, (12, 20, 32, 64) (5.9) 1.14.
-MIN_NARROW_SMALL_FLOPS_PER_THREAD = 4_500_000
+#: ... in a batch of this many at least ...
+MIN_SMALL_BATCH = 2
+#: ... and this much work a thread (products' FLOPs), up to :data:`NARROW_SMALL_UNITS`
+#: hidden units this much. Once the pool's threads linger after a part (:mod:`._pool`), a
+#: split cost 20-30 us a call less; in one process, the two plans in blocks of 0.3 s taking
+#: turns (``RESULTS.md``), time split / one thread on the 2-vCPU Zen 3 guest, MFLOP a
+#: thread in brackets: at H = 20-32, (8, 50, 20, 20) (1.28) 0.75-0.81, (16, 10, 32, 32)
+#: (1.3) 0.82, (32, 5, 32, 32) (1.3) 0.88, (3, 50, 32, 32) (1.23, 2 + 1) 0.96-1.02; below,
+#: (64, 2, 32, 32) (1.05) 1.02-1.14, (8, 30, 20, 20) (0.77) 0.96-1.06, (8, 10, 32, 32)
+#: (0.65) 1.00, (6, 10, 32, 32) (0.49) 1.36, (2, 50, 20, 20) (0.32) 1.11-1.24. At H = 64-128,
+#: (4, 50, 32, 64) (4.9) 0.63-0.72, (2, 100, 32, 64) (4.9, 1 + 1) 0.70-0.76, (8, 4, 64, 128)
+#: (3.1) 0.75, (16, 4, 64, 64) (2.1) 0.78, (4, 20, 32, 64) (1.97) 0.78-0.82, (4, 4, 128,
+#: 128) (2.1) 0.98, (3, 8, 128, 128) (3.1, 2 + 1) 1.00-1.09; below, (4, 10, 64, 64) (1.3)
+#: 0.88-1.10, (8, 5, 64, 64) (1.3) 0.88-1.01, (6, 5, 64, 64) (0.98) 1.14, (2, 20, 32, 64)
+#: (0.98) 0.97, (2, 10, 32, 64) (0.49) 1.23. (Before, with the threads waking in the
+#: queue: from 6 MFLOP, 4.5 up to 32 units, and batches of 3 or more.)
+MIN_SMALL_FLOPS_PER_THREAD = 1_600_000
+MIN_NARROW_SMALL_FLOPS_PER_THREAD = 1_200_000
 NARROW_SMALL_UNITS = 32
 
 
