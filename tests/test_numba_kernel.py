@@ -932,6 +932,25 @@ def _counting_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return runs
 
 
+def _takes_the_shorter_way(model, ordinary, x, states, runs):
+    """``model(x, state)`` for each of ``states`` does not call _run (counted in ``runs``),
+    and gives the full path's bits (whose scans are _run's) and ``ordinary``'s; the states
+    given are not written."""
+    kept = [None if state is None else [a.copy() for a in state] for state in states]
+    for given, before in zip(states, kept, strict=True):
+        del runs[:]
+        got = model(x, given)
+        assert not runs, x.shape
+        full = model._forward(x, given, None, None, None)
+        assert runs
+        for a, b, c in zip(flat(got), flat(full), flat(ordinary(x, given)), strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(a, c)
+        for a, b in zip(given or (), before or (), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize("stack", STACKS)
 @pytest.mark.parametrize("frozen", [False, True])
@@ -952,20 +971,47 @@ def test_a_call_on_one_thread_takes_the_compiled_call_alone(monkeypatch, rng, pr
             x = rng.standard_normal((T, B, 5)).astype(precision)
             state = tuple(rng.standard_normal((count, B, 12)).astype(precision)
                           for _ in range(2))
-            kept = [a.copy() for a in state]
-            for given in (None, state):
-                del runs[:]
-                got = model(x, given)
-                assert not runs, (T, B)
-                full = model._forward(x, given, None, None, None)
-                assert runs  # the full path's scans are _run's
-                for a, b, c in zip(flat(got), flat(full), flat(ordinary(x, given)),
-                                   strict=True):
-                    assert a.shape == b.shape and a.dtype == b.dtype
-                    np.testing.assert_array_equal(a, b)
-                    np.testing.assert_array_equal(a, c)
-            for a, b in zip(state, kept, strict=True):
-                np.testing.assert_array_equal(a, b)
+            _takes_the_shorter_way(model, ordinary, x, (None, state), runs)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_call_split_by_sequences_takes_the_shorter_way(threaded, monkeypatch, rng,
+                                                         precision, stack, frozen):
+    """A plain call the plan splits by sequences (2 or 3 threads, every sequence to the
+    end) goes without _run (numba_scan._run_split), with the full path's bits, from a zero
+    state or one given (not written, zero or not), with and without biases, and for a
+    frozen copy the ordinary model's bits; a read-only input or state takes _run, the
+    same bits again."""
+    for name in ("MIN_ROWS_PER_THREAD", "PACK_MIN_ROWS"):  # the split needs packed weights
+        monkeypatch.setattr(numba_scan, name, 1)
+    runs = _counting_runs(monkeypatch)
+    for threads in (2, 3):
+        threaded(threads)
+        for bias in (True, False):
+            ordinary = LSTM(5, 12, **stack, bias=bias, dtype=precision, seed=4)
+            model = ordinary.frozen() if frozen else ordinary
+            count = model.num_layers * model.num_directions
+            for T, B in ((1, 3), (6, 4), (9, 7)):
+                assert numba_scan._plan_of(T, B, 5, 12, np.dtype(precision), threads, True,
+                                           False).by_rows
+                x = rng.standard_normal((T, B, 5)).astype(precision)
+                state = tuple(rng.standard_normal((count, B, 12)).astype(precision)
+                              for _ in range(2))
+                zero = tuple(np.zeros_like(a) for a in state)
+                _takes_the_shorter_way(model, ordinary, x, (None, state, zero), runs)
+                read_only = x.copy()
+                read_only.flags.writeable = False
+                held = state[0].copy()
+                held.flags.writeable = False
+                for args in ((read_only, state), (x, (held, state[1]))):
+                    del runs[:]
+                    for a, b in zip(flat(model(*args)), flat(model._forward(*args, None, None,
+                                                                           None)),
+                                    strict=True):
+                        np.testing.assert_array_equal(a, b)
+                    assert runs
 
 
 def test_what_the_compiled_call_alone_leaves_to_run(monkeypatch, rng):

@@ -600,7 +600,8 @@ def _running_rows(lengths, t):  # pragma: no cover - compiled
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True, **WITHOUT_REFCOUNTS)
-def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, rows0, chunks,
+def _scan_units(x2, w_ih, w_hh, bias, bias_hh, hs, h0, c0, h_n, c, y, column, lengths, rows0,
+                chunks,
                 home, reverse, approximate, known_zero, prepacked, proj, gates, cs, bias_own,
                 packed_ih, packed_hh, sync, tape_gates, tape_cells, tape_tanh,
                 bell):  # pragma: no cover - compiled
@@ -636,12 +637,16 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, ro
     one, and the caller's thread packs while the others wake up.
 
     ``x2`` (T * N, I) the input of the whole batch (N sequences), ``w_ih`` (4H, I),
-    ``w_hh`` (4H, H), ``bias`` (4H,); ``hs`` (2 * B, H) the hidden state of this call's B
+    ``w_hh`` (4H, H), ``bias`` (4H,) plus ``bias_hh`` (4H,) where not empty (either may
+    be empty: nothing; the sum made here, where NumPy's had taken 4 us of a small call,
+    the same bits); ``hs`` (2 * B, H) the hidden state of this call's B
     sequences (rows ``rows0:rows0 + B`` of the batch), double-buffered (round 0 copies
     their rows of ``h0`` (N, H) into rows ``0:B``, a step reads one half and writes the
     other, so one wait a step suffices), their final state written into their rows of
     ``h_n`` (N, H); their cell state from their rows of ``c0`` (N, H), the final one into
-    their rows of ``c`` (N, H); where their rows of ``h0`` are all zero, the first
+    their rows of ``c`` (N, H) (``h0`` and ``c0`` empty, (0, *): a zero state, made
+    here, as NumPy's zeros had taken 2-3 us of a small call); where their rows of ``h0``
+    are all zero, the first
     step skips its recurrent product, which adds only zeros for finite weights: a fifth to
     two thirds of one step's arithmetic, and with one step the recurrent weights' packing
     (``known_zero``: the caller's word that every part's are, the only one a part of a
@@ -686,6 +691,8 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, ro
     ahead = proj.shape[1] // batch
     half = x2.dtype.type(0.5)
     one = x2.dtype.type(1)
+    nothing = x2.dtype.type(0)
+    biased, summed, stated = bias.shape[0] > 0, bias_hh.shape[0] > 0, h0.shape[0] > 0
     zero = np.int64(0)  # an int64 like the other calls' indices: a literal 0 compiled anew
     record = tape_gates.shape[0] > 0
     packed = packed_hh.shape[1] > 0
@@ -704,6 +711,7 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, ro
     # (NumPy's any() took 1-2 us, 5 % of a call at (B, T, I, H) = (1, 1, 32, 64)); but the
     # parts of a split by sequences pack one shared copy, which only the caller's word
     # may leave out. (h0 is never written: every thread finds the same.)
+    known_zero = known_zero or not stated
     zero_state = known_zero
     if not zero_state:
         zero_state = True
@@ -738,12 +746,22 @@ def _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, ro
                 _pack(w_hh, first, last, packed_hh[k], zero, packed_hh.shape[1])
         for q in range(4):
             for u in range(units):
-                bias_own[k, q * units + u] = bias[q * hidden + first + u]
+                j = q * hidden + first + u
+                b_j = bias[j] if biased else nothing
+                if summed:
+                    b_j += bias_hh[j]
+                bias_own[k, q * units + u] = b_j
         for i in range(batch):
-            h0_i, c0_i, cs_i, hs_i = h0[rows0 + i], c0[rows0 + i], cs[k, i], hs[i]
-            for u in range(units):
-                cs_i[u] = c0_i[first + u]
-                hs_i[first + u] = h0_i[first + u]
+            cs_i, hs_i = cs[k, i], hs[i]
+            if stated:
+                h0_i, c0_i = h0[rows0 + i], c0[rows0 + i]
+                for u in range(units):
+                    cs_i[u] = c0_i[first + u]
+                    hs_i[first + u] = h0_i[first + u]
+            else:
+                for u in range(units):
+                    cs_i[u] = nothing
+                    hs_i[first + u] = nothing
         if claiming:
             atomic_add(sync, 0, 1)
     # One chunk: its views made once (made at each step, they cost 10 % at H = 32).
@@ -931,10 +949,8 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
     steps, batch = X.shape[0], X.shape[1]
     hidden = layers[0][0][1].shape[1]
     count = len(layers) * len(layers[0])  # L * D
-    zeros = None
-    if state is None:  # one (B, H) of zeros for every layer: _run copies what it reads
+    if state is None:  # a zero state: made where a layer's scan needs one (_plain_scan)
         h0 = c0 = None
-        zeros = np.zeros((batch, hidden), X.dtype)
     else:
         pair = _plain_state(state, (count, batch, hidden), X.dtype)
         if pair is None:
@@ -944,7 +960,7 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
     if not taken:
         return None
     if count == 1:  # one layer, one direction: its results as they come
-        y, h, c = _plain_scan(X, layers[0][0], h0, c0, zeros, 0, reverse, valid)
+        y, h, c = _plain_scan(X, layers[0][0], h0, c0, 0, reverse, valid)
         return y, (h[None], c[None])
     h_n = np.empty((count, batch, hidden), X.dtype)
     c_n = np.empty_like(h_n)
@@ -954,7 +970,7 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
         # Two directions write their halves of one output (joining them after took 47-130
         # us at (B, T, H) = (8, 100, 128)).
         joined = np.empty((steps, batch, 2 * hidden), X.dtype) if ways > 1 else None
-        calls = [functools.partial(_plain_scan, x, weights, h0, c0, zeros, index * ways + d,
+        calls = [functools.partial(_plain_scan, x, weights, h0, c0, index * ways + d,
                                    reverse or d == 1, valid, None if joined is None else
                                    (joined, d * hidden))
                  for d, weights in enumerate(pair_of)]
@@ -966,25 +982,32 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
     return x, (h_n, c_n)
 
 
-def _plain_scan(x: np.ndarray, weights: Any, h0: Any, c0: Any, zeros: Any, k: int,
+def _plain_scan(x: np.ndarray, weights: Any, h0: Any, c0: Any, k: int,
                 reverse: bool, lengths: np.ndarray | None,
                 out: tuple[np.ndarray, int] | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`plain_forward`'s scan of one layer and direction, ``weights`` its tuple, from
-    the state ``h0[k]``, ``c0[k]`` ((L*D, B, H) arrays given), or ``zeros`` (B, H) where
-    none was given (then known to be zero); its outputs into ``out`` as :func:`_run`
-    writes them."""
+    the state ``h0[k]``, ``c0[k]`` ((L*D, B, H) arrays given), or a zero one where
+    ``h0`` is None (made only for :func:`_run`: the shorter ways make theirs in compiled
+    code, as they sum the biases); its outputs into ``out`` as :func:`_run` writes them."""
     w_ih, w_hh, b_ih, b_hh = weights[:4]
-    bias = None if b_ih is None else b_ih + b_hh
-    h, c = (zeros, zeros) if h0 is None else (h0[k], c0[k])
     steps, batch, features = x.shape
-    call = _plan_of(steps, batch, features, w_hh.shape[1], x.dtype, get_num_threads(), True,
+    dtype = x.dtype
+    call = _plan_of(steps, batch, features, w_hh.shape[1], dtype, get_num_threads(), True,
                     False)
-    if lengths is None and not call.by_rows and len(call.chunks) == 1:
-        alone = _run_alone(call, x, w_ih, w_hh, bias, h, c, reverse, h0 is None, out)
-        if alone is not None:
-            return alone
-    return _run(x, w_ih, w_hh, bias, h, c, reverse, lengths, _NO_TAPE[x.dtype],
+    if lengths is None:
+        quick = _run_split if call.by_rows else _run_alone if len(call.chunks) == 1 else None
+        if quick is not None:
+            h, c = (_NO_STATE[dtype],) * 2 if h0 is None else (h0[k], c0[k])
+            done = quick(call, x, w_ih, w_hh, b_ih, b_hh, h, c, reverse, h0 is None, out)
+            if done is not None:
+                return done
+    if h0 is None:
+        h = c = np.zeros((batch, w_hh.shape[1]), dtype)
+    else:
+        h, c = h0[k], c0[k]
+    bias = None if b_ih is None else b_ih + b_hh
+    return _run(x, w_ih, w_hh, bias, h, c, reverse, lengths, _NO_TAPE[dtype],
                 known_zero=h0 is None or None, call=call, out=out)
 
 
@@ -1025,6 +1048,9 @@ def _plain_lengths(lengths: Any, steps: int, batch: int) -> tuple[bool, np.ndarr
 #: (empty: nothing is ever written into them; not flagged read-only, which numba would
 #: compile the scan for again, ~10 s).
 _NO_SYNC = np.empty(0, np.int64)
+#: No bias (or no second bias) for the compiled scan; no state (a zero one).
+_NO_BIAS = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
+_NO_STATE = {np.dtype(t): np.empty((0, 0), t) for t in (np.float32, np.float64)}
 _NO_TAPE = {np.dtype(t): (np.empty((0, 0, 0), t),) * 3 for t in (np.float32, np.float64)}
 
 
@@ -1087,7 +1113,7 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     x2 = compiled_operand(x).reshape(steps * batch, features)
     w_ih = np.ascontiguousarray(weight_ih)
     w_hh = np.ascontiguousarray(weight_hh)
-    b = np.zeros(4 * hidden, dtype) if bias is None else compiled_operand(bias)
+    b = _NO_BIAS[dtype] if bias is None else compiled_operand(bias)
     h0, c0 = compiled_operand(h0, dtype), compiled_operand(c0, dtype)  # read, never written
     h_n = np.empty((batch, hidden), dtype)
     c = np.empty((batch, hidden), dtype)
@@ -1117,21 +1143,23 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
         parts = len(work.parts)  # sync: the claims of the packing's pieces, then the parts'
         sync = np.zeros(CLAIMS + 3 * parts, np.int64)
         run_claimed(_scan_units, [
-            (x2, w_ih, w_hh, b, hs, h0, c0, h_n, c, y, column, valid[low:high], low,
+            (x2, w_ih, w_hh, b, _NO_BIAS[dtype], hs, h0, c0, h_n, c, y, column,
+             valid[low:high], low,
              call.chunks, home, reverse, approximate, known_zero, prepacked,
              *_with(buffers, panels), sync, *tape)
             for home, ((hs, (low, high)), buffers)
             in enumerate(zip(work.states, work.parts, strict=True))], sync, CLAIMS + 2 * parts,
             1)
     elif len(call.chunks) == 1:  # the caller's thread alone
-        run_parts(_scan_units, [(x2, w_ih, w_hh, b, work.states[0][0], h0, c0, h_n, c, y,
-                                 column, valid, 0, call.chunks, 0, reverse, approximate,
+        run_parts(_scan_units, [(x2, w_ih, w_hh, b, _NO_BIAS[dtype], work.states[0][0], h0,
+                                 c0, h_n, c, y, column, valid, 0, call.chunks, 0, reverse,
+                                 approximate,
                                  known_zero, prepacked, *_with(work.parts[0], panels),
                                  _NO_SYNC, *tape)], bell=True)
     else:  # the chunks of units, claimed step by step by as many threads
         sync = np.zeros(CLAIMS + (steps + 1) * len(call.chunks), np.int64)
-        args = (x2, w_ih, w_hh, b, work.states[0][0], h0, c0, h_n, c, y, column, valid, 0,
-                call.chunks)
+        args = (x2, w_ih, w_hh, b, _NO_BIAS[dtype], work.states[0][0], h0, c0, h_n, c, y,
+                column, valid, 0, call.chunks)
         rest = (reverse, approximate, known_zero, prepacked, *_with(work.parts[0], panels),
                 sync, *tape)
         # Only the caller's own part is waited for: it returns once every chunk is done,
@@ -1147,6 +1175,60 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
     return y, h_n, c
 
 
+def _run_split(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray,
+               bias_ih: np.ndarray | None, bias_hh: np.ndarray | None, h0: np.ndarray,
+               c0: np.ndarray, reverse: bool, known_zero: bool,
+               out: tuple[np.ndarray, int] | None = None,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`_run` for an inference call whose plan ``call`` splits it by sequences, every
+    sequence running every step: the same bits from fewer Python operations, each part's
+    arguments that depend only on the plan kept with the work buffers (:attr:`_Work.heads`).
+    Python's operations after the compiled scan has run take 2-3x their time back to back
+    (a NumPy sum of two biases 4 us against 1.3): :func:`_run`'s way, a call of
+    (B, T, I, H) = (8, 1, 20, 20) split in two took 6 us more. Arguments as
+    :func:`_run_alone`'s (``known_zero`` False: ``h0`` is looked at here); None, for
+    :func:`_run` to take, where ``x`` or the state is not a writable C-ordered array (numba
+    would compile the call anew for its type)."""
+    steps, batch, features = x.shape
+    hidden = weight_hh.shape[1]
+    dtype = x.dtype
+    if not x.flags.writeable or (not known_zero and not (
+            h0.flags.c_contiguous and h0.flags.writeable
+            and c0.flags.c_contiguous and c0.flags.writeable)):
+        return None
+    frozen = is_frozen(weight_ih) and is_frozen(weight_hh)
+    panels: list[np.ndarray] = []
+    if frozen:
+        w_ih, w_hh, *panels = _frozen_weights(weight_ih, weight_hh, call, features, hidden)
+    else:
+        w_ih, w_hh = np.ascontiguousarray(weight_ih), np.ascontiguousarray(weight_hh)
+    key = (call, features, hidden, frozen)
+    work = _work_for(key)
+    y, column = (np.empty((steps, batch, hidden), dtype), 0) if out is None else out
+    h_n, c = np.empty((2, batch, hidden), dtype)
+    sync = np.zeros(CLAIMS + 3 * len(work.parts), np.int64)
+    x2 = x.reshape(steps * batch, features)
+    zero = known_zero or not h0.any()
+    approximate, prepacked, tape = dtype == np.float32, frozen, _NO_TAPE[dtype]
+    b_ih, b_hh = _biases(bias_ih, bias_hh, dtype)
+    run_claimed(_scan_units, [
+        (x2, w_ih, w_hh, b_ih, b_hh, hs, h0, c0, h_n, c, y, column, *head, reverse,
+         approximate, zero, prepacked, *_with(buffers, panels), sync, *tape)
+        for (hs, _), head, buffers in zip(work.states, work.heads, work.parts, strict=True)],
+        sync, CLAIMS + 2 * len(work.parts), 1)
+    _keep_work(key, work)
+    return y, h_n, c
+
+
+def _biases(bias_ih: np.ndarray | None, bias_hh: np.ndarray | None,
+            dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The two biases as :func:`_scan_units` takes them (summed there): C-ordered arrays of
+    ``dtype``, empty for none."""
+    if bias_ih is None:
+        return _NO_BIAS[dtype], _NO_BIAS[dtype]
+    return compiled_operand(bias_ih, dtype), compiled_operand(bias_hh, dtype)
+
+
 #: Bytes of packed weights that :func:`_run_alone` packs into buffers of the call's own;
 #: calls with more take :func:`_run`, whose work buffers are kept from call to call (fresh
 #: memory costs its pages' first touch on every call, 0.4-0.6 ms for 6.6 MiB).
@@ -1156,17 +1238,19 @@ _NO_PANELS = {np.dtype(t): np.empty((1, 0, 0, 0), t) for t in (np.float32, np.fl
 
 
 def _run_alone(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray,
-               bias: np.ndarray | None, h0: np.ndarray, c0: np.ndarray, reverse: bool,
-               known_zero: bool, out: tuple[np.ndarray, int] | None = None,
+               bias_ih: np.ndarray | None, bias_hh: np.ndarray | None, h0: np.ndarray,
+               c0: np.ndarray, reverse: bool, known_zero: bool,
+               out: tuple[np.ndarray, int] | None = None,
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """:func:`_run` for an inference call whose plan ``call`` runs it on the caller's
     thread alone, every sequence for every step: ``(y, h_n, c_n)`` (``y`` into ``out`` as
     :func:`_run` writes it), the same bits, from one compiled call (:func:`_scan_alone`)
     that makes its own work buffers and copies of the state, where :func:`_run` makes a
     dozen NumPy and Python calls of 0.2-2 us each around the compiled scan (at (B, T, I, H)
-    = (1, 1, 32, 64) the model's call took 13.2 us this way against 18.1). ``bias`` is a
-    new array (``b_ih + b_hh``) or None; ``h0`` and ``c0`` (B, H) are read, not written
-    (``known_zero``: the caller's word that they are zero). None, for :func:`_run` to
+    = (1, 1, 32, 64) the model's call took 13.2 us this way against 18.1). The biases
+    ``bias_ih`` and ``bias_hh`` (4H,) are summed in the compiled code (both None: none);
+    ``h0`` and ``c0`` (B, H) are read, not written (``known_zero``: the caller's word that
+    they are zero; then they may be empty, (0, 0), and are not read). None, for :func:`_run` to
     take, where the weights it would pack are over :data:`ALONE_PACKED_BYTES` (frozen
     weights come packed) or the state is not a C-ordered writable array (numba would
     compile the call anew for its type)."""
@@ -1188,24 +1272,27 @@ def _run_alone(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
         w_ih, w_hh = np.ascontiguousarray(weight_ih), np.ascontiguousarray(weight_hh)
     y, column = (np.empty((steps, batch, hidden), dtype), 0) if out is None else out
     h_n, c_n = _scan_alone(compiled_operand(x).reshape(steps * batch, features), w_ih, w_hh,
-                           np.zeros(4 * hidden, dtype) if bias is None else bias, h0, c0, y,
-                           column, reverse, dtype == np.float32, known_zero, call.ahead,
-                           panels, width, packed_ih, packed_hh)
+                           *_biases(bias_ih, bias_hh, dtype), h0, c0, y, column, reverse,
+                           dtype == np.float32, known_zero, call.ahead, panels, width,
+                           packed_ih, packed_hh, hidden)
     return y, h_n, c_n
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _scan_alone(x2, w_ih, w_hh, bias, h0, c0, y, column, reverse, approximate, known_zero,
-                ahead, panels, width, packed_ih, packed_hh):  # pragma: no cover - compiled
+def _scan_alone(x2, w_ih, w_hh, bias, bias_hh, h0, c0, y, column, reverse, approximate,
+                known_zero, ahead, panels, width, packed_ih, packed_hh,
+                hidden):  # pragma: no cover - compiled
     """:func:`_scan_units` for the whole batch on the calling thread, one chunk of every
     unit, every sequence running every step, with work buffers of its own (what
     :func:`_make_work` makes for such a call): ``(h_n, c_n)``, from the state ``h0``
-    and ``c0`` (B, H; copied), the outputs into columns ``column:column + H`` of ``y``
-    (T, B, W). ``panels`` 0: no packing (dot products over the weights as they are); else
-    the weights in ``panels`` panels of ``width`` columns, packed here,
+    and ``c0`` (B, H; copied; empty: zero), the outputs into columns
+    ``column:column + H`` of ``y`` (T, B, W); ``bias`` and ``bias_hh`` as
+    :func:`_scan_units` takes them; ``hidden`` H. ``panels`` 0: no packing (dot products
+    over the weights as they are); else the weights in ``panels`` panels of ``width``
+    columns, packed here,
     or already in ``packed_ih`` (1, P, I, C) and ``packed_hh`` (1, P, H, C) where those
     are not empty (frozen weights; ``w_ih`` and ``w_hh`` are then not read)."""
-    batch, hidden = c0.shape
+    batch = y.shape[1]
     features = x2.shape[1]
     dtype = x2.dtype
     c = np.empty((batch, hidden), dtype)
@@ -1237,7 +1324,8 @@ def _scan_alone(x2, w_ih, w_hh, bias, h0, c0, y, column, reverse, approximate, k
             start += rounded[1]
             packed_hh = raw[start:start + sizes[2]].reshape((1, panels, hidden, width))
     tape = np.empty((0, 0, 0), dtype)
-    _scan_units(x2, w_ih, w_hh, bias, hs, h0, c0, h_n, c, y, column, lengths, np.int64(0),
+    _scan_units(x2, w_ih, w_hh, bias, bias_hh, hs, h0, c0, h_n, c, y, column, lengths,
+                np.int64(0),
                 chunks, np.int64(0), reverse, approximate, known_zero, prepacked, proj, gates,
                 cs, bias_own, packed_ih, packed_hh, np.empty(0, np.int64), tape, tape, tape,
                 np.empty(0, np.int64))
@@ -1356,6 +1444,9 @@ class _Work:
     states: list[tuple[np.ndarray, tuple[int, int]]]
     parts: list[tuple[Any, ...]]
     nbytes: int
+    #: For a call split by sequences: each slice's arguments of :func:`_scan_units` after
+    #: ``column`` when no lengths are given, ``(lengths, rows0, chunks, home)``.
+    heads: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def _make_work(call: _CallPlan, features: int, hidden: int, frozen: bool = False) -> _Work:
@@ -1401,7 +1492,9 @@ def _make_work(call: _CallPlan, features: int, hidden: int, frozen: bool = False
         parts = [(np.empty((count, ahead * batch, 4 * units), dtype),
                   np.empty((count, batch, 4 * units), dtype), *own(batch), none4, none4)]
     arrays = [a for part in parts for a in part] + [hs for hs, _ in states]
-    return _Work(states, parts, _footprint(arrays))
+    heads = [(call.full_lengths[low:high], low, call.chunks, home)
+             for home, (_, (low, high)) in enumerate(states)] if call.by_rows else []
+    return _Work(states, parts, _footprint(arrays), heads)
 
 
 def _footprint(arrays: list[np.ndarray]) -> int:
