@@ -566,7 +566,7 @@ def _product_into(packed, a, first_a, rows, out, first_out, block=None, used=Non
     numba_scan._packed_product_call(packed, packed.shape[0] if used is None else used, a,
                                     first_a, rows, out, first_out,
                                     np.zeros(numba_scan.CLAIMS + 1, np.int64), block or rows,
-                                    False, 0)
+                                    False, 0, _pool.NO_BELL)
 
 
 def test_a_product_shared_in_claimed_blocks_equals_it_on_one_thread(rng):
@@ -585,7 +585,8 @@ def test_a_product_shared_in_claimed_blocks_equals_it_on_one_thread(rng):
         out = np.full_like(alone, np.nan)
         sync = np.zeros(numba_scan.CLAIMS + 1, np.int64)
         part = (packed, panels, a, 0, 100, out, 0, sync, block, True)
-        together(3, 1, lambda i, part=part: numba_scan._packed_product_call(*part, i))
+        together(3, 1, lambda i, part=part: numba_scan._packed_product_call(*part, i,
+                                                                            _pool.NO_BELL))
         assert np.array_equal(out, alone)
         blocks = -(-100 // block)
         assert sync[0] >= blocks and sync[numba_scan.CLAIMS] == blocks  # each block once

@@ -545,7 +545,7 @@ CLAIMS = 8
 
 @numba.njit(cache=True, nogil=True)
 def _packed_product_call(packed, used, a, first_a, rows, out, first_out, sync, block, zero,
-                         home):  # pragma: no cover - compiled
+                         home, bell):  # pragma: no cover - compiled
     """:func:`_packed_product` (its first ``used`` panels) for ``rows`` rows, in blocks of
     ``block`` rows that calls sharing ``sync`` (int64, at least ``CLAIMS + 1`` entries, all
     0 to start) claim one at a time (``sync[0]``), so that threads sharing a product each
@@ -555,8 +555,12 @@ def _packed_product_call(packed, used, a, first_a, rows, out, first_out, sync, b
     block is done, the others as soon as none is left to claim (nobody need wait for
     them). With ``zero``, each block's rows of ``out`` are zeroed first (``out = a @ W``
     rather than ``+=``), by the thread that then computes them. Each entry is the same bits
-    whichever block computed it. (Its own function also for tests; one call site of the
-    product.)"""
+    whichever block computed it. ``home`` 0 rings the pool's ``bell`` as it starts, the
+    others linger on it at their end (:mod:`._pool`; empty: neither). (Its own function
+    also for tests; one call site of the product.)"""
+    if home == 0:
+        ring(bell)
+    seen = atomic_load(bell, 0) if bell.shape[0] > 0 else 0
     blocks = -(-rows // block)
     while True:
         claimed = atomic_add(sync, 0, 1)
@@ -572,6 +576,8 @@ def _packed_product_call(packed, used, a, first_a, rows, out, first_out, sync, b
         atomic_add(sync, CLAIMS, 1)
     if home == 0:
         wait_at_least(sync, CLAIMS, blocks)
+    else:
+        linger(bell, seen)
 
 
 @numba.njit(cache=True, nogil=True)

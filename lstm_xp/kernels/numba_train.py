@@ -44,8 +44,8 @@ import numpy as np
 
 from .._threads import get_num_threads
 from ..errors import TapeError
-from ._atomics import atomic_add, take, wait_at_least
-from ._pool import run_parts
+from ._atomics import atomic_add, atomic_load, take, wait_at_least
+from ._pool import NO_BELL, linger, ring, run_parts
 from ._simd import TILE_BYTES, WITHOUT_REFCOUNTS, transpose8
 from ._workspace import aligned_empty, compiled_operand
 from .numba_scan import (
@@ -112,7 +112,7 @@ class RowTape:
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True,
              **WITHOUT_REFCOUNTS)
 def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, reverse,
-               chunks, home, sync, packed_dz, slots):  # pragma: no cover - compiled
+               chunks, home, sync, packed_dz, slots, bell):  # pragma: no cover - compiled
     """The backward walk for sequences ``rows0:rows0 + b`` of the batch (``b`` the rows of
     ``dc``), their hidden units in ``K`` chunks, ``chunks`` (K, 2) the ``(first, last)``
     of each. Calls with disjoint ranges of sequences (and one chunk) run side by side;
@@ -120,7 +120,9 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
     share each step's chunks as :func:`.numba_scan._scan_units` shares its steps (claims
     and the count of chunks done in ``sync``), in two rounds a step: the chunk's gate
     gradients, then once every chunk's are done, its columns of ``dh = dz @ W_hh`` (which
-    read all of them). ``home`` 0 returns once every round is done.
+    read all of them). ``home`` 0 returns once every round is done; it rings the pool's
+    ``bell`` as it starts, and the others linger on it at their end (:mod:`._pool`; empty:
+    neither).
 
     ``dz`` (T, N, 4H): the tape's activations (i, f, g, o) in, each step's gate gradient
     out (the pre-activations' gradient), in place; ``cells`` (T + 1, N, H) and
@@ -147,6 +149,9 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
     # The panels the products of dh take (a narrower chunk's entries of dh past its own
     # columns stay zero).
     used = _widest_panels(chunks, 1, packed_hh.shape[3])
+    if home == 0:
+        ring(bell)
+    seen = atomic_load(bell, 0) if bell.shape[0] > 0 else 0
     for walked in range(steps):
         t = walked if reverse else steps - 1 - walked
         before = t + 1 if reverse else t  # the cells slot this step started from
@@ -216,6 +221,8 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
                     atomic_add(sync, 0, 1)
     if claiming and home == 0:  # the caller's thread: back once every round is done
         wait_at_least(sync, 0, 2 * steps * count_chunks)
+    if home > 0:
+        linger(bell, seen)
 
 
 @numba.njit(inline="always", cache=True, nogil=True)
@@ -442,14 +449,14 @@ class CompiledTrainer:
         tail = (packed_dz, slots)
         if by_rows:  # each slice of sequences on its own thread
             run_parts(_walk_back, [(*head, d, dc[low:high], low, tape.reverse, table, 0,
-                                    _NO_SYNC, *tail)
+                                    _NO_SYNC, *tail, NO_BELL)
                                    for (low, high), d in zip(parts, dh, strict=True)])
             dh0 = np.concatenate([d[0, :, :hidden] for d in dh])
         else:  # the chunks of units, claimed round by round (one chunk: this thread alone)
             sync = np.zeros(CLAIMS + 2 * steps * len(chunks), np.int64)
             run_parts(_walk_back, [(*head, dh[0], dc, 0, tape.reverse, table, home, sync,
                                     *tail)
-                                   for home in range(len(chunks))], wait=False)
+                                   for home in range(len(chunks))], wait=False, bell=True)
             dh0 = np.concatenate([dh[0][k, :, :last - first]
                                   for k, (first, last) in enumerate(chunks)], axis=1)
         return dh0, dc, packed_hh
@@ -537,5 +544,5 @@ def _product(a: np.ndarray, packed: np.ndarray, columns: int, out: np.ndarray) -
     used = used_panels(columns, packed.shape[2])
     run_parts(_packed_product_call, [(packed, used, a, 0, rows, out, 0, sync, block, True,
                                       home)
-                                     for home in range(threads)], wait=False)
+                                     for home in range(threads)], wait=False, bell=True)
     return out
