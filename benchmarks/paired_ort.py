@@ -18,6 +18,11 @@ spinning), up to 5 % at (64, 50, 256, 512), 6-25 % at (16, 100, 128, 256) (8.99-
 8.47-9.59 ms), so from B = 16 on the ratios may favour lstm-xp by that much; at B = 1,
 where ONNX Runtime runs a parallel product at every step, 1.3x-2x (0.85-1.12 against
 0.46-0.82 ms at (1, 100, 64, 128)), so B = 1 is left to ``lstm-xp bench``.
+
+lstm-xp's pool threads, on the other hand, linger for about 0.3 ms after a split call
+(``lstm_xp.kernels._pool``: they look for the next call's part, yielding the core at each
+look), so ONNX Runtime's next call may start beside a thread of lstm-xp's that is still
+looking; ``lstm-xp bench``, each contender in its own process, has neither effect.
 """
 
 from __future__ import annotations
