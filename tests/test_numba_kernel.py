@@ -259,6 +259,14 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         assert plan(100, 1, 32, 64, True) == (False, [(0, 64)])  # too little work to share
         assert plan(100, 1, 64, 128, True) == (False, [(0, 64), (64, 128)])
         assert plan(2, 1, 64, 128, True) == (False, [(0, 128)])  # too little a call
+        assert plan(12, 1, 64, 128, True) == (False, [(0, 128)])  # 2.4 MFLOP
+        # ... but from 1 MFLOP a call (2 a thread) where the weights are beyond L2 (here
+        # 1.5 MiB): inference of more than one step
+        assert plan(3, 1, 128, 256, True) == (False, [(0, 128), (128, 256)])  # 2.4
+        assert plan(3, 2, 128, 256, True) == (False, [(0, 128), (128, 256)])  # not 1 + 1
+        assert plan(3, 1, 128, 256, True, training=True) == (False, [(0, 256)])
+        assert plan(1, 1, 256, 512, True) == (False, [(0, 512)])  # 3.1: one step
+        assert plan(1, 1, 128, 256, True) == (False, [(0, 256)])  # 0.8
         # Chunks of 32 units (under NARROW_UNITS) in inference: only where the batch does
         # not split by sequences (below), and from 40 MFLOP a call
         assert plan(1000, 1, 256, 64, True) == (False, [(0, 32), (32, 64)])  # 164

@@ -128,6 +128,18 @@ MIN_UNITS_PER_THREAD = 32
 MIN_CHUNK_STEP_FLOPS = 64_000
 #: ... and this much in the whole call (handing a part to the pool takes ~10 us) ...
 MIN_CHUNK_CALL_FLOPS = 4_000_000
+#: ... or, for inference of more than one step whose weights are beyond L2
+#: (:data:`L2_SLICE_BYTES`), this much: packing them is most of a short call's work, and
+#: each chunk packs only its own columns. With the pool's threads lingering (:mod:`._pool`),
+#: in one process, the plans in blocks of 0.2-0.25 s taking turns (``benchmarks/plan_ab.py
+#: --block``, 2-3 runs), time of two chunks / one thread on the 2-vCPU Zen 3 guest, MFLOP a
+#: call in brackets: (1, 3, 128, 256) (2.4) 0.69, 0.75, 0.78, 1.10; (1, 4 | 5 | 10, 128, 256)
+#: (3.1-7.9) 0.62-0.89; (1, 2 | 3, 256, 256) (2.1, 3.1) 0.69-0.83; (1, 2, 256, 512) (6.3)
+#: 0.61; (2, 2, 128, 256) (3.1) 0.79, 0.83, 1.09, 1.13; and against the split by sequences
+#: (2, 3, 128, 256) 0.64-0.75, (4, 2, 128, 256) 0.78-0.85. One step, from a zero state (the
+#: recurrent weights not packed): (1, 1, 256, 512) 0.83, 1.01, 1.33, so not. At H = 128
+#: (weights within L2) two chunks lost: (1, 12 | 20, 64, 128) 1.11-1.19.
+MIN_WIDE_CHUNK_CALL_FLOPS = 1_000_000
 #: ... and, for inference with chunks narrower than :data:`NARROW_UNITS`, this much (a
 #: step's gate arithmetic at (5, T, 32, 64) did not shrink when two 32-unit chunks split
 #: it, in ``benchmarks/RESULTS.md``'s profile; the products did). Pair by pair on 2
@@ -1369,7 +1381,8 @@ def _plan_of(steps: int, batch: int, features: int, hidden: int, dtype: np.dtype
     return _call_plan(steps, batch, features, hidden, dtype, threads, lockstep, training,
                       (STEPS_AHEAD, PROJ_ELEMENTS, PACK_MIN_ROWS, MIN_ROWS_PER_THREAD,
                        MIN_FLOPS_PER_THREAD, MIN_UNITS_PER_THREAD, MIN_CHUNK_STEP_FLOPS,
-                       MIN_CHUNK_CALL_FLOPS, MIN_NARROW_CHUNK_CALL_FLOPS, NARROW_UNITS,
+                       MIN_CHUNK_CALL_FLOPS, MIN_WIDE_CHUNK_CALL_FLOPS,
+                       MIN_NARROW_CHUNK_CALL_FLOPS, NARROW_UNITS,
                        NARROW_CHUNK_STEP_FLOPS,
                        MIN_SMALL_ROWS_PER_THREAD, MIN_SMALL_BATCH, MIN_SMALL_FLOPS_PER_THREAD,
                        MIN_NARROW_SMALL_FLOPS_PER_THREAD, NARROW_SMALL_UNITS,
@@ -1588,7 +1601,8 @@ def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
     (:func:`row_slices`; packed weights, at least :data:`MIN_ROWS_PER_THREAD` sequences and
     :data:`MIN_FLOPS_PER_THREAD` a thread), else ``(False, unit ranges)``
     (:func:`unit_slices`, at least :data:`MIN_UNITS_PER_THREAD` units,
-    :data:`MIN_CHUNK_STEP_FLOPS` a step and :data:`MIN_CHUNK_CALL_FLOPS` a call each,
+    :data:`MIN_CHUNK_STEP_FLOPS` a step and :data:`MIN_CHUNK_CALL_FLOPS` a call each
+    (:data:`MIN_WIDE_CHUNK_CALL_FLOPS` for inference with weights beyond L2),
     the threads sharing each step's chunks of units; unless ``lockstep`` is False);
     inference (with ``lockstep``) that neither splits, or only into chunks narrower than
     :data:`NARROW_UNITS` with under :data:`NARROW_CHUNK_STEP_FLOPS` a step, by sequences
@@ -1604,8 +1618,11 @@ def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
     ``training``) as :data:`FEWER_BLOCKS` says. One range: the caller's thread alone."""
     limit = get_num_threads() if threads is None else threads
     step = 8 * batch * hidden * (features + hidden)  # FLOPs of one step's products
+    weights = 4 * hidden * (features + hidden) * itemsize
+    wide = not training and steps > 1 and weights > L2_SLICE_BYTES
+    least = MIN_WIDE_CHUNK_CALL_FLOPS if wide else MIN_CHUNK_CALL_FLOPS
     by_units = min(limit, hidden // MIN_UNITS_PER_THREAD, step // MIN_CHUNK_STEP_FLOPS,
-                   steps * step // MIN_CHUNK_CALL_FLOPS) if lockstep else 1
+                   steps * step // least) if lockstep else 1
     narrow = not training and by_units > 1 and hidden // by_units < NARROW_UNITS
     if narrow and steps * step < MIN_NARROW_CHUNK_CALL_FLOPS:
         by_units = 1
@@ -1622,7 +1639,6 @@ def plan(steps: int, batch: int, features: int, hidden: int, packed: bool,
             MIN_SMALL_FLOPS_PER_THREAD
         by_rows = min(limit, steps * step // small,
                       batch // MIN_SMALL_ROWS_PER_THREAD if batch >= MIN_SMALL_BATCH else 1)
-    weights = 4 * hidden * (features + hidden) * itemsize
     slice_fits = by_units >= MANY_THREADS and weights // by_units <= L2_SLICE_BYTES < weights
     if packed and by_rows > 1 and by_rows >= by_units:
         slices = row_slices(batch, by_rows)
