@@ -1202,8 +1202,9 @@ def _run_split(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
     sequence running every step: the same bits from fewer Python operations, each part's
     arguments that depend only on the plan kept with the work buffers (:attr:`_Work.heads`).
     Python's operations after the compiled scan has run take 2-3x their time back to back
-    (a NumPy sum of two biases 4 us against 1.3): :func:`_run`'s way, a call of
-    (B, T, I, H) = (8, 1, 20, 20) split in two took 6 us more. Arguments as
+    (a NumPy sum of two biases 4 us against 1.3): :func:`_run`'s way, a call split in two
+    took 1-3 us more at (B, T, I, H) = (8, 50, 20, 20), (64, 10, 32, 32), (16, 20, 32, 32)
+    (in one process, taking turns). Arguments as
     :func:`_run_alone`'s (``known_zero`` False: ``h0`` is looked at here); None, for
     :func:`_run` to take, where ``x`` or the state is not a writable C-ordered array (numba
     would compile the call anew for its type)."""
