@@ -19,7 +19,7 @@ spinning), up to 5 % at (64, 50, 256, 512), 6-25 % at (16, 100, 128, 256) (8.99-
 where ONNX Runtime runs a parallel product at every step, 1.3x-2x (0.85-1.12 against
 0.46-0.82 ms at (1, 100, 64, 128)), so B = 1 is left to ``lstm-xp bench``.
 
-lstm-xp's pool threads, on the other hand, linger for about 0.3 ms after a split call
+lstm-xp's pool threads, on the other hand, linger for about 1.5 ms after a split call
 (``lstm_xp.kernels._pool``: they look for the next call's part, yielding the core at each
 look), so ONNX Runtime's next call may start beside a thread of lstm-xp's that is still
 looking; ``lstm-xp bench``, each contender in its own process, has neither effect.

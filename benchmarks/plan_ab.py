@@ -18,7 +18,7 @@ ONNX Runtime (``allow_spinning`` off, see ``paired_ort.py``).
 With ``--block S`` each turn is S seconds of back-to-back calls instead (after three
 untimed ones), its median one sample. Use it where a variant splits calls between threads
 and another does not: the pool's threads linger after a split call (``lstm_xp.kernels._pool``,
-about 0.3 ms), and a one-thread call right after one ran 10-20 % slower than in a block of
+about 1.5 ms), and a one-thread call right after one ran 10-20 % slower than in a block of
 its own on the 2-vCPU guest, which made the split look better than it is.
 """
 

@@ -40,8 +40,12 @@ from ._atomics import atomic_add, atomic_load, wait_at_least, yield_cpu
 
 #: How many looks at the bell a pool thread takes after its part before it goes back to
 #: waiting in the queue: each look yields the core to any other thread that wants it
-#: (``sched_yield``), 0.3 us a look on the 2-vCPU guest, so about 0.3 ms there.
-LINGER_LOOKS = 1000
+#: (``sched_yield``), 0.3 us a look on the 2-vCPU guest, so about 1.5 ms there. A training
+#: step's phases come further apart than back-to-back inference calls: 5,000 looks against
+#: 1,000, taking turns in one process, 0.97x the time of training steps at (1, 100, 32, 64),
+#: (8, 50, 20, 20), (16, 20, 32, 32), 0.99x at (4, 100, 128, 256), (128, 20, 50, 50);
+#: inference back to back 1.00x.
+LINGER_LOOKS = 5000
 #: The pool's bell: ``[count, looks]``, a count that the part of a split call on the
 #: caller's thread increases as it starts (:func:`ring`), and that a pool thread watches
 #: for up to ``looks`` looks once it has finished a part (:func:`linger`; 0: none, the
