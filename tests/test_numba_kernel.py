@@ -1095,9 +1095,7 @@ def test_run_claimed_runs_each_part_once_and_returns_when_all_are_done():
     def part(sync, p, runs, results, work, bell):
         if atomics.atomic_add(sync, 8 + p, 1) > 0:
             return
-        if p == 0:
-            _pool.ring(bell)
-        seen = atomics.atomic_load(bell, 0) if bell.shape[0] > 0 else 0
+        seen = _pool.arrive(bell, p)
         total = 0
         for k in range(work * (p + 1)):
             total += k % 7
@@ -1154,10 +1152,9 @@ def test_a_worker_lingering_after_a_part_takes_the_next_job_from_python():
     def part(sync, p, bell):
         if atomics.atomic_add(sync, 8 + p, 1) > 0:
             return
+        seen = _pool.arrive(bell, p)
         if p == 0:
-            _pool.ring(bell)
             atomics.wait_at_least(sync, 9, 1)
-        seen = atomics.atomic_load(bell, 0)
         atomics.atomic_add(sync, 1, 1)
         if p > 0:
             _pool.linger(bell, seen)

@@ -290,6 +290,19 @@ def wait_for(sync, index, value):  # pragma: no cover - compiled
     wait_at_least(sync, index, value)
 
 
+@numba.njit(inline="always", cache=True, nogil=True)
+def arrive(bell, home):  # pragma: no cover - compiled
+    """A compiled part's start: the one on the caller's thread (``home`` 0) rings ``bell``
+    (:func:`ring`); each returns the count it then reads, which :func:`linger` at the part's
+    end waits to see change (the caller had rung for this call before; 0 where ``bell`` is
+    empty)."""
+    if bell.shape[0] == 0:
+        return 0
+    if home == 0:
+        atomic_add(bell, 0, 1)
+    return atomic_load(bell, 0)
+
+
 @numba.njit(cache=True, nogil=True)
 def ring(bell):  # pragma: no cover - compiled
     """Tell any pool thread that lingers (:func:`linger`) that there is work: ``bell[0]``

@@ -68,9 +68,9 @@ import numpy as np
 
 from .._functional import ScanShape, one_after_another
 from .._threads import get_num_threads
-from ._atomics import atomic_add, atomic_load, take, wait_at_least
+from ._atomics import atomic_add, take, wait_at_least
 from ._frozen import DerivedCache, is_frozen
-from ._pool import is_pool_thread, linger, ring, run_claimed, run_parts, side_by_side
+from ._pool import arrive, is_pool_thread, linger, run_claimed, run_parts, side_by_side
 from ._simd import (
     ROW_PANELS,
     TANH32_CLAMP,
@@ -570,9 +570,7 @@ def _packed_product_call(packed, used, a, first_a, rows, out, first_out, sync, b
     whichever block computed it. ``home`` 0 rings the pool's ``bell`` as it starts, the
     others linger on it at their end (:mod:`._pool`; empty: neither). (Its own function
     also for tests; one call site of the product.)"""
-    if home == 0:
-        ring(bell)
-    seen = atomic_load(bell, 0) if bell.shape[0] > 0 else 0
+    seen = arrive(bell, home)
     blocks = -(-rows // block)
     while True:
         claimed = atomic_add(sync, 0, 1)
@@ -721,9 +719,7 @@ def _scan_units(x2, w_ih, w_hh, bias, bias_hh, hs, h0, c0, h_n, c, y, column, le
         return  # another thread runs this part
     # The pool's bell (see ._pool): rung by the caller's thread, watched after a worker's part
     # from what it said as the part started (the caller had rung it for this call before).
-    if home == 0:
-        ring(bell)
-    seen = atomic_load(bell, 0) if bell.shape[0] > 0 else 0
+    seen = arrive(bell, home)
     # A zero state's recurrent product is zero: the first step skips it, and one step alone
     # never needs the recurrent weights packed. Looked for here unless the caller knows
     # (NumPy's any() took 1-2 us, 5 % of a call at (B, T, I, H) = (1, 1, 32, 64)); but the

@@ -44,8 +44,8 @@ import numpy as np
 
 from .._threads import get_num_threads
 from ..errors import TapeError
-from ._atomics import atomic_add, atomic_load, take, wait_at_least
-from ._pool import NO_BELL, linger, ring, run_parts
+from ._atomics import atomic_add, take, wait_at_least
+from ._pool import NO_BELL, arrive, linger, run_parts
 from ._simd import TILE_BYTES, WITHOUT_REFCOUNTS, transpose8
 from ._workspace import aligned_empty, compiled_operand
 from .numba_scan import (
@@ -149,9 +149,7 @@ def _walk_back(dz, cells, tanh_cells, dy, lengths, packed_hh, dh, dc, rows0, rev
     # The panels the products of dh take (a narrower chunk's entries of dh past its own
     # columns stay zero).
     used = _widest_panels(chunks, 1, packed_hh.shape[3])
-    if home == 0:
-        ring(bell)
-    seen = atomic_load(bell, 0) if bell.shape[0] > 0 else 0
+    seen = arrive(bell, home)
     for walked in range(steps):
         t = walked if reverse else steps - 1 - walked
         before = t + 1 if reverse else t  # the cells slot this step started from
