@@ -47,7 +47,7 @@ def threaded(monkeypatch):
 def products(request, monkeypatch):
     """Both forms of the kernel's products, whatever the call's size: the weights packed
     into panels (:func:`numba_scan._pack`) or dot products over them as they are."""
-    monkeypatch.setattr(numba_scan, "PACK_MIN_ROWS", 1 if request.param == "packed" else 10**9)
+    monkeypatch.setattr(numba_scan, "PACK_COST_ROWS", 0 if request.param == "packed" else 10**9)
     return request.param
 
 
@@ -568,6 +568,29 @@ def test_packed_weights_and_their_product(rng, precision, hidden, inner, first, 
         assert np.array_equal(part[:, used * width:], start[:, used * width:])
 
 
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("inner", [3, 8, 21, 64])
+def test_dot_products_over_the_weights_as_they_are(rng, precision, inner):
+    """_matmul_nt writes a[first_a + n] . w[r] into out[first_out + n, first_col + r -
+    first_r] for 1-9 rows of a, ranges of w's rows that fill blocks of 8 or 4 or leave
+    rows over, inner sizes under a vector and with a vector's tail, against a float64
+    product; the rest of out is untouched."""
+    tol = 1e-5 if precision == "float32" else 1e-12
+    w = rng.standard_normal((53, inner)).astype(precision)
+    for rows in range(1, 10):
+        a = rng.standard_normal((rows + 2, inner)).astype(precision)
+        for first_r, last_r in ((0, 53), (3, 35), (8, 12), (40, 47)):
+            out = rng.standard_normal((rows + 3, 60)).astype(precision)
+            expected = out.copy()
+            product = a[2:].astype(np.float64) @ w[first_r:last_r].astype(np.float64).T
+            expected[1:1 + rows, 5:5 + last_r - first_r] = product
+            numba_scan._matmul_nt(w, first_r, last_r, a, 2, rows, out, 1, 5)
+            np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * inner)
+            untouched = np.ones(out.shape, bool)
+            untouched[1:1 + rows, 5:5 + last_r - first_r] = False
+            assert np.array_equal(out[untouched], expected[untouched])
+
+
 def _product_into(packed, a, first_a, rows, out, first_out, block=None, used=None):
     """``out[first_out:first_out + rows] += a[first_a:first_a + rows] @ W``, one thread,
     over the first ``used`` panels (default: all)."""
@@ -923,8 +946,8 @@ def test_the_plain_call_takes_a_state_and_lengths_with_the_full_paths_result(
                                   model(x, (h, c.astype(other).astype(precision)))[0])
 
 
-#: (T, B) of calls the plan runs on the caller's thread alone: without packing (T * B under
-#: PACK_MIN_ROWS, one step or one sequence) and packed.
+#: (T, B) of calls the plan runs on the caller's thread alone: one step, one sequence, more
+#: of both (each packed or not: the ``products`` fixture).
 ALONE = [(1, 1), (1, 5), (6, 1), (7, 3), (30, 2)]
 
 
@@ -964,7 +987,7 @@ def _takes_the_shorter_way(model, ordinary, x, states, runs):
 @pytest.mark.parametrize("stack", STACKS)
 @pytest.mark.parametrize("frozen", [False, True])
 def test_a_call_on_one_thread_takes_the_compiled_call_alone(monkeypatch, rng, precision,
-                                                            stack, frozen):
+                                                            stack, frozen, products):
     """A plain call the plan runs on the caller's thread alone (every sequence to the end)
     is one compiled call (numba_scan._run_alone: _run is not called), with the full path's
     bits, from a zero state or one given (not written), with and without biases, packed or
@@ -993,8 +1016,8 @@ def test_a_call_split_by_sequences_takes_the_shorter_way(threaded, monkeypatch, 
     state or one given (not written, zero or not), with and without biases, and for a
     frozen copy the ordinary model's bits; a read-only input or state takes _run, the
     same bits again."""
-    for name in ("MIN_ROWS_PER_THREAD", "PACK_MIN_ROWS"):  # the split needs packed weights
-        monkeypatch.setattr(numba_scan, name, 1)
+    monkeypatch.setattr(numba_scan, "MIN_ROWS_PER_THREAD", 1)
+    monkeypatch.setattr(numba_scan, "PACK_COST_ROWS", 0)  # the split needs packed weights
     runs = _counting_runs(monkeypatch)
     for threads in (2, 3):
         threaded(threads)

@@ -7,15 +7,15 @@ sizes a NumPy step is a dozen library calls of a few microseconds each, so the c
 arithmetic, are the time; and NumPy's BLAS repacks the weights at every call. Here one
 compiled call runs the layer:
 
-- **Products**: a call with at least :data:`PACK_MIN_ROWS` rows (``T * B``) first packs its
+- **Products**: a call with enough rows (``T * B``, :func:`packs`) first packs its
   weights into panels (:func:`_pack`, BLAS's layout: one vector of columns a panel, each a
-  contiguous strip; about 1 ns an element, once a call, into 64-byte aligned memory), then
-  every product is :func:`_packed_product`'s: blocks of 3-6 rows against a panel with
+  contiguous strip; about 0.25 ns an element, once a call, into 64-byte aligned memory),
+  then every product is :func:`_packed_product`'s: blocks of 3-6 rows against a panel with
   the running sums in registers (LLVM vector IR, :mod:`._simd`), 70-95 GFLOP/s on one core
-  of a 2.45 GHz Zen 3 EPYC (AVX2; OpenBLAS's SGEMM reaches 73-89 there), 2-3x the dot
-  products over the weights as they are (:func:`_matmul_nt`, 4x4 blocks of dot products
-  along the inner dimension, finished together), which the smaller calls keep (no
-  packing). The input is projected ``STEPS_AHEAD`` steps at a time, onto the bias; a
+  of a 2.45 GHz Zen 3 EPYC (AVX2; OpenBLAS's SGEMM reaches 73-89 there), 1.3-3x the dot
+  products over the weights as they are (:func:`_matmul_nt`, blocks of dot products
+  along the inner dimension, finished together), which the calls with fewer rows keep
+  (no packing). The input is projected ``STEPS_AHEAD`` steps at a time, onto the bias; a
   step's recurrent product adds onto its rows.
 - **Element-wise passes**: activations and the state update in separate loops over
   contiguous rows. float32 uses a rational approximation of ``tanh`` (13/6 degree, Eigen's
@@ -72,6 +72,7 @@ from ._atomics import atomic_add, take, wait_at_least
 from ._frozen import DerivedCache, is_frozen
 from ._pool import arrive, is_pool_thread, linger, run_claimed, run_parts, side_by_side
 from ._simd import (
+    REGISTER_BYTES,
     ROW_PANELS,
     TANH32_CLAMP,
     TANH32_LANES,
@@ -79,10 +80,9 @@ from ._simd import (
     TANH32_P,
     TANH32_Q,
     TILE_BYTES,
-    VECTOR_BYTES,
     WITHOUT_REFCOUNTS,
-    dot1x16,
-    dot4x4,
+    dot1x8,
+    dot2x4,
     outer1,
     outer2,
     outer3,
@@ -110,9 +110,27 @@ DEPTH = 320
 #: Rows of :func:`_packed_product`'s blocks of 6 that go over every panel before the next
 #: rows do: their inputs, at most :data:`DEPTH` each, stay in L2 cache (96 KiB in float32).
 ROW_BLOCK = 96
-#: Calls with at least this many rows (``T * B``) pack the weights into panels (see
-#: :func:`_pack`); fewer compute the dot products from the weights as they are.
-PACK_MIN_ROWS = 8
+#: A call packs its weights into panels (:func:`_pack`) where the rows it multiplies them by
+#: save more than the packing costs (:func:`packs`), else it computes dot products from the
+#: weights as they are (:func:`_matmul_nt`). One Zen 3 core, float32, per output column of
+#: a weight of ``K`` inputs: packing took about ``0.25 K`` ns, and each row's product
+#: ``2.5 + 0.007 K`` ns less packed than as dot products (whose sums are finished at the
+#: end of each block, at any ``K``), (K, 4H) from (32, 128) to (256, 2048), weights in
+#: cache: in those units (rows of ``K + 360``), the packing's cost is ``PACK_COST_ROWS``
+#: rows of ``K`` (0: every call packs; a huge number: none) ...
+PACK_COST_ROWS = 45
+#: ... and more for larger weights: times ``1 + M / PACK_COST_SCALE_MIB`` for ``M`` MiB of
+#: them, up to ``PACK_COST_MAX_MIB`` (packing 4 MiB took 1 ns an element). In one process,
+#: packed and dot-product plans taking turns in blocks of 0.3 s (``plan_ab.py --block``),
+#: 6-9 rounds, 2 threads of the Zen 3 guest, time dot / packed against the rows a call
+#: brings (its saving over the inputs packed, in the units above): (I, H) = (32, 64) 0.94
+#: and 1.01 at 38 and 42; (64, 128) 1.02 at 33, 1.09-1.16 at 56-73; (128, 256) 0.84-0.91
+#: at 40-56, 1.00-1.14 at 63-90; (256, 512) 0.64-0.97 at 30-89, 0.93 at 115 ((8, 8, 256,
+#: 512)), 0.98-1.03 at 91-106. The rule's cost: 46, 49, 60, 105.
+PACK_COST_SCALE_MIB = 4.5
+PACK_COST_MAX_MIB = 8
+#: Each row's saving, in those units, beyond ``K``.
+PACK_ROW_EXTRA = 360
 #: A call splits its batch between threads when each gets this many sequences (each
 #: thread then runs its own time loop, never waiting for another; all of them read one
 #: packed copy of the weights) ...
@@ -299,40 +317,37 @@ def _matmul_nt(w, first_r, last_r, a, first_a, rows, out, first_out,
     """``out[first_out + n, first_col + r - first_r] = a[first_a + n] . w[r]`` for ``n`` in
     ``range(rows)`` and ``r`` in ``range(first_r, last_r)``: a slice of ``a @ w.T``.
 
-    Blocks of 4 rows of ``a`` times 4 rows of ``w`` (:func:`._simd.dot4x4`: 16 vectors of
-    running sums, each vector loaded from ``w`` or ``a`` serving four products, about
-    110-150 GFLOP/s on one core of the benchmark machine, 3x a one-row loop); a row left
-    over against 16 rows of ``w`` at a time (:func:`._simd.dot1x16`); the inner dimension
-    past the last whole vector, and the rows of ``w`` past the last block, in plain loops."""
+    For the few rows of a call that does not pack its weights: each block of 8 rows of
+    ``w`` is read once from wherever it is, and every row of ``a`` goes by it while it is
+    in L1 cache (pairs of rows against 4 of ``w``, :func:`._simd.dot2x4`; the odd row
+    against all 8, :func:`._simd.dot1x8`: 8 registers of running sums either way, finished
+    together); the inner dimension past the last whole vector, and the rows of ``w`` past
+    the last block, in plain loops."""
     inner = w.shape[1]
     zero = w.dtype.type(0)
-    width = VECTOR_BYTES // w.itemsize  # elements in a vector of dot1x16 / dot4x4
+    width = REGISTER_BYTES // w.itemsize  # elements in a vector of dot2x4 / dot1x8
     k_vec = inner // width * width
     sums = stack_sums(w)
-    last4 = first_r + (last_r - first_r) // 4 * 4
-    last16 = first_r + (last_r - first_r) // 16 * 16
-    n = 0
-    while n + 4 <= rows:
-        i0 = first_a + n
-        for r in range(first_r, last4, 4):
-            dot4x4(w, r, a, i0, k_vec, sums)
-            col = first_col + r - first_r
-            for i in range(4):
-                a_i = a[i0 + i]
-                out_i = out[first_out + n + i]
-                for j in range(4):
-                    acc = sums[4 * i + j]
-                    for k in range(k_vec, inner):
-                        acc += w[r + j, k] * a_i[k]
-                    out_i[col + j] = acc
-        n += 4
-    for m in range(n, rows):  # rows left over, one at a time, 16 rows of w at once
-        a_m = a[first_a + m]
-        out_m = out[first_out + m]
-        shift = first_col - first_r
-        for r in range(first_r, last16, 16):
-            dot1x16(w, r, a, first_a + m, k_vec, sums)
-            for j in range(16):
+    shift = first_col - first_r
+    pairs = rows // 2 * 2
+    last8 = first_r + (last_r - first_r) // 8 * 8
+    for r in range(first_r, last8, 8):
+        for r4 in range(r, r + 8, 4):
+            for n in range(0, pairs, 2):
+                dot2x4(w, r4, a, first_a + n, k_vec, sums)
+                for i in range(2):
+                    a_i = a[first_a + n + i]
+                    out_i = out[first_out + n + i]
+                    for j in range(4):
+                        acc = sums[4 * i + j]
+                        for k in range(k_vec, inner):
+                            acc += w[r4 + j, k] * a_i[k]
+                        out_i[shift + r4 + j] = acc
+        if pairs < rows:  # the odd row
+            dot1x8(w, r, a, first_a + pairs, k_vec, sums)
+            a_m = a[first_a + pairs]
+            out_m = out[first_out + pairs]
+            for j in range(8):
                 acc = sums[j]
                 for k in range(k_vec, inner):
                     acc += w[r + j, k] * a_m[k]
@@ -340,8 +355,7 @@ def _matmul_nt(w, first_r, last_r, a, first_a, rows, out, first_out,
     for m in range(rows):  # rows of w past the blocks
         a_m = a[first_a + m]
         out_m = out[first_out + m]
-        shift = first_col - first_r
-        for r in range(last16 if m >= n else last4, last_r):
+        for r in range(last8, last_r):
             w_r = w[r]
             acc = zero
             for k in range(inner):
@@ -1376,7 +1390,9 @@ def _plan_of(steps: int, batch: int, features: int, hidden: int, dtype: np.dtype
              threads: int, lockstep: bool, training: bool) -> _CallPlan:
     """:func:`_call_plan` under the module's settings as they are now."""
     return _call_plan(steps, batch, features, hidden, dtype, threads, lockstep, training,
-                      (STEPS_AHEAD, PROJ_ELEMENTS, PACK_MIN_ROWS, MIN_ROWS_PER_THREAD,
+                      (STEPS_AHEAD, PROJ_ELEMENTS, PACK_COST_ROWS, PACK_COST_SCALE_MIB,
+                       PACK_COST_MAX_MIB, PACK_ROW_EXTRA,
+                       MIN_ROWS_PER_THREAD,
                        MIN_FLOPS_PER_THREAD, MIN_UNITS_PER_THREAD, MIN_CHUNK_STEP_FLOPS,
                        MIN_CHUNK_CALL_FLOPS, MIN_WIDE_CHUNK_CALL_FLOPS,
                        MIN_NARROW_CHUNK_CALL_FLOPS, NARROW_UNITS,
@@ -1396,7 +1412,7 @@ def _call_plan(steps: int, batch: int, features: int, hidden: int, dtype: np.dty
     ``training`` for a pass that writes a tape (see :func:`plan`)."""
     # From the whole layer's size, so that the blocks do not depend on the split.
     ahead = max(1, min(steps, STEPS_AHEAD, PROJ_ELEMENTS // (4 * hidden * batch)))
-    pack = steps * batch >= PACK_MIN_ROWS
+    pack = packs(steps, batch, features, hidden, np.dtype(dtype).itemsize)
     by_rows, slices = plan(steps, batch, features, hidden, pack, lockstep, threads,
                            np.dtype(dtype).itemsize, training)
     chunks = np.array([(0, hidden)] if by_rows else slices, np.int64).reshape(-1, 2)
@@ -1582,6 +1598,19 @@ def release_work() -> None:
     _LOCAL.work = {}
     for cache in list(_POOL_CACHES):
         cache.clear()
+
+
+def packs(steps: int, batch: int, features: int, hidden: int, itemsize: int = 4) -> bool:
+    """Whether a call of ``steps`` steps of ``batch`` sequences packs its weights
+    (:data:`PACK_COST_ROWS`): the input weights meet ``T * B`` rows, the recurrent ones
+    ``(T - 1) * B`` (from a zero state, the first step has no recurrent product, and one
+    step does not pack them)."""
+    recurrent = (steps - 1) * batch
+    inputs = features + (hidden if recurrent else 0)  # of the weights packed
+    mib = min(PACK_COST_MAX_MIB, 4 * hidden * inputs * itemsize / (1 << 20))
+    saving = (steps * batch * (features + PACK_ROW_EXTRA)
+              + recurrent * (hidden + PACK_ROW_EXTRA))
+    return saving >= PACK_COST_ROWS * (1 + mib / PACK_COST_SCALE_MIB) * inputs
 
 
 def use_compiled(dtype: Any) -> bool:
