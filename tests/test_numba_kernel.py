@@ -24,6 +24,7 @@ numba_scan = pytest.importorskip("lstm_xp.kernels.numba_scan")
 atomics = pytest.importorskip("lstm_xp.kernels._atomics")
 _pool = pytest.importorskip("lstm_xp.kernels._pool")
 numba_train = pytest.importorskip("lstm_xp.kernels.numba_train")
+_simd = pytest.importorskip("lstm_xp.kernels._simd")
 
 
 @pytest.fixture
@@ -566,6 +567,33 @@ def test_packed_weights_and_their_product(rng, precision, hidden, inner, first, 
         _product_into(packed, a, 0, rows, part, 0, used=used)
         assert np.array_equal(part[:, :used * width], whole[:, :used * width])
         assert np.array_equal(part[:, used * width:], start[:, used * width:])
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("vector_bytes", [32, 64])
+def test_dot_blocks_at_either_register_width(rng, precision, vector_bytes):
+    """Each dot block's sums, with vectors of AVX2's 32 bytes and AVX-512's 64 (whichever
+    this CPU has: LLVM splits a wider vector), equal a float64 product over the whole
+    vectors of the inner dimension, from the rows asked for."""
+    import numba
+
+    tol = 1e-5 if precision == "float32" else 1e-12
+    lanes = vector_bytes // np.dtype(precision).itemsize
+    for rows_a, rows_w in ((2, 4), (3, 4), (1, 8)):
+        block = _simd._dot_block(rows_a, rows_w, vector_bytes)
+
+        @numba.njit
+        def run(w, first_w, a, first_a, k_end, sums, block=block):
+            block(w, first_w, a, first_a, k_end, sums)
+
+        w = rng.standard_normal((rows_w + 3, 5 * lanes + 3)).astype(precision)
+        a = rng.standard_normal((rows_a + 2, 5 * lanes + 3)).astype(precision)
+        sums = np.full(16, np.nan, precision)
+        run(w, 3, a, 2, 5 * lanes, sums)
+        whole = slice(0, 5 * lanes)
+        expected = a[2:, whole].astype(np.float64) @ w[3:, whole].astype(np.float64).T
+        np.testing.assert_allclose(sums[:rows_a * rows_w], expected.ravel(), rtol=tol,
+                                   atol=tol * lanes)
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"])

@@ -1,11 +1,11 @@
 """Blocks of matrix products written in LLVM's vector IR for compiled (numba) code.
 
-:func:`dot_block` sums ``na`` rows of ``a`` against ``nw`` rows of ``w`` (``na * nw = 16``)
-over ``k`` in ``[0, k_end)``, one vector of 64 bytes at a time, and writes the 16 sums to a
-buffer. What numba's own loop cannot do: finish the 16 vectors of partial sums together, a
-tree of 15 additions of shuffled pairs, where LLVM's vectorised loop ends each running sum on
-its own (16 reductions of 4 steps each); for one row against 16 weight rows that is most of
-the work at small H.
+The dot blocks (:data:`dot3x4`, :data:`dot2x4`, :data:`dot1x8`) sum ``na`` rows of ``a``
+against ``nw`` rows of ``w`` (``na * nw`` of 8 or 12) over ``k`` in ``[0, k_end)``, one
+register of :data:`REGISTER_BYTES` at a time, and write the sums to a buffer. What numba's
+own loop cannot do: finish the vectors of partial sums together, a tree of additions of
+shuffled pairs, where LLVM's vectorised loop ends each running sum on its own; for one row
+against 8 weight rows that is most of the work at small H.
 
 :data:`outer6` to :data:`outer1` are the other form, for weights packed
 into panels (``(P, K, C)``: panel ``p`` holds output columns ``p * C`` to ``p * C + C``, its
@@ -139,9 +139,10 @@ def _sum_loop(builder: Any, name: str, k_end: Any, step: int, initial: list[Any]
 
 
 def _sum_together(builder: Any, vectors: list[Any], width: int) -> list[Any]:
-    """16 vectors of ``width`` partial sums -> ``16 / width`` vectors holding the 16 totals
-    in order. Each level adds the low and high halves of every group of lanes of a pair of
-    vectors, so a vector's groups halve in size and the pair becomes one vector."""
+    """``n`` vectors (a power of two, at least ``width``) of ``width`` partial sums ->
+    ``n / width`` vectors holding the ``n`` totals in order. Each level adds the low and
+    high halves of every group of lanes of a pair of vectors, so a vector's groups halve in
+    size and the pair becomes one vector."""
     group = width
     index = ir.IntType(32)
     while group > 1 and len(vectors) > 1:
@@ -160,7 +161,9 @@ def _sum_together(builder: Any, vectors: list[Any], width: int) -> list[Any]:
 
 def _dot_block(rows_a: int, rows_w: int, vector_bytes: int = REGISTER_BYTES) -> Any:
     """The intrinsic for blocks of ``rows_a`` rows of ``a`` times ``rows_w`` rows of ``w``,
-    ``rows_a * rows_w`` vectors of ``vector_bytes`` of running sums (at most 16)."""
+    ``rows_a * rows_w`` vectors of ``vector_bytes`` of running sums (at most 16), their
+    totals written to the first ``rows_a * rows_w`` entries of a buffer of 16 (as many
+    entries as a vector has lanes, or the next power of two, are written)."""
 
     @intrinsic
     def dot_block(typingctx: Any, w: Any, first_w: Any, a: Any, first_a: Any, k_end: Any,
@@ -200,8 +203,9 @@ def _dot_block(rows_a: int, rows_w: int, vector_bytes: int = REGISTER_BYTES) -> 
 
             count = rows_a * rows_w
             sums = _sum_loop(builder, "dot", k_last, width, [zero] * count, step)
-            # The tree of additions pairs vectors: up to a power of two with zeros.
-            padded = list(sums) + [zero] * ((1 << (count - 1).bit_length()) - count)
+            # The tree of additions pairs vectors: up to a power of two with zeros, and at
+            # least one vector's worth (its lanes each one total at the end).
+            padded = list(sums) + [zero] * (max(width, 1 << (count - 1).bit_length()) - count)
             for n, total in enumerate(_sum_together(builder, padded, width)):
                 target = builder.gep(o_arr.data, [i64(n * width)])
                 builder.store(total, builder.bitcast(target, vector.as_pointer()),
