@@ -12,7 +12,7 @@ compiled call runs the layer:
   contiguous strip; about 0.25 ns an element, once a call, into 64-byte aligned memory),
   then every product is :func:`_packed_product`'s: blocks of 3-6 rows against a panel with
   the running sums in registers (LLVM vector IR, :mod:`._simd`), 70-95 GFLOP/s on one core
-  of a 2.45 GHz Zen 3 EPYC (AVX2; OpenBLAS's SGEMM reaches 73-89 there), 1.3-3x the dot
+  of a 2.45 GHz Zen 3 EPYC (AVX2; OpenBLAS's SGEMM reaches 73-89 there), 1.3x-2.7x the dot
   products over the weights as they are (:func:`_matmul_nt`, blocks of dot products
   along the inner dimension, finished together), which the calls with fewer rows keep
   (no packing). The input is projected ``STEPS_AHEAD`` steps at a time, onto the bias; a
