@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import threading
 import time
 
@@ -594,6 +595,41 @@ def test_dot_blocks_at_either_register_width(rng, precision, vector_bytes):
         expected = a[2:, whole].astype(np.float64) @ w[3:, whole].astype(np.float64).T
         np.testing.assert_allclose(sums[:rows_a * rows_w], expected.ravel(), rtol=tol,
                                    atol=tol * lanes)
+
+
+#: The tests that run again with the kernels laid out for the other registers.
+OTHER_LAYOUT_TESTS = ("equals_the_reference or their_product or over_the_weights or walk_packs"
+                      " or claimed_blocks or dot_blocks")
+
+
+def test_the_layout_for_the_other_registers_gives_the_same_results(tmp_path):
+    """The kernels laid out for the other vector registers than this CPU's (AVX-512's 64
+    bytes on AVX2, AVX2's 32 on AVX-512: _simd.REGISTER_BYTES_VARIABLE; LLVM splits wider
+    vectors) pass this module's tests of the products, the scans and the training pass
+    (float64 references), in a process of their own with a numba cache of its own. A
+    dot-product block gave wrong sums with AVX-512's registers once, which no test on the
+    AVX2 machines had run. Refused without a cache directory of its own."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    other = str(96 - _simd.REGISTER_BYTES)  # 32 <-> 64
+    env = dict(os.environ, **{_simd.REGISTER_BYTES_VARIABLE: other})
+    env.pop("NUMBA_CACHE_DIR", None)
+    probe = [sys.executable, "-c", "import lstm_xp.kernels._simd as s; "
+             "print(s.REGISTER_BYTES, s.TILE_BYTES)"]
+    refused = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "NUMBA_CACHE_DIR" in refused.stderr
+    env["NUMBA_CACHE_DIR"] = str(tmp_path)
+    laid_out = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=300)
+    assert laid_out.stdout.split() == [other, str(2 * int(other))], laid_out.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+         f"({OTHER_LAYOUT_TESTS}) and not other_registers"],
+        env=env, capture_output=True, text=True, timeout=1800, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    passed = re.search(r"(\d+) passed", done.stdout)
+    assert passed is not None and int(passed.group(1)) >= 100, done.stdout[-2000:]
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"])

@@ -25,15 +25,18 @@ whatever CPU numba compiles for (AVX-512, AVX2, NEON).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import llvmlite.binding as llvm
+import numba
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-#: Bytes of one vector of partial sums.
-VECTOR_BYTES = 64
+from ..errors import ConfigError
+
+
 def _has_avx512() -> bool:
     try:
         return "+avx512f" in llvm.get_host_cpu_features().flatten()
@@ -41,22 +44,42 @@ def _has_avx512() -> bool:
         return False
 
 
-#: Bytes of the columns of a panel, one block's width: 2 registers of running sums a row
-#: on AVX2 (64 bytes) and on AVX-512 (128); 4 rows, 8 sums, are just enough to hide the
-#: latency of the multiply-adds (4 cycles, 2 a cycle), 6 rows leave room.
-TILE_BYTES = 128 if _has_avx512() else 64
+#: The environment variable that lays the blocks out for the other registers than this
+#: CPU's ("32": AVX2's, "64": AVX-512's), so that a machine without AVX-512 can test that
+#: layout (LLVM splits the wider vectors, slowly). numba's on-disk cache does not know of
+#: it, so it needs ``NUMBA_CACHE_DIR`` set to a directory of its own.
+REGISTER_BYTES_VARIABLE = "LSTM_XP_REGISTER_BYTES"
+
+
+def _register_bytes() -> int:
+    """This CPU's vector register in bytes (64 with AVX-512, else 32), or the one
+    :data:`REGISTER_BYTES_VARIABLE` names."""
+    host = 64 if _has_avx512() else 32
+    asked = os.environ.get(REGISTER_BYTES_VARIABLE, "")
+    if not asked:
+        return host
+    if asked not in ("32", "64"):
+        raise ConfigError(f"{REGISTER_BYTES_VARIABLE} must be 32 or 64 (bytes of a vector "
+                          f"register), not {asked!r}; unset it to use this CPU's ({host})")
+    if int(asked) != host and not getattr(numba.config, "CACHE_DIR", ""):
+        raise ConfigError(
+            f"{REGISTER_BYTES_VARIABLE}={asked} lays the compiled kernels out for other "
+            f"registers than this CPU's ({host} bytes), and numba's cache of them does not "
+            "know of it: set NUMBA_CACHE_DIR to a directory of its own for such runs")
+    return int(asked)
+
+
 #: Bytes of one vector register (AVX2 32, AVX-512 64): a dot block's running sums, one
 #: register each, so that they and the loaded rows fit in the 16 registers of AVX2 (with
 #: 64-byte vectors, two registers each, 4 x 4 blocks spilled sums to the stack at every
 #: step: 13-15 GFLOP/s at (rows, K, N) = (4, 256, 1024) on one Zen 3 core).
-REGISTER_BYTES = TILE_BYTES // 2
+REGISTER_BYTES = _register_bytes()
+#: Bytes of the columns of a panel, one block's width: 2 registers of running sums a row
+#: on AVX2 (64 bytes) and on AVX-512 (128); 4 rows, 8 sums, are just enough to hide the
+#: latency of the multiply-adds (4 cycles, 2 a cycle), 6 rows leave room.
+TILE_BYTES = 2 * REGISTER_BYTES
 #: Panels :data:`outer1` takes at once: one row against 4 panels keeps 8 registers of sums.
 ROW_PANELS = 4
-
-
-def lanes(dtype: Any) -> int:
-    """Elements of ``dtype`` in one vector (16 float32, 8 float64)."""
-    return VECTOR_BYTES // (4 if dtype == types.float32 else 8)
 
 
 def _byte_offset(builder: Any, pointer: Any, offset: Any, element: Any) -> Any:
