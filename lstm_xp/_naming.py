@@ -77,15 +77,27 @@ def cell_param_shapes(input_size: int, hidden_size: int, bias: bool, proj_size: 
                          layer_norm).items()}
 
 
+class LayerList(list[list[LayerWeights]]):
+    """:func:`group_layers`' list, with a place for what a kernel derives from these very
+    arrays: ``memo``, a dict the kernel alone reads and writes (the numba kernel's calls
+    prepared for a shape, which keep these arrays, never copies of them). A model makes a
+    new list whenever its parameters are replaced, so nothing kept outlives them."""
+
+    def __init__(self, layers: Sequence[list[LayerWeights]]) -> None:
+        super().__init__(layers)
+        self.memo: dict[Any, Any] = {}
+
+
 def group_layers(params: Mapping[str, Array], num_layers: int,
                  bidirectional: bool) -> list[list[LayerWeights]]:
     """Weights per layer and direction, ``(weight_ih, weight_hh, bias_ih, bias_hh)``, the
     biases None where the model has none; for a model with variant parameters
-    (:data:`EXTRA_KINDS`) two more, ``weight_hr`` and ``peephole`` (None where unused)."""
+    (:data:`EXTRA_KINDS`) two more, ``weight_hr`` and ``peephole`` (None where unused).
+    A :class:`LayerList`."""
     dirs = 2 if bidirectional else 1
     kinds = KINDS + EXTRA_KINDS if any(k + "_l0" in params for k in EXTRA_KINDS) else KINDS
-    return [[tuple(params.get(kind + suffix(k, d)) for kind in kinds)  # type: ignore[misc]
-             for d in range(dirs)] for k in range(num_layers)]
+    return LayerList([[tuple(params.get(kind + suffix(k, d)) for kind in kinds)  # type: ignore[misc]
+                       for d in range(dirs)] for k in range(num_layers)])
 
 
 def named_grads(layer_grads: Sequence[Sequence[Mapping[str, Array]]],

@@ -1144,6 +1144,82 @@ def test_what_the_compiled_call_alone_leaves_to_run(monkeypatch, rng):
     assert len(numba_scan._scan_alone.signatures) == signatures
 
 
+@pytest.mark.parametrize("way", ["alone", "split", "units"])
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_a_prepared_call_sees_the_weights_as_they_are_now(threaded, monkeypatch, rng, way,
+                                                          precision):
+    """A model's plain call from a zero state is prepared once for its shape
+    (numba_scan._quick_call, kept in the model's layers' memo): on the caller's thread
+    alone, split by sequences, or by units. It keeps the model's own arrays, so weights and
+    biases changed in place are seen by the next call, which equals the full path's bits
+    and the pure kernel's results for the new weights; parameters replaced get a new
+    memo."""
+    if way != "alone":
+        threaded(2)
+        monkeypatch.setattr(numba_scan, "PACK_COST_ROWS", 0)
+        for name in ("MIN_ROWS_PER_THREAD", "MIN_SMALL_ROWS_PER_THREAD"):
+            monkeypatch.setattr(numba_scan, name, 1 if way == "split" else 10**9)
+    model = LSTM(5, 12, dtype=precision, seed=4)
+    x = rng.standard_normal((6, 4, 5)).astype(precision)
+    model(x)
+    prepared = list(model._layers().memo.values())
+    assert len(prepared) == 1 and prepared[0].func.__name__ == f"_quick_{way}"
+    tol = dict(rtol=1e-6, atol=1e-6) if precision == "float32" else dict(rtol=1e-13, atol=1e-13)
+    for name, scale in (("weight_ih_l0", 1.5), ("weight_hh_l0", -0.75), ("bias_hh_l0", 2.0)):
+        model._params[name][...] *= scale  # in place: the same arrays
+        got = model(x)
+        assert list(model._layers().memo.values()) == prepared  # the same prepared call
+        pure = LSTM(5, 12, dtype=precision, kernel="pure", seed=0)
+        pure.load_state_dict(model.state_dict())
+        for a, b, c in zip(flat(got), flat(model._forward(x, None, None, None, None)),
+                           flat(pure(x)), strict=True):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(a, c, **tol)
+    layers = model._layers()
+    model.load_state_dict(pure.state_dict())
+    assert model._layers() is not layers and not model._layers().memo
+
+
+def test_a_setting_changed_forgets_the_plans_and_prepared_calls(monkeypatch, rng):
+    """Setting any of numba_scan's attributes (a tunable) empties its plans and keeps a
+    model's calls prepared before from running: the next call plans anew, under the new
+    value (here: packing its weights where it had not), with the same results."""
+    model = LSTM(5, 12, seed=4)
+    x = rng.standard_normal((3, 2, 5)).astype(np.float32)
+    monkeypatch.setattr(numba_scan, "PACK_COST_ROWS", 10**9)
+    before = model(x)
+    plan = numba_scan._plan_of(3, 2, 5, 12, np.dtype(np.float32), lstm_xp.get_num_threads(),
+                               True, False)
+    assert not plan.pack and numba_scan._PLANS
+    monkeypatch.setattr(numba_scan, "PACK_COST_ROWS", 0)
+    assert not numba_scan._PLANS
+    after = model(x)
+    assert len(model._layers().memo) == 2  # one per setting
+    assert numba_scan._plan_of(3, 2, 5, 12, np.dtype(np.float32), lstm_xp.get_num_threads(),
+                               True, False).pack
+    for a, b in zip(flat(before), flat(after), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_weights_the_compiled_scan_would_copy_are_not_prepared(rng):
+    """Layers whose weights the compiled scan takes only as copies (not C-ordered, or of
+    another dtype than the input's biases) get no prepared call, so that each call reads
+    them as they are then; the results equal the pure kernel's."""
+    model = LSTM(5, 12, seed=4)
+    pure = LSTM(5, 12, kernel="pure", seed=4)
+    w_ih, w_hh, b_ih, b_hh = model._layers()[0][0]
+    strided = np.asfortranarray(w_hh)
+    layers = type(model._layers())([[(w_ih, strided, b_ih, b_hh.astype(np.float64))]])
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    got = numba_scan.plain_forward(x, layers)
+    assert list(layers.memo.values()) == [numba_scan._not_quick]
+    strided *= 0.5
+    got = numba_scan.plain_forward(x, layers)
+    pure._params["weight_hh_l0"][...] *= 0.5
+    for a, b in zip(flat(got), flat(pure(x)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_models_the_plain_call_does_not_cover():
     """Batch-first and projected models keep the full path (and models with variants, which
     another kernel runs)."""

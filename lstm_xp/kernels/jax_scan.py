@@ -70,8 +70,11 @@ def _forward(xp: Any, x: Any, layers: Any, h0: Any, c0: Any, lengths: Any, *, sc
 def lstm_forward_jax(xp: Any, x: Any, layers: Any, h0: Any, c0: Any, scan: Any = None,
                      lengths: Any = None, reverse: bool = False) -> tuple[Any, Any, Any]:
     """:func:`lstm_xp._functional.stack_forward` compiled whole by ``jax.jit`` (bias sums,
-    state slicing, layer stacking and every layer's scan in one XLA program, one per shape)."""
-    return _forward(xp, x, layers, h0, c0, lengths, scan=scan or layer_scan_jax,
+    state slicing, layer stacking and every layer's scan in one XLA program, one per shape).
+    ``layers`` as plain lists (a model's :class:`lstm_xp._naming.LayerList` is no pytree
+    JAX knows)."""
+    return _forward(xp, x, [list(layer) for layer in layers], h0, c0, lengths,
+                    scan=scan or layer_scan_jax,
                     reverse=reverse)
 
 

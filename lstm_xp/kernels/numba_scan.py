@@ -46,7 +46,9 @@ compiled call runs the layer:
 - **Small calls**: a model's plain call (:func:`plain_forward`) that runs on the caller's
   thread alone is one compiled call that also makes its work buffers and copies of the
   state (:func:`_run_alone`): at one step the Python and NumPy calls around the scan had
-  been most of the time.
+  been most of the time. A one-layer model's call from a zero state is prepared once a
+  shape (:func:`_quick_call`: the plan, the weights as the scan takes them), so that
+  what is left around the compiled code is a lookup and the outputs' allocation.
 
 Compiled code is cached on disk (``cache=True``); in a read-only install numba keeps it in its
 user-wide cache directory instead (or ``NUMBA_CACHE_DIR``). The first call in a process with
@@ -57,7 +59,9 @@ from __future__ import annotations
 
 import functools
 import itertools
+import sys
 import threading
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -983,7 +987,23 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
     model's namespace, the stack of one layer), where ONNX Runtime's whole call takes 14
     us; with a state, 17 us more of a 33 us call, and with lengths 44 of 60; two layers, 81
     us against 20 for one. Each layer's directions run as the full path runs them
-    (:func:`directions`), so the bits are the full path's."""
+    (:func:`directions`), so the bits are the full path's.
+
+    A call of one layer and direction without a state or lengths, with ``layers`` a
+    :class:`lstm_xp._naming.LayerList` (a model's), runs as :func:`_quick_call` prepared it
+    for its shape, at the first such call."""
+    if state is None and lengths is None and type(X) is np.ndarray:
+        memo = getattr(layers, "memo", None)
+        if memo is not None:
+            key = (X.shape, X.dtype, reverse, get_num_threads(), _settings_epoch)
+            run = memo.get(key)
+            if run is None:
+                if len(memo) >= QUICK_ENTRIES:
+                    memo.clear()
+                run = memo[key] = _quick_call(X, layers, reverse)
+            flags = X.flags
+            if run is not _not_quick and flags.c_contiguous and flags.writeable:
+                return run(X)
     first = layers[0][0][0]
     if not (type(X) is np.ndarray and X.ndim == 3 and X.dtype == first.dtype
             and X.shape[2] == first.shape[1] and X.shape[0] > 0 and X.shape[1] > 0
@@ -1023,6 +1043,100 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
             h_n[index * ways + d], c_n[index * ways + d] = h, c
         x = outs[0][0]  # the whole output of both directions
     return x, (h_n, c_n)
+
+
+#: The calls :func:`_quick_call` prepared that a model keeps, at most (its memo then starts
+#: anew).
+QUICK_ENTRIES = 16
+
+
+def _quick_call(X: np.ndarray, layers: Any, reverse: bool) -> Callable[[np.ndarray], Any]:
+    """:func:`plain_forward`'s call of ``layers`` (one layer, one direction) over an input
+    of ``X``'s shape and dtype, C-ordered and writable, from a zero state, every sequence
+    running every step, prepared: a function of the input that returns ``(y, (h_n,
+    c_n))``, the same bits as :func:`plain_forward`'s other way, with the plan, the weights
+    as the compiled scan takes them and its other arguments decided once. The model keeps
+    it in its layers' memo (so that nothing outlives the arrays it was made for), by shape
+    and the module's settings (:class:`_Settings`). In one process, taking turns in
+    blocks of 0.15 s (the 2-vCPU Zen 3 guest, its slower state), the plain call took 12.6
+    against 25.9 us at (B, T, I, H) = (1, 1, 32, 64), 81.5 against 96.7 at (3, 3, 64,
+    128) (one thread), 178.5 against 188.5 at (16, 20, 32, 32) (split by sequences), 131
+    against 149 at (1, 3, 128, 256) (by units). It keeps the weights as they are, never a
+    copy (the model's in-place changes to them are seen), so :func:`_not_quick` (for the
+    other way) where the compiled scan needs copies of them: arrays not C-ordered or not
+    of the input's dtype, and not frozen; also for more than one layer or direction, and
+    an input the plain way does not take."""
+    first = layers[0][0][0]
+    dtype = X.dtype
+    if not (len(layers) == 1 and len(layers[0]) == 1 and X.ndim == 3 and dtype == first.dtype
+            and X.shape[2] == first.shape[1] and X.shape[0] > 0 and X.shape[1] > 0
+            and use_compiled(dtype)):
+        return _not_quick
+    steps, batch, features = X.shape
+    weight_ih, weight_hh, bias_ih, bias_hh = layers[0][0][:4]
+    hidden = weight_hh.shape[1]
+    call = _plan_of(steps, batch, features, hidden, dtype, get_num_threads(), True, False)
+    operands, panels, frozen = _operands(call, weight_ih, weight_hh, bias_ih, bias_hh,
+                                         features, hidden, dtype)
+    given = (weight_ih, weight_hh, bias_ih, bias_hh)
+    if not all(a is b or b is None or is_frozen(b) for a, b in zip(operands, given, strict=True)):
+        return _not_quick
+    if call.by_rows:
+        return functools.partial(_quick_split, call, (call, features, hidden, frozen),
+                                 operands, panels, reverse, features)
+    args = None if len(call.chunks) > 1 else \
+        _alone_args(call, operands, panels, frozen, features, hidden, dtype)
+    if args is None:
+        return functools.partial(_quick_units, call, (call, features, hidden, frozen),
+                                 operands, panels, reverse, features)
+    none = _NO_STATE[dtype]
+    return functools.partial(_quick_alone, (*args, none, none, True, 0, reverse),
+                             (steps, batch, hidden), dtype)
+
+
+def _not_quick(X: np.ndarray) -> None:
+    """:func:`_quick_call`'s word that a call takes :func:`plain_forward`'s other way."""
+    return None
+
+
+def _quick_alone(args: tuple[Any, ...], shape: tuple[int, int, int], dtype: np.dtype,
+                 X: np.ndarray) -> Any:
+    """A prepared call on the caller's thread alone (:func:`_run_alone`'s)."""
+    y = np.empty(shape, dtype)
+    states = np.empty((2, 1, shape[1], shape[2]), dtype)
+    _scan_alone(X, y, states, *args)
+    return y, (states[0], states[1])
+
+
+def _quick_split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
+                 panels: list[np.ndarray], reverse: bool, features: int,
+                 X: np.ndarray) -> Any:
+    """A prepared call split by sequences (:func:`_run_split`'s)."""
+    none = _NO_STATE[X.dtype]
+    y, h_n, c_n = _split(call, key, operands, panels, X.reshape(-1, features), none, none,
+                         True, reverse, None)
+    return y, (h_n[None], c_n[None])
+
+
+def _quick_units(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
+                 panels: list[np.ndarray], reverse: bool, features: int,
+                 X: np.ndarray) -> Any:
+    """A prepared call of a plan that does not split by sequences (:func:`_run`'s);
+    ``key`` the work buffers' (the hidden size from it)."""
+    steps, batch, _ = X.shape
+    hidden = key[2]
+    dtype = X.dtype
+    work = _work_for(key)
+    y = np.empty((steps, batch, hidden), dtype)
+    states = np.empty((2, 1, batch, hidden), dtype)
+    none = _NO_STATE[dtype]
+    _by_units(call, work, (X.reshape(steps * batch, features), *operands, work.states[0][0],
+                           none, none, states[0, 0], states[1, 0], y, 0, call.full_lengths,
+                           0, call.chunks),
+              (reverse, dtype == np.float32, True, len(panels) > 0,
+               *_with(work.parts[0], panels)), _NO_TAPE[dtype])
+    _keep_work(key, work)
+    return y, (states[0], states[1])
 
 
 def _plain_scan(x: np.ndarray, weights: Any, h0: Any, c0: Any, k: int,
@@ -1193,22 +1307,11 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
             for home, ((hs, (low, high)), buffers)
             in enumerate(zip(work.states, work.parts, strict=True))], sync, CLAIMS + 2 * parts,
             1)
-    elif len(call.chunks) == 1:  # the caller's thread alone
-        run_parts(_scan_units, [(x2, w_ih, w_hh, b, _NO_BIAS[dtype], work.states[0][0], h0,
-                                 c0, h_n, c, y, column, valid, 0, call.chunks, 0, reverse,
-                                 approximate,
-                                 known_zero, prepacked, *_with(work.parts[0], panels),
-                                 _NO_SYNC, *tape)], bell=True)
-    else:  # the chunks of units, claimed step by step by as many threads
-        sync = np.zeros(CLAIMS + (steps + 1) * len(call.chunks), np.int64)
-        args = (x2, w_ih, w_hh, b, _NO_BIAS[dtype], work.states[0][0], h0, c0, h_n, c, y,
-                column, valid, 0, call.chunks)
-        rest = (reverse, approximate, known_zero, prepacked, *_with(work.parts[0], panels),
-                sync, *tape)
-        # Only the caller's own part is waited for: it returns once every chunk is done,
-        # whichever thread did it, and a thread that starts late finds nothing left.
-        run_parts(_scan_units, [(*args, home, *rest) for home in range(len(call.chunks))],
-                  wait=False, bell=True)
+    else:
+        _by_units(call, work, (x2, w_ih, w_hh, b, _NO_BIAS[dtype], work.states[0][0], h0, c0,
+                               h_n, c, y, column, valid, 0, call.chunks),
+                  (reverse, approximate, known_zero, prepacked, *_with(work.parts[0], panels)),
+                  tape)
     _keep_work(key, work)
     if order is not None:
         y, h_n, c = caller_order(y, order, 1), caller_order(h_n, order), caller_order(c, order)
@@ -1216,6 +1319,23 @@ def _run(x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray, bias: np.n
             out[0][:, :, out[1]:out[1] + hidden] = y
             y = out[0]
     return y, h_n, c
+
+
+def _by_units(call: _CallPlan, work: _Work, head: tuple[Any, ...], rest: tuple[Any, ...],
+              tape: tuple[np.ndarray, ...]) -> None:
+    """:func:`_scan_units` for a plan ``call`` that does not split by sequences, ``head``
+    its arguments up to ``chunks``, ``rest`` from ``reverse`` to the work buffers: on
+    the caller's thread alone (one chunk), or its chunks of units claimed step by step by
+    as many threads."""
+    if len(call.chunks) == 1:
+        run_parts(_scan_units, [(*head, 0, *rest, _NO_SYNC, *tape)], bell=True)
+        return
+    steps = head[0].shape[0] // call.batch
+    sync = np.zeros(CLAIMS + (steps + 1) * len(call.chunks), np.int64)
+    # Only the caller's own part is waited for: it returns once every chunk is done,
+    # whichever thread did it, and a thread that starts late finds nothing left.
+    run_parts(_scan_units, [(*head, home, *rest, sync, *tape)
+                            for home in range(len(call.chunks))], wait=False, bell=True)
 
 
 def _run_split(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh: np.ndarray,
@@ -1233,28 +1353,34 @@ def _run_split(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
     :func:`_run_alone`'s (``known_zero`` False: ``h0`` is looked at here); None, for
     :func:`_run` to take, where ``x`` or the state is not a writable C-ordered array (numba
     would compile the call anew for its type)."""
-    steps, batch, features = x.shape
-    hidden = weight_hh.shape[1]
-    dtype = x.dtype
     if not x.flags.writeable or (not known_zero and not (
             h0.flags.c_contiguous and h0.flags.writeable
             and c0.flags.c_contiguous and c0.flags.writeable)):
         return None
-    frozen = is_frozen(weight_ih) and is_frozen(weight_hh)
-    panels: list[np.ndarray] = []
-    if frozen:
-        w_ih, w_hh, *panels = _frozen_weights(weight_ih, weight_hh, call, features, hidden)
-    else:
-        w_ih, w_hh = np.ascontiguousarray(weight_ih), np.ascontiguousarray(weight_hh)
-    key = (call, features, hidden, frozen)
+    steps, batch, features = x.shape
+    operands, panels, frozen = _operands(call, weight_ih, weight_hh, bias_ih, bias_hh,
+                                         features, weight_hh.shape[1], x.dtype)
+    return _split(call, (call, features, weight_hh.shape[1], frozen), operands, panels,
+                  x.reshape(steps * batch, features), h0, c0,
+                  known_zero or not h0.any(), reverse, out)
+
+
+def _split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
+           panels: list[np.ndarray], x2: np.ndarray, h0: np.ndarray, c0: np.ndarray,
+           zero: bool, reverse: bool, out: tuple[np.ndarray, int] | None,
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_run_split`'s call once its arguments are checked: ``operands`` and
+    ``panels`` from :func:`_operands`, ``key`` the work buffers' (:func:`_work_for`), ``x2``
+    (T * B, I) the input, ``zero`` whether ``h0`` is all zero. (The hidden size from
+    ``key``: frozen weights' ``operands`` are empty.)"""
+    batch, hidden, dtype = call.batch, key[2], x2.dtype
+    steps = x2.shape[0] // batch
     work = _work_for(key)
     y, column = (np.empty((steps, batch, hidden), dtype), 0) if out is None else out
     h_n, c = np.empty((2, batch, hidden), dtype)
     sync = np.zeros(CLAIMS + 3 * len(work.parts), np.int64)
-    x2 = x.reshape(steps * batch, features)
-    zero = known_zero or not h0.any()
-    approximate, prepacked, tape = dtype == np.float32, frozen, _NO_TAPE[dtype]
-    b_ih, b_hh = _biases(bias_ih, bias_hh, dtype)
+    w_ih, w_hh, b_ih, b_hh = operands
+    approximate, prepacked, tape = dtype == np.float32, len(panels) > 0, _NO_TAPE[dtype]
     run_claimed(_scan_units, [
         (x2, w_ih, w_hh, b_ih, b_hh, hs, h0, c0, h_n, c, y, column, *head, reverse,
          approximate, zero, prepacked, *_with(buffers, panels), sync, *tape)
@@ -1262,6 +1388,23 @@ def _run_split(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
         sync, CLAIMS + 2 * len(work.parts), 1)
     _keep_work(key, work)
     return y, h_n, c
+
+
+def _operands(call: _CallPlan, weight_ih: np.ndarray, weight_hh: np.ndarray,
+              bias_ih: np.ndarray | None, bias_hh: np.ndarray | None, features: int,
+              hidden: int, dtype: np.dtype) -> tuple[tuple[np.ndarray, ...],
+                                                     list[np.ndarray], bool]:
+    """What the compiled scan of plan ``call`` takes of a layer's weights: ``((w_ih,
+    w_hh, b_ih, b_hh), panels, frozen)``, the weights C-ordered (frozen ones
+    (:func:`._frozen.is_frozen`): :func:`_frozen_weights`, and ``panels`` their packed
+    copies where the plan packs, else empty), the biases as :func:`_biases` makes them."""
+    frozen = is_frozen(weight_ih) and is_frozen(weight_hh)
+    panels: list[np.ndarray] = []
+    if frozen:
+        w_ih, w_hh, *panels = _frozen_weights(weight_ih, weight_hh, call, features, hidden)
+    else:
+        w_ih, w_hh = np.ascontiguousarray(weight_ih), np.ascontiguousarray(weight_hh)
+    return (w_ih, w_hh, *_biases(bias_ih, bias_hh, dtype)), panels, frozen
 
 
 def _biases(bias_ih: np.ndarray | None, bias_hh: np.ndarray | None,
@@ -1304,45 +1447,56 @@ def _run_alone(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
     if not known_zero and not (h0.flags.c_contiguous and h0.flags.writeable
                                and c0.flags.c_contiguous and c0.flags.writeable):
         return None
-    panels, width = call.panels
-    packed_ih = packed_hh = _NO_PANELS[dtype]
-    if is_frozen(weight_ih) and is_frozen(weight_hh):
-        w_ih, w_hh, *prepacked = _frozen_weights(weight_ih, weight_hh, call, features, hidden)
-        if prepacked:
-            packed_ih, packed_hh = prepacked
-    elif panels * width * (features + hidden) * dtype.itemsize > ALONE_PACKED_BYTES:
+    args = _alone_args(call, *_operands(call, weight_ih, weight_hh, bias_ih, bias_hh,
+                                        features, hidden, dtype), features, hidden, dtype)
+    if args is None:
         return None
-    else:
-        w_ih, w_hh = np.ascontiguousarray(weight_ih), np.ascontiguousarray(weight_hh)
     y, column = (np.empty((steps, batch, hidden), dtype), 0) if out is None else out
-    h_n, c_n = _scan_alone(compiled_operand(x).reshape(steps * batch, features), w_ih, w_hh,
-                           *_biases(bias_ih, bias_hh, dtype), h0, c0, y, column, reverse,
-                           dtype == np.float32, known_zero, call.ahead, panels, width,
-                           packed_ih, packed_hh, hidden)
-    return y, h_n, c_n
+    states = np.empty((2, 1, batch, hidden), dtype)
+    # One starred tuple: mypy counts positional arguments after a starred one as too many.
+    _scan_alone(compiled_operand(x), y, states, *(*args, h0, c0, known_zero, column, reverse))
+    return y, states[0, 0], states[1, 0]
+
+
+def _alone_args(call: _CallPlan, operands: tuple[np.ndarray, ...], panels: list[np.ndarray],
+                frozen: bool, features: int, hidden: int,
+                dtype: np.dtype) -> tuple[Any, ...] | None:
+    """:func:`_scan_alone`'s arguments after ``states`` that depend on the weights and the plan
+    only (``operands``, ``panels`` and ``frozen`` from :func:`_operands`), or None where
+    the call would pack more than :data:`ALONE_PACKED_BYTES` of weights itself."""
+    count, width = call.panels
+    if panels:
+        packed_ih, packed_hh = panels
+    else:
+        packed_ih = packed_hh = _NO_PANELS[dtype]
+        if not frozen and count * width * (features + hidden) * dtype.itemsize > \
+                ALONE_PACKED_BYTES:
+            return None
+    return (*operands, count, width, packed_ih, packed_hh, dtype == np.float32, call.ahead)
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _scan_alone(x2, w_ih, w_hh, bias, bias_hh, h0, c0, y, column, reverse, approximate,
-                known_zero, ahead, panels, width, packed_ih, packed_hh,
-                hidden):  # pragma: no cover - compiled
-    """:func:`_scan_units` for the whole batch on the calling thread, one chunk of every
-    unit, every sequence running every step, with work buffers of its own (what
-    :func:`_make_work` makes for such a call): ``(h_n, c_n)``, from the state ``h0``
-    and ``c0`` (B, H; copied; empty: zero), the outputs into columns
-    ``column:column + H`` of ``y`` (T, B, W); ``bias`` and ``bias_hh`` as
-    :func:`_scan_units` takes them; ``hidden`` H. ``panels`` 0: no packing (dot products
-    over the weights as they are); else the weights in ``panels`` panels of ``width``
-    columns, packed here,
-    or already in ``packed_ih`` (1, P, I, C) and ``packed_hh`` (1, P, H, C) where those
-    are not empty (frozen weights; ``w_ih`` and ``w_hh`` are then not read)."""
-    batch = y.shape[1]
-    features = x2.shape[1]
+def _scan_alone(x, y, states, w_ih, w_hh, bias, bias_hh, panels, width, packed_ih,
+                packed_hh, approximate, ahead, h0, c0, known_zero, column,
+                reverse):  # pragma: no cover - compiled
+    """:func:`_scan_units` for the whole batch of ``x`` (T, B, I) on the calling thread,
+    one chunk of every unit, every sequence running every step, with work buffers of its
+    own (what :func:`_make_work` makes for such a call), from the state ``h0`` and ``c0``
+    (B, H; copied; empty: zero), the outputs into columns ``column:column + H`` of ``y``
+    (T, B, W), the final state into ``states`` (2, 1, B, H) (``h_n``, then ``c_n``);
+    ``bias`` and ``bias_hh`` as :func:`_scan_units` takes them. ``panels`` 0: no packing
+    (dot products over the weights as they are); else the weights in ``panels`` panels
+    of ``width`` columns, packed here, or already in ``packed_ih`` (1, P, I, C) and
+    ``packed_hh`` (1, P, H, C) where those are not empty (frozen weights; ``w_ih`` and
+    ``w_hh`` are then not read). (The arguments that depend on the weights alone follow
+    ``states``: :func:`_alone_args`.)"""
+    steps, batch, features = x.shape
+    hidden = states.shape[3]
+    x2 = x.reshape((steps * batch, features))
     dtype = x2.dtype
-    c = np.empty((batch, hidden), dtype)
-    h_n = np.empty((batch, hidden), dtype)
+    h_n = states[0, 0]
+    c = states[1, 0]
     hs = np.empty((2 * batch, hidden), dtype)
-    steps = y.shape[0]
     chunks = np.empty((1, 2), np.int64)
     chunks[0, 0] = 0
     chunks[0, 1] = hidden
@@ -1373,7 +1527,6 @@ def _scan_alone(x2, w_ih, w_hh, bias, bias_hh, h0, c0, y, column, reverse, appro
                 chunks, np.int64(0), reverse, approximate, known_zero, prepacked, proj, gates,
                 cs, bias_own, packed_ih, packed_hh, np.empty(0, np.int64), tape, tape, tape,
                 np.empty(0, np.int64))
-    return h_n, c
 
 
 @dataclass(frozen=True)
@@ -1401,21 +1554,36 @@ class _CallPlan:
     panels: tuple[int, int] = field(compare=False, hash=False, default=(0, 0))
 
 
+#: The plans made (:func:`_plan_of`), by shape, under the module's settings as they are
+#: (any change to the module's attributes empties it: :class:`_Settings`) ...
+_PLANS: dict[tuple[Any, ...], _CallPlan] = {}
+#: ... at most this many (then it starts anew).
+PLAN_ENTRIES = 1024
+
+
 def _plan_of(steps: int, batch: int, features: int, hidden: int, dtype: np.dtype,
              threads: int, lockstep: bool, training: bool) -> _CallPlan:
-    """:func:`_call_plan` under the module's settings as they are now."""
-    return _call_plan(steps, batch, features, hidden, dtype, threads, lockstep, training,
-                      (STEPS_AHEAD, PROJ_ELEMENTS, PACK_COST_ROWS, PACK_COST_SCALE_MIB,
-                       PACK_COST_MAX_MIB, PACK_ROW_EXTRA,
-                       MIN_ROWS_PER_THREAD,
-                       MIN_FLOPS_PER_THREAD, MIN_UNITS_PER_THREAD, MIN_CHUNK_STEP_FLOPS,
-                       MIN_CHUNK_CALL_FLOPS, MIN_WIDE_CHUNK_CALL_FLOPS,
-                       MIN_NARROW_CHUNK_CALL_FLOPS, NARROW_UNITS,
-                       NARROW_CHUNK_STEP_FLOPS,
-                       MIN_SMALL_ROWS_PER_THREAD, MIN_SMALL_BATCH, MIN_SMALL_FLOPS_PER_THREAD,
-                       MIN_NARROW_SMALL_FLOPS_PER_THREAD, NARROW_SMALL_UNITS,
-                       L2_SLICE_BYTES, MANY_THREADS, FEWER_BLOCKS, MID_UNITS,
-                       MIN_MID_ROWS_PER_THREAD))
+    """:func:`_call_plan` under the module's settings as they are now (one lookup: the
+    tuple of every setting, as :func:`_call_plan`'s key, had taken 1.7 us of a small
+    call)."""
+    key = (steps, batch, features, hidden, dtype, threads, lockstep, training)
+    call = _PLANS.get(key)
+    if call is not None:
+        return call
+    epoch = _settings_epoch
+    call = _call_plan(*key, (
+        STEPS_AHEAD, PROJ_ELEMENTS, PACK_COST_ROWS, PACK_COST_SCALE_MIB, PACK_COST_MAX_MIB,
+        PACK_ROW_EXTRA, MIN_ROWS_PER_THREAD, MIN_FLOPS_PER_THREAD, MIN_UNITS_PER_THREAD,
+        MIN_CHUNK_STEP_FLOPS, MIN_CHUNK_CALL_FLOPS, MIN_WIDE_CHUNK_CALL_FLOPS,
+        MIN_NARROW_CHUNK_CALL_FLOPS, NARROW_UNITS, NARROW_CHUNK_STEP_FLOPS,
+        MIN_SMALL_ROWS_PER_THREAD, MIN_SMALL_BATCH, MIN_SMALL_FLOPS_PER_THREAD,
+        MIN_NARROW_SMALL_FLOPS_PER_THREAD, NARROW_SMALL_UNITS, L2_SLICE_BYTES, MANY_THREADS,
+        FEWER_BLOCKS, MID_UNITS, MIN_MID_ROWS_PER_THREAD))
+    if epoch == _settings_epoch:  # no setting changed meanwhile (another thread's)
+        if len(_PLANS) >= PLAN_ENTRIES:
+            _PLANS.clear()
+        _PLANS[key] = call
+    return call
 
 
 @functools.lru_cache(maxsize=256)
@@ -1773,3 +1941,23 @@ def make(reverse: bool = False) -> LayerwiseKernel:
                            trainer.scan_backward, reverse, fresh_state=True,
                            plain=functools.partial(plain_forward, reverse=reverse),
                            side_by_side=directions)
+
+
+#: Bumped whenever one of this module's attributes is set (:class:`_Settings`): the plans
+#: and the prepared calls (:func:`_quick_call`) made before are not used after.
+_settings_epoch = 0
+
+
+class _Settings(types.ModuleType):
+    """This module's type: setting an attribute of it (a tunable such as
+    :data:`PACK_COST_ROWS`, from a test or a tuning run) forgets every plan and prepared
+    call made under the old values, so that a call never runs on a plan of settings that
+    are gone."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        self.__dict__["_settings_epoch"] += 1
+        _PLANS.clear()
+
+
+sys.modules[__name__].__class__ = _Settings
