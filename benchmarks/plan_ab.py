@@ -6,14 +6,15 @@ where
 plan constants (``"threads"`` for :func:`lstm_xp.set_num_threads`), e.g.
 ``'{"now": {}, "no small split": {"MIN_SMALL_BATCH": 1000000000}}'``.
 
-Each variant is the same compiled code on the same model with other constants (they are
-part of the cached plan's key), so the comparison has none of the code-placement bias that
-two copies of the package show side by side (4-6 % at two shapes of an A/A run on this
-guest, ``RESULTS.md``). The variants take turns for ``--seconds`` a shape, the order flipped each
-round; each timed call follows an untimed one of the same variant (a model called back to
-back). The first variant is the reference: the table gives each variant's median time and
-the median over rounds of its time / the reference's (below 1: faster). ``--ort`` adds
-ONNX Runtime (``allow_spinning`` off, see ``paired_ort.py``).
+Each variant is the same compiled code on the same model with other constants (setting one
+forgets the plans and prepared calls made before: the untimed call before each timed one, or
+a block's first three, makes them anew), so the comparison has none of the code-placement
+bias that two copies of the package show side by side (4-6 % at two shapes of an A/A run on
+this guest, ``RESULTS.md``). The variants take turns for ``--seconds`` a shape, the order
+flipped each round; each timed call follows an untimed one of the same variant (a model
+called back to back). The first variant is the reference: the table gives each variant's
+median time and the median over rounds of its time / the reference's (below 1: faster).
+``--ort`` adds ONNX Runtime (``allow_spinning`` off, see ``paired_ort.py``).
 
 With ``--block S`` each turn is S seconds of back-to-back calls instead (after three
 untimed ones), its median one sample. Use it where a variant splits calls between threads
@@ -58,8 +59,10 @@ def compare(shape: tuple[int, int, int, int], variants: dict[str, dict[str, Any]
 
     def setting(values: dict[str, Any]) -> Callable[[], Any]:
         def run() -> Any:
-            for k in names:
-                setattr(numba_scan, k, values.get(k, defaults[k]))
+            for k in names:  # only where it changes: a setting set forgets every plan
+                value = values.get(k, defaults[k])
+                if getattr(numba_scan, k) != value:
+                    setattr(numba_scan, k, value)
             lstm_xp.set_num_threads(values.get("threads", threads))
             return model(x)
         return run

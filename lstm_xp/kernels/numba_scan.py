@@ -1113,9 +1113,9 @@ def _quick_split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarr
                  X: np.ndarray) -> Any:
     """A prepared call split by sequences (:func:`_run_split`'s)."""
     none = _NO_STATE[X.dtype]
-    y, h_n, c_n = _split(call, key, operands, panels, X.reshape(-1, features), none, none,
-                         True, reverse, None)
-    return y, (h_n[None], c_n[None])
+    y, states = _split(call, key, operands, panels, X.reshape(-1, features), none, none,
+                       True, reverse, None)
+    return y, (states[0], states[1])
 
 
 def _quick_units(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
@@ -1360,24 +1360,27 @@ def _run_split(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
     steps, batch, features = x.shape
     operands, panels, frozen = _operands(call, weight_ih, weight_hh, bias_ih, bias_hh,
                                          features, weight_hh.shape[1], x.dtype)
-    return _split(call, (call, features, weight_hh.shape[1], frozen), operands, panels,
-                  x.reshape(steps * batch, features), h0, c0,
-                  known_zero or not h0.any(), reverse, out)
+    y, states = _split(call, (call, features, weight_hh.shape[1], frozen), operands, panels,
+                       x.reshape(steps * batch, features), h0, c0,
+                       known_zero or not h0.any(), reverse, out)
+    return y, states[0, 0], states[1, 0]
 
 
 def _split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
            panels: list[np.ndarray], x2: np.ndarray, h0: np.ndarray, c0: np.ndarray,
            zero: bool, reverse: bool, out: tuple[np.ndarray, int] | None,
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_run_split`'s call once its arguments are checked: ``operands`` and
     ``panels`` from :func:`_operands`, ``key`` the work buffers' (:func:`_work_for`), ``x2``
-    (T * B, I) the input, ``zero`` whether ``h0`` is all zero. (The hidden size from
-    ``key``: frozen weights' ``operands`` are empty.)"""
+    (T * B, I) the input, ``zero`` whether ``h0`` is all zero: ``(y, states)``, ``states``
+    (2, 1, B, H) the final ``h_n`` and ``c_n``. (The hidden size from ``key``: frozen
+    weights' ``operands`` are empty.)"""
     batch, hidden, dtype = call.batch, key[2], x2.dtype
     steps = x2.shape[0] // batch
     work = _work_for(key)
     y, column = (np.empty((steps, batch, hidden), dtype), 0) if out is None else out
-    h_n, c = np.empty((2, batch, hidden), dtype)
+    states = np.empty((2, 1, batch, hidden), dtype)  # (unpacked, 2 us more of a call)
+    h_n, c = states[0, 0], states[1, 0]
     sync = np.zeros(CLAIMS + 3 * len(work.parts), np.int64)
     w_ih, w_hh, b_ih, b_hh = operands
     approximate, prepacked, tape = dtype == np.float32, len(panels) > 0, _NO_TAPE[dtype]
@@ -1387,7 +1390,7 @@ def _split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ..
         for (hs, _), head, buffers in zip(work.states, work.heads, work.parts, strict=True)],
         sync, CLAIMS + 2 * len(work.parts), 1)
     _keep_work(key, work)
-    return y, h_n, c
+    return y, states
 
 
 def _operands(call: _CallPlan, weight_ih: np.ndarray, weight_hh: np.ndarray,
