@@ -1004,10 +1004,7 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
             flags = X.flags
             if run is not _not_quick and flags.c_contiguous and flags.writeable:
                 return run(X)
-    first = layers[0][0][0]
-    if not (type(X) is np.ndarray and X.ndim == 3 and X.dtype == first.dtype
-            and X.shape[2] == first.shape[1] and X.shape[0] > 0 and X.shape[1] > 0
-            and X.flags.c_contiguous and use_compiled(X.dtype)):
+    if not (type(X) is np.ndarray and _takes(X, layers[0][0][0]) and X.flags.c_contiguous):
         return None
     steps, batch = X.shape[0], X.shape[1]
     hidden = layers[0][0][1].shape[1]
@@ -1045,6 +1042,14 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
     return x, (h_n, c_n)
 
 
+def _takes(X: np.ndarray, first: np.ndarray) -> bool:
+    """Whether the plain way takes the array ``X`` (its memory order aside) for a stack
+    whose first weight is ``first``: (T, B, I) with a step and a sequence at least, of the
+    weights' dtype and input size, a dtype the compiled scan runs."""
+    return (X.ndim == 3 and X.dtype == first.dtype and X.shape[2] == first.shape[1]
+            and X.shape[0] > 0 and X.shape[1] > 0 and use_compiled(X.dtype))
+
+
 #: The calls :func:`_quick_call` prepared that a model keeps, at most (its memo then starts
 #: anew).
 QUICK_ENTRIES = 16
@@ -1066,11 +1071,8 @@ def _quick_call(X: np.ndarray, layers: Any, reverse: bool) -> Callable[[np.ndarr
     other way) where the compiled scan needs copies of them: arrays not C-ordered or not
     of the input's dtype, and not frozen; also for more than one layer or direction, and
     an input the plain way does not take."""
-    first = layers[0][0][0]
     dtype = X.dtype
-    if not (len(layers) == 1 and len(layers[0]) == 1 and X.ndim == 3 and dtype == first.dtype
-            and X.shape[2] == first.shape[1] and X.shape[0] > 0 and X.shape[1] > 0
-            and use_compiled(dtype)):
+    if not (len(layers) == 1 and len(layers[0]) == 1 and _takes(X, layers[0][0][0])):
         return _not_quick
     steps, batch, features = X.shape
     weight_ih, weight_hh, bias_ih, bias_hh = layers[0][0][:4]
