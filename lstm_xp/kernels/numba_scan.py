@@ -1083,15 +1083,17 @@ def _quick_call(X: np.ndarray, layers: Any, reverse: bool) -> Callable[[np.ndarr
     given = (weight_ih, weight_hh, bias_ih, bias_hh)
     if not all(a is b or b is None or is_frozen(b) for a, b in zip(operands, given, strict=True)):
         return _not_quick
+    key = (call, features, hidden, frozen)
+    none = _NO_STATE[dtype]
     if call.by_rows:
-        return functools.partial(_quick_split, call, (call, features, hidden, frozen),
-                                 operands, panels, reverse, features)
+        return functools.partial(_quick_split, call, key, operands, panels, reverse,
+                                 (steps * batch, features), none)
     args = None if len(call.chunks) > 1 else \
         _alone_args(call, operands, panels, frozen, features, hidden, dtype)
     if args is None:
-        return functools.partial(_quick_units, call, (call, features, hidden, frozen),
-                                 operands, panels, reverse, features)
-    none = _NO_STATE[dtype]
+        return functools.partial(_quick_units, call, key, operands, panels,
+                                 (reverse, dtype == np.float32, True, len(panels) > 0),
+                                 (steps * batch, features), none, _NO_TAPE[dtype])
     return functools.partial(_quick_alone, (*args, none, none, True, 0, reverse),
                              (steps, batch, hidden), dtype)
 
@@ -1111,32 +1113,32 @@ def _quick_alone(args: tuple[Any, ...], shape: tuple[int, int, int], dtype: np.d
 
 
 def _quick_split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
-                 panels: list[np.ndarray], reverse: bool, features: int,
-                 X: np.ndarray) -> Any:
-    """A prepared call split by sequences (:func:`_run_split`'s)."""
-    none = _NO_STATE[X.dtype]
-    y, states = _split(call, key, operands, panels, X.reshape(-1, features), none, none,
-                       True, reverse, None)
+                 panels: list[np.ndarray], reverse: bool, rows: tuple[int, int],
+                 none: np.ndarray, X: np.ndarray) -> Any:
+    """A prepared call split by sequences (:func:`_run_split`'s): ``rows`` the input's
+    shape as (T * B, I), ``none`` an empty state."""
+    y, states = _split(call, key, operands, panels, X.reshape(rows), none, none, True,
+                       reverse, None)
     return y, (states[0], states[1])
 
 
 def _quick_units(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
-                 panels: list[np.ndarray], reverse: bool, features: int,
-                 X: np.ndarray) -> Any:
+                 panels: list[np.ndarray], flags: tuple[bool, ...], rows: tuple[int, int],
+                 none: np.ndarray, tape: tuple[np.ndarray, ...], X: np.ndarray) -> Any:
     """A prepared call of a plan that does not split by sequences (:func:`_run`'s);
-    ``key`` the work buffers' (the hidden size from it)."""
+    ``key`` the work buffers' (the hidden size from it), ``flags`` :func:`_scan_units`'
+    ``(reverse, approximate, known_zero, prepacked)``, ``rows`` the input's shape as
+    (T * B, I), ``none`` an empty state, ``tape`` no tape."""
     steps, batch, _ = X.shape
     hidden = key[2]
     dtype = X.dtype
     work = _work_for(key)
     y = np.empty((steps, batch, hidden), dtype)
     states = np.empty((2, 1, batch, hidden), dtype)
-    none = _NO_STATE[dtype]
-    _by_units(call, work, (X.reshape(steps * batch, features), *operands, work.states[0][0],
-                           none, none, states[0, 0], states[1, 0], y, 0, call.full_lengths,
-                           0, call.chunks),
-              (reverse, dtype == np.float32, True, len(panels) > 0,
-               *_with(work.parts[0], panels)), _NO_TAPE[dtype])
+    _by_units(call, work, (X.reshape(rows), *operands, work.states[0][0], none, none,
+                           states[0, 0], states[1, 0], y, 0, call.full_lengths, 0,
+                           call.chunks),
+              (*flags, *_with(work.parts[0], panels)), tape)
     _keep_work(key, work)
     return y, (states[0], states[1])
 
