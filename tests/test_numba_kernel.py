@@ -1138,10 +1138,24 @@ def test_what_the_compiled_call_alone_leaves_to_run(monkeypatch, rng):
         np.testing.assert_array_equal(a, b)
     assert not runs
     monkeypatch.setattr(numba_scan, "ALONE_PACKED_BYTES", 0)
-    for a, b in zip(flat(model(x, (h, c))), flat(expected), strict=True):
+    del runs[:]
+    # The other way (layers without a memo) takes _run; the prepared call, the work buffers
+    # kept from call to call without it.
+    for a, b in zip(flat(model._plain(x, list(model._layers()), (h, c), None)), flat(expected),
+                    strict=True):
         np.testing.assert_array_equal(a, b)
     assert runs
+    for a, b in zip(flat(model(x, (h, c))), flat(expected), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert _prepared_ways(model) == ["_quick_units"]
     assert len(numba_scan._scan_alone.signatures) == signatures
+
+
+def _prepared_ways(model):
+    """How the layers of a model's latest prepared call run (numba_scan._quick_layer)."""
+    run = list(model._layers().memo.values())[-1]
+    assert run.func is numba_scan._quick_stack
+    return [layer.func.__name__ for layer in run.args[0]]
 
 
 @pytest.mark.parametrize("way", ["alone", "split", "units"])
@@ -1163,7 +1177,7 @@ def test_a_prepared_call_sees_the_weights_as_they_are_now(threaded, monkeypatch,
     x = rng.standard_normal((6, 4, 5)).astype(precision)
     model(x)
     prepared = list(model._layers().memo.values())
-    assert len(prepared) == 1 and prepared[0].func.__name__ == f"_quick_{way}"
+    assert len(prepared) == 1 and _prepared_ways(model) == [f"_quick_{way}"]
     tol = dict(rtol=1e-6, atol=1e-6) if precision == "float32" else dict(rtol=1e-13, atol=1e-13)
     for name, scale in (("weight_ih_l0", 1.5), ("weight_hh_l0", -0.75), ("bias_hh_l0", 2.0)):
         model._params[name][...] *= scale  # in place: the same arrays
@@ -1178,6 +1192,56 @@ def test_a_prepared_call_sees_the_weights_as_they_are_now(threaded, monkeypatch,
     layers = model._layers()
     model.load_state_dict(pure.state_dict())
     assert model._layers() is not layers and not model._layers().memo
+
+
+@pytest.mark.parametrize("way", ["alone", "split", "units"])
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_a_prepared_stack_runs_from_a_given_state(threaded, monkeypatch, rng, way, precision):
+    """A stack of three layers (one direction) is prepared once for its shape too, each
+    layer's way decided then, and the same prepared call runs from a zero state and from
+    one given (zero or not; never written): its results are the other way's bits (layers
+    without a memo), the full path's, and the pure kernel's values, and a later layer's
+    weights changed in place are seen."""
+    if way != "alone":
+        threaded(2)
+        monkeypatch.setattr(numba_scan, "PACK_COST_ROWS", 0)
+        for name in ("MIN_ROWS_PER_THREAD", "MIN_SMALL_ROWS_PER_THREAD"):
+            monkeypatch.setattr(numba_scan, name, 1 if way == "split" else 10**9)
+    model = LSTM(5, 12, num_layers=3, dtype=precision, seed=4)
+    pure = LSTM(5, 12, num_layers=3, dtype=precision, kernel="pure", seed=0)
+    x = rng.standard_normal((6, 4, 5)).astype(precision)
+    given = tuple(rng.standard_normal((3, 4, 12)).astype(precision) for _ in range(2))
+    zero = tuple(np.zeros_like(a) for a in given)
+    tol = dict(rtol=1e-6, atol=1e-6) if precision == "float32" else dict(rtol=1e-13, atol=1e-13)
+    for change in (None, "weight_hh_l1", "bias_ih_l2"):
+        if change is not None:
+            model._params[change][...] *= -0.5  # in place: the same arrays
+        pure.load_state_dict(model.state_dict())
+        for state in (None, given, zero):
+            kept = None if state is None else tuple(a.copy() for a in state)
+            got = model(x, state)
+            assert _prepared_ways(model) == [f"_quick_{way}"] * 3
+            other = model._plain(x, list(model._layers()), state, None)
+            full = model._forward(x, state, None, None, None)
+            for a, b, c, d in zip(flat(got), flat(other), flat(full), flat(pure(x, state)),
+                                  strict=True):
+                assert a.shape == d.shape and a.dtype == d.dtype
+                np.testing.assert_array_equal(a, b)
+                np.testing.assert_array_equal(a, c)
+                np.testing.assert_allclose(a, d, **tol)
+            for a, b in zip(state or (), kept or (), strict=True):
+                np.testing.assert_array_equal(a, b)
+    assert len(model._layers().memo) == 1
+
+
+def test_a_bidirectional_stack_is_not_prepared(rng):
+    """Two directions take the other way (their scans side by side), with its results."""
+    model = LSTM(5, 12, num_layers=2, bidirectional=True, seed=4)
+    x = rng.standard_normal((6, 4, 5)).astype(np.float32)
+    got = model(x)
+    assert list(model._layers().memo.values()) == [numba_scan._not_quick]
+    for a, b in zip(flat(got), flat(model._forward(x, None, None, None, None)), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_setting_changed_forgets_the_plans_and_prepared_calls(monkeypatch, rng):

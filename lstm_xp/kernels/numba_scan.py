@@ -46,9 +46,10 @@ compiled call runs the layer:
 - **Small calls**: a model's plain call (:func:`plain_forward`) that runs on the caller's
   thread alone is one compiled call that also makes its work buffers and copies of the
   state (:func:`_run_alone`): at one step the Python and NumPy calls around the scan had
-  been most of the time. A one-layer model's call from a zero state is prepared once a
-  shape (:func:`_quick_call`: the plan, the weights as the scan takes them), so that
-  what is left around the compiled code is a lookup and the outputs' allocation.
+  been most of the time. A model's call without lengths (one direction, any number of
+  layers, a state given or not) is prepared once a shape (:func:`_quick_call`: each
+  layer's plan, its weights as the scan takes them), so that what is left around the
+  compiled code is a lookup, the state's checks and the outputs' allocation.
 
 Compiled code is cached on disk (``cache=True``); in a read-only install numba keeps it in its
 user-wide cache directory instead (or ``NUMBA_CACHE_DIR``). The first call in a process with
@@ -989,10 +990,10 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
     us against 20 for one. Each layer's directions run as the full path runs them
     (:func:`directions`), so the bits are the full path's.
 
-    A call of one layer and direction without a state or lengths, with ``layers`` a
+    A call without lengths of a stack of one direction, with ``layers`` a
     :class:`lstm_xp._naming.LayerList` (a model's), runs as :func:`_quick_call` prepared it
     for its shape, at the first such call."""
-    if state is None and lengths is None and type(X) is np.ndarray:
+    if lengths is None and type(X) is np.ndarray:
         memo = getattr(layers, "memo", None)
         if memo is not None:
             key = (X.shape, X.dtype, reverse, get_num_threads(), _settings_epoch)
@@ -1003,7 +1004,9 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
                 run = memo[key] = _quick_call(X, layers, reverse)
             flags = X.flags
             if run is not _not_quick and flags.c_contiguous and flags.writeable:
-                return run(X)
+                done = run(X, state)
+                if done is not None:
+                    return done
     if not (type(X) is np.ndarray and _takes(X, layers[0][0][0]) and X.flags.c_contiguous):
         return None
     steps, batch = X.shape[0], X.shape[1]
@@ -1055,92 +1058,141 @@ def _takes(X: np.ndarray, first: np.ndarray) -> bool:
 QUICK_ENTRIES = 16
 
 
-def _quick_call(X: np.ndarray, layers: Any, reverse: bool) -> Callable[[np.ndarray], Any]:
-    """:func:`plain_forward`'s call of ``layers`` (one layer, one direction) over an input
-    of ``X``'s shape and dtype, C-ordered and writable, from a zero state, every sequence
-    running every step, prepared: a function of the input that returns ``(y, (h_n,
-    c_n))``, the same bits as :func:`plain_forward`'s other way, with the plan, the weights
-    as the compiled scan takes them and its other arguments decided once. The model keeps
-    it in its layers' memo (so that nothing outlives the arrays it was made for), by shape
-    and the module's settings (:class:`_Settings`). In one process, taking turns in
-    blocks of 0.15 s (the 2-vCPU Zen 3 guest, its slower state), the plain call took 12.6
-    against 25.9 us at (B, T, I, H) = (1, 1, 32, 64), 81.5 against 96.7 at (3, 3, 64,
-    128) (one thread), 178.5 against 188.5 at (16, 20, 32, 32) (split by sequences), 131
-    against 149 at (1, 3, 128, 256) (by units). It keeps the weights as they are, never a
-    copy (the model's in-place changes to them are seen), so :func:`_not_quick` (for the
-    other way) where the compiled scan needs copies of them: arrays not C-ordered or not
-    of the input's dtype, and not frozen; also for more than one layer or direction, and
-    an input the plain way does not take."""
-    dtype = X.dtype
-    if not (len(layers) == 1 and len(layers[0]) == 1 and _takes(X, layers[0][0][0])):
+def _quick_call(X: np.ndarray, layers: Any, reverse: bool) -> Callable[[np.ndarray, Any], Any]:
+    """:func:`plain_forward`'s call of ``layers`` (L layers of one direction) over an input
+    of ``X``'s shape and dtype, C-ordered and writable, every sequence running every step,
+    prepared: a function of the input and the state (None: zeros) that returns ``(y, (h_n,
+    c_n))``, the same bits as :func:`plain_forward`'s other way, or None for a state that
+    way must take (:func:`_quick_stack`); each layer's plan, its weights as the compiled
+    scan takes them and its other arguments decided once (:func:`_quick_layer`). The model
+    keeps it in its layers' memo (so that nothing outlives the arrays it was made for), by
+    shape and the module's settings (:class:`_Settings`). In one process, taking turns in
+    blocks of 0.15 s (the 2-vCPU Zen 3 guest, its slower state), the plain call from a
+    zero state took 12.6 against 25.9 us at (B, T, I, H) = (1, 1, 32, 64), 81.5 against
+    96.7 at (3, 3, 64, 128) (one thread), 178.5 against 188.5 at (16, 20, 32, 32) (split
+    by sequences), 131 against 149 at (1, 3, 128, 256) (by units); from a state given,
+    18.4 against 29.0 at (1, 1, 32, 64), and two layers 20.9 against 54.9 (in the other
+    way, the layers' states copied into the stack's, their plans and operands at every
+    call), 145 against 190 at (3, 3, 64, 128). :func:`_not_quick`
+    (the other way) for a bidirectional stack, an input the plain way does not take, and
+    where any layer's weights would need copies (:func:`_quick_layer`)."""
+    if not (all(len(pair_of) == 1 for pair_of in layers) and _takes(X, layers[0][0][0])):
         return _not_quick
-    steps, batch, features = X.shape
-    weight_ih, weight_hh, bias_ih, bias_hh = layers[0][0][:4]
+    steps, batch, _ = X.shape
+    dtype = X.dtype
+    hidden = layers[0][0][1].shape[1]
+    runs = []
+    features = X.shape[2]
+    for pair_of in layers:
+        run = _quick_layer(steps, batch, features, dtype, pair_of[0], reverse)
+        if run is None:
+            return _not_quick
+        runs.append(run)
+        features = hidden
+    return functools.partial(_quick_stack, tuple(runs), (len(runs), batch, hidden), dtype,
+                             _NO_STATE[dtype])
+
+
+def _quick_layer(steps: int, batch: int, features: int, dtype: np.dtype, weights: Any,
+                 reverse: bool) -> Callable[..., np.ndarray] | None:
+    """One layer's part of :func:`_quick_call`: a function ``run(x, h_n, c_n, h0, c0,
+    zero)`` of its input ``x`` (T, B, I), C-ordered, that writes the final state into
+    ``h_n`` and ``c_n`` (B, H) and returns the output ``y`` (T, B, H), from the state
+    ``h0``, ``c0`` (B, H; C-ordered writable arrays, or empty (0, 0) arrays with ``zero``:
+    the caller's word that they are zero), on the caller's thread alone
+    (:func:`_quick_alone`), split by sequences (:func:`_quick_split`) or by units
+    (:func:`_quick_units`). It keeps the weights as they are, never a copy (the model's
+    in-place changes to them are seen), so None where the compiled scan needs copies of
+    them: arrays not C-ordered or not of the input's dtype, and not frozen."""
+    weight_ih, weight_hh, bias_ih, bias_hh = weights[:4]
     hidden = weight_hh.shape[1]
     call = _plan_of(steps, batch, features, hidden, dtype, get_num_threads(), True, False)
     operands, panels, frozen = _operands(call, weight_ih, weight_hh, bias_ih, bias_hh,
                                          features, hidden, dtype)
     given = (weight_ih, weight_hh, bias_ih, bias_hh)
     if not all(a is b or b is None or is_frozen(b) for a, b in zip(operands, given, strict=True)):
-        return _not_quick
+        return None
     key = (call, features, hidden, frozen)
-    none = _NO_STATE[dtype]
     if call.by_rows:
         return functools.partial(_quick_split, call, key, operands, panels, reverse,
-                                 (steps * batch, features), none)
+                                 (steps * batch, features))
     args = None if len(call.chunks) > 1 else \
         _alone_args(call, operands, panels, frozen, features, hidden, dtype)
     if args is None:
         return functools.partial(_quick_units, call, key, operands, panels,
-                                 (reverse, dtype == np.float32, True, len(panels) > 0),
-                                 (steps * batch, features), none, _NO_TAPE[dtype])
-    return functools.partial(_quick_alone, (*args, none, none, True, 0, reverse),
-                             (steps, batch, hidden), dtype)
+                                 (reverse, dtype == np.float32), len(panels) > 0,
+                                 (steps * batch, features), _NO_TAPE[dtype])
+    return functools.partial(_quick_alone, (0, reverse, *args), (steps, batch, hidden), dtype)
 
 
-def _not_quick(X: np.ndarray) -> None:
+def _not_quick(X: np.ndarray, state: Any) -> None:
     """:func:`_quick_call`'s word that a call takes :func:`plain_forward`'s other way."""
     return None
 
 
-def _quick_alone(args: tuple[Any, ...], shape: tuple[int, int, int], dtype: np.dtype,
-                 X: np.ndarray) -> Any:
-    """A prepared call on the caller's thread alone (:func:`_run_alone`'s)."""
+def _quick_stack(runs: tuple[Callable[..., np.ndarray], ...], shape: tuple[int, int, int],
+                 dtype: np.dtype, none: np.ndarray, X: np.ndarray, state: Any) -> Any:
+    """A prepared call (:func:`_quick_call`): ``runs`` its layers' (:func:`_quick_layer`),
+    ``shape`` the state's (L, B, H), ``none`` an empty state; ``(y, (h_n, c_n))``, or None
+    where ``state`` is neither None nor a pair of C-ordered writable arrays (L, B, H) of
+    ``dtype`` (any other the other way checks, copies or reports; numba would compile the
+    scan anew for another array type)."""
+    if state is not None:
+        pair = _plain_state(state, shape, dtype)
+        if pair is None:
+            return None
+        h0, c0 = pair
+        if not (h0.flags.c_contiguous and h0.flags.writeable
+                and c0.flags.c_contiguous and c0.flags.writeable):
+            return None
+    states = np.empty((2, *shape), dtype)
+    h_n, c_n = states[0], states[1]
+    x = X
+    for layer, run in enumerate(runs):
+        if state is None:
+            x = run(x, h_n[layer], c_n[layer], none, none, True)
+        else:
+            x = run(x, h_n[layer], c_n[layer], h0[layer], c0[layer], False)
+    return x, (h_n, c_n)
+
+
+def _quick_alone(tail: tuple[Any, ...], shape: tuple[int, int, int], dtype: np.dtype,
+                 x: np.ndarray, h_n: np.ndarray, c_n: np.ndarray, h0: np.ndarray,
+                 c0: np.ndarray, zero: bool) -> np.ndarray:
+    """A prepared layer on the caller's thread alone (:func:`_run_alone`'s); ``tail``
+    :func:`_scan_alone`'s arguments from ``column`` on."""
     y = np.empty(shape, dtype)
-    states = np.empty((2, 1, shape[1], shape[2]), dtype)
-    _scan_alone(X, y, states, *args)
-    return y, (states[0], states[1])
+    _scan_alone(x, y, h_n, c_n, h0, c0, zero, *tail)
+    return y
 
 
 def _quick_split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
                  panels: list[np.ndarray], reverse: bool, rows: tuple[int, int],
-                 none: np.ndarray, X: np.ndarray) -> Any:
-    """A prepared call split by sequences (:func:`_run_split`'s): ``rows`` the input's
-    shape as (T * B, I), ``none`` an empty state."""
-    y, states = _split(call, key, operands, panels, X.reshape(rows), none, none, True,
-                       reverse, None)
-    return y, (states[0], states[1])
+                 x: np.ndarray, h_n: np.ndarray, c_n: np.ndarray, h0: np.ndarray,
+                 c0: np.ndarray, zero: bool) -> np.ndarray:
+    """A prepared layer split by sequences (:func:`_run_split`'s): ``rows`` the input's
+    shape as (T * B, I)."""
+    return _split(call, key, operands, panels, x.reshape(rows), h0, c0,
+                  zero or not h0.any(), reverse, None, h_n, c_n)
 
 
 def _quick_units(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
-                 panels: list[np.ndarray], flags: tuple[bool, ...], rows: tuple[int, int],
-                 none: np.ndarray, tape: tuple[np.ndarray, ...], X: np.ndarray) -> Any:
-    """A prepared call of a plan that does not split by sequences (:func:`_run`'s);
+                 panels: list[np.ndarray], flags: tuple[bool, bool], prepacked: bool,
+                 rows: tuple[int, int], tape: tuple[np.ndarray, ...], x: np.ndarray,
+                 h_n: np.ndarray, c_n: np.ndarray, h0: np.ndarray, c0: np.ndarray,
+                 zero: bool) -> np.ndarray:
+    """A prepared layer of a plan that does not split by sequences (:func:`_run`'s);
     ``key`` the work buffers' (the hidden size from it), ``flags`` :func:`_scan_units`'
-    ``(reverse, approximate, known_zero, prepacked)``, ``rows`` the input's shape as
-    (T * B, I), ``none`` an empty state, ``tape`` no tape."""
-    steps, batch, _ = X.shape
-    hidden = key[2]
-    dtype = X.dtype
+    ``(reverse, approximate)``, ``rows`` the input's shape as (T * B, I), ``tape`` no
+    tape."""
+    steps, batch, _ = x.shape
     work = _work_for(key)
-    y = np.empty((steps, batch, hidden), dtype)
-    states = np.empty((2, 1, batch, hidden), dtype)
-    _by_units(call, work, (X.reshape(rows), *operands, work.states[0][0], none, none,
-                           states[0, 0], states[1, 0], y, 0, call.full_lengths, 0,
-                           call.chunks),
-              (*flags, *_with(work.parts[0], panels)), tape)
+    y = np.empty((steps, batch, key[2]), x.dtype)
+    _by_units(call, work, (x.reshape(rows), *operands, work.states[0][0], h0, c0, h_n, c_n,
+                           y, 0, call.full_lengths, 0, call.chunks),
+              (*flags, zero, prepacked, *_with(work.parts[0], panels)), tape)
     _keep_work(key, work)
-    return y, (states[0], states[1])
+    return y
 
 
 def _plain_scan(x: np.ndarray, weights: Any, h0: Any, c0: Any, k: int,
@@ -1364,27 +1416,26 @@ def _run_split(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
     steps, batch, features = x.shape
     operands, panels, frozen = _operands(call, weight_ih, weight_hh, bias_ih, bias_hh,
                                          features, weight_hh.shape[1], x.dtype)
-    y, states = _split(call, (call, features, weight_hh.shape[1], frozen), operands, panels,
-                       x.reshape(steps * batch, features), h0, c0,
-                       known_zero or not h0.any(), reverse, out)
-    return y, states[0, 0], states[1, 0]
+    states = np.empty((2, batch, weight_hh.shape[1]), x.dtype)  # (one array: 2 us less)
+    y = _split(call, (call, features, weight_hh.shape[1], frozen), operands, panels,
+               x.reshape(steps * batch, features), h0, c0, known_zero or not h0.any(),
+               reverse, out, states[0], states[1])
+    return y, states[0], states[1]
 
 
 def _split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
            panels: list[np.ndarray], x2: np.ndarray, h0: np.ndarray, c0: np.ndarray,
-           zero: bool, reverse: bool, out: tuple[np.ndarray, int] | None,
-           ) -> tuple[np.ndarray, np.ndarray]:
+           zero: bool, reverse: bool, out: tuple[np.ndarray, int] | None, h_n: np.ndarray,
+           c: np.ndarray) -> np.ndarray:
     """:func:`_run_split`'s call once its arguments are checked: ``operands`` and
     ``panels`` from :func:`_operands`, ``key`` the work buffers' (:func:`_work_for`), ``x2``
-    (T * B, I) the input, ``zero`` whether ``h0`` is all zero: ``(y, states)``, ``states``
-    (2, 1, B, H) the final ``h_n`` and ``c_n``. (The hidden size from ``key``: frozen
+    (T * B, I) the input, ``zero`` whether ``h0`` is all zero: the output ``y``, the final
+    state written into ``h_n`` and ``c`` (B, H). (The hidden size from ``key``: frozen
     weights' ``operands`` are empty.)"""
     batch, hidden, dtype = call.batch, key[2], x2.dtype
     steps = x2.shape[0] // batch
     work = _work_for(key)
     y, column = (np.empty((steps, batch, hidden), dtype), 0) if out is None else out
-    states = np.empty((2, 1, batch, hidden), dtype)  # (unpacked, 2 us more of a call)
-    h_n, c = states[0, 0], states[1, 0]
     sync = np.zeros(CLAIMS + 3 * len(work.parts), np.int64)
     w_ih, w_hh, b_ih, b_hh = operands
     approximate, prepacked, tape = dtype == np.float32, len(panels) > 0, _NO_TAPE[dtype]
@@ -1394,7 +1445,7 @@ def _split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ..
         for (hs, _), head, buffers in zip(work.states, work.heads, work.parts, strict=True)],
         sync, CLAIMS + 2 * len(work.parts), 1)
     _keep_work(key, work)
-    return y, states
+    return y
 
 
 def _operands(call: _CallPlan, weight_ih: np.ndarray, weight_hh: np.ndarray,
@@ -1459,17 +1510,17 @@ def _run_alone(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
     if args is None:
         return None
     y, column = (np.empty((steps, batch, hidden), dtype), 0) if out is None else out
-    states = np.empty((2, 1, batch, hidden), dtype)
-    # One starred tuple: mypy counts positional arguments after a starred one as too many.
-    _scan_alone(compiled_operand(x), y, states, *(*args, h0, c0, known_zero, column, reverse))
-    return y, states[0, 0], states[1, 0]
+    states = np.empty((2, batch, hidden), dtype)
+    _scan_alone(compiled_operand(x), y, states[0], states[1], h0, c0, known_zero, column,
+                reverse, *args)
+    return y, states[0], states[1]
 
 
 def _alone_args(call: _CallPlan, operands: tuple[np.ndarray, ...], panels: list[np.ndarray],
                 frozen: bool, features: int, hidden: int,
                 dtype: np.dtype) -> tuple[Any, ...] | None:
-    """:func:`_scan_alone`'s arguments after ``states`` that depend on the weights and the plan
-    only (``operands``, ``panels`` and ``frozen`` from :func:`_operands`), or None where
+    """:func:`_scan_alone`'s arguments after ``reverse``, which depend on the weights and the
+    plan only (``operands``, ``panels`` and ``frozen`` from :func:`_operands`), or None where
     the call would pack more than :data:`ALONE_PACKED_BYTES` of weights itself."""
     count, width = call.panels
     if panels:
@@ -1483,26 +1534,24 @@ def _alone_args(call: _CallPlan, operands: tuple[np.ndarray, ...], panels: list[
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _scan_alone(x, y, states, w_ih, w_hh, bias, bias_hh, panels, width, packed_ih,
-                packed_hh, approximate, ahead, h0, c0, known_zero, column,
-                reverse):  # pragma: no cover - compiled
+def _scan_alone(x, y, h_n, c, h0, c0, known_zero, column, reverse, w_ih, w_hh, bias, bias_hh,
+                panels, width, packed_ih, packed_hh, approximate,
+                ahead):  # pragma: no cover - compiled
     """:func:`_scan_units` for the whole batch of ``x`` (T, B, I) on the calling thread,
     one chunk of every unit, every sequence running every step, with work buffers of its
     own (what :func:`_make_work` makes for such a call), from the state ``h0`` and ``c0``
     (B, H; copied; empty: zero), the outputs into columns ``column:column + H`` of ``y``
-    (T, B, W), the final state into ``states`` (2, 1, B, H) (``h_n``, then ``c_n``);
+    (T, B, W), the final state into ``h_n`` and ``c`` (B, H);
     ``bias`` and ``bias_hh`` as :func:`_scan_units` takes them. ``panels`` 0: no packing
     (dot products over the weights as they are); else the weights in ``panels`` panels
     of ``width`` columns, packed here, or already in ``packed_ih`` (1, P, I, C) and
     ``packed_hh`` (1, P, H, C) where those are not empty (frozen weights; ``w_ih`` and
     ``w_hh`` are then not read). (The arguments that depend on the weights alone follow
-    ``states``: :func:`_alone_args`.)"""
+    ``reverse``: :func:`_alone_args`.)"""
     steps, batch, features = x.shape
-    hidden = states.shape[3]
+    hidden = h_n.shape[1]
     x2 = x.reshape((steps * batch, features))
     dtype = x2.dtype
-    h_n = states[0, 0]
-    c = states[1, 0]
     hs = np.empty((2 * batch, hidden), dtype)
     chunks = np.empty((1, 2), np.int64)
     chunks[0, 0] = 0
