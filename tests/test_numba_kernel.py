@@ -1152,10 +1152,11 @@ def test_what_the_compiled_call_alone_leaves_to_run(monkeypatch, rng):
 
 
 def _prepared_ways(model):
-    """How the layers of a model's latest prepared call run (numba_scan._quick_layer)."""
+    """How the layers' directions of a model's latest prepared call run
+    (numba_scan._quick_layer)."""
     run = list(model._layers().memo.values())[-1]
     assert run.func is numba_scan._quick_stack
-    return [layer.func.__name__ for layer in run.args[0]]
+    return [way.func.__name__ for layer in run.args[0] for way in layer]
 
 
 @pytest.mark.parametrize("way", ["alone", "split", "units"])
@@ -1196,31 +1197,40 @@ def test_a_prepared_call_sees_the_weights_as_they_are_now(threaded, monkeypatch,
 
 @pytest.mark.parametrize("way", ["alone", "split", "units"])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-def test_a_prepared_stack_runs_from_a_given_state(threaded, monkeypatch, rng, way, precision):
-    """A stack of three layers (one direction) is prepared once for its shape too, each
-    layer's way decided then, and the same prepared call runs from a zero state and from
-    one given (zero or not; never written): its results are the other way's bits (layers
-    without a memo), the full path's, and the pure kernel's values, and a later layer's
-    weights changed in place are seen."""
+@pytest.mark.parametrize("ways", ["forward", "one after the other", "side by side"])
+def test_a_prepared_stack_runs_from_a_given_state(threaded, monkeypatch, rng, way, precision,
+                                                  ways):
+    """A stack of layers (three of one direction, or two bidirectional ones, their
+    directions one after the other or side by side, one thread each) is prepared once for
+    its shape too, each layer's way decided then, and the same prepared call runs from a
+    zero state and from one given (zero or not; never written): its results are the other
+    way's bits (layers without a memo), the full path's, and the pure kernel's values, and
+    a later layer's weights changed in place are seen."""
     if way != "alone":
         threaded(2)
         monkeypatch.setattr(numba_scan, "PACK_COST_ROWS", 0)
         for name in ("MIN_ROWS_PER_THREAD", "MIN_SMALL_ROWS_PER_THREAD"):
             monkeypatch.setattr(numba_scan, name, 1 if way == "split" else 10**9)
-    model = LSTM(5, 12, num_layers=3, dtype=precision, seed=4)
-    pure = LSTM(5, 12, num_layers=3, dtype=precision, kernel="pure", seed=0)
+    side = ways == "side by side"
+    monkeypatch.setattr(numba_scan, "SIDE_BY_SIDE_MIN_WORK", 0 if side else 10**18)
+    stack = dict(num_layers=3) if ways == "forward" else dict(num_layers=2, bidirectional=True)
+    model = LSTM(5, 12, **stack, dtype=precision, seed=4)
+    pure = LSTM(5, 12, **stack, dtype=precision, kernel="pure", seed=0)
+    count = model.num_layers * model.num_directions
     x = rng.standard_normal((6, 4, 5)).astype(precision)
-    given = tuple(rng.standard_normal((3, 4, 12)).astype(precision) for _ in range(2))
+    given = tuple(rng.standard_normal((count, 4, 12)).astype(precision) for _ in range(2))
     zero = tuple(np.zeros_like(a) for a in given)
     tol = dict(rtol=1e-6, atol=1e-6) if precision == "float32" else dict(rtol=1e-13, atol=1e-13)
-    for change in (None, "weight_hh_l1", "bias_ih_l2"):
+    # Side by side on 2 threads, each direction has one: on its thread alone.
+    expected = ["_quick_alone" if side and lstm_xp.get_num_threads() < 4 else f"_quick_{way}"]
+    for change in (None, "weight_hh_l1", "bias_ih_l1"):
         if change is not None:
             model._params[change][...] *= -0.5  # in place: the same arrays
         pure.load_state_dict(model.state_dict())
         for state in (None, given, zero):
             kept = None if state is None else tuple(a.copy() for a in state)
             got = model(x, state)
-            assert _prepared_ways(model) == [f"_quick_{way}"] * 3
+            assert _prepared_ways(model) == expected * count
             other = model._plain(x, list(model._layers()), state, None)
             full = model._forward(x, state, None, None, None)
             for a, b, c, d in zip(flat(got), flat(other), flat(full), flat(pure(x, state)),
@@ -1232,16 +1242,6 @@ def test_a_prepared_stack_runs_from_a_given_state(threaded, monkeypatch, rng, wa
             for a, b in zip(state or (), kept or (), strict=True):
                 np.testing.assert_array_equal(a, b)
     assert len(model._layers().memo) == 1
-
-
-def test_a_bidirectional_stack_is_not_prepared(rng):
-    """Two directions take the other way (their scans side by side), with its results."""
-    model = LSTM(5, 12, num_layers=2, bidirectional=True, seed=4)
-    x = rng.standard_normal((6, 4, 5)).astype(np.float32)
-    got = model(x)
-    assert list(model._layers().memo.values()) == [numba_scan._not_quick]
-    for a, b in zip(flat(got), flat(model._forward(x, None, None, None, None)), strict=True):
-        np.testing.assert_array_equal(a, b)
 
 
 def test_a_setting_changed_forgets_the_plans_and_prepared_calls(monkeypatch, rng):

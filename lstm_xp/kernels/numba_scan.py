@@ -46,8 +46,8 @@ compiled call runs the layer:
 - **Small calls**: a model's plain call (:func:`plain_forward`) that runs on the caller's
   thread alone is one compiled call that also makes its work buffers and copies of the
   state (:func:`_run_alone`): at one step the Python and NumPy calls around the scan had
-  been most of the time. A model's call without lengths (one direction, any number of
-  layers, a state given or not) is prepared once a shape (:func:`_quick_call`: each
+  been most of the time. A model's call without lengths (any number of layers, one
+  direction or two, a state given or not) is prepared once a shape (:func:`_quick_call`: each
   layer's plan, its weights as the scan takes them), so that what is left around the
   compiled code is a lookup, the state's checks and the outputs' allocation.
 
@@ -72,7 +72,7 @@ import numba
 import numpy as np
 
 from .._functional import ScanShape, one_after_another
-from .._threads import get_num_threads
+from .._threads import get_num_threads, thread_shares
 from ._atomics import atomic_add, take, wait_at_least
 from ._frozen import DerivedCache, is_frozen
 from ._pool import arrive, is_pool_thread, linger, run_claimed, run_parts, side_by_side
@@ -990,7 +990,7 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
     us against 20 for one. Each layer's directions run as the full path runs them
     (:func:`directions`), so the bits are the full path's.
 
-    A call without lengths of a stack of one direction, with ``layers`` a
+    A call without lengths, with ``layers`` a
     :class:`lstm_xp._naming.LayerList` (a model's), runs as :func:`_quick_call` prepared it
     for its shape, at the first such call."""
     if lengths is None and type(X) is np.ndarray:
@@ -1059,54 +1059,68 @@ QUICK_ENTRIES = 16
 
 
 def _quick_call(X: np.ndarray, layers: Any, reverse: bool) -> Callable[[np.ndarray, Any], Any]:
-    """:func:`plain_forward`'s call of ``layers`` (L layers of one direction) over an input
+    """:func:`plain_forward`'s call of ``layers`` (L layers of D directions) over an input
     of ``X``'s shape and dtype, C-ordered and writable, every sequence running every step,
     prepared: a function of the input and the state (None: zeros) that returns ``(y, (h_n,
     c_n))``, the same bits as :func:`plain_forward`'s other way, or None for a state that
     way must take (:func:`_quick_stack`); each layer's plan, its weights as the compiled
-    scan takes them and its other arguments decided once (:func:`_quick_layer`). The model
-    keeps it in its layers' memo (so that nothing outlives the arrays it was made for), by
-    shape and the module's settings (:class:`_Settings`). In one process, taking turns in
-    blocks of 0.15 s (the 2-vCPU Zen 3 guest, its slower state), the plain call from a
-    zero state took 12.6 against 25.9 us at (B, T, I, H) = (1, 1, 32, 64), 81.5 against
-    96.7 at (3, 3, 64, 128) (one thread), 178.5 against 188.5 at (16, 20, 32, 32) (split
-    by sequences), 131 against 149 at (1, 3, 128, 256) (by units); from a state given,
-    18.4 against 29.0 at (1, 1, 32, 64), and two layers 20.9 against 54.9 (in the other
-    way, the layers' states copied into the stack's, their plans and operands at every
-    call), 145 against 190 at (3, 3, 64, 128). :func:`_not_quick`
-    (the other way) for a bidirectional stack, an input the plain way does not take, and
-    where any layer's weights would need copies (:func:`_quick_layer`)."""
-    if not (all(len(pair_of) == 1 for pair_of in layers) and _takes(X, layers[0][0][0])):
+    scan takes them and its other arguments decided once (:func:`_quick_layer`), and
+    whether a bidirectional layer's directions run side by side (:func:`directions`). The
+    model keeps it in its layers' memo (so that nothing outlives the arrays it was made
+    for), by shape and the module's settings (:class:`_Settings`). In one process, taking
+    turns in blocks of 0.15 s (the 2-vCPU Zen 3 guest, its slower state), the plain call
+    from a zero state took 12.6 against 25.9 us at (B, T, I, H) = (1, 1, 32, 64), 81.5
+    against 96.7 at (3, 3, 64, 128) (one thread), 178.5 against 188.5 at (16, 20, 32, 32)
+    (split by sequences), 131 against 149 at (1, 3, 128, 256) (by units); from a state
+    given, 18.4 against 29.0 at (1, 1, 32, 64), and two layers 20.9 against 54.9 (in the
+    other way, the layers' states copied into the stack's, their plans and operands at
+    every call), 145 against 190 at (3, 3, 64, 128); a bidirectional layer 28.2 against
+    65.1 at (1, 1, 32, 64), 648 against 705 at (4, 20, 64, 128). :func:`_not_quick` (the
+    other way)
+    for an input the plain way does not take, and where any layer's weights would need
+    copies (:func:`_quick_layer`)."""
+    if not _takes(X, layers[0][0][0]):
         return _not_quick
     steps, batch, _ = X.shape
     dtype = X.dtype
     hidden = layers[0][0][1].shape[1]
-    runs = []
+    threads = get_num_threads()
+    ways = len(layers[0])
+    side = ways > 1 and directions_side_by_side((steps, batch, X.shape[2], hidden), dtype)
+    shares = thread_shares(threads, ways) if side else (threads,) * ways
+    stack = []
     features = X.shape[2]
     for pair_of in layers:
-        run = _quick_layer(steps, batch, features, dtype, pair_of[0], reverse)
-        if run is None:
-            return _not_quick
-        runs.append(run)
-        features = hidden
-    return functools.partial(_quick_stack, tuple(runs), (len(runs), batch, hidden), dtype,
-                             _NO_STATE[dtype])
+        runs = []
+        for d, weights in enumerate(pair_of):
+            run = _quick_layer(steps, batch, features, dtype, weights, reverse or d == 1,
+                               d * hidden, shares[d])
+            if run is None:
+                return _not_quick
+            runs.append(run)
+        stack.append(tuple(runs))
+        features = ways * hidden
+    return functools.partial(_quick_stack, tuple(stack), side, (steps, batch, ways * hidden),
+                             (len(stack) * ways, batch, hidden), dtype, _NO_STATE[dtype])
 
 
 def _quick_layer(steps: int, batch: int, features: int, dtype: np.dtype, weights: Any,
-                 reverse: bool) -> Callable[..., np.ndarray] | None:
-    """One layer's part of :func:`_quick_call`: a function ``run(x, h_n, c_n, h0, c0,
-    zero)`` of its input ``x`` (T, B, I), C-ordered, that writes the final state into
-    ``h_n`` and ``c_n`` (B, H) and returns the output ``y`` (T, B, H), from the state
-    ``h0``, ``c0`` (B, H; C-ordered writable arrays, or empty (0, 0) arrays with ``zero``:
-    the caller's word that they are zero), on the caller's thread alone
-    (:func:`_quick_alone`), split by sequences (:func:`_quick_split`) or by units
-    (:func:`_quick_units`). It keeps the weights as they are, never a copy (the model's
-    in-place changes to them are seen), so None where the compiled scan needs copies of
-    them: arrays not C-ordered or not of the input's dtype, and not frozen."""
+                 reverse: bool, column: int, threads: int,
+                 ) -> Callable[..., np.ndarray] | None:
+    """One layer's direction in :func:`_quick_call`, on ``threads`` threads: a function
+    ``run(x, out, h_n, c_n, h0, c0, zero)`` of its input ``x`` (T, B, I), C-ordered, that
+    writes the final state into ``h_n`` and ``c_n`` (B, H) and returns the output ``y``
+    (T, B, H), or ``out`` (T, B, W) where it is not None, this direction's output written
+    into its columns ``column:column + H``, from the state ``h0``, ``c0`` (B, H; C-ordered
+    writable arrays, or empty (0, 0) arrays with ``zero``: the caller's word that they are
+    zero), on the caller's thread alone (:func:`_quick_alone`), split by sequences
+    (:func:`_quick_split`) or by units (:func:`_quick_units`). It keeps the weights as
+    they are, never a copy (the model's in-place changes to them are seen), so None where
+    the compiled scan needs copies of them: arrays not C-ordered or not of the input's
+    dtype, and not frozen."""
     weight_ih, weight_hh, bias_ih, bias_hh = weights[:4]
     hidden = weight_hh.shape[1]
-    call = _plan_of(steps, batch, features, hidden, dtype, get_num_threads(), True, False)
+    call = _plan_of(steps, batch, features, hidden, dtype, threads, True, False)
     operands, panels, frozen = _operands(call, weight_ih, weight_hh, bias_ih, bias_hh,
                                          features, hidden, dtype)
     given = (weight_ih, weight_hh, bias_ih, bias_hh)
@@ -1114,15 +1128,16 @@ def _quick_layer(steps: int, batch: int, features: int, dtype: np.dtype, weights
         return None
     key = (call, features, hidden, frozen)
     if call.by_rows:
-        return functools.partial(_quick_split, call, key, operands, panels, reverse,
+        return functools.partial(_quick_split, call, key, operands, panels, reverse, column,
                                  (steps * batch, features))
     args = None if len(call.chunks) > 1 else \
         _alone_args(call, operands, panels, frozen, features, hidden, dtype)
     if args is None:
         return functools.partial(_quick_units, call, key, operands, panels,
-                                 (reverse, dtype == np.float32), len(panels) > 0,
+                                 (reverse, dtype == np.float32), len(panels) > 0, column,
                                  (steps * batch, features), _NO_TAPE[dtype])
-    return functools.partial(_quick_alone, (0, reverse, *args), (steps, batch, hidden), dtype)
+    return functools.partial(_quick_alone, (column, reverse, *args), (steps, batch, hidden),
+                             dtype)
 
 
 def _not_quick(X: np.ndarray, state: Any) -> None:
@@ -1130,11 +1145,14 @@ def _not_quick(X: np.ndarray, state: Any) -> None:
     return None
 
 
-def _quick_stack(runs: tuple[Callable[..., np.ndarray], ...], shape: tuple[int, int, int],
-                 dtype: np.dtype, none: np.ndarray, X: np.ndarray, state: Any) -> Any:
-    """A prepared call (:func:`_quick_call`): ``runs`` its layers' (:func:`_quick_layer`),
-    ``shape`` the state's (L, B, H), ``none`` an empty state; ``(y, (h_n, c_n))``, or None
-    where ``state`` is neither None nor a pair of C-ordered writable arrays (L, B, H) of
+def _quick_stack(stack: tuple[tuple[Callable[..., np.ndarray], ...], ...], side: bool,
+                 joined: tuple[int, int, int], shape: tuple[int, int, int], dtype: np.dtype,
+                 none: np.ndarray, X: np.ndarray, state: Any) -> Any:
+    """A prepared call (:func:`_quick_call`): ``stack`` its layers' directions' runs
+    (:func:`_quick_layer`), ``side`` whether two run side by side (:func:`directions`),
+    ``joined`` the shape of a bidirectional layer's output (T, B, 2H), ``shape`` the
+    state's (L*D, B, H), ``none`` an empty state; ``(y, (h_n, c_n))``, or None where
+    ``state`` is neither None nor a pair of C-ordered writable arrays (L*D, B, H) of
     ``dtype`` (any other the other way checks, copies or reports; numba would compile the
     scan anew for another array type)."""
     if state is not None:
@@ -1148,48 +1166,66 @@ def _quick_stack(runs: tuple[Callable[..., np.ndarray], ...], shape: tuple[int, 
     states = np.empty((2, *shape), dtype)
     h_n, c_n = states[0], states[1]
     x = X
-    for layer, run in enumerate(runs):
-        if state is None:
-            x = run(x, h_n[layer], c_n[layer], none, none, True)
+    k = 0  # the layer and direction: row k of the state
+    for runs in stack:
+        if len(runs) == 1:
+            if state is None:
+                x = runs[0](x, None, h_n[k], c_n[k], none, none, True)
+            else:
+                x = runs[0](x, None, h_n[k], c_n[k], h0[k], c0[k], False)
+            k += 1
+            continue
+        # Both directions write their halves of one output, as the other way's.
+        out = np.empty(joined, dtype)
+        calls = [functools.partial(run, x, out, h_n[k + d], c_n[k + d],
+                                   *((none, none, True) if state is None else
+                                     (h0[k + d], c0[k + d], False)))
+                 for d, run in enumerate(runs)]
+        if side:
+            side_by_side(calls)
         else:
-            x = run(x, h_n[layer], c_n[layer], h0[layer], c0[layer], False)
+            for call in calls:
+                call()
+        x = out
+        k += len(runs)
     return x, (h_n, c_n)
 
 
 def _quick_alone(tail: tuple[Any, ...], shape: tuple[int, int, int], dtype: np.dtype,
-                 x: np.ndarray, h_n: np.ndarray, c_n: np.ndarray, h0: np.ndarray,
-                 c0: np.ndarray, zero: bool) -> np.ndarray:
+                 x: np.ndarray, out: np.ndarray | None, h_n: np.ndarray, c_n: np.ndarray,
+                 h0: np.ndarray, c0: np.ndarray, zero: bool) -> np.ndarray:
     """A prepared layer on the caller's thread alone (:func:`_run_alone`'s); ``tail``
     :func:`_scan_alone`'s arguments from ``column`` on."""
-    y = np.empty(shape, dtype)
+    y = np.empty(shape, dtype) if out is None else out
     _scan_alone(x, y, h_n, c_n, h0, c0, zero, *tail)
     return y
 
 
 def _quick_split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
-                 panels: list[np.ndarray], reverse: bool, rows: tuple[int, int],
-                 x: np.ndarray, h_n: np.ndarray, c_n: np.ndarray, h0: np.ndarray,
-                 c0: np.ndarray, zero: bool) -> np.ndarray:
+                 panels: list[np.ndarray], reverse: bool, column: int, rows: tuple[int, int],
+                 x: np.ndarray, out: np.ndarray | None, h_n: np.ndarray, c_n: np.ndarray,
+                 h0: np.ndarray, c0: np.ndarray, zero: bool) -> np.ndarray:
     """A prepared layer split by sequences (:func:`_run_split`'s): ``rows`` the input's
     shape as (T * B, I)."""
     return _split(call, key, operands, panels, x.reshape(rows), h0, c0,
-                  zero or not h0.any(), reverse, None, h_n, c_n)
+                  zero or not h0.any(), reverse, None if out is None else (out, column),
+                  h_n, c_n)
 
 
 def _quick_units(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
                  panels: list[np.ndarray], flags: tuple[bool, bool], prepacked: bool,
-                 rows: tuple[int, int], tape: tuple[np.ndarray, ...], x: np.ndarray,
-                 h_n: np.ndarray, c_n: np.ndarray, h0: np.ndarray, c0: np.ndarray,
-                 zero: bool) -> np.ndarray:
+                 column: int, rows: tuple[int, int], tape: tuple[np.ndarray, ...],
+                 x: np.ndarray, out: np.ndarray | None, h_n: np.ndarray, c_n: np.ndarray,
+                 h0: np.ndarray, c0: np.ndarray, zero: bool) -> np.ndarray:
     """A prepared layer of a plan that does not split by sequences (:func:`_run`'s);
     ``key`` the work buffers' (the hidden size from it), ``flags`` :func:`_scan_units`'
     ``(reverse, approximate)``, ``rows`` the input's shape as (T * B, I), ``tape`` no
     tape."""
     steps, batch, _ = x.shape
     work = _work_for(key)
-    y = np.empty((steps, batch, key[2]), x.dtype)
+    y = np.empty((steps, batch, key[2]), x.dtype) if out is None else out
     _by_units(call, work, (x.reshape(rows), *operands, work.states[0][0], h0, c0, h_n, c_n,
-                           y, 0, call.full_lengths, 0, call.chunks),
+                           y, column, call.full_lengths, 0, call.chunks),
               (*flags, zero, prepacked, *_with(work.parts[0], panels)), tape)
     _keep_work(key, work)
     return y
@@ -1975,17 +2011,23 @@ def directions(calls: Sequence[Callable[[], Any]], shape: ScanShape | None,
     median 0.89x-0.95x the time of one after the other at (1 | 4 | 8 | 16, 100, 32-128,
     64-256) (single runs from 0.86x to 1.03x), 1.00x at (32, 100, 128, 256); two layers
     0.93x-0.95x; a training step 0.82x-0.96x."""
-    dtype = np.dtype(dtype)
-    if shape is None or not use_compiled(dtype):
+    if shape is None or not directions_side_by_side(shape, dtype):
         return one_after_another(calls)
+    return side_by_side(calls)
+
+
+def directions_side_by_side(shape: ScanShape, dtype: Any) -> bool:
+    """Whether :func:`directions` runs a bidirectional layer's scans of ``shape`` (T, B, I,
+    H; I None in a backward pass) and ``dtype`` side by side."""
+    dtype = np.dtype(dtype)
+    if not use_compiled(dtype):
+        return False
     steps, batch, features, hidden = shape
     backward = features is None
     width = hidden if features is None else features  # a backward pass: about as wide
     work = (8 * batch * hidden * (width + hidden) + STEP_WORK) * steps * (2 if backward else 1)
     weights = 4 * hidden * (width + hidden) * dtype.itemsize
-    if work < SIDE_BY_SIDE_MIN_WORK or (not backward and weights > SIDE_BY_SIDE_BYTES):
-        return one_after_another(calls)
-    return side_by_side(calls)
+    return work >= SIDE_BY_SIDE_MIN_WORK and (backward or weights <= SIDE_BY_SIDE_BYTES)
 
 
 def make(reverse: bool = False) -> LayerwiseKernel:
