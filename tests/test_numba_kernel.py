@@ -1128,9 +1128,9 @@ def test_what_the_compiled_call_alone_leaves_to_run(monkeypatch, rng):
             np.testing.assert_array_equal(a, b)
         assert runs
     del runs[:]
-    np.testing.assert_array_equal(model(x, (h, c), lengths=[7, 6, 7])[0][:, 0],
-                                  expected[0][:, 0])
-    assert runs
+    other = model._plain(x, list(model._layers()), (h, c), [7, 6, 7])
+    np.testing.assert_array_equal(other[0][:, 0], expected[0][:, 0])
+    assert runs  # the other way; the prepared call takes lengths (test_a_prepared_stack_...)
     read_only = x.copy()
     read_only.flags.writeable = False
     del runs[:]
@@ -1195,6 +1195,11 @@ def test_a_prepared_call_sees_the_weights_as_they_are_now(threaded, monkeypatch,
     assert model._layers() is not layers and not model._layers().memo
 
 
+#: Lengths of a batch of 4 sequences of 6 steps: every step (None), a zero and short ones
+#: in an order no plan sorts (numba_scan.length_order), one short, and an order sorted.
+LENGTHS = (None, [6, 5, 3, 0], [6, 6, 5, 6], [0, 6, 2, 6])
+
+
 @pytest.mark.parametrize("way", ["alone", "split", "units"])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize("ways", ["forward", "one after the other", "side by side"])
@@ -1203,9 +1208,10 @@ def test_a_prepared_stack_runs_from_a_given_state(threaded, monkeypatch, rng, wa
     """A stack of layers (three of one direction, or two bidirectional ones, their
     directions one after the other or side by side, one thread each) is prepared once for
     its shape too, each layer's way decided then, and the same prepared call runs from a
-    zero state and from one given (zero or not; never written): its results are the other
-    way's bits (layers without a memo), the full path's, and the pure kernel's values, and
-    a later layer's weights changed in place are seen."""
+    zero state and from one given (zero or not; never written), with lengths or without:
+    its results are the other way's bits (layers without a memo), the full path's, and
+    the pure kernel's values, and a later layer's weights changed in place are seen.
+    Lengths that a layer's plan runs sorted take the other way."""
     if way != "alone":
         threaded(2)
         monkeypatch.setattr(numba_scan, "PACK_COST_ROWS", 0)
@@ -1223,18 +1229,23 @@ def test_a_prepared_stack_runs_from_a_given_state(threaded, monkeypatch, rng, wa
     tol = dict(rtol=1e-6, atol=1e-6) if precision == "float32" else dict(rtol=1e-13, atol=1e-13)
     # Side by side on 2 threads, each direction has one: on its thread alone.
     expected = ["_quick_alone" if side and lstm_xp.get_num_threads() < 4 else f"_quick_{way}"]
+    runs = _counting_runs(monkeypatch)
     for change in (None, "weight_hh_l1", "bias_ih_l1"):
         if change is not None:
             model._params[change][...] *= -0.5  # in place: the same arrays
         pure.load_state_dict(model.state_dict())
-        for state in (None, given, zero):
+        for state, lengths in itertools.product((None, given, zero), LENGTHS):
             kept = None if state is None else tuple(a.copy() for a in state)
-            got = model(x, state)
+            del runs[:]
+            got = model(x, state, lengths)
             assert _prepared_ways(model) == expected * count
-            other = model._plain(x, list(model._layers()), state, None)
-            full = model._forward(x, state, None, None, None)
-            for a, b, c, d in zip(flat(got), flat(other), flat(full), flat(pure(x, state)),
-                                  strict=True):
+            # The prepared call ran, but for lengths that the other way sorts (its _run).
+            assert bool(runs) == (lengths == LENGTHS[-1])
+            other = model._plain(x, list(model._layers()), state, lengths)
+            full = model._forward(x, state, None if lengths is None else np.array(lengths),
+                                  None, None)
+            for a, b, c, d in zip(flat(got), flat(other), flat(full),
+                                  flat(pure(x, state, lengths)), strict=True):
                 assert a.shape == d.shape and a.dtype == d.dtype
                 np.testing.assert_array_equal(a, b)
                 np.testing.assert_array_equal(a, c)
@@ -1442,6 +1453,33 @@ def test_the_order_that_spares_work():
     assert numba_scan.length_order(np.sort(lengths)[::-1].copy(), False, units) is None
     assert numba_scan.length_order(np.array([9, 9, 9, 9, 9, 8, 9]), False, units) is None  # 2 %
     assert list(numba_scan.length_order(np.array([1, 9]), False, units)) == [1, 0]  # 10 of 18
+
+
+def test_the_order_is_chosen_by_the_rows_it_spares(rng):
+    """length_order sorts exactly where the rows the steps' products go through in the
+    order given (counted step by step: up to each slice's last sequence still running)
+    exceed the rows sorted (the lengths' sum) by SORT_SAVING of them, for batches of a few
+    (Python's loops) and of many (NumPy's)."""
+    sorted_ = 0
+    for _ in range(400):
+        batch = int(rng.choice([int(rng.integers(2, 65)), int(rng.integers(65, 300))]))
+        steps = int(rng.integers(1, 30))
+        lengths = rng.integers(0, steps + 1, batch)
+        if rng.random() < 0.5:  # nearly sorted: a sequence or two out of place
+            lengths = np.sort(lengths)[::-1].copy()
+            lengths[rng.integers(0, batch, 2)] = rng.integers(0, steps + 1, 2)
+        parts = int(rng.integers(1, 4))
+        slices = numba_scan.row_slices(batch, parts)
+        by_rows = bool(rng.random() < 0.5)
+        given = 0
+        for first, last in slices if by_rows else ((0, batch),):
+            for t in range(steps):
+                running = np.flatnonzero(lengths[first:last] > t)
+                given += running[-1] + 1 if running.size else 0
+        spares = lengths.sum() <= (1 - numba_scan.SORT_SAVING) * given
+        assert (numba_scan.length_order(lengths, by_rows, slices) is not None) == spares
+        sorted_ += spares
+    assert 40 < sorted_ < 360  # both answers were asked for
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -990,10 +990,10 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
     us against 20 for one. Each layer's directions run as the full path runs them
     (:func:`directions`), so the bits are the full path's.
 
-    A call without lengths, with ``layers`` a
-    :class:`lstm_xp._naming.LayerList` (a model's), runs as :func:`_quick_call` prepared it
-    for its shape, at the first such call."""
-    if lengths is None and type(X) is np.ndarray:
+    A call with ``layers`` a :class:`lstm_xp._naming.LayerList` (a model's) runs as
+    :func:`_quick_call` prepared it for its shape, at the first such call, where it takes
+    the call."""
+    if type(X) is np.ndarray:
         memo = getattr(layers, "memo", None)
         if memo is not None:
             key = (X.shape, X.dtype, reverse, get_num_threads(), _settings_epoch)
@@ -1004,7 +1004,7 @@ def plain_forward(X: Any, layers: Any, state: Any = None, lengths: Any = None, *
                 run = memo[key] = _quick_call(X, layers, reverse)
             flags = X.flags
             if run is not _not_quick and flags.c_contiguous and flags.writeable:
-                done = run(X, state)
+                done = run(X, state, lengths)
                 if done is not None:
                     return done
     if not (type(X) is np.ndarray and _takes(X, layers[0][0][0]) and X.flags.c_contiguous):
@@ -1058,27 +1058,28 @@ def _takes(X: np.ndarray, first: np.ndarray) -> bool:
 QUICK_ENTRIES = 16
 
 
-def _quick_call(X: np.ndarray, layers: Any, reverse: bool) -> Callable[[np.ndarray, Any], Any]:
-    """:func:`plain_forward`'s call of ``layers`` (L layers of D directions) over an input
-    of ``X``'s shape and dtype, C-ordered and writable, every sequence running every step,
-    prepared: a function of the input and the state (None: zeros) that returns ``(y, (h_n,
-    c_n))``, the same bits as :func:`plain_forward`'s other way, or None for a state that
+def _quick_call(X: np.ndarray, layers: Any, reverse: bool) -> Callable[..., Any]:
+    """:func:`plain_forward`'s call of ``layers`` (L layers of D directions) over an input of
+    ``X``'s shape and dtype, C-ordered and writable, prepared: a function of the input, the
+    state (None: zeros) and the lengths (None: every step) that returns ``(y, (h_n, c_n))``,
+    the same bits as :func:`plain_forward`'s other way, or None for a state or lengths that
     way must take (:func:`_quick_stack`); each layer's plan, its weights as the compiled
-    scan takes them and its other arguments decided once (:func:`_quick_layer`), and
-    whether a bidirectional layer's directions run side by side (:func:`directions`). The
-    model keeps it in its layers' memo (so that nothing outlives the arrays it was made
-    for), by shape and the module's settings (:class:`_Settings`). In one process, taking
-    turns in blocks of 0.15 s (the 2-vCPU Zen 3 guest, its slower state), the plain call
-    from a zero state took 12.6 against 25.9 us at (B, T, I, H) = (1, 1, 32, 64), 81.5
-    against 96.7 at (3, 3, 64, 128) (one thread), 178.5 against 188.5 at (16, 20, 32, 32)
-    (split by sequences), 131 against 149 at (1, 3, 128, 256) (by units); from a state
-    given, 18.4 against 29.0 at (1, 1, 32, 64), and two layers 20.9 against 54.9 (in the
-    other way, the layers' states copied into the stack's, their plans and operands at
-    every call), 145 against 190 at (3, 3, 64, 128); a bidirectional layer 28.2 against
-    65.1 at (1, 1, 32, 64), 648 against 705 at (4, 20, 64, 128). :func:`_not_quick` (the
-    other way)
-    for an input the plain way does not take, and where any layer's weights would need
-    copies (:func:`_quick_layer`)."""
+    scan takes them and its other arguments decided once (:func:`_quick_layer`), and whether
+    a bidirectional layer's directions run side by side (:func:`directions`). The model
+    keeps it in its layers' memo (so that nothing outlives the arrays it was made for), by
+    shape and the module's settings (:class:`_Settings`). In one process, taking turns in
+    blocks of 0.15 s (the 2-vCPU Zen 3 guest, its slower state), the plain call from a zero
+    state took 12.6 against 25.9 us at (B, T, I, H) = (1, 1, 32, 64), 81.5 against 96.7 at
+    (3, 3, 64, 128) (one thread), 178.5 against 188.5 at (16, 20, 32, 32) (split by
+    sequences), 131 against 149 at (1, 3, 128, 256) (by units); from a state given, 18.4
+    against 29.0 at (1, 1, 32, 64), and two layers 20.9 against 54.9 (in the other way, the
+    layers' states copied into the stack's, their plans and operands at every call), 145
+    against 190 at (3, 3, 64, 128); a bidirectional layer 28.2 against 65.1 at (1, 1, 32,
+    64), 648 against 705 at (4, 20, 64, 128); with lengths, one sequence a step short, 17.4
+    against 27.7 at (1, 1, 32, 64), 110 against 127 at (4, 10, 32, 64) (the lengths' checks,
+    7 us of it, and :func:`length_order`'s, 3 us). :func:`_not_quick` (the other way) for an
+    input the plain way does not take, and where any layer's weights would need copies
+    (:func:`_quick_layer`)."""
     if not _takes(X, layers[0][0][0]):
         return _not_quick
     steps, batch, _ = X.shape
@@ -1089,31 +1090,38 @@ def _quick_call(X: np.ndarray, layers: Any, reverse: bool) -> Callable[[np.ndarr
     side = ways > 1 and directions_side_by_side((steps, batch, X.shape[2], hidden), dtype)
     shares = thread_shares(threads, ways) if side else (threads,) * ways
     stack = []
+    splits = []  # how the layers' plans split the batch, for length_order
     features = X.shape[2]
     for pair_of in layers:
         runs = []
         for d, weights in enumerate(pair_of):
-            run = _quick_layer(steps, batch, features, dtype, weights, reverse or d == 1,
-                               d * hidden, shares[d])
-            if run is None:
+            prepared = _quick_layer(steps, batch, features, dtype, weights,
+                                    reverse or d == 1, d * hidden, shares[d])
+            if prepared is None:
                 return _not_quick
+            run, call = prepared
             runs.append(run)
+            splits.append((call.by_rows, call.slices))
         stack.append(tuple(runs))
         features = ways * hidden
-    return functools.partial(_quick_stack, tuple(stack), side, (steps, batch, ways * hidden),
-                             (len(stack) * ways, batch, hidden), dtype, _NO_STATE[dtype])
+    return functools.partial(_quick_stack, tuple(stack), side, tuple(set(splits)),
+                             (steps, batch, ways * hidden), (len(stack) * ways, batch, hidden),
+                             dtype, _NO_STATE[dtype])
 
 
 def _quick_layer(steps: int, batch: int, features: int, dtype: np.dtype, weights: Any,
                  reverse: bool, column: int, threads: int,
-                 ) -> Callable[..., np.ndarray] | None:
-    """One layer's direction in :func:`_quick_call`, on ``threads`` threads: a function
-    ``run(x, out, h_n, c_n, h0, c0, zero)`` of its input ``x`` (T, B, I), C-ordered, that
+                 ) -> tuple[Callable[..., np.ndarray], _CallPlan] | None:
+    """One layer's direction in :func:`_quick_call`, on ``threads`` threads: its plan and a
+    function
+    ``run(x, out, h_n, c_n, h0, c0, zero, lengths)`` of its input ``x`` (T, B, I),
+    C-ordered, that
     writes the final state into ``h_n`` and ``c_n`` (B, H) and returns the output ``y``
     (T, B, H), or ``out`` (T, B, W) where it is not None, this direction's output written
     into its columns ``column:column + H``, from the state ``h0``, ``c0`` (B, H; C-ordered
     writable arrays, or empty (0, 0) arrays with ``zero``: the caller's word that they are
-    zero), on the caller's thread alone (:func:`_quick_alone`), split by sequences
+    zero), each sequence ``lengths`` (B,) int64 steps (None: every step), on the caller's
+    thread alone (:func:`_quick_alone`), split by sequences
     (:func:`_quick_split`) or by units (:func:`_quick_units`). It keeps the weights as
     they are, never a copy (the model's in-place changes to them are seen), so None where
     the compiled scan needs copies of them: arrays not C-ordered or not of the input's
@@ -1129,32 +1137,44 @@ def _quick_layer(steps: int, batch: int, features: int, dtype: np.dtype, weights
     key = (call, features, hidden, frozen)
     if call.by_rows:
         return functools.partial(_quick_split, call, key, operands, panels, reverse, column,
-                                 (steps * batch, features))
+                                 (steps * batch, features)), call
     args = None if len(call.chunks) > 1 else \
         _alone_args(call, operands, panels, frozen, features, hidden, dtype)
     if args is None:
         return functools.partial(_quick_units, call, key, operands, panels,
                                  (reverse, dtype == np.float32), len(panels) > 0, column,
-                                 (steps * batch, features), _NO_TAPE[dtype])
+                                 (steps * batch, features), _NO_TAPE[dtype]), call
     return functools.partial(_quick_alone, (column, reverse, *args), (steps, batch, hidden),
-                             dtype)
+                             dtype, call.full_lengths), call
 
 
-def _not_quick(X: np.ndarray, state: Any) -> None:
+def _not_quick(X: np.ndarray, state: Any, lengths: Any) -> None:
     """:func:`_quick_call`'s word that a call takes :func:`plain_forward`'s other way."""
     return None
 
 
 def _quick_stack(stack: tuple[tuple[Callable[..., np.ndarray], ...], ...], side: bool,
-                 joined: tuple[int, int, int], shape: tuple[int, int, int], dtype: np.dtype,
-                 none: np.ndarray, X: np.ndarray, state: Any) -> Any:
+                 splits: tuple[tuple[bool, Any], ...], joined: tuple[int, int, int],
+                 shape: tuple[int, int, int], dtype: np.dtype, none: np.ndarray,
+                 X: np.ndarray, state: Any, lengths: Any) -> Any:
     """A prepared call (:func:`_quick_call`): ``stack`` its layers' directions' runs
     (:func:`_quick_layer`), ``side`` whether two run side by side (:func:`directions`),
-    ``joined`` the shape of a bidirectional layer's output (T, B, 2H), ``shape`` the
-    state's (L*D, B, H), ``none`` an empty state; ``(y, (h_n, c_n))``, or None where
-    ``state`` is neither None nor a pair of C-ordered writable arrays (L*D, B, H) of
-    ``dtype`` (any other the other way checks, copies or reports; numba would compile the
-    scan anew for another array type)."""
+    ``splits`` how their plans split the batch (``(by_rows, slices)``), ``joined`` the
+    shape of a bidirectional layer's output (T, B, 2H), ``shape`` the state's (L*D, B, H),
+    ``none`` an empty state; ``(y, (h_n, c_n))``, or None where ``state`` is neither None
+    nor a pair of C-ordered writable arrays (L*D, B, H) of ``dtype`` (any other the other
+    way checks, copies or reports; numba would compile the scan anew for another array
+    type), or ``lengths`` neither None nor what :func:`_plain_lengths` takes, or lengths
+    that a layer would run in another order (:func:`length_order`: the other way sorts
+    them)."""
+    valid = None
+    if lengths is not None:
+        taken, valid = _plain_lengths(lengths, joined[0], joined[1])
+        if not taken:
+            return None
+        if valid is not None and any(length_order(valid, by_rows, slices) is not None
+                                     for by_rows, slices in splits):
+            return None
     if state is not None:
         pair = _plain_state(state, shape, dtype)
         if pair is None:
@@ -1170,16 +1190,16 @@ def _quick_stack(stack: tuple[tuple[Callable[..., np.ndarray], ...], ...], side:
     for runs in stack:
         if len(runs) == 1:
             if state is None:
-                x = runs[0](x, None, h_n[k], c_n[k], none, none, True)
+                x = runs[0](x, None, h_n[k], c_n[k], none, none, True, valid)
             else:
-                x = runs[0](x, None, h_n[k], c_n[k], h0[k], c0[k], False)
+                x = runs[0](x, None, h_n[k], c_n[k], h0[k], c0[k], False, valid)
             k += 1
             continue
         # Both directions write their halves of one output, as the other way's.
         out = np.empty(joined, dtype)
         calls = [functools.partial(run, x, out, h_n[k + d], c_n[k + d],
                                    *((none, none, True) if state is None else
-                                     (h0[k + d], c0[k + d], False)))
+                                     (h0[k + d], c0[k + d], False)), valid)
                  for d, run in enumerate(runs)]
         if side:
             side_by_side(calls)
@@ -1192,31 +1212,35 @@ def _quick_stack(stack: tuple[tuple[Callable[..., np.ndarray], ...], ...], side:
 
 
 def _quick_alone(tail: tuple[Any, ...], shape: tuple[int, int, int], dtype: np.dtype,
-                 x: np.ndarray, out: np.ndarray | None, h_n: np.ndarray, c_n: np.ndarray,
-                 h0: np.ndarray, c0: np.ndarray, zero: bool) -> np.ndarray:
+                 full: np.ndarray, x: np.ndarray, out: np.ndarray | None, h_n: np.ndarray,
+                 c_n: np.ndarray, h0: np.ndarray, c0: np.ndarray, zero: bool,
+                 lengths: np.ndarray | None) -> np.ndarray:
     """A prepared layer on the caller's thread alone (:func:`_run_alone`'s); ``tail``
-    :func:`_scan_alone`'s arguments from ``column`` on."""
+    :func:`_scan_alone`'s arguments from ``column`` on, ``full`` the lengths of a batch
+    running every step."""
     y = np.empty(shape, dtype) if out is None else out
-    _scan_alone(x, y, h_n, c_n, h0, c0, zero, *tail)
+    _scan_alone(x, y, h_n, c_n, h0, c0, zero, full if lengths is None else lengths, *tail)
     return y
 
 
 def _quick_split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
                  panels: list[np.ndarray], reverse: bool, column: int, rows: tuple[int, int],
                  x: np.ndarray, out: np.ndarray | None, h_n: np.ndarray, c_n: np.ndarray,
-                 h0: np.ndarray, c0: np.ndarray, zero: bool) -> np.ndarray:
+                 h0: np.ndarray, c0: np.ndarray, zero: bool,
+                 lengths: np.ndarray | None) -> np.ndarray:
     """A prepared layer split by sequences (:func:`_run_split`'s): ``rows`` the input's
     shape as (T * B, I)."""
     return _split(call, key, operands, panels, x.reshape(rows), h0, c0,
                   zero or not h0.any(), reverse, None if out is None else (out, column),
-                  h_n, c_n)
+                  h_n, c_n, lengths)
 
 
 def _quick_units(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
                  panels: list[np.ndarray], flags: tuple[bool, bool], prepacked: bool,
                  column: int, rows: tuple[int, int], tape: tuple[np.ndarray, ...],
                  x: np.ndarray, out: np.ndarray | None, h_n: np.ndarray, c_n: np.ndarray,
-                 h0: np.ndarray, c0: np.ndarray, zero: bool) -> np.ndarray:
+                 h0: np.ndarray, c0: np.ndarray, zero: bool,
+                 lengths: np.ndarray | None) -> np.ndarray:
     """A prepared layer of a plan that does not split by sequences (:func:`_run`'s);
     ``key`` the work buffers' (the hidden size from it), ``flags`` :func:`_scan_units`'
     ``(reverse, approximate)``, ``rows`` the input's shape as (T * B, I), ``tape`` no
@@ -1225,7 +1249,8 @@ def _quick_units(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarr
     work = _work_for(key)
     y = np.empty((steps, batch, key[2]), x.dtype) if out is None else out
     _by_units(call, work, (x.reshape(rows), *operands, work.states[0][0], h0, c0, h_n, c_n,
-                           y, column, call.full_lengths, 0, call.chunks),
+                           y, column, call.full_lengths if lengths is None else lengths,
+                           0, call.chunks),
               (*flags, zero, prepacked, *_with(work.parts[0], panels)), tape)
     _keep_work(key, work)
     return y
@@ -1320,12 +1345,23 @@ def length_order(lengths: np.ndarray, by_rows: bool, slices: Any) -> np.ndarray 
         return None
     if not by_rows:
         slices = ((0, lengths.shape[0]),)
-    given = sum(int(np.maximum.accumulate(lengths[first:last][::-1]).sum())
-                for first, last in slices)
-    if int(lengths.sum()) > (1 - SORT_SAVING) * given:
+    if lengths.shape[0] <= 64:  # Python's loops over a few: NumPy's calls took 10 us
+        values = lengths.tolist()
+        given = 0
+        for first, last in slices:
+            longest = 0
+            for value in reversed(values[first:last]):
+                longest = value if value > longest else longest
+                given += longest
+        total = sum(values)
+    else:
+        given = sum(int(np.maximum.accumulate(lengths[first:last][::-1]).sum())
+                    for first, last in slices)
+        total = int(lengths.sum())
+    if total > (1 - SORT_SAVING) * given:
         return None
-    longest = np.argsort(-lengths, kind="stable")
-    return np.concatenate([longest[j::len(slices)] for j in range(len(slices))])
+    order = np.argsort(-lengths, kind="stable")
+    return np.concatenate([order[j::len(slices)] for j in range(len(slices))])
 
 
 def caller_order(a: np.ndarray, order: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -1462,11 +1498,12 @@ def _run_split(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
 def _split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
            panels: list[np.ndarray], x2: np.ndarray, h0: np.ndarray, c0: np.ndarray,
            zero: bool, reverse: bool, out: tuple[np.ndarray, int] | None, h_n: np.ndarray,
-           c: np.ndarray) -> np.ndarray:
+           c: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
     """:func:`_run_split`'s call once its arguments are checked: ``operands`` and
     ``panels`` from :func:`_operands`, ``key`` the work buffers' (:func:`_work_for`), ``x2``
-    (T * B, I) the input, ``zero`` whether ``h0`` is all zero: the output ``y``, the final
-    state written into ``h_n`` and ``c`` (B, H). (The hidden size from ``key``: frozen
+    (T * B, I) the input, ``zero`` whether ``h0`` is all zero, ``lengths`` (B,) int64 each
+    sequence's steps (None: every step): the output ``y``, the final state written into
+    ``h_n`` and ``c`` (B, H). (The hidden size from ``key``: frozen
     weights' ``operands`` are empty.)"""
     batch, hidden, dtype = call.batch, key[2], x2.dtype
     steps = x2.shape[0] // batch
@@ -1475,10 +1512,13 @@ def _split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ..
     sync = np.zeros(CLAIMS + 3 * len(work.parts), np.int64)
     w_ih, w_hh, b_ih, b_hh = operands
     approximate, prepacked, tape = dtype == np.float32, len(panels) > 0, _NO_TAPE[dtype]
+    heads = work.heads if lengths is None else \
+        [(lengths[low:high], *head[1:]) for (_, (low, high)), head in zip(work.states, work.heads,
+                                                                          strict=True)]
     run_claimed(_scan_units, [
         (x2, w_ih, w_hh, b_ih, b_hh, hs, h0, c0, h_n, c, y, column, *head, reverse,
          approximate, zero, prepacked, *_with(buffers, panels), sync, *tape)
-        for (hs, _), head, buffers in zip(work.states, work.heads, work.parts, strict=True)],
+        for (hs, _), head, buffers in zip(work.states, heads, work.parts, strict=True)],
         sync, CLAIMS + 2 * len(work.parts), 1)
     _keep_work(key, work)
     return y
@@ -1547,8 +1587,8 @@ def _run_alone(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
         return None
     y, column = (np.empty((steps, batch, hidden), dtype), 0) if out is None else out
     states = np.empty((2, batch, hidden), dtype)
-    _scan_alone(compiled_operand(x), y, states[0], states[1], h0, c0, known_zero, column,
-                reverse, *args)
+    _scan_alone(compiled_operand(x), y, states[0], states[1], h0, c0, known_zero,
+                call.full_lengths, column, reverse, *args)
     return y, states[0], states[1]
 
 
@@ -1570,12 +1610,12 @@ def _alone_args(call: _CallPlan, operands: tuple[np.ndarray, ...], panels: list[
 
 
 @numba.njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
-def _scan_alone(x, y, h_n, c, h0, c0, known_zero, column, reverse, w_ih, w_hh, bias, bias_hh,
-                panels, width, packed_ih, packed_hh, approximate,
+def _scan_alone(x, y, h_n, c, h0, c0, known_zero, lengths, column, reverse, w_ih, w_hh, bias,
+                bias_hh, panels, width, packed_ih, packed_hh, approximate,
                 ahead):  # pragma: no cover - compiled
     """:func:`_scan_units` for the whole batch of ``x`` (T, B, I) on the calling thread,
-    one chunk of every unit, every sequence running every step, with work buffers of its
-    own (what :func:`_make_work` makes for such a call), from the state ``h0`` and ``c0``
+    one chunk of every unit, each sequence ``lengths`` (B,) int64 steps, with work buffers
+    of its own (what :func:`_make_work` makes for such a call), from the state ``h0`` and ``c0``
     (B, H; copied; empty: zero), the outputs into columns ``column:column + H`` of ``y``
     (T, B, W), the final state into ``h_n`` and ``c`` (B, H);
     ``bias`` and ``bias_hh`` as :func:`_scan_units` takes them. ``panels`` 0: no packing
@@ -1592,7 +1632,6 @@ def _scan_alone(x, y, h_n, c, h0, c0, known_zero, column, reverse, w_ih, w_hh, b
     chunks = np.empty((1, 2), np.int64)
     chunks[0, 0] = 0
     chunks[0, 1] = hidden
-    lengths = np.full(batch, steps, np.int64)
     cs = np.empty((1, batch, hidden), dtype)
     bias_own = np.empty((1, 4 * hidden), dtype)
     prepacked = packed_hh.shape[1] > 0
