@@ -124,15 +124,23 @@ def test_one_model_called_from_several_threads_while_its_calls_are_threaded(thre
                                                                             rng, bidirectional):
     """Calls from several Python threads at once, each of which splits itself between the
     kernel's threads (by units: they take turns with those threads; by sequences: their
-    jobs share the pool; a bidirectional layer's directions side by side): every caller
-    gets exactly the bits it gets alone."""
+    jobs share the pool; a bidirectional layer's directions side by side), from zeros, from
+    a state of its own and with lengths of its own (the prepared calls that the model
+    shares, numba_scan._quick_call): every caller gets exactly the bits it gets alone."""
     threaded(2)
     model = LSTM(6, 16, 2, seed=2, bidirectional=bidirectional)
-    inputs = [rng.standard_normal((30, b, 6)).astype(np.float32) for b in (1, 2, 3, 4, 5, 6)]
-    alone = [model(x)[0] for x in inputs]
-    results = together(len(inputs), 5, lambda i: model(inputs[i])[0])
+    count = 2 * model.num_directions
+    calls = []
+    for b in (1, 2, 3, 4, 5, 6):
+        x = rng.standard_normal((30, b, 6)).astype(np.float32)
+        state = tuple(rng.standard_normal((count, b, 16)).astype(np.float32) for _ in range(2))
+        lengths = sorted(rng.integers(0, 31, b).tolist(), reverse=b % 2 == 0)
+        calls += [(x,), (x, state), (x, None, lengths)]
+    alone = [flat(model(*args)) for args in calls]
+    results = together(len(calls), 5, lambda i: flat(model(*calls[i])))
     for a, b in zip(alone, results, strict=True):
-        np.testing.assert_array_equal(a, b)
+        for u, v in zip(a, b, strict=True):
+            np.testing.assert_array_equal(u, v)
 
 
 def test_training_calls_from_several_threads_while_they_are_split(threaded, split, rng):
