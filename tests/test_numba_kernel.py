@@ -1163,6 +1163,8 @@ def _prepared_ways(model):
     """How the layers' directions of a model's latest prepared call run
     (numba_scan._quick_layer)."""
     run = list(model._layers().memo.values())[-1]
+    if run.func is numba_scan._quick_one:  # one layer alone from zeros, else the whole
+        run = run.args[-1]
     assert run.func is numba_scan._quick_stack
     return [way.func.__name__ for layer in run.args[0] for way in layer]
 
