@@ -46,10 +46,11 @@ compiled call runs the layer:
 - **Small calls**: a model's plain call (:func:`plain_forward`) that runs on the caller's
   thread alone is one compiled call that also makes its work buffers and copies of the
   state (:func:`_run_alone`): at one step the Python and NumPy calls around the scan had
-  been most of the time. A model's call without lengths (any number of layers, one
-  direction or two, a state given or not) is prepared once a shape (:func:`_quick_call`: each
+  been most of the time. A model's call (any number of layers, one direction or two, a
+  state and lengths given or not) is prepared once a shape (:func:`_quick_call`: each
   layer's plan, its weights as the scan takes them), so that what is left around the
-  compiled code is a lookup, the state's checks and the outputs' allocation.
+  compiled code is a lookup, the checks of the state and lengths, and the outputs'
+  allocation.
 
 Compiled code is cached on disk (``cache=True``); in a read-only install numba keeps it in its
 user-wide cache directory instead (or ``NUMBA_CACHE_DIR``). The first call in a process with
@@ -1118,15 +1119,13 @@ def _quick_layer(steps: int, batch: int, features: int, dtype: np.dtype, weights
                  reverse: bool, column: int, threads: int,
                  ) -> tuple[functools.partial[np.ndarray], _CallPlan] | None:
     """One layer's direction in :func:`_quick_call`, on ``threads`` threads: its plan and a
-    function
-    ``run(x, out, h_n, c_n, h0, c0, zero, lengths)`` of its input ``x`` (T, B, I),
-    C-ordered, that
-    writes the final state into ``h_n`` and ``c_n`` (B, H) and returns the output ``y``
-    (T, B, H), or ``out`` (T, B, W) where it is not None, this direction's output written
-    into its columns ``column:column + H``, from the state ``h0``, ``c0`` (B, H; C-ordered
-    writable arrays, or empty (0, 0) arrays with ``zero``: the caller's word that they are
-    zero), each sequence ``lengths`` (B,) int64 steps (None: every step), on the caller's
-    thread alone (:func:`_quick_alone`), split by sequences
+    function ``run(x, out, h_n, c_n, h0, c0, zero, lengths)`` of its input ``x`` (T, B, I),
+    C-ordered, that writes the final state into ``h_n`` and ``c_n`` (B, H) and returns the
+    output ``y`` (T, B, H), or ``out`` (T, B, W) where it is not None, this direction's
+    output written into its columns ``column:column + H``, from the state ``h0``, ``c0``
+    (B, H; C-ordered writable arrays, or empty (0, 0) arrays with ``zero``: the caller's
+    word that they are zero), each sequence ``lengths`` (B,) int64 steps (None: every
+    step), on the caller's thread alone (:func:`_quick_alone`), split by sequences
     (:func:`_quick_split`) or by units (:func:`_quick_units`). It keeps the weights as
     they are, never a copy (the model's in-place changes to them are seen), so None where
     the compiled scan needs copies of them: arrays not C-ordered or not of the input's
@@ -1524,8 +1523,8 @@ def _split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ..
     ``panels`` from :func:`_operands`, ``key`` the work buffers' (:func:`_work_for`), ``x2``
     (T * B, I) the input, ``zero`` whether ``h0`` is all zero, ``lengths`` (B,) int64 each
     sequence's steps (None: every step): the output ``y``, the final state written into
-    ``h_n`` and ``c`` (B, H). (The hidden size from ``key``: frozen
-    weights' ``operands`` are empty.)"""
+    ``h_n`` and ``c`` (B, H). (The hidden size from ``key``: frozen weights' ``operands``
+    are empty.)"""
     batch, hidden, dtype = call.batch, key[2], x2.dtype
     steps = x2.shape[0] // batch
     work = _work_for(key)
