@@ -1184,8 +1184,7 @@ def _quick_stack(stack: tuple[tuple[Callable[..., np.ndarray], ...], ...], side:
         if pair is None:
             return None
         h0, c0 = pair
-        if not (h0.flags.c_contiguous and h0.flags.writeable
-                and c0.flags.c_contiguous and c0.flags.writeable):
+        if not _scan_reads(h0, c0):
             return None
     states = np.empty((2, *shape), dtype)
     h_n, c_n = states[0], states[1]
@@ -1303,6 +1302,13 @@ def _plain_scan(x: np.ndarray, weights: Any, h0: Any, c0: Any, k: int,
     bias = None if b_ih is None else b_ih + b_hh
     return _run(x, w_ih, w_hh, bias, h, c, reverse, lengths, _NO_TAPE[dtype],
                 known_zero=h0 is None or None, call=call, out=out)
+
+
+def _scan_reads(h0: np.ndarray, c0: np.ndarray) -> bool:
+    """Whether the compiled scan takes the state ``h0``, ``c0`` as it is: C-ordered writable
+    arrays (numba would compile the scan anew for any other array type, ~10 s)."""
+    return (h0.flags.c_contiguous and h0.flags.writeable
+            and c0.flags.c_contiguous and c0.flags.writeable)
 
 
 def _plain_state(state: Any, shape: tuple[int, int, int],
@@ -1501,9 +1507,7 @@ def _run_split(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
     :func:`_run_alone`'s (``known_zero`` False: ``h0`` is looked at here); None, for
     :func:`_run` to take, where ``x`` or the state is not a writable C-ordered array (numba
     would compile the call anew for its type)."""
-    if not x.flags.writeable or (not known_zero and not (
-            h0.flags.c_contiguous and h0.flags.writeable
-            and c0.flags.c_contiguous and c0.flags.writeable)):
+    if not x.flags.writeable or (not known_zero and not _scan_reads(h0, c0)):
         return None
     steps, batch, features = x.shape
     operands, panels, frozen = _operands(call, weight_ih, weight_hh, bias_ih, bias_hh,
@@ -1598,8 +1602,7 @@ def _run_alone(call: _CallPlan, x: np.ndarray, weight_ih: np.ndarray, weight_hh:
     steps, batch, features = x.shape
     hidden = weight_hh.shape[1]
     dtype = x.dtype
-    if not known_zero and not (h0.flags.c_contiguous and h0.flags.writeable
-                               and c0.flags.c_contiguous and c0.flags.writeable):
+    if not known_zero and not _scan_reads(h0, c0):
         return None
     args = _alone_args(call, *_operands(call, weight_ih, weight_hh, bias_ih, bias_hh,
                                         features, hidden, dtype), features, hidden, dtype)
