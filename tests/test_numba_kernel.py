@@ -1159,6 +1159,16 @@ def test_what_the_compiled_call_alone_leaves_to_run(monkeypatch, rng):
     assert len(numba_scan._scan_alone.signatures) == signatures
 
 
+def _plan_the_way(way, threaded, monkeypatch):
+    """Plans that run small calls ``way``: on the caller's thread alone (the defaults), or
+    on 2 threads split by sequences or by units (weights packed)."""
+    if way != "alone":
+        threaded(2)
+        monkeypatch.setattr(numba_scan, "PACK_COST_ROWS", 0)
+        for name in ("MIN_ROWS_PER_THREAD", "MIN_SMALL_ROWS_PER_THREAD"):
+            monkeypatch.setattr(numba_scan, name, 1 if way == "split" else 10**9)
+
+
 def _prepared_ways(model):
     """How the layers' directions of a model's latest prepared call run
     (numba_scan._quick_layer)."""
@@ -1179,11 +1189,7 @@ def test_a_prepared_call_sees_the_weights_as_they_are_now(threaded, monkeypatch,
     biases changed in place are seen by the next call, which equals the full path's bits
     and the pure kernel's results for the new weights; parameters replaced get a new
     memo."""
-    if way != "alone":
-        threaded(2)
-        monkeypatch.setattr(numba_scan, "PACK_COST_ROWS", 0)
-        for name in ("MIN_ROWS_PER_THREAD", "MIN_SMALL_ROWS_PER_THREAD"):
-            monkeypatch.setattr(numba_scan, name, 1 if way == "split" else 10**9)
+    _plan_the_way(way, threaded, monkeypatch)
     model = LSTM(5, 12, dtype=precision, seed=4)
     x = rng.standard_normal((6, 4, 5)).astype(precision)
     model(x)
@@ -1222,11 +1228,7 @@ def test_a_prepared_stack_runs_from_a_given_state(threaded, monkeypatch, rng, wa
     its results are the other way's bits (layers without a memo), the full path's, and
     the pure kernel's values, and a later layer's weights changed in place are seen.
     Lengths that a layer's plan runs sorted take the other way."""
-    if way != "alone":
-        threaded(2)
-        monkeypatch.setattr(numba_scan, "PACK_COST_ROWS", 0)
-        for name in ("MIN_ROWS_PER_THREAD", "MIN_SMALL_ROWS_PER_THREAD"):
-            monkeypatch.setattr(numba_scan, name, 1 if way == "split" else 10**9)
+    _plan_the_way(way, threaded, monkeypatch)
     side = ways == "side by side"
     monkeypatch.setattr(numba_scan, "SIDE_BY_SIDE_MIN_WORK", 0 if side else 10**18)
     stack = dict(num_layers=3) if ways == "forward" else dict(num_layers=2, bidirectional=True)
