@@ -431,6 +431,48 @@ def test_a_contender_prepares_each_shape_once_and_warms_up_once_a_later_turn(mon
     assert record["calls"] == 2 * (2 + 1 + 1 + 3)
 
 
+def test_loading_building_and_a_first_call_are_timed_apart_from_the_samples(monkeypatch):
+    """A contender slow to load, to build and at its first call at each shape (as a
+    compiled kernel compiles there): those times are reported, and not in the samples."""
+    from lstm_xp.bench import contenders as c
+    from lstm_xp.bench.report import first_calls, markdown, text_table
+
+    def slow_start():
+        time.sleep(0.1)  # importing its library
+
+        def prepare(shape, dtype, x_host):
+            time.sleep(0.05)
+            calls = []
+
+            def run():
+                time.sleep(0.25 if not calls else 0.001)  # compiling, at its first call
+                calls.append(1)
+            return run
+        return c.Contender("slow start", "peer", "cpu", prepare)
+
+    monkeypatch.setitem(c.FACTORIES, "slow", slow_start)
+    monkeypatch.setattr("lstm_xp.bench.runner.contender_specs", lambda config: [["slow"]])
+    shapes = [(1, 3, 2, 2), (2, 3, 2, 2), (3, 3, 2, 2)]
+    config = BenchConfig(shapes=shapes, repeats=4, rounds=2, max_seconds=60, isolate=False,
+                         pause_s=0, warmup_s=0)
+    report = run_bench(config, progress=None)
+    cells = report["results"]
+    assert [tuple(r["shape"]) for r in cells] == shapes
+    assert report["load_s"]["slow start"] >= 0.1
+    for r in cells:
+        assert 0.05 <= r["setup_s"] < 0.25 and r["first_call_s"] >= 0.25
+        assert len(r["times_s"]) == 4 and max(r["times_s"]) < 0.1
+    (row,) = first_calls(report)
+    assert row[0] == "slow start" and row[2] == "(1, 3, 2, 2)"
+    assert float(row[1]) >= 0.1 and float(row[3]) >= 0.05 and float(row[4]) >= 0.25
+    assert 0.05 <= float(row[5]) < 0.25 and 0.24 <= float(row[6]) < 0.5  # beyond a median call
+    assert "| slow start |" in markdown({**report, "machine": {}})
+    assert "First calls" in text_table(report)
+    old = {**report, "results": [{k: v for k, v in r.items()
+                                  if k not in ("setup_s", "first_call_s")} for r in cells]}
+    assert first_calls(old) == [] and "First calls" not in text_table(old)
+
+
 def test_a_contender_that_fails_mid_run_keeps_its_cells_and_the_others_go_on(monkeypatch):
     _counting_contender(monkeypatch, fail_at=1)
     shapes = [(1, 3, 2, 2), (2, 3, 2, 2), (3, 3, 2, 2)]
@@ -455,6 +497,7 @@ def test_worker_serves_turns_and_exits_when_its_input_ends():
     finally:
         worker.close()
     assert m.shape == (2, 3, 2, 2) and len(m.times_s) == 3 and m.peak_bytes > 0
+    assert m.setup_s > 0 and m.first_call_s > 0 and worker.load_s > 0  # kept apart
     assert worker._proc.returncode == 0
     with pytest.raises(c.Unavailable, match="unknown backend 'nonsense'"):
         WorkerTurns(["lstm_xp", "nonsense"], config).ready()
@@ -493,7 +536,8 @@ def test_what_a_contender_prints_does_not_reach_the_workers_answers(tmp_path):
     out = subprocess.run([sys.executable, str(script)], input=requests, capture_output=True,
                          text=True, check=True, timeout=120)
     lines = out.stdout.splitlines()
-    assert len(lines) == 2 and json.loads(lines[0]) == {
-        "ready": "seed (NumPy, per-gate, column vectors)"}
+    assert len(lines) == 2
+    ready = json.loads(lines[0])
+    assert ready["ready"] == "seed (NumPy, per-gate, column vectors)" and ready["load_s"] >= 0
     assert len(json.loads(lines[1])["times_s"]) == 3
     assert "from python" in out.stderr and "from C" in out.stderr

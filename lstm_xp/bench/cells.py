@@ -44,6 +44,11 @@ class Measurement:
     peak_bytes: int | None = None
     skipped: str | None = None
     mode: str = "forward"
+    #: Kept out of the samples, for the turn that built the contender at this shape: the
+    #: seconds its ``prepare`` took (the model and its input) and its first call (where a
+    #: compiled kernel compiles, or loads its machine code from the disk cache).
+    setup_s: float | None = None
+    first_call_s: float | None = None
 
     @property
     def median_s(self) -> float | None:

@@ -123,21 +123,60 @@ def _table(results: list[dict[str, Any]]) -> tuple[list[str], list[tuple[tuple[i
     return header, out
 
 
+FIRST_CALLS_HEADER = ["contender", "load s", "first shape", "build s", "first call s",
+                      "other shapes: build s", "first call beyond a median one s"]
+FIRST_CALLS_NOTE = ("Kept out of the medians: 'load' = the contender's library imported; "
+                    "'build' = its model (weights, input) made at a shape; 'first call' = its "
+                    "first call there, where a compiled kernel compiles or loads its machine "
+                    "code from the disk cache. At the other shapes: the longest build, and the "
+                    "most a first call took beyond that shape's median call.")
+
+
+def first_calls(report: dict[str, Any]) -> list[list[str]]:
+    """A row per contender that ran: the seconds it took to load, to build its first
+    shape's model and to run that model's first call, and at the other shapes the longest
+    build and the most a first call took beyond the shape's median call (a first call at a
+    large shape is long in itself); empty for a report from before these were kept."""
+    loads = report.get("load_s") or {}
+    rows = []
+    for name in dict.fromkeys(r["contender"] for r in report["results"]):
+        built = [r for r in report["results"] if r["contender"] == name
+                 and r.get("first_call_s") is not None]
+        if not built:
+            continue
+        first, others = built[0], built[1:]
+        load = loads.get(name)
+        rows.append([name, "" if load is None else f"{load:.2f}", str(tuple(first["shape"])),
+                     f"{first['setup_s']:.3f}", f"{first['first_call_s']:.3f}",
+                     *([f"{max(r['setup_s'] for r in others):.3f}",
+                        f"{max(r['first_call_s'] - (r['median_s'] or 0) for r in others):.3f}"]
+                       if others else ["", ""])])
+    return rows
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Rows of strings as lines of left-aligned columns."""
+    widths = [max(len(str(x)) for x in col) for col in zip(*rows, strict=False)]
+    return ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=False))
+            for row in rows]
+
+
 def text_table(report: dict[str, Any]) -> str:
     """A plain-text table per shape."""
     lines = []
     header, tables = _table(report["results"])
     for shape, rows in tables:
         lines.append(f"\n(B, T, I, H) = {shape}")
-        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-        for row in (header, *rows):
-            lines.append("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=False)))
+        lines += _aligned([header, *rows])
         lines += [f"paired by round, {line}" for line in
                   _paired_lines(report["results"], shape)]
     lines.append("\n'x peer' = the peer's median time / this row's (above 1: faster than the "
                  "peer; torch on the row's own device); '/ floor' = this row's time / the GEMM "
                  "floor's on its device; 'paired by round' = the median over rounds of the "
                  "peer's time / this row's in the same round.")
+    firsts = first_calls(report)
+    if firsts:
+        lines += ["\nFirst calls", *_aligned([FIRST_CALLS_HEADER, *firsts]), FIRST_CALLS_NOTE]
     return "\n".join(lines)
 
 
@@ -154,9 +193,8 @@ def markdown(report: dict[str, Any]) -> str:
              "", f"dtype {report['config']['dtype']}, {_sampling(report['config'])}.", ""]
     header, tables = _table(report["results"])
     for shape, rows in tables:
-        lines += [f"**(B, T, I, H) = {shape}**", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += [f"**(B, T, I, H) = {shape}**", "", _markdown_row(header),
+                  "|" + "---|" * len(header), *map(_markdown_row, rows)]
         lines.append("")
         lines += [f"- paired by round, {line}" for line in
                   _paired_lines(report["results"], shape)]
@@ -166,7 +204,16 @@ def markdown(report: dict[str, Any]) -> str:
                  "(input-projection GEMM plus T-1 recurrent GEMMs, timed alone). `Paired by "
                  "round` = the median over rounds of the peer's time divided by this row's in "
                  "the same round (the contenders' turns at a shape lie seconds apart).")
+    firsts = first_calls(report)
+    if firsts:
+        lines += ["", "**First calls**", "", _markdown_row(FIRST_CALLS_HEADER),
+                  "|" + "---|" * len(FIRST_CALLS_HEADER), *map(_markdown_row, firsts), "",
+                  FIRST_CALLS_NOTE]
     return "\n".join(lines)
+
+
+def _markdown_row(row: list[str]) -> str:
+    return "| " + " | ".join(row) + " |"
 
 
 def plot(report: dict[str, Any], path: Path) -> str | None:

@@ -105,6 +105,7 @@ def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict
     seconds = config.max_seconds / rounds
     skipped: dict[str, str] = {}
     players = _start(specs, config, skipped)
+    loads = {player.name: player.load_s for player in players.values()}
     cells: dict[tuple[str, int], Measurement] = {}  # (spec's name, shape's index)
     try:
         with Progress(rounds * len(players) * len(config.shapes), progress) as bar:
@@ -150,6 +151,8 @@ def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict
         "config": config.as_dict(),
         "results": [m.as_dict() for m in results],
         "skipped": skipped,
+        # Seconds each contender took to load (its library imported), by its name.
+        "load_s": loads,
     }
 
 
@@ -167,23 +170,19 @@ def _take_turn(player: Turns | WorkerTurns, cells: dict[tuple[str, int], Measure
 def _start(specs: list[list[Any]], config: BenchConfig,
            skipped: dict[str, str]) -> dict[str, Turns | WorkerTurns]:
     """The contenders that run here, by name (:func:`.turns.spec_name`) in the specs'
-    order (their workers started together, then waited for); those that cannot go in
-    ``skipped`` with the reason."""
+    order; those that cannot go in ``skipped`` with the reason. Each worker is started
+    and waited for before the next, so that each one's ``load_s`` is its own (started
+    together, a worker's imports shared the cores with the others')."""
     players: dict[str, Turns | WorkerTurns] = {}
-    starting: dict[str, WorkerTurns] = {}
     for spec in specs:
         name = spec_name(spec)
         try:
             if config.isolate:
-                starting[name] = WorkerTurns(spec, config)
+                worker = WorkerTurns(spec, config)
+                worker.ready()
+                players[name] = worker
             else:
                 players[name] = Turns(spec, config)
-        except c.Unavailable as exc:
-            skipped[name] = str(exc)
-    for name, worker in starting.items():
-        try:
-            worker.ready()
-            players[name] = worker
         except c.Unavailable as exc:
             skipped[name] = str(exc)
     return players

@@ -17,6 +17,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from typing import IO, Any, TextIO
 
 from . import contenders as c
@@ -32,8 +33,11 @@ class Turns:
     """The turns of the contender ``spec`` names (``[factory, *args]``, see
     :func:`lstm_xp.bench.contenders.make`) at ``config.shapes``, in this process. The
     runner of the shape it timed last stays prepared for its next turn there: the first turn
-    at a shape builds it and warms it up twice, a later turn once, each for at least
-    ``config.warmup_s`` (:func:`~lstm_xp.bench.cells.time_runner`).
+    at a shape builds it and calls it once, timing both apart from the samples
+    (``Measurement.setup_s``, ``first_call_s``: a compiled kernel's compile or cache load),
+    then warms it up once more; a later turn warms it up once; each warm-up lasts at least
+    ``config.warmup_s`` (:func:`~lstm_xp.bench.cells.time_runner`). ``load_s``: the
+    seconds the contender took to load (its library imported).
 
     Raises
     ------
@@ -42,7 +46,9 @@ class Turns:
     """
 
     def __init__(self, spec: list[Any], config: BenchConfig) -> None:
+        t0 = time.perf_counter()
         self.contender = c.make(spec)
+        self.load_s = time.perf_counter() - t0
         self.name = self.contender.name
         self.config = config
         self._prepared: tuple[int, c.Runner] | None = None
@@ -55,12 +61,15 @@ class Turns:
         cont, dtype = self.contender, self.config.dtype
         m = Measurement(cont.name, cont.kind, cont.device, shape, mode=self.config.mode)
         try:
-            warmups = 1
             if self._prepared is None or self._prepared[0] != index:
                 self._prepared = None  # the last shape's model and input go first
-                self._prepared = (index, cont.prepare(shape, dtype, input_for(shape, dtype)))
-                warmups = 2
-            m.times_s = time_runner(self._prepared[1], repeats, max_seconds, warmups=warmups,
+                t0 = time.perf_counter()
+                run = cont.prepare(shape, dtype, input_for(shape, dtype))
+                t1 = time.perf_counter()
+                run()  # the first of the turn's two warm-ups, timed on its own
+                m.setup_s, m.first_call_s = t1 - t0, time.perf_counter() - t1
+                self._prepared = (index, run)
+            m.times_s = time_runner(self._prepared[1], repeats, max_seconds, warmups=1,
                                     warmup_s=self.config.warmup_s)
             m.turns_s = [statistics.median(m.times_s)]
             if memory and cont.memory is not None:
@@ -83,6 +92,7 @@ class WorkerTurns:
 
     def __init__(self, spec: list[Any], config: BenchConfig) -> None:
         self.name = spec_name(spec)  # the contender's own, once ready
+        self.load_s: float | None = None  # as the worker timed it (Turns.load_s), once ready
         # stderr passes through: the worker's warnings (a kernel falling back, say) show.
         self._proc = subprocess.Popen([sys.executable, "-m", "lstm_xp.bench.worker"],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -101,6 +111,7 @@ class WorkerTurns:
             self.close()
             raise c.Unavailable(answer["unavailable"])
         self.name = str(answer["ready"])
+        self.load_s = float(answer["load_s"])
         return self.name
 
     def turn(self, index: int, repeats: int, max_seconds: float, memory: bool) -> Measurement:
@@ -175,7 +186,7 @@ def serve(requests: TextIO, answers: TextIO) -> None:
     except c.Unavailable as exc:
         _write_line(answers, {"unavailable": str(exc)})
         return
-    _write_line(answers, {"ready": turns.contender.name})
+    _write_line(answers, {"ready": turns.contender.name, "load_s": turns.load_s})
     for line in requests:
         ask = json.loads(line)
         m = turns.turn(int(ask["shape"]), int(ask["repeats"]), float(ask["max_seconds"]),
