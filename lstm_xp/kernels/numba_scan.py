@@ -625,7 +625,10 @@ def _packed_product_call(packed, used, a, first_a, rows, out, first_out, sync, b
         linger(bell, seen)
 
 
-@numba.njit(cache=True, nogil=True)
+# Inlined into the scan in numba's IR: compiled as a function of its own, LLVM optimised
+# the product in it and then again in the scan (a cold first call 24.8 s against 27.2;
+# the same speed within 1.3 % at eight shapes that do or do not pack).
+@numba.njit(cache=True, nogil=True, inline="always")
 def _gate_product(w, first, last, a, first_a, rows, out):  # pragma: no cover - compiled
     """``out[:rows]`` = the columns of units ``first:last`` of each gate of
     ``a[first_a:first_a + rows] @ w.T`` (one product when the thread has every unit)."""
