@@ -1169,6 +1169,28 @@ def _plan_the_way(way, threaded, monkeypatch):
             monkeypatch.setattr(numba_scan, name, 1 if way == "split" else 10**9)
 
 
+@pytest.mark.parametrize("way", ["alone", "split", "units"])
+def test_calls_of_other_lengths_in_turn_each_run_every_step(threaded, monkeypatch, rng, way):
+    """Calls of 3, 4, 6, 4 and 3 steps in turn, whose plans differ in their step count only
+    (the input projected 2 steps at a time in each), on the caller's thread alone, split by
+    sequences or by units, the prepared way and the other: each runs every step of its own,
+    its outputs and final state the pure kernel's. (A split call once took the work
+    buffers of an equal plan of fewer steps, kept from the call before, and with them its
+    lengths: each sequence stopped there, and the steps after it were never computed.)"""
+    _plan_the_way(way, threaded, monkeypatch)
+    monkeypatch.setattr(numba_scan, "STEPS_AHEAD", 2)
+    model = LSTM(5, 12, seed=3)
+    pure = LSTM(5, 12, kernel="pure", seed=3)
+    for steps in (3, 4, 6, 4, 3):
+        x = rng.standard_normal((steps, 4, 5)).astype(np.float32)
+        expected = pure(x)
+        for got in (model(x), model._plain(x, list(model._layers()))):
+            assert got is not None
+            for a, b in zip(flat(got), flat(expected), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert _prepared_ways(model) == [f"_quick_{way}"]
+
+
 def _prepared_ways(model):
     """How the layers' directions of a model's latest prepared call run
     (numba_scan._quick_layer)."""

@@ -1688,13 +1688,18 @@ def _scan_alone(x, y, h_n, c, h0, c0, known_zero, lengths, column, reverse, w_ih
 
 @dataclass(frozen=True)
 class _CallPlan:
-    """How :func:`_run` runs ``batch`` sequences of ``dtype``: split by sequences into
-    ``slices`` between threads (``by_rows``), or its hidden units in ``chunks`` (K, 2)
-    (``(first, last)`` each) that as many threads share (one chunk: the caller's
-    thread alone); the input projected ``ahead`` steps at a time, the weights packed
-    (``pack``), and the lengths when none are given (``full_lengths``); the arrays are
-    shared by every call and never written."""
+    """How :func:`_run` runs ``steps`` steps of ``batch`` sequences of ``dtype``: split by
+    sequences into ``slices`` between threads (``by_rows``), or its hidden units in
+    ``chunks`` (K, 2) (``(first, last)`` each) that as many threads share (one chunk: the
+    caller's thread alone); the input projected ``ahead`` steps at a time, the weights
+    packed (``pack``), and the lengths when none are given (``full_lengths``); the arrays
+    are shared by every call and never written. Plans compare equal only for the same
+    ``steps``: a plan keys its work buffers (:func:`_work_for`), which keep a split call's
+    ``full_lengths`` (:attr:`_Work.heads`), so that a call of 20 steps that took the buffers
+    of an otherwise equal plan of 16 ran each sequence 16 steps, its last outputs and its
+    final state wrong (from commit f19f21e to this fix)."""
 
+    steps: int
     batch: int
     by_rows: bool
     slices: tuple[tuple[int, int], ...]
@@ -1761,8 +1766,8 @@ def _call_plan(steps: int, batch: int, features: int, hidden: int, dtype: np.dty
     full = np.full(batch, steps, np.int64)
     layout = (tuple(map(tuple, chunks.tolist())), np.dtype(dtype)) if pack else None
     units = int((chunks[:, 1] - chunks[:, 0]).max())
-    return _CallPlan(batch, by_rows, tuple(slices), ahead, pack, np.dtype(dtype), chunks, full,
-                     layout, panels_for(units, dtype) if pack else (0, 0))
+    return _CallPlan(steps, batch, by_rows, tuple(slices), ahead, pack, np.dtype(dtype), chunks,
+                     full, layout, panels_for(units, dtype) if pack else (0, 0))
 
 
 #: The panels of frozen weights (:func:`._frozen.is_frozen`), packed once for each layout.
