@@ -1173,22 +1173,38 @@ def _plan_the_way(way, threaded, monkeypatch):
 def test_calls_of_other_lengths_in_turn_each_run_every_step(threaded, monkeypatch, rng, way):
     """Calls of 3, 4, 6, 4 and 3 steps in turn, whose plans differ in their step count only
     (the input projected 2 steps at a time in each), on the caller's thread alone, split by
-    sequences or by units, the prepared way and the other: each runs every step of its own,
-    its outputs and final state the pure kernel's. (A split call once took the work
-    buffers of an equal plan of fewer steps, kept from the call before, and with them its
-    lengths: each sequence stopped there, and the steps after it were never computed.)"""
+    sequences or by units, the prepared way and the other, from zeros, from a state given
+    and with lengths, and training steps: each runs every step of its own, its outputs,
+    final state and gradients the pure kernel's. (A split call once took the work buffers
+    of an equal plan of fewer steps, kept from the call before, and with them its lengths:
+    each sequence stopped there, and the steps after it were never computed.)"""
     _plan_the_way(way, threaded, monkeypatch)
     monkeypatch.setattr(numba_scan, "STEPS_AHEAD", 2)
     model = LSTM(5, 12, seed=3)
     pure = LSTM(5, 12, kernel="pure", seed=3)
+
+    def close(got, expected):
+        assert got is not None
+        for a, b in zip(flat(got), flat(expected), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
     for steps in (3, 4, 6, 4, 3):
         x = rng.standard_normal((steps, 4, 5)).astype(np.float32)
-        expected = pure(x)
-        for got in (model(x), model._plain(x, list(model._layers()))):
-            assert got is not None
-            for a, b in zip(flat(got), flat(expected), strict=True):
-                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        close(model(x), pure(x))
         assert _prepared_ways(model) == [f"_quick_{way}"]
+        close(model._plain(x, list(model._layers())), pure(x))
+        state = tuple(rng.standard_normal((1, 4, 12)).astype(np.float32) for _ in range(2))
+        close(model(x, state), pure(x, state))
+        lengths = rng.integers(1, steps + 1, size=4)
+        close(model(x, lengths=lengths), pure(x, lengths=lengths))
+        y, _, tape = model.forward_train(x)
+        expected_y, _, pure_tape = pure.forward_train(x)
+        np.testing.assert_allclose(y, expected_y, rtol=1e-5, atol=1e-6)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        grads, expected = model.backward(tape, dy)[2], pure.backward(pure_tape, dy)[2]
+        assert grads.keys() == expected.keys()
+        for name in grads:
+            np.testing.assert_allclose(grads[name], expected[name], rtol=1e-4, atol=1e-5)
 
 
 def _prepared_ways(model):
