@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import itertools
 import json
 import subprocess
@@ -452,10 +453,14 @@ def test_loading_building_and_a_first_call_are_timed_apart_from_the_samples(monk
 
     monkeypatch.setitem(c.FACTORIES, "slow", slow_start)
     monkeypatch.setattr("lstm_xp.bench.runner.contender_specs", lambda config: [["slow"]])
+    monkeypatch.setattr("lstm_xp.bench.runner.SLOW_FIRST_CALL_S", 0.2)
     shapes = [(1, 3, 2, 2), (2, 3, 2, 2), (3, 3, 2, 2)]
     config = BenchConfig(shapes=shapes, repeats=4, rounds=2, max_seconds=60, isolate=False,
                          pause_s=0, warmup_s=0)
-    report = run_bench(config, progress=None)
+    progress = io.StringIO()
+    report = run_bench(config, progress=progress)
+    said = [line for line in progress.getvalue().splitlines() if "first call" in line]
+    assert len(said) == 3 and "slow start: its first call at (1, 3, 2, 2) took 0." in said[0]
     cells = report["results"]
     assert [tuple(r["shape"]) for r in cells] == shapes
     assert report["load_s"]["slow start"] >= 0.1

@@ -28,6 +28,10 @@ from .cells import (  # noqa: F401  (the names the runner has always offered)
 from .progress import Progress
 from .turns import Turns, WorkerTurns, spec_name
 
+#: A first call slower than this many seconds is reported as the run goes (the compiled
+#: kernel's compile took 23-31 s with numba's cache empty, a silent wait otherwise).
+SLOW_FIRST_CALL_S = 1.0
+
 
 def contender_specs(config: BenchConfig) -> list[list[Any]]:
     """What to time, as JSON-ready specs ``[factory, *args]`` (see ``contenders.FACTORIES``)."""
@@ -126,8 +130,12 @@ def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict
                         bar.step(f"{players[name].name} (B, T, I, H)={tuple(shape)} "
                                  f"round {turn + 1}")
                         try:
-                            _take_turn(players[name], cells, (name, index), repeats, seconds,
-                                       config.memory and turn == 0)
+                            m = _take_turn(players[name], cells, (name, index), repeats,
+                                           seconds, config.memory and turn == 0)
+                            if (m.first_call_s or 0.0) > SLOW_FIRST_CALL_S:
+                                bar.note(f"    {m.contender}: its first call at {m.shape} took "
+                                         f"{m.first_call_s:.1f} s (a kernel compiled or loaded "
+                                         "from a cache; not in the medians)")
                         except c.Unavailable as exc:
                             _drop(players, name, str(exc), cells, skipped, bar)
                             bar.advance((len(config.shapes) - index) * rounds - turn - 1, name)
@@ -157,14 +165,17 @@ def run_bench(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict
 
 
 def _take_turn(player: Turns | WorkerTurns, cells: dict[tuple[str, int], Measurement],
-               key: tuple[str, int], repeats: int, seconds: float, memory: bool) -> None:
+               key: tuple[str, int], repeats: int, seconds: float,
+               memory: bool) -> Measurement:
     """One turn of ``player`` at the shape of ``key`` (its name, the shape's index): its
-    samples and its turn's median join the cell's (a new cell on its first turn)."""
+    samples and its turn's median join the cell's (a new cell on its first turn). Returns
+    the turn's own measurement."""
     m = player.turn(key[1], repeats, seconds, memory)
     kept = cells.setdefault(key, m)
     if kept is not m:
         kept.times_s += m.times_s
         kept.turns_s += m.turns_s
+    return m
 
 
 def _start(specs: list[list[Any]], config: BenchConfig,
