@@ -193,8 +193,7 @@ def markdown(report: dict[str, Any]) -> str:
              "", f"dtype {report['config']['dtype']}, {_sampling(report['config'])}.", ""]
     header, tables = _table(report["results"])
     for shape, rows in tables:
-        lines += [f"**(B, T, I, H) = {shape}**", "", _markdown_row(header),
-                  "|" + "---|" * len(header), *map(_markdown_row, rows)]
+        lines += [f"**(B, T, I, H) = {shape}**", "", *_markdown_table(header, rows)]
         lines.append("")
         lines += [f"- paired by round, {line}" for line in
                   _paired_lines(report["results"], shape)]
@@ -206,14 +205,14 @@ def markdown(report: dict[str, Any]) -> str:
                  "the same round (the contenders' turns at a shape lie seconds apart).")
     firsts = first_calls(report)
     if firsts:
-        lines += ["", "**First calls**", "", _markdown_row(FIRST_CALLS_HEADER),
-                  "|" + "---|" * len(FIRST_CALLS_HEADER), *map(_markdown_row, firsts), "",
+        lines += ["", "**First calls**", "", *_markdown_table(FIRST_CALLS_HEADER, firsts), "",
                   FIRST_CALLS_NOTE]
     return "\n".join(lines)
 
 
-def _markdown_row(row: list[str]) -> str:
-    return "| " + " | ".join(row) + " |"
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines."""
+    return ["| " + " | ".join(row) + " |" for row in (header, ["---"] * len(header), *rows)]
 
 
 def plot(report: dict[str, Any], path: Path) -> str | None:
