@@ -12,9 +12,12 @@ import re
 import threading
 import time
 
+import hypothesis
 import numpy as np
 import pytest
 from calls import flat, together
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 import lstm_xp
 from lstm_xp import LSTM, ConfigError
@@ -1205,6 +1208,32 @@ def test_calls_of_other_lengths_in_turn_each_run_every_step(threaded, monkeypatc
         assert grads.keys() == expected.keys()
         for name in grads:
             np.testing.assert_allclose(grads[name], expected[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("way", ["alone", "split", "units"])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hypothesis.given(calls=st.lists(st.tuples(st.integers(1, 7), st.integers(2, 6),
+                                st.sampled_from(["zeros", "state", "lengths"])),
+                      min_size=2, max_size=5))
+def test_any_calls_in_turn_give_the_pure_kernels_results(threaded, monkeypatch, way, calls):
+    """One model (and one thread's kept work buffers) called in turn with drawn step
+    counts, batch sizes, states and lengths, on each way of running a call (the plans of
+    several step counts alike: 2 steps projected at a time): each call's outputs and final
+    state are the pure kernel's, whatever the calls before it left behind."""
+    _plan_the_way(way, threaded, monkeypatch)
+    monkeypatch.setattr(numba_scan, "STEPS_AHEAD", 2)
+    numba_scan.release_work()  # only this example's calls leave buffers behind
+    model, pure = LSTM(3, 8, seed=5), LSTM(3, 8, kernel="pure", seed=5)
+    rng = np.random.default_rng(len(calls))
+    for steps, batch, kind in calls:
+        x = rng.standard_normal((steps, batch, 3)).astype(np.float32)
+        state = None if kind != "state" else \
+            tuple(rng.standard_normal((1, batch, 8)).astype(np.float32) for _ in range(2))
+        lengths = None if kind != "lengths" else rng.integers(0, steps + 1, size=batch)
+        for a, b in zip(flat(model(x, state, lengths=lengths)),
+                        flat(pure(x, state, lengths=lengths)), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def _prepared_ways(model):
