@@ -7,11 +7,21 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 
 def flat(result: Any) -> tuple[Any, Any, Any]:
     """``(y, h_n, c_n)`` from a model's ``(y, (h_n, c_n))``."""
     y, (h, c) = result
     return y, h, c
+
+
+def assert_results_close(got: Any, expected: Any, rtol: float, atol: float) -> None:
+    """Two model results ``(y, (h_n, c_n))`` equal within ``rtol`` and ``atol``, array by
+    array (``got`` None, a call that did not run, fails)."""
+    assert got is not None
+    for a, b in zip(flat(got), flat(expected), strict=True):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
 
 
 def together(count: int, rounds: int, work: Callable[[int], Any]) -> list[Any]:

@@ -6,6 +6,7 @@ registered kernel); here the paths only larger calls take are forced at small si
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import re
@@ -15,7 +16,7 @@ import time
 import hypothesis
 import numpy as np
 import pytest
-from calls import flat, together
+from calls import assert_results_close, flat, together
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -117,9 +118,8 @@ def test_a_zero_initial_state_skips_the_first_recurrent_product(threaded, produc
     zeros = np.zeros((4, B, H), np.float32)
     for state in (None, (zeros, zeros), (one_entry, zeros), (zeros, cells)):
         for lengths in (None, np.array([T, 0, 1, T, 0])):
-            for a, b in zip(flat(fast(x, state, lengths)), flat(pure(x, state, lengths)),
-                            strict=True):
-                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+            assert_results_close(fast(x, state, lengths), pure(x, state, lengths),
+                                 rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -755,8 +755,7 @@ def test_calls_of_other_shapes_between_them_reuse_no_stale_buffers(rng):
         x = rng.standard_normal((T, B, I)).astype(np.float32)
         state = tuple(rng.standard_normal((2, B, H)).astype(np.float32) for _ in range(2))
         got = fast._forward(x, state, None, None, None)  # the full path: _run, its cache
-        for a, b in zip(flat(got), flat(pure(x, state)), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+        assert_results_close(got, pure(x, state), rtol=1e-6, atol=1e-6)
         cache = numba_scan._LOCAL.work
         assert 0 < len(cache) <= numba_scan.WORK_CACHE_ENTRIES
         assert all(w.nbytes <= numba_scan.WORK_CACHE_LARGE_BYTES for w in cache.values())
@@ -1185,12 +1184,7 @@ def test_calls_of_other_lengths_in_turn_each_run_every_step(threaded, monkeypatc
     monkeypatch.setattr(numba_scan, "STEPS_AHEAD", 2)
     model = LSTM(5, 12, seed=3)
     pure = LSTM(5, 12, kernel="pure", seed=3)
-
-    def close(got, expected):
-        assert got is not None
-        for a, b in zip(flat(got), flat(expected), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-
+    close = functools.partial(assert_results_close, rtol=1e-5, atol=1e-6)
     for steps in (3, 4, 6, 4, 3):
         x = rng.standard_normal((steps, 4, 5)).astype(np.float32)
         close(model(x), pure(x))
@@ -1231,9 +1225,8 @@ def test_any_calls_in_turn_give_the_pure_kernels_results(threaded, monkeypatch, 
         state = None if kind != "state" else \
             tuple(rng.standard_normal((1, batch, 8)).astype(np.float32) for _ in range(2))
         lengths = None if kind != "lengths" else rng.integers(0, steps + 1, size=batch)
-        for a, b in zip(flat(model(x, state, lengths=lengths)),
-                        flat(pure(x, state, lengths=lengths)), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert_results_close(model(x, state, lengths=lengths), pure(x, state, lengths=lengths),
+                             rtol=1e-5, atol=1e-6)
 
 
 def _prepared_ways(model):
@@ -1351,8 +1344,7 @@ def test_a_setting_changed_forgets_the_plans_and_prepared_calls(monkeypatch, rng
     assert len(model._layers().memo) == 2  # one per setting
     assert numba_scan._plan_of(3, 2, 5, 12, np.dtype(np.float32), lstm_xp.get_num_threads(),
                                True, False).pack
-    for a, b in zip(flat(before), flat(after), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    assert_results_close(before, after, rtol=1e-6, atol=1e-6)
 
 
 def test_weights_the_compiled_scan_would_copy_are_not_prepared(rng):
@@ -1370,8 +1362,7 @@ def test_weights_the_compiled_scan_would_copy_are_not_prepared(rng):
     strided *= 0.5
     got = numba_scan.plain_forward(x, layers)
     pure._params["weight_hh_l0"][...] *= 0.5
-    for a, b in zip(flat(got), flat(pure(x)), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    assert_results_close(got, pure(x), rtol=1e-6, atol=1e-6)
 
 
 def test_models_the_plain_call_does_not_cover():
