@@ -451,8 +451,15 @@ def test_loading_building_and_a_first_call_are_timed_apart_from_the_samples(monk
             return run
         return c.Contender("slow start", "peer", "cpu", prepare)
 
+    def slow_always():  # every call as slow as the other's first: nothing to note
+        def prepare(shape, dtype, x_host):
+            return lambda: time.sleep(0.25)
+        return c.Contender("slow always", "peer", "cpu", prepare)
+
     monkeypatch.setitem(c.FACTORIES, "slow", slow_start)
-    monkeypatch.setattr("lstm_xp.bench.runner.contender_specs", lambda config: [["slow"]])
+    monkeypatch.setitem(c.FACTORIES, "steady", slow_always)
+    monkeypatch.setattr("lstm_xp.bench.runner.contender_specs",
+                        lambda config: [["slow"], ["steady"]])
     monkeypatch.setattr("lstm_xp.bench.runner.SLOW_FIRST_CALL_S", 0.2)
     shapes = [(1, 3, 2, 2), (2, 3, 2, 2), (3, 3, 2, 2)]
     config = BenchConfig(shapes=shapes, repeats=4, rounds=2, max_seconds=60, isolate=False,
@@ -460,15 +467,18 @@ def test_loading_building_and_a_first_call_are_timed_apart_from_the_samples(monk
     progress = io.StringIO()
     report = run_bench(config, progress=progress)
     said = [line for line in progress.getvalue().splitlines() if "first call" in line]
-    assert len(said) == 3 and "slow start: its first call at (1, 3, 2, 2) took 0." in said[0]
-    cells = report["results"]
+    assert len(said) == 3 and all("slow start: its first call at" in s for s in said)
+    assert "(1, 3, 2, 2) took 0." in said[0] and "s more than a sample" in said[0]
+    steady = [r for r in report["results"] if r["contender"] == "slow always"]
+    assert len(steady) == 3 and all(r["first_call_s"] >= 0.25 for r in steady)
+    cells = [r for r in report["results"] if r["contender"] == "slow start"]
     assert [tuple(r["shape"]) for r in cells] == shapes
     assert report["load_s"]["slow start"] >= 0.1
     for r in cells:
         assert 0.05 <= r["setup_s"] < 0.25 and r["first_call_s"] >= 0.25
         assert len(r["times_s"]) == 4 and max(r["times_s"]) < 0.1
-    (row,) = first_calls(report)
-    assert row[0] == "slow start" and row[2] == "(1, 3, 2, 2)"
+    row, steady_row = first_calls(report)
+    assert row[0] == "slow start" and row[2] == "(1, 3, 2, 2)" and steady_row[0] == "slow always"
     assert float(row[1]) >= 0.1 and float(row[3]) >= 0.05 and float(row[4]) >= 0.25
     assert 0.05 <= float(row[5]) < 0.25 and 0.24 <= float(row[6]) < 0.5  # beyond a median call
     assert "| slow start |" in markdown({**report, "machine": {}})
