@@ -1390,6 +1390,37 @@ def test_the_plain_call_reports_memory_as_the_full_path_does(monkeypatch, rng):
             model(call, lengths=lengths)
 
 
+@pytest.mark.parametrize("way", ["alone", "units", "rows"])
+def test_inference_memory_beyond_the_output_does_not_grow_with_the_steps(threaded, monkeypatch,
+                                                                           rng, way):
+    """The issue's memory target: a forward call keeps O(B * H) beyond its input and output
+    (the packed weights and work buffers), whatever T. The peak that ``tracemalloc`` sees
+    (numba's allocations included) beyond the output, with the kept work buffers dropped
+    first so that they count, at 20 and at 400 steps (both past the 16 steps projected at a
+    time), on one thread and split either way: it grows by at most 32 bytes a step (the
+    units split's claim counters, 2 int64 a step and chunk), where a step's output is 768
+    bytes and a per-step gate tape would be 3 KiB."""
+    import tracemalloc
+
+    threaded(1 if way == "alone" else 2)
+    for name in ("MIN_ROWS_PER_THREAD", "MIN_SMALL_ROWS_PER_THREAD"):
+        monkeypatch.setattr(numba_scan, name, 1 if way == "rows" else 10**9)
+    model = LSTM(16, 32, seed=0)
+    beyond = []
+    for steps in (20, 400):
+        x = rng.standard_normal((steps, 6, 16)).astype(np.float32)
+        model(x)  # compiled and planned
+        numba_scan.release_work()
+        tracemalloc.start()
+        try:
+            y, _ = model(x)
+            beyond.append(tracemalloc.get_traced_memory()[1] - y.nbytes)
+        finally:
+            tracemalloc.stop()
+    assert y.nbytes == 400 * 6 * 32 * 4
+    assert 0 < beyond[0] and beyond[1] - beyond[0] <= 32 * 380, beyond
+
+
 def test_run_claimed_runs_each_part_once_and_returns_when_all_are_done():
     """The split by sequences' way of handing out its parts (:func:`_pool.run_claimed`),
     alone: compiled parts that claim themselves, 2 to 5 of them, 200 calls each, with the
