@@ -29,6 +29,7 @@ import itertools
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -76,6 +77,28 @@ def current_cpu() -> int:
     return -1 if _GETCPU is None else int(_GETCPU())
 
 
+#: How long a thread's CPU, once read for a job it hands out (:func:`caller_cpu`), is taken
+#: as where it runs: calls back to back (a split call of 50-200 us) read it once a
+#: millisecond, the first after a pause at once (a thread that slept may wake elsewhere).
+CPU_READ_AGE_S = 1e-3
+#: The last reading of each thread's CPU: ``{thread: (time.monotonic(), cpu)}``.
+_CPU_READ: dict[int, tuple[float, int]] = {}
+
+
+def caller_cpu() -> int:
+    """The calling thread's CPU (:func:`current_cpu`), read anew where this thread's last
+    reading is :data:`CPU_READ_AGE_S` old or more (see :data:`CPU_CHECK_EVERY`)."""
+    me, now = threading.get_ident(), time.monotonic()
+    read = _CPU_READ.get(me)
+    if read is not None and now - read[0] < CPU_READ_AGE_S:
+        return read[1]
+    if len(_CPU_READ) > 1024:  # threads that ended
+        _CPU_READ.clear()
+    cpu = current_cpu()
+    _CPU_READ[me] = (now, cpu)
+    return cpu
+
+
 def away_from(cpu: int, allowed: set[int]) -> set[int] | None:
     """The CPUs a worker may run on to keep off ``cpu`` (its caller's), of ``allowed``; None
     where there is nothing to change (``cpu`` unknown or not allowed, or the only one)."""
@@ -103,15 +126,27 @@ def keep_off(cpu: int, allowed: set[int]) -> None:
             pass
 
 
+#: A pool thread that takes its jobs without sleeping between them (each queued while it
+#: lingered after the last) reads its CPU once in this many of them; one woken for a job,
+#: at once. (A reading, ``sched_getcpu`` through ctypes, took 2-2.5 us on the 2-vCPU guest
+#: in a call's midst, on the way to the part. With :func:`caller_cpu`, against both CPUs
+#: read at every job, taking turns in one process: split calls at (B, T, I, H) =
+#: (16, 20, 32, 32), (8, 5, 64, 128), (4, 50, 32, 64), (2, 100, 32, 64), (16, 10, 128, 256)
+#: 0.985x-0.992x the time, one-step calls split in two 0.94x.)
+CPU_CHECK_EVERY = 64
+
+
 class _Workers:
     """``count`` daemon threads, each running the jobs ``(function, args)`` of one queue in
-    turn, first moving off the CPU of the thread that submitted the job if it woke there
-    (:func:`keep_off`, within the CPUs it started with); ``close`` lets them finish theirs
-    and stop. A job's result is dropped, and so is
-    what it raises: :func:`run_parts` catches its parts' exceptions itself, and the compiled
-    parts never raise. (A :class:`concurrent.futures.ThreadPoolExecutor` made a future, a
-    lock and a condition for each job: 2-10 % of a whole call at (B, T, I, H) =
-    (8, 100, 64, 128) to (5, 50, 32, 64), measured pair by pair against this pool.)"""
+    turn, first moving off the CPU of the thread that submitted the job where it finds itself
+    there (:func:`keep_off`, within the CPUs it started with): after a wake-up, where the
+    scheduler may have put it beside the thread that woke it, and every
+    :data:`CPU_CHECK_EVERY` jobs otherwise; ``close`` lets them finish theirs and stop. A
+    job's result is dropped, and so is what it raises: :func:`run_parts` catches its parts'
+    exceptions itself, and the compiled parts never raise. (A
+    :class:`concurrent.futures.ThreadPoolExecutor` made a future, a lock and a condition for
+    each job: 2-10 % of a whole call at (B, T, I, H) = (8, 100, 64, 128) to (5, 50, 32, 64),
+    measured pair by pair against this pool.)"""
 
     def __init__(self, count: int) -> None:
         self.count = count
@@ -124,16 +159,21 @@ class _Workers:
         _POOL_THREADS.add(threading.get_ident())
         take, look = self._jobs.get, self._jobs.get_nowait
         allowed = set(os.sched_getaffinity(0)) if _GETCPU is not None else set()
+        unchecked = CPU_CHECK_EVERY  # jobs since this thread last read its CPU
         while True:
             try:  # a job queued while this thread lingered in its last part
                 job = look()
+                unchecked += 1
             except queue.Empty:
                 job = take()
+                unchecked = CPU_CHECK_EVERY  # woken: maybe beside the thread that woke it
             if job is None:
                 break
             function, args, caller = job
-            if caller >= 0 and current_cpu() == caller:
-                keep_off(caller, allowed)
+            if caller >= 0 and unchecked >= CPU_CHECK_EVERY:
+                unchecked = 0
+                if current_cpu() == caller:
+                    keep_off(caller, allowed)
             try:
                 function(*args)
             except BaseException:  # dropped, as the class's docstring says
@@ -142,7 +182,7 @@ class _Workers:
     def submit(self, function: Any, *args: Any, rung: bool = False) -> None:
         """Queue ``function(*args)`` for the next free thread, and ring the bell for any
         thread that lingers (unless the job's caller will: ``rung``)."""
-        self._jobs.put((function, args, current_cpu()))
+        self._jobs.put((function, args, caller_cpu()))
         if not rung:
             ring(BELL)
 
@@ -179,8 +219,12 @@ if hasattr(os, "register_at_fork"):
 def pool(workers: int) -> _Workers:
     """The process-wide pool, with at least ``workers`` threads (the caller runs one part
     itself); a smaller one is closed and replaced. Parts of concurrent calls queue for its
-    threads."""
+    threads. (A job handed to a pool that another thread has just replaced may never run:
+    every way of handing out parts here lets the caller run a part that no thread took.)"""
     global _POOL
+    current = _POOL  # the quick way, without the lock (split calls 0.99x the time)
+    if current is not None and current.count >= workers:
+        return current
     with _POOL_LOCK:
         if _POOL is None or _POOL.count < workers:
             if _POOL is not None:
