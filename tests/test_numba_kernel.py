@@ -1646,9 +1646,11 @@ def test_a_pool_thread_reads_its_cpu_after_a_wake_up_and_once_in_a_while_otherwi
     monkeypatch.setattr(_pool, "_CPU_READ", {})  # no reading kept from before
     monkeypatch.setattr(_pool, "keep_off", lambda cpu, allowed: checks.append(cpu))
     workers = _pool._Workers(1)
+    ident = []
     try:
         started, release, done = threading.Event(), threading.Event(), threading.Event()
-        workers.submit(lambda: (started.set(), release.wait(30)))
+        workers.submit(lambda: (ident.append(threading.get_ident()), started.set(),
+                                release.wait(30)))
         assert started.wait(30)
         ran = []
         for n in range(70):
@@ -1658,6 +1660,7 @@ def test_a_pool_thread_reads_its_cpu_after_a_wake_up_and_once_in_a_while_otherwi
         assert done.wait(30)
     finally:
         workers.close()
+        _pool._POOL_THREADS.difference_update(ident)  # not the pool's: its ident may recur
     assert ran == list(range(70))
     assert checks == [5, 5]  # the woken first job, and the 64th taken without a wake-up
 
