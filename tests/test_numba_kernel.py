@@ -1390,7 +1390,7 @@ def test_the_plain_call_reports_memory_as_the_full_path_does(monkeypatch, rng):
             model(call, lengths=lengths)
 
 
-@pytest.mark.parametrize("way", ["alone", "units", "rows"])
+@pytest.mark.parametrize("way", ["alone", "split", "units"])
 def test_inference_memory_beyond_the_output_does_not_grow_with_the_steps(threaded, monkeypatch,
                                                                            rng, way):
     """The issue's memory target: a forward call keeps O(B * H) beyond its input and output
@@ -1402,9 +1402,8 @@ def test_inference_memory_beyond_the_output_does_not_grow_with_the_steps(threade
     bytes and a per-step gate tape would be 3 KiB."""
     import tracemalloc
 
-    threaded(1 if way == "alone" else 2)
-    for name in ("MIN_ROWS_PER_THREAD", "MIN_SMALL_ROWS_PER_THREAD"):
-        monkeypatch.setattr(numba_scan, name, 1 if way == "rows" else 10**9)
+    threaded(1)  # alone at any step count; the other ways take 2 threads
+    _plan_the_way(way, threaded, monkeypatch)
     model = LSTM(16, 32, seed=0)
     beyond = []
     for steps in (20, 400):
