@@ -295,7 +295,7 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         assert plan(100, 4, 32, 96, True, training=True) == (False, [(0, 48), (48, 96)])
         assert plan(8, 7, 128, 96, True) == (True, [(0, 4), (4, 7)])  # 9.6 MFLOP
         assert plan(1, 7, 128, 96, True) == (False, [(0, 96)])  # 1.2: 0.6 a thread
-        # Neither rule splits, or only into narrow chunks: by sequences, 1.6 MFLOP a
+        # Neither rule splits, or only into narrow chunks: by sequences, 0.65 MFLOP a
         # thread at least (one sequence a thread will do, in a batch of 2 at least)
         assert plan(100, 4, 32, 64, True) == (True, [(0, 2), (2, 4)])  # 9.8 a thread
         assert plan(100, 7, 32, 64, True) == (True, [(0, 4), (4, 7)])  # narrow chunks
@@ -305,17 +305,22 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         assert plan(40, 5, 32, 64, True) == (True, [(0, 3), (3, 5)])  # 4.9
         assert plan(20, 4, 32, 64, True) == (True, [(0, 2), (2, 4)])  # 1.97
         assert plan(4, 16, 64, 64, True) == (True, [(0, 8), (8, 16)])  # 2.1
-        assert plan(10, 4, 64, 64, True) == (False, [(0, 64)])  # 1.3
-        assert plan(5, 6, 64, 64, True) == (False, [(0, 64)])  # 0.98
+        assert plan(10, 4, 64, 64, True) == (True, [(0, 2), (2, 4)])  # 1.3
+        assert plan(5, 6, 64, 64, True) == (True, [(0, 3), (3, 6)])  # 0.98
+        assert plan(7, 4, 32, 64, True) == (True, [(0, 2), (2, 4)])  # 0.69
+        assert plan(3, 6, 64, 64, True) == (False, [(0, 64)])  # 0.59
+        assert plan(5, 4, 32, 64, True) == (False, [(0, 64)])  # 0.49
         assert plan(100, 2, 32, 64, True) == (True, [(0, 1), (1, 2)])  # 4.9, 1 + 1
-        assert plan(20, 2, 32, 64, True) == (False, [(0, 64)])  # 0.98
+        assert plan(20, 2, 32, 64, True) == (True, [(0, 1), (1, 2)])  # 0.98
+        assert plan(10, 2, 32, 64, True) == (False, [(0, 64)])  # 0.49
         assert plan(1000, 1, 32, 64, True) == (False, [(0, 64)])  # one sequence stays whole
-        # ... from 1.2 MFLOP a thread at H <= 32
+        # ... the same at H <= 32
         assert plan(50, 8, 20, 20, True) == (True, [(0, 4), (4, 8)])  # 1.28
         assert plan(5, 32, 32, 32, True) == (True, [(0, 16), (16, 32)])  # 1.3
-        assert plan(30, 8, 20, 20, True) == (False, [(0, 20)])  # 0.77
-        assert plan(2, 64, 32, 32, True) == (False, [(0, 32)])  # 1.05
-        assert plan(10, 8, 48, 48, True) == (False, [(0, 48)])  # 1.5, H = 48: from 1.6
+        assert plan(30, 8, 20, 20, True) == (True, [(0, 4), (4, 8)])  # 0.77
+        assert plan(20, 4, 32, 32, True) == (True, [(0, 2), (2, 4)])  # 0.66
+        assert plan(10, 6, 32, 32, True) == (False, [(0, 32)])  # 0.49
+        assert plan(10, 8, 48, 48, True) == (True, [(0, 4), (4, 8)])  # 1.5, H = 48
         assert plan(100, 4, 32, 64, True, training=True) == (False, [(0, 32), (32, 64)])
         assert plan(100, 4, 32, 64, False) == (False, [(0, 64)])  # rows need packed weights
         # Blocks of rows through a panel: 1-6 rows one, 7 (4 + 3) to 12 (6 + 6) two, ...
@@ -1233,10 +1238,94 @@ def _prepared_ways(model):
     """How the layers' directions of a model's latest prepared call run
     (numba_scan._quick_layer)."""
     run = list(model._layers().memo.values())[-1]
-    if run.func is numba_scan._quick_one:  # one layer alone from zeros, else the whole
+    if run.func in (numba_scan._quick_one, numba_scan._split_one):  # one layer, else whole
         run = run.args[-1]
     assert run.func is numba_scan._quick_stack
-    return [way.func.__name__ for layer in run.args[0] for way in layer]
+    return ["_quick_split" if isinstance(way, numba_scan._QuickSplit) else way.func.__name__
+            for layer in run.args[0] for way in layer]
+
+
+def _quick_splits(model):
+    """The prepared layers split by sequences (numba_scan._QuickSplit) of a model's latest
+    prepared call, and that call."""
+    run = list(model._layers().memo.values())[-1]
+    whole = run.args[-1] if run.func is numba_scan._split_one else run
+    splits = [way for layer in whole.args[0] for way in layer
+              if isinstance(way, numba_scan._QuickSplit)]
+    return splits, run
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("stack", [dict(), dict(num_layers=2), dict(bidirectional=True)])
+def test_layers_split_by_sequences_run_their_own_prepared_way(threaded, monkeypatch, rng,
+                                                              precision, stack):
+    """Layers whose calls split by sequences run as numba_scan._QuickSplit prepared them
+    (one layer and direction also without numba_scan._quick_stack: _split_one): from
+    zeros, from a state given (zero, and not), with lengths (run in the order given, and
+    in an order that spares work), and as a frozen copy, each call's outputs and final
+    state are the full path's bits and within rounding of the pure kernel's; a state the
+    prepared ways do not take (not C-ordered) takes the full path. With work buffers over
+    SPLIT_ONE_BYTES a layer takes its thread's (_split): the same bits. (A bidirectional
+    layer's directions one after the other, each split.)"""
+    _plan_the_way("split", threaded, monkeypatch)
+    monkeypatch.setattr(numba_scan, "SIDE_BY_SIDE_MIN_WORK", 10**18)
+    model = LSTM(5, 12, dtype=precision, seed=4, **stack)
+    pure = LSTM(5, 12, dtype=precision, kernel="pure", seed=4, **stack)
+    tol = dict(rtol=1e-6, atol=1e-6) if precision == "float32" else dict(rtol=1e-13, atol=1e-13)
+    count = model.num_layers * model.num_directions
+    x = rng.standard_normal((6, 4, 5)).astype(precision)
+    state = tuple(rng.standard_normal((count, 4, 12)).astype(precision) for _ in range(2))
+    zeros = tuple(np.zeros((count, 4, 12), precision) for _ in range(2))
+    strided = tuple(np.asfortranarray(a) for a in state)
+    kept, sorted_ = [6, 3, 5, 2], [6, 2, 0, 5]  # run in the order given; sorted first
+    for runs in (model, model.frozen()):
+        for args in ((x,), (x, state), (x, zeros), (x, strided), (x, None, kept),
+                     (x, state, kept), (x, state, sorted_)):
+            full = (*args, None, None)[:3]
+            got = runs(*args)
+            splits, run = _quick_splits(runs)
+            assert len(splits) == count
+            expected = runs._forward(*full, None, None)
+            for a, b, c in zip(flat(got), flat(expected), flat(pure(*args)), strict=True):
+                np.testing.assert_array_equal(a, b)
+                np.testing.assert_allclose(a, c, **tol)
+        if count == 1:
+            assert run.func is numba_scan._split_one
+    assert all(len(s.spares) == 1 and not s.large for s in splits)  # one set, used again
+    monkeypatch.setattr(numba_scan, "SPLIT_ONE_BYTES", 0)
+    large = LSTM(5, 12, dtype=precision, seed=4, **stack)
+    for _ in range(2):
+        for args in ((x, state), (x, None, kept)):
+            for a, b in zip(flat(large(*args)), flat(model(*args)), strict=True):
+                np.testing.assert_array_equal(a, b)
+    splits, _ = _quick_splits(large)
+    assert all(s.large and not s.spares for s in splits)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_layers_split_by_sequences_called_from_several_threads(threaded, monkeypatch, rng,
+                                                               layers):
+    """Calls of one shape from several Python threads at once share one model's prepared
+    layers (numba_scan._QuickSplit) and their kept work buffers (a set a call, taken and
+    put back): every caller gets exactly the bits it gets alone; the buffers kept are at
+    most one set a thread, and release_work drops them."""
+    _plan_the_way("split", threaded, monkeypatch)
+    model = LSTM(6, 16, layers, seed=2)
+    calls = [(rng.standard_normal((20, 5, 6)).astype(np.float32),) for _ in range(3)]
+    calls += [(x, tuple(rng.standard_normal((layers, 5, 16)).astype(np.float32)
+                        for _ in range(2)))
+              for x, in calls]
+    alone = [flat(model(*args)) for args in calls]
+    results = together(len(calls), 20, lambda i: flat(model(*calls[i])))
+    for a, b in zip(alone, results, strict=True):
+        for u, v in zip(a, b, strict=True):
+            np.testing.assert_array_equal(u, v)
+    splits, _ = _quick_splits(model)
+    assert len(splits) == layers and all(1 <= len(s.spares) <= len(calls) for s in splits)
+    numba_scan.release_work()
+    assert not any(s.spares for s in splits)
+    for a, b in zip(flat(model(*calls[0])), alone[0], strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("way", ["alone", "split", "units"])

@@ -50,7 +50,8 @@ compiled call runs the layer:
   state and lengths given or not) is prepared once a shape (:func:`_quick_call`: each
   layer's plan, its weights as the scan takes them), so that what is left around the
   compiled code is a lookup, the checks of the state and lengths, and the outputs'
-  allocation.
+  allocation; a layer split by sequences keeps its parts' arguments joined with work
+  buffers of its own (:class:`_QuickSplit`).
 
 Compiled code is cached on disk (``cache=True``); in a read-only install numba keeps it in its
 user-wide cache directory instead (or ``NUMBA_CACHE_DIR``). The first call in a process with
@@ -64,6 +65,7 @@ import itertools
 import sys
 import threading
 import types
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,9 +210,19 @@ MIN_SMALL_BATCH = 2
 #: 128) (2.1) 0.98, (3, 8, 128, 128) (3.1, 2 + 1) 1.00-1.09; below, (4, 10, 64, 64) (1.3)
 #: 0.88-1.10, (8, 5, 64, 64) (1.3) 0.88-1.01, (6, 5, 64, 64) (0.98) 1.14, (2, 20, 32, 64)
 #: (0.98) 0.97, (2, 10, 32, 64) (0.49) 1.23. (Before, with the threads waking in the
-#: queue: from 6 MFLOP, 4.5 up to 32 units, and batches of 3 or more.)
-MIN_SMALL_FLOPS_PER_THREAD = 1_600_000
-MIN_NARROW_SMALL_FLOPS_PER_THREAD = 1_200_000
+#: queue: from 6 MFLOP, 4.5 up to 32 units, and batches of 3 or more; from then to the
+#: prepared splits, :class:`_QuickSplit`, 1.6 MFLOP, 1.2 up to 32 units.) Once a split
+#: call's Python took 15-20 us less (:class:`_QuickSplit`), the same way, against those
+#: thresholds: H = 64-128, (2, 10 | 4, 5, 32, 64) (0.49) 1.32-1.33, (6, 3, 64, 64) (0.59)
+#: 1.00, (4, 7, 32, 64) (0.69) 0.92, (2, 14, 32, 64) (0.69) 0.95, (4, 8, 32, 64) (0.79)
+#: 0.87, (4, 6, 64, 64) (0.79) 0.89, (2, 16, 32, 64) (0.79) 0.91, (4, 10, 32, 64) (0.98)
+#: 0.79-0.81, (6, 5, 64, 64) (0.98) 0.86, (2, 20, 32, 64) (0.98) 0.86-1.03, (3, 10, 32, 64)
+#: (0.98, 2 + 1) 0.97-0.99, (4, 4, 64, 128) (1.57) 0.79, (8, 2, 64, 128) (1.57) 0.78-0.80;
+#: two layers, (4, 6 | 8 | 10, ...) 0.76-0.87, (2, 16 | 20, 32, 64) 0.82-0.87; up to 32
+#: units, (6, 10, 32, 32) (0.49) 1.15, (4, 20, 32, 32) (0.65) 1.04, (8, 10, 32, 32) and
+#: (16, 5, 32, 32) (0.65) 0.85-0.86, (8, 30, 20, 20) (0.77) 0.88.
+MIN_SMALL_FLOPS_PER_THREAD = 650_000
+MIN_NARROW_SMALL_FLOPS_PER_THREAD = 650_000
 NARROW_SMALL_UNITS = 32
 
 
@@ -1112,7 +1124,11 @@ def _quick_call(X: np.ndarray, layers: Any, reverse: bool) -> Callable[..., Any]
                               (steps, batch, ways * hidden), (len(stack) * ways, batch, hidden),
                               dtype, _NO_STATE[dtype])
     run = stack[0][0]
-    if len(stack) > 1 or ways > 1 or run.func is not _quick_alone:
+    if len(stack) > 1 or ways > 1:
+        return whole
+    if isinstance(run, _QuickSplit):
+        return functools.partial(_split_one, run, _NO_STATE[dtype], whole)
+    if not (isinstance(run, functools.partial) and run.func is _quick_alone):
         return whole
     tail, shape, _, full = run.args
     return functools.partial(_quick_one, tail, shape, dtype, full, _NO_STATE[dtype], whole)
@@ -1120,7 +1136,7 @@ def _quick_call(X: np.ndarray, layers: Any, reverse: bool) -> Callable[..., Any]
 
 def _quick_layer(steps: int, batch: int, features: int, dtype: np.dtype, weights: Any,
                  reverse: bool, column: int, threads: int,
-                 ) -> tuple[functools.partial[np.ndarray], _CallPlan] | None:
+                 ) -> tuple[Callable[..., np.ndarray], _CallPlan] | None:
     """One layer's direction in :func:`_quick_call`, on ``threads`` threads: its plan and a
     function ``run(x, out, h_n, c_n, h0, c0, zero, lengths)`` of its input ``x`` (T, B, I),
     C-ordered, that writes the final state into ``h_n`` and ``c_n`` (B, H) and returns the
@@ -1129,7 +1145,7 @@ def _quick_layer(steps: int, batch: int, features: int, dtype: np.dtype, weights
     (B, H; C-ordered writable arrays, or empty (0, 0) arrays with ``zero``: the caller's
     word that they are zero), each sequence ``lengths`` (B,) int64 steps (None: every
     step), on the caller's thread alone (:func:`_quick_alone`), split by sequences
-    (:func:`_quick_split`) or by units (:func:`_quick_units`). It keeps the weights as
+    (:class:`_QuickSplit`) or by units (:func:`_quick_units`). It keeps the weights as
     they are, never a copy (the model's in-place changes to them are seen), so None where
     the compiled scan needs copies of them: arrays not C-ordered or not of the input's
     dtype, and not frozen."""
@@ -1143,8 +1159,8 @@ def _quick_layer(steps: int, batch: int, features: int, dtype: np.dtype, weights
         return None
     key = (call, features, hidden, frozen)
     if call.by_rows:
-        return functools.partial(_quick_split, call, key, operands, panels, reverse, column,
-                                 (steps * batch, features)), call
+        return _QuickSplit(call, key, operands, panels, reverse, column,
+                           (steps * batch, features)), call
     args = None if len(call.chunks) > 1 else \
         _alone_args(call, operands, panels, frozen, features, hidden, dtype)
     if args is None:
@@ -1245,16 +1261,106 @@ def _quick_alone(tail: tuple[Any, ...], shape: tuple[int, int, int], dtype: np.d
     return y
 
 
-def _quick_split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
-                 panels: list[np.ndarray], reverse: bool, column: int, rows: tuple[int, int],
-                 x: np.ndarray, out: np.ndarray | None, h_n: np.ndarray, c_n: np.ndarray,
+#: The largest work buffers (bytes) that a :class:`_QuickSplit` keeps for its calls (as
+#: a thread keeps its "small" ones, :data:`WORK_CACHE_BYTES`); a call that needs more
+#: takes them from its thread's cache (:func:`_split`): at such sizes the Python around the
+#: compiled scan is under 1 % of a call.
+SPLIT_ONE_BYTES = 1 << 21
+#: The :class:`_QuickSplit` calls alive, whose kept buffers :func:`release_work` drops.
+_QUICK_SPLITS: weakref.WeakSet[_QuickSplit] = weakref.WeakSet()
+_QUICK_SPLITS_LOCK = threading.Lock()
+
+
+class _QuickSplit:
+    """A prepared layer split by sequences (:func:`_run_split`'s, the same bits): a function
+    ``run(x, out, h_n, c_n, h0, c0, zero, lengths)`` as :func:`_quick_layer` describes it,
+    ``rows`` the input's shape as (T * B, I). Each part's arguments of :func:`_scan_units`
+    that do not change from call to call are joined once with the work buffers they name.
+
+    The work buffers are this object's, not the calling thread's (:func:`_work_for`):
+    each call takes a set off :attr:`spares` (``list.pop``, one operation under the
+    interpreter's lock, so no two calls take the same set) or makes one, and puts it back
+    after; :func:`release_work` empties :attr:`spares`, and buffers over
+    :data:`SPLIT_ONE_BYTES` are never kept here (:attr:`large`). At (B, T, I, H) =
+    (4, 1, 32, 64), split in two, :func:`_quick_stack` and :func:`_split` had taken 23 us
+    of a 55 us call in Python on the 2-vCPU Zen 3 guest (each part's 31 arguments 5 us,
+    the thread's cache of work buffers 4 us, NumPy's allocations 4 us)."""
+
+    def __init__(self, call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
+                 panels: list[np.ndarray], reverse: bool, column: int,
+                 rows: tuple[int, int]) -> None:
+        self.call, self.key, self.operands, self.panels = call, key, operands, panels
+        self.reverse, self.column, self.rows = reverse, column, rows
+        self.y_shape = (call.steps, call.batch, key[2])
+        self.spares: list[tuple[_Work, list[tuple[Any, ...]]]] = []
+        self.large = False  # buffers over SPLIT_ONE_BYTES: every call is _split's
+        with _QUICK_SPLITS_LOCK:
+            _QUICK_SPLITS.add(self)
+
+    def _joined(self, work: _Work) -> list[tuple[Any, ...]]:
+        """Each part's arguments of :func:`_scan_units` that do not change from call to
+        call, in the runs between those that do (see :meth:`__call__`), and its slice of
+        the batch."""
+        w_ih, w_hh, b_ih, b_hh = self.operands
+        approximate = self.call.dtype == np.float32
+        return [((w_ih, w_hh, b_ih, b_hh, hs), (self.column, *head, self.reverse, approximate),
+                 (len(self.panels) > 0, *_with(buffers, self.panels)),
+                 _NO_TAPE[self.call.dtype], rows)
+                for (hs, rows), head, buffers in zip(work.states, work.heads, work.parts,
+                                                     strict=True)]
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None, h_n: np.ndarray, c: np.ndarray,
                  h0: np.ndarray, c0: np.ndarray, zero: bool,
                  lengths: np.ndarray | None) -> np.ndarray:
-    """A prepared layer split by sequences (:func:`_run_split`'s): ``rows`` the input's
-    shape as (T * B, I)."""
-    return _split(call, key, operands, panels, x.reshape(rows), h0, c0,
-                  zero or not h0.any(), reverse, None if out is None else (out, column),
-                  h_n, c_n, lengths)
+        zero = zero or not h0.any()
+        if self.large:
+            return _split(self.call, self.key, self.operands, self.panels, x.reshape(self.rows),
+                          h0, c0, zero, self.reverse, None if out is None else (out, self.column),
+                          h_n, c, lengths)
+        try:
+            work, joined = self.spares.pop()
+        except IndexError:
+            work = _work_for(self.key)
+            if work.nbytes > SPLIT_ONE_BYTES:
+                _keep_work(self.key, work)
+                self.large = True
+                return self(x, out, h_n, c, h0, c0, zero, lengths)
+            joined = self._joined(work)
+        # Without ``out`` the layer is a direction alone, whose columns start at 0.
+        y = np.empty(self.y_shape, x.dtype) if out is None else out
+        sync = np.zeros(CLAIMS + 3 * len(joined), np.int64)
+        x2 = x.reshape(self.rows)
+        if lengths is None:
+            parts = [(x2, *weights, h0, c0, h_n, c, y, *middle, zero, *buffers, sync, *tape)
+                     for weights, middle, buffers, tape, _ in joined]
+        else:  # each part its slice of the lengths
+            parts = [(x2, *weights, h0, c0, h_n, c, y, middle[0], lengths[low:high],
+                      *middle[2:], zero, *buffers, sync, *tape)
+                     for weights, middle, buffers, tape, (low, high) in joined]
+        run_claimed(_scan_units, parts, sync, CLAIMS + 2 * len(joined), 1)
+        self.spares.append((work, joined))
+        return y
+
+
+def _split_one(run: _QuickSplit, none: np.ndarray, whole: Callable[..., Any], X: np.ndarray,
+               state: Any, lengths: Any) -> Any:
+    """A prepared call of one layer and direction split by sequences (``run``), from zeros
+    or a state given, every sequence running every step: ``whole``'s results (its
+    :func:`_quick_stack`) without its checks and its loop over layers; any other call is
+    ``whole``'s. ``none`` an empty state."""
+    if lengths is not None:
+        return whole(X, state, lengths)
+    dtype, shape = run.call.dtype, (1, run.call.batch, run.key[2])
+    if state is None:
+        h0 = c0 = none
+    else:
+        pair = _plain_state(state, shape, dtype)
+        if pair is None or not _scan_reads(*pair):
+            return whole(X, state, lengths)
+        h0, c0 = pair[0][0], pair[1][0]
+    states = np.empty((2, *shape), dtype)
+    y = run(X, None, states[0, 0], states[1, 0], h0, c0, state is None, None)
+    return y, (states[0], states[1])
 
 
 def _quick_units(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ...],
@@ -1943,6 +2049,9 @@ def release_work() -> None:
     _LOCAL.work = {}
     for cache in list(_POOL_CACHES):
         cache.clear()
+    with _QUICK_SPLITS_LOCK:
+        for split in list(_QUICK_SPLITS):
+            split.spares.clear()
 
 
 def packs(steps: int, batch: int, features: int, hidden: int, itemsize: int = 4) -> bool:
