@@ -295,7 +295,7 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         assert plan(100, 4, 32, 96, True, training=True) == (False, [(0, 48), (48, 96)])
         assert plan(8, 7, 128, 96, True) == (True, [(0, 4), (4, 7)])  # 9.6 MFLOP
         assert plan(1, 7, 128, 96, True) == (False, [(0, 96)])  # 1.2: 0.6 a thread
-        # Neither rule splits, or only into narrow chunks: by sequences, 0.65 MFLOP a
+        # Neither rule splits, or only into narrow chunks: by sequences, 0.9 MFLOP a
         # thread at least (one sequence a thread will do, in a batch of 2 at least)
         assert plan(100, 4, 32, 64, True) == (True, [(0, 2), (2, 4)])  # 9.8 a thread
         assert plan(100, 7, 32, 64, True) == (True, [(0, 4), (4, 7)])  # narrow chunks
@@ -307,14 +307,14 @@ def test_how_a_call_shares_its_threads(monkeypatch):
         assert plan(4, 16, 64, 64, True) == (True, [(0, 8), (8, 16)])  # 2.1
         assert plan(10, 4, 64, 64, True) == (True, [(0, 2), (2, 4)])  # 1.3
         assert plan(5, 6, 64, 64, True) == (True, [(0, 3), (3, 6)])  # 0.98
-        assert plan(7, 4, 32, 64, True) == (True, [(0, 2), (2, 4)])  # 0.69
+        assert plan(10, 4, 32, 64, True) == (True, [(0, 2), (2, 4)])  # 0.98
+        assert plan(8, 4, 32, 64, True) == (False, [(0, 64)])  # 0.79
         assert plan(3, 6, 64, 64, True) == (False, [(0, 64)])  # 0.59
-        assert plan(5, 4, 32, 64, True) == (False, [(0, 64)])  # 0.49
         assert plan(100, 2, 32, 64, True) == (True, [(0, 1), (1, 2)])  # 4.9, 1 + 1
         assert plan(20, 2, 32, 64, True) == (True, [(0, 1), (1, 2)])  # 0.98
         assert plan(10, 2, 32, 64, True) == (False, [(0, 64)])  # 0.49
         assert plan(1000, 1, 32, 64, True) == (False, [(0, 64)])  # one sequence stays whole
-        # ... the same at H <= 32
+        # ... from 0.65 MFLOP a thread at H <= 32
         assert plan(50, 8, 20, 20, True) == (True, [(0, 4), (4, 8)])  # 1.28
         assert plan(5, 32, 32, 32, True) == (True, [(0, 16), (16, 32)])  # 1.3
         assert plan(30, 8, 20, 20, True) == (True, [(0, 4), (4, 8)])  # 0.77
