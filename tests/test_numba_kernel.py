@@ -1328,6 +1328,48 @@ def test_layers_split_by_sequences_called_from_several_threads(threaded, monkeyp
         np.testing.assert_array_equal(a, b)
 
 
+def test_prepared_splits_keep_at_most_their_bytes_all_together(threaded, monkeypatch, rng):
+    """The work buffers that all prepared splits (numba_scan._QuickSplit) keep together are
+    bounded by SPLIT_HELD_BYTES: with room for one set, a second model's split keeps its
+    set in the thread's cache instead (the same bits); a model that goes, or release_work,
+    gives its bytes back, and the next call keeps its set again (counted anew where
+    release_work ran while it was in a call)."""
+    import gc
+
+    _plan_the_way("split", threaded, monkeypatch)
+    x = rng.standard_normal((20, 5, 6)).astype(np.float32)
+    first, second = LSTM(6, 16, seed=1), LSTM(6, 16, seed=2)
+    alone = flat(first(x))
+    size = _quick_splits(first)[0][0].held[0]
+    assert size > 0
+    monkeypatch.setattr(numba_scan, "SPLIT_HELD_BYTES", size)  # room for one set
+    numba_scan.release_work()
+    assert numba_scan._QUICK_HELD[0] == 0
+    second(x)
+    (kept,), _ = _quick_splits(second)
+    assert kept.held[0] == size and numba_scan._QUICK_HELD[0] == size and kept.spares
+    for a, b in zip(flat(first(x)), alone, strict=True):  # over the bound: the thread's
+        np.testing.assert_array_equal(a, b)
+    (over,), _ = _quick_splits(first)
+    assert over.held[0] == 0 and not over.spares and over.key in numba_scan._LOCAL.work
+    del second, kept
+    gc.collect()
+    assert numba_scan._QUICK_HELD[0] == 0
+    first(x)
+    assert over.held[0] == size and over.spares and numba_scan._QUICK_HELD[0] == size
+    real = numba_scan.run_claimed
+
+    def releasing(*args):  # release_work while a call runs: its set goes back counted
+        numba_scan.release_work()
+        return real(*args)
+
+    monkeypatch.setattr(numba_scan, "run_claimed", releasing)
+    for _ in range(2):
+        first(x)
+    (split,), _ = _quick_splits(first)
+    assert split.held[0] == size == numba_scan._QUICK_HELD[0] and split.spares
+
+
 @pytest.mark.parametrize("way", ["alone", "split", "units"])
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 def test_a_prepared_call_sees_the_weights_as_they_are_now(threaded, monkeypatch, rng, way,

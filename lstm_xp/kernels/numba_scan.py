@@ -1268,9 +1268,26 @@ def _quick_alone(tail: tuple[Any, ...], shape: tuple[int, int, int], dtype: np.d
 #: takes them from its thread's cache (:func:`_split`): at such sizes the Python around the
 #: compiled scan is under 1 % of a call.
 SPLIT_ONE_BYTES = 1 << 21
-#: The :class:`_QuickSplit` calls alive, whose kept buffers :func:`release_work` drops.
+#: ... and all of them together at most this many (a thread's cache keeps up to 4 sets of
+#: 2 MiB: a model called at many shapes, each layer and direction its own prepared split,
+#: would otherwise keep a set for each); a set that would go over goes to its thread's cache
+#: (:func:`_keep_work`), as before the prepared splits.
+SPLIT_HELD_BYTES = 1 << 23
+#: The :class:`_QuickSplit` calls alive, whose kept buffers :func:`release_work` drops, ...
 _QUICK_SPLITS: weakref.WeakSet[_QuickSplit] = weakref.WeakSet()
+#: ... the bytes of buffers they keep (:data:`SPLIT_HELD_BYTES`), and how many times
+#: :func:`release_work` has dropped them (a call that took a set before then puts it back
+#: as a new one).
+_QUICK_HELD = [0, 0]
 _QUICK_SPLITS_LOCK = threading.Lock()
+
+
+def _unhold(held: list[int]) -> None:
+    """Take a :class:`_QuickSplit`'s kept bytes ``held[0]`` off :data:`_QUICK_HELD` (it
+    was dropped)."""
+    with _QUICK_SPLITS_LOCK:
+        _QUICK_HELD[0] -= held[0]
+        held[0] = 0
 
 
 class _QuickSplit:
@@ -1282,8 +1299,9 @@ class _QuickSplit:
     The work buffers are this object's, not the calling thread's (:func:`_work_for`):
     each call takes a set off :attr:`spares` (``list.pop``, one operation under the
     interpreter's lock, so no two calls take the same set) or makes one, and puts it back
-    after; :func:`release_work` empties :attr:`spares`, and buffers over
-    :data:`SPLIT_ONE_BYTES` are never kept here (:attr:`large`). At (B, T, I, H) =
+    after; :func:`release_work` empties :attr:`spares`, buffers over
+    :data:`SPLIT_ONE_BYTES` are never kept here (:attr:`large`), and none beyond
+    :data:`SPLIT_HELD_BYTES` for all such calls together. At (B, T, I, H) =
     (4, 1, 32, 64), split in two, :func:`_quick_stack` and :func:`_split` had taken 23 us
     of a 55 us call in Python on the 2-vCPU Zen 3 guest (each part's 31 arguments 5 us,
     the thread's cache of work buffers 4 us, NumPy's allocations 4 us)."""
@@ -1296,8 +1314,23 @@ class _QuickSplit:
         self.y_shape = (call.steps, call.batch, key[2])
         self.spares: list[tuple[_Work, list[tuple[Any, ...]]]] = []
         self.large = False  # buffers over SPLIT_ONE_BYTES: every call is _split's
+        self.held = [0]  # bytes of the sets in spares and in calls (_QUICK_HELD)
         with _QUICK_SPLITS_LOCK:
             _QUICK_SPLITS.add(self)
+        weakref.finalize(self, _unhold, self.held)
+
+    def _keep(self, work: _Work, joined: list[tuple[Any, ...]]) -> None:
+        """Keep a set of buffers that is not counted yet in :data:`_QUICK_HELD`, or give
+        it to the thread's cache where that would go over :data:`SPLIT_HELD_BYTES`."""
+        with _QUICK_SPLITS_LOCK:
+            kept = _QUICK_HELD[0] + work.nbytes <= SPLIT_HELD_BYTES
+            if kept:
+                _QUICK_HELD[0] += work.nbytes
+                self.held[0] += work.nbytes
+        if kept:
+            self.spares.append((work, joined))
+        else:
+            _keep_work(self.key, work)
 
     def _joined(self, work: _Work) -> list[tuple[Any, ...]]:
         """Each part's arguments of :func:`_scan_units` that do not change from call to
@@ -1319,9 +1352,12 @@ class _QuickSplit:
             return _split(self.call, self.key, self.operands, self.panels, x.reshape(self.rows),
                           h0, c0, zero, self.reverse, None if out is None else (out, self.column),
                           h_n, c, lengths)
+        releases = _QUICK_HELD[1]
         try:
             work, joined = self.spares.pop()
+            counted = True
         except IndexError:
+            counted = False
             work = _work_for(self.key)
             if work.nbytes > SPLIT_ONE_BYTES:
                 _keep_work(self.key, work)
@@ -1340,7 +1376,10 @@ class _QuickSplit:
                       *middle[2:], zero, *buffers, sync, *tape)
                      for weights, middle, buffers, tape, (low, high) in joined]
         run_claimed(_scan_units, parts, sync, CLAIMS + 2 * len(joined), 1)
-        self.spares.append((work, joined))
+        if counted and releases == _QUICK_HELD[1]:
+            self.spares.append((work, joined))
+        else:
+            self._keep(work, joined)
         return y
 
 
@@ -2054,6 +2093,9 @@ def release_work() -> None:
     with _QUICK_SPLITS_LOCK:
         for split in list(_QUICK_SPLITS):
             split.spares.clear()
+            _QUICK_HELD[0] -= split.held[0]
+            split.held[0] = 0
+        _QUICK_HELD[1] += 1
 
 
 def packs(steps: int, batch: int, features: int, hidden: int, itemsize: int = 4) -> bool:
