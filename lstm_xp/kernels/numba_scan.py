@@ -1294,7 +1294,8 @@ class _QuickSplit:
     """A prepared layer split by sequences (:func:`_run_split`'s, the same bits): a function
     ``run(x, out, h_n, c_n, h0, c0, zero, lengths)`` as :func:`_quick_layer` describes it,
     ``rows`` the input's shape as (T * B, I). Each part's arguments of :func:`_scan_units`
-    that do not change from call to call are joined once with the work buffers they name.
+    that do not change from call to call are joined once with the work buffers they name
+    (:func:`_joined_parts`; :func:`_split` joins them at every call).
 
     The work buffers are this object's, not the calling thread's (:func:`_work_for`):
     each call takes a set off :attr:`spares` (``list.pop``, one operation under the
@@ -1332,18 +1333,6 @@ class _QuickSplit:
         else:
             _keep_work(self.key, work)
 
-    def _joined(self, work: _Work) -> list[tuple[Any, ...]]:
-        """Each part's arguments of :func:`_scan_units` that do not change from call to
-        call, in the runs between those that do (see :meth:`__call__`), and its slice of
-        the batch."""
-        w_ih, w_hh, b_ih, b_hh = self.operands
-        approximate = self.call.dtype == np.float32
-        return [((w_ih, w_hh, b_ih, b_hh, hs), (self.column, *head, self.reverse, approximate),
-                 (len(self.panels) > 0, *_with(buffers, self.panels)),
-                 _NO_TAPE[self.call.dtype], rows)
-                for (hs, rows), head, buffers in zip(work.states, work.heads, work.parts,
-                                                     strict=True)]
-
     def __call__(self, x: np.ndarray, out: np.ndarray | None, h_n: np.ndarray, c: np.ndarray,
                  h0: np.ndarray, c0: np.ndarray, zero: bool,
                  lengths: np.ndarray | None) -> np.ndarray:
@@ -1363,19 +1352,13 @@ class _QuickSplit:
                 _keep_work(self.key, work)
                 self.large = True
                 return self(x, out, h_n, c, h0, c0, zero, lengths)
-            joined = self._joined(work)
+            joined = _joined_parts(work, self.operands, self.panels, self.column, self.reverse,
+                                   self.call.dtype)
         # Without ``out`` the layer is a direction alone, whose columns start at 0.
         y = np.empty(self.y_shape, x.dtype) if out is None else out
         sync = np.zeros(CLAIMS + 3 * len(joined), np.int64)
-        x2 = x.reshape(self.rows)
-        if lengths is None:
-            parts = [(x2, *weights, h0, c0, h_n, c, y, *middle, zero, *buffers, sync, *tape)
-                     for weights, middle, buffers, tape, _ in joined]
-        else:  # each part its slice of the lengths
-            parts = [(x2, *weights, h0, c0, h_n, c, y, middle[0], lengths[low:high],
-                      *middle[2:], zero, *buffers, sync, *tape)
-                     for weights, middle, buffers, tape, (low, high) in joined]
-        run_claimed(_scan_units, parts, sync, CLAIMS + 2 * len(joined), 1)
+        run_claimed(_scan_units, _parts(joined, x.reshape(self.rows), h0, c0, h_n, c, y, zero,
+                                        sync, lengths), sync, CLAIMS + 2 * len(joined), 1)
         if counted and releases == _QUICK_HELD[1]:
             self.spares.append((work, joined))
         else:
@@ -1683,19 +1666,40 @@ def _split(call: _CallPlan, key: tuple[Any, ...], operands: tuple[np.ndarray, ..
     steps = x2.shape[0] // batch
     work = _work_for(key)
     y, column = (np.empty((steps, batch, hidden), dtype), 0) if out is None else out
-    sync = np.zeros(CLAIMS + 3 * len(work.parts), np.int64)
-    w_ih, w_hh, b_ih, b_hh = operands
-    approximate, prepacked, tape = dtype == np.float32, len(panels) > 0, _NO_TAPE[dtype]
-    heads = work.heads if lengths is None else \
-        [(lengths[low:high], *head[1:]) for (_, (low, high)), head in zip(work.states, work.heads,
-                                                                          strict=True)]
-    run_claimed(_scan_units, [
-        (x2, w_ih, w_hh, b_ih, b_hh, hs, h0, c0, h_n, c, y, column, *head, reverse,
-         approximate, zero, prepacked, *_with(buffers, panels), sync, *tape)
-        for (hs, _), head, buffers in zip(work.states, heads, work.parts, strict=True)],
-        sync, CLAIMS + 2 * len(work.parts), 1)
+    joined = _joined_parts(work, operands, panels, column, reverse, dtype)
+    sync = np.zeros(CLAIMS + 3 * len(joined), np.int64)
+    run_claimed(_scan_units, _parts(joined, x2, h0, c0, h_n, c, y, zero, sync, lengths),
+                sync, CLAIMS + 2 * len(joined), 1)
     _keep_work(key, work)
     return y
+
+
+def _joined_parts(work: _Work, operands: tuple[np.ndarray, ...], panels: list[np.ndarray],
+                  column: int, reverse: bool, dtype: np.dtype) -> list[tuple[Any, ...]]:
+    """Each part of a call split by sequences: its arguments of :func:`_scan_units` that
+    depend on the weights (``operands``, ``panels``), the plan and the work buffers
+    ``work`` only, in the runs between the call's own (:func:`_parts`), and its slice of
+    the batch."""
+    w_ih, w_hh, b_ih, b_hh = operands
+    approximate = dtype == np.float32
+    return [((w_ih, w_hh, b_ih, b_hh, hs), (column, *head, reverse, approximate),
+             (len(panels) > 0, *_with(buffers, panels)), _NO_TAPE[dtype], rows)
+            for (hs, rows), head, buffers in zip(work.states, work.heads, work.parts,
+                                                 strict=True)]
+
+
+def _parts(joined: list[tuple[Any, ...]], x2: np.ndarray, h0: np.ndarray, c0: np.ndarray,
+           h_n: np.ndarray, c: np.ndarray, y: np.ndarray, zero: bool, sync: np.ndarray,
+           lengths: np.ndarray | None) -> list[tuple[Any, ...]]:
+    """The parts' arguments of :func:`_scan_units` for :func:`run_claimed`: ``joined``
+    (:func:`_joined_parts`) with the call's own arrays, and each part's slice of
+    ``lengths`` where given (else the plan's, every step)."""
+    if lengths is None:
+        return [(x2, *weights, h0, c0, h_n, c, y, *middle, zero, *buffers, sync, *tape)
+                for weights, middle, buffers, tape, _ in joined]
+    return [(x2, *weights, h0, c0, h_n, c, y, middle[0], lengths[low:high], *middle[2:], zero,
+             *buffers, sync, *tape)
+            for weights, middle, buffers, tape, (low, high) in joined]
 
 
 def _operands(call: _CallPlan, weight_ih: np.ndarray, weight_hh: np.ndarray,
