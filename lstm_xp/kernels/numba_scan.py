@@ -1282,12 +1282,17 @@ _QUICK_HELD = [0, 0]
 _QUICK_SPLITS_LOCK = threading.Lock()
 
 
+def _unhold_locked(held: list[int]) -> None:
+    """Take a :class:`_QuickSplit`'s kept bytes ``held[0]`` off :data:`_QUICK_HELD`; the
+    caller holds :data:`_QUICK_SPLITS_LOCK`."""
+    _QUICK_HELD[0] -= held[0]
+    held[0] = 0
+
+
 def _unhold(held: list[int]) -> None:
-    """Take a :class:`_QuickSplit`'s kept bytes ``held[0]`` off :data:`_QUICK_HELD` (it
-    was dropped)."""
+    """:func:`_unhold_locked` under the lock (a :class:`_QuickSplit` was dropped)."""
     with _QUICK_SPLITS_LOCK:
-        _QUICK_HELD[0] -= held[0]
-        held[0] = 0
+        _unhold_locked(held)
 
 
 class _QuickSplit:
@@ -2097,8 +2102,7 @@ def release_work() -> None:
     with _QUICK_SPLITS_LOCK:
         for split in list(_QUICK_SPLITS):
             split.spares.clear()
-            _QUICK_HELD[0] -= split.held[0]
-            split.held[0] = 0
+            _unhold_locked(split.held)
         _QUICK_HELD[1] += 1
 
 
